@@ -1,0 +1,107 @@
+// Package attest turns TEE evidence into claims a manifest role can be matched
+// against. Verification is split in two steps so that one signature check serves
+// every role: Verify checks the evidence's signatures and its binding to the
+// enrolment (report data), Claims.Satisfies checks the claims against one role's
+// policy. Claims are meaningful only after Satisfies: for the simulated platform,
+// the root that signed the evidence is trusted only because the policy pins it.
+package attest
+
+import (
+	"crypto/sha512"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/sealmesh/sealmesh/ca/manifest"
+)
+
+// Evidence is what an issuer produces and a verifier checks.
+type Evidence struct {
+	// Platform is a manifest platform name: "simulated" or "snp".
+	Platform string `json:"platform"`
+	// Data is the platform's evidence: for SNP-shaped platforms a go-sev-guest
+	// Attestation protobuf (report and certificate chain).
+	Data []byte `json:"data"`
+}
+
+// Issuer produces evidence whose report data is the given 64 bytes.
+type Issuer interface {
+	Platform() string
+	Evidence(reportData [64]byte) (Evidence, error)
+}
+
+// Claims are what verified evidence says about the workload.
+type Claims struct {
+	Platform string
+	// Measurement is the hex launch measurement.
+	Measurement string
+	// RootFingerprint is the hex SHA-256 of the root certificate that the
+	// evidence chains to.
+	RootFingerprint string
+	// Debug is true when the guest policy lets the host read guest memory.
+	Debug bool
+}
+
+// ReportData binds evidence to one enrolment: a fresh nonce the coordinator issued,
+// the exact public key to be certified, and the rest of the request. Each part is
+// length-prefixed so that no two different inputs hash alike.
+func ReportData(nonce, publicKey, request []byte) [64]byte {
+	h := sha512.New()
+	h.Write([]byte("sealmesh enrolment v1\x00"))
+	for _, part := range [][]byte{nonce, publicKey, request} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var out [64]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// Verify checks the evidence's signatures and that it commits to reportData. It does
+// not decide whether the workload is acceptable: that is Claims.Satisfies.
+func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
+	switch ev.Platform {
+	case manifest.PlatformSimulated:
+		return verifySNP(ev, reportData, true)
+	case manifest.PlatformSNP:
+		return verifySNP(ev, reportData, false)
+	default:
+		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp)", ev.Platform)
+	}
+}
+
+// Satisfies reports whether the claims meet a role's attestation policy. A role that
+// names no policy for the claims' platform refuses it.
+func (c *Claims) Satisfies(a manifest.Attestation) error {
+	var p *manifest.SNPPolicy
+	switch c.Platform {
+	case manifest.PlatformSimulated:
+		p = a.Simulated
+	case manifest.PlatformSNP:
+		p = a.SNP
+	}
+	if p == nil {
+		return fmt.Errorf("platform %q is not accepted by this role", c.Platform)
+	}
+	// For simulated evidence the pin is what makes the signature mean anything;
+	// manifest validation requires it, and this check must never be skipped.
+	if (c.Platform == manifest.PlatformSimulated || p.RootFingerprint != "") && c.RootFingerprint != p.RootFingerprint {
+		return fmt.Errorf("evidence chains to root %s, the role pins %s", short(c.RootFingerprint), short(p.RootFingerprint))
+	}
+	if c.Debug && !p.AllowDebug {
+		return fmt.Errorf("guest policy allows debug and the role does not (set allowDebug to accept)")
+	}
+	if !slices.Contains(p.Measurements, c.Measurement) {
+		return fmt.Errorf("measurement %s is not one of the role's %d measurements", short(c.Measurement), len(p.Measurements))
+	}
+	return nil
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}

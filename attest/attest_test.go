@@ -1,0 +1,170 @@
+package attest_test
+
+import (
+	"encoding/hex"
+	"strings"
+	"sync"
+	"testing"
+
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+)
+
+var (
+	devOnce sync.Once
+	dev     *simulated.Device
+	other   *simulated.Device
+	devErr  error
+)
+
+// devices makes two simulated chips with different roots (RSA-4096 keys take a
+// while, so once per test binary).
+func devices(t *testing.T) (*simulated.Device, *simulated.Device) {
+	t.Helper()
+	devOnce.Do(func() {
+		dev, devErr = simulated.New(simulated.MeasurementOf("web"))
+		if devErr == nil {
+			other, devErr = simulated.New(simulated.MeasurementOf("web"))
+		}
+	})
+	if devErr != nil {
+		t.Fatal(devErr)
+	}
+	return dev, other
+}
+
+func policyFor(d *simulated.Device, images ...string) manifest.Attestation {
+	p := &manifest.SNPPolicy{RootFingerprint: d.RootFingerprint()}
+	for _, im := range images {
+		m := simulated.MeasurementOf(im)
+		p.Measurements = append(p.Measurements, hex.EncodeToString(m[:]))
+	}
+	return manifest.Attestation{Simulated: p}
+}
+
+func TestSimulatedEvidence(t *testing.T) {
+	d, o := devices(t)
+	rd := attest.ReportData([]byte("nonce"), []byte("pubkey"), nil)
+	good, err := d.Evidence(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	debug, err := d.DebugEvidence(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromOther, err := o.Evidence(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := tamperMeasurement(t, good)
+
+	tests := []struct {
+		name       string
+		ev         attest.Evidence
+		reportData [64]byte
+		policy     manifest.Attestation
+		wantVerify string // error from Verify, "" for none
+		wantPolicy string // error from Satisfies, "" for none
+	}{
+		{name: "accepted", ev: good, reportData: rd, policy: policyFor(d, "web")},
+		{name: "wrong measurement", ev: good, reportData: rd, policy: policyFor(d, "db"), wantPolicy: "measurement"},
+		{name: "bound to another key", ev: good, reportData: attest.ReportData([]byte("nonce"), []byte("other key"), nil), policy: policyFor(d, "web"), wantVerify: "does not match this enrolment"},
+		{name: "bound to another nonce", ev: good, reportData: attest.ReportData([]byte("nonce2"), []byte("pubkey"), nil), policy: policyFor(d, "web"), wantVerify: "does not match this enrolment"},
+		{name: "root not pinned", ev: fromOther, reportData: rd, policy: policyFor(d, "web"), wantPolicy: "the role pins"},
+		{name: "role without simulated", ev: good, reportData: rd, policy: manifest.Attestation{SNP: policyFor(d, "web").Simulated}, wantPolicy: `platform "simulated" is not accepted`},
+		{name: "debug refused", ev: debug, reportData: rd, policy: policyFor(d, "web"), wantPolicy: "debug"},
+		{name: "report altered after signing", ev: tampered, reportData: rd, policy: policyFor(d, "web"), wantVerify: "signature"},
+		{name: "garbage", ev: attest.Evidence{Platform: "simulated", Data: []byte("x")}, reportData: rd, wantVerify: "not an SNP attestation"},
+		{name: "unknown platform", ev: attest.Evidence{Platform: "sgx"}, reportData: rd, wantVerify: "unknown platform"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := attest.Verify(tt.ev, tt.reportData)
+			if !matches(err, tt.wantVerify) {
+				t.Fatalf("Verify error = %v, want %q", err, tt.wantVerify)
+			}
+			if err != nil {
+				return
+			}
+			if err := c.Satisfies(tt.policy); !matches(err, tt.wantPolicy) {
+				t.Fatalf("Satisfies error = %v, want %q", err, tt.wantPolicy)
+			}
+		})
+	}
+}
+
+func TestDebugAllowedWhenRoleSaysSo(t *testing.T) {
+	d, _ := devices(t)
+	rd := attest.ReportData([]byte("n"), []byte("k"), nil)
+	ev, err := d.DebugEvidence(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := attest.Verify(ev, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := policyFor(d, "web")
+	p.Simulated.AllowDebug = true
+	if err := c.Satisfies(p); err != nil {
+		t.Fatalf("Satisfies with allowDebug: %v", err)
+	}
+}
+
+func TestSaveLoad(t *testing.T) {
+	d, _ := devices(t)
+	dir := t.TempDir()
+	if err := d.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	l, err := simulated.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := attest.ReportData([]byte("n"), []byte("k"), nil)
+	ev, err := l.Evidence(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := attest.Verify(ev, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Satisfies(policyFor(d, "web")); err != nil {
+		t.Fatalf("loaded device's evidence: %v", err)
+	}
+}
+
+func TestReportDataIsUnambiguous(t *testing.T) {
+	a := attest.ReportData([]byte("ab"), []byte("c"), nil)
+	b := attest.ReportData([]byte("a"), []byte("bc"), nil)
+	if a == b {
+		t.Fatal("moving a byte between nonce and key gives the same report data")
+	}
+}
+
+func tamperMeasurement(t *testing.T, ev attest.Evidence) attest.Evidence {
+	t.Helper()
+	var att spb.Attestation
+	if err := proto.Unmarshal(ev.Data, &att); err != nil {
+		t.Fatal(err)
+	}
+	att.Report.Measurement[0] ^= 1
+	b, err := proto.Marshal(&att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return attest.Evidence{Platform: ev.Platform, Data: b}
+}
+
+func matches(err error, want string) bool {
+	if want == "" {
+		return err == nil
+	}
+	return err != nil && strings.Contains(err.Error(), want)
+}

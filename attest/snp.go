@@ -1,0 +1,120 @@
+package attest
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	"github.com/google/go-sev-guest/validate"
+	"github.com/google/go-sev-guest/verify"
+	"github.com/google/go-sev-guest/verify/trust"
+	"google.golang.org/protobuf/proto"
+)
+
+// now is replaced in tests that verify recorded evidence.
+var now = time.Now
+
+// verifySNP checks SNP-shaped evidence with go-sev-guest: VCEK chain to the root,
+// report signature, report data, guest policy. Real SNP evidence is checked against
+// the AMD roots the library ships; simulated evidence against the root in its own
+// chain, which Claims.Satisfies then compares with the manifest's pin. Everything
+// after the choice of root is the same code.
+func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error) {
+	var att spb.Attestation
+	if err := proto.Unmarshal(ev.Data, &att); err != nil {
+		return nil, fmt.Errorf("attest: %s evidence is not an SNP attestation: %w", ev.Platform, err)
+	}
+	chain := att.GetCertificateChain()
+	if att.GetReport() == nil || chain == nil || len(chain.GetVcekCert()) == 0 {
+		return nil, fmt.Errorf("attest: %s evidence lacks a report or VCEK certificate", ev.Platform)
+	}
+
+	opts := &verify.Options{DisableCertFetching: true, Now: now()}
+	var rootDER []byte
+	if simulated {
+		roots, der, err := chainRoots(chain)
+		if err != nil {
+			return nil, fmt.Errorf("attest: simulated evidence: %w", err)
+		}
+		opts.TrustedRoots = roots
+		rootDER = der
+	}
+	if err := verify.SnpAttestation(&att, opts); err != nil {
+		return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
+	}
+	if !simulated {
+		// The library picked one of its embedded AMD roots; name it by the product
+		// line's ARK so a policy may pin it too.
+		line, err := productLine(chain.GetVcekCert())
+		if err != nil {
+			return nil, fmt.Errorf("attest: snp evidence: %w", err)
+		}
+		r, err := trust.GetDefaultRootCerts(line)
+		if err != nil {
+			return nil, fmt.Errorf("attest: snp evidence: no AMD root for %s: %w", line, err)
+		}
+		rootDER = r.ProductCerts.Ark.Raw
+	}
+
+	// Debug and SMT are reported as claims (debug is refused per role unless
+	// allowed); a migration agent can export guest memory, so it is refused here.
+	vopts := &validate.Options{
+		ReportData:  reportData[:],
+		GuestPolicy: abi.SnpPolicy{Debug: true, SMT: true},
+	}
+	if err := validate.SnpAttestation(&att, vopts); err != nil {
+		return nil, fmt.Errorf("attest: %s evidence does not match this enrolment: %w", ev.Platform, err)
+	}
+	pol, err := abi.ParseSnpPolicy(att.GetReport().GetPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("attest: %s guest policy: %w", ev.Platform, err)
+	}
+	fp := sha256.Sum256(rootDER)
+	return &Claims{
+		Platform:        ev.Platform,
+		Measurement:     hex.EncodeToString(att.GetReport().GetMeasurement()),
+		RootFingerprint: hex.EncodeToString(fp[:]),
+		Debug:           pol.Debug,
+	}, nil
+}
+
+// chainRoots takes the ARK and ASK from the evidence's own chain as the trust roots.
+// Sound only together with the manifest's pin of the ARK (Claims.Satisfies).
+func chainRoots(chain *spb.CertificateChain) (map[string][]*trust.AMDRootCerts, []byte, error) {
+	ark, err := x509.ParseCertificate(chain.GetArkCert())
+	if err != nil {
+		return nil, nil, fmt.Errorf("ARK certificate: %w", err)
+	}
+	ask, err := x509.ParseCertificate(chain.GetAskCert())
+	if err != nil {
+		return nil, nil, fmt.Errorf("ASK certificate: %w", err)
+	}
+	line, err := productLine(chain.GetVcekCert())
+	if err != nil {
+		return nil, nil, err
+	}
+	root := trust.AMDRootCertsProduct(line)
+	root.ProductCerts = &trust.ProductCerts{Ark: ark, Ask: ask}
+	return map[string][]*trust.AMDRootCerts{line: {root}}, ark.Raw, nil
+}
+
+func productLine(vcekDER []byte) (string, error) {
+	vcek, err := x509.ParseCertificate(vcekDER)
+	if err != nil {
+		return "", fmt.Errorf("VCEK certificate: %w", err)
+	}
+	exts, err := kds.VcekCertificateExtensions(vcek)
+	if err != nil {
+		return "", fmt.Errorf("VCEK certificate: %w", err)
+	}
+	product, err := kds.ParseProductName(exts.ProductName, abi.VcekReportSigner)
+	if err != nil {
+		return "", fmt.Errorf("VCEK product name %q: %w", exts.ProductName, err)
+	}
+	return kds.ProductLine(product), nil
+}

@@ -1,0 +1,86 @@
+package manifest
+
+import (
+	"strings"
+	"testing"
+)
+
+const m96 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+const fp64 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+const goodYAML = `
+network: 10.42.0.0/16
+certificateLifetime: 1h
+roles:
+  - name: web
+    groups: [web, pods]
+    attestation:
+      simulated:
+        measurements: [` + m96 + `]
+        rootFingerprint: ` + fp64 + `
+lighthouses:
+  - name: lh1
+    overlayIP: 10.42.0.1
+    underlay: 192.0.2.1:4242
+    tokenSHA256: ` + fp64 + `
+firewall:
+  - {from: [pods], to: web, proto: icmp, port: any}
+  - {from: [any], to: pods, proto: tcp, port: 8000-8080}
+`
+
+func TestParseGood(t *testing.T) {
+	m, err := Parse([]byte(goodYAML))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := m.Prefix().String(); got != "10.42.0.0/16" {
+		t.Errorf("Prefix = %s", got)
+	}
+	if got := m.Lifetime().String(); got != "1h0m0s" {
+		t.Errorf("Lifetime = %s", got)
+	}
+	if !m.AcceptsSimulated() {
+		t.Error("AcceptsSimulated = false, want true")
+	}
+	// The same manifest as JSON hashes the same.
+	m2, err := Parse(m.Canonical())
+	if err != nil {
+		t.Fatalf("Parse(canonical): %v", err)
+	}
+	if m.Hash() != m2.Hash() {
+		t.Errorf("hash changed across JSON round trip")
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace [2]string
+		want    string
+	}{
+		{"short measurement", [2]string{"[" + m96 + "]", "[" + m96[1:] + "]"}, "roles[0].attestation.simulated.measurements[0]: want 96 lower-case hex characters, got 95"},
+		{"unknown field", [2]string{"certificateLifetime: 1h", "certificateLifetim: 1h"}, `unknown field "certificateLifetim"`},
+		{"bad network", [2]string{"10.42.0.0/16", "10.42.0.0"}, "network: want a prefix"},
+		{"lighthouse outside network", [2]string{"overlayIP: 10.42.0.1", "overlayIP: 10.43.0.1"}, "lighthouses[0].overlayIP: 10.43.0.1 is not a host address"},
+		{"lighthouse on network address", [2]string{"overlayIP: 10.42.0.1", "overlayIP: 10.42.0.0"}, "is not a host address"},
+		{"no platform", [2]string{"simulated:", "other:"}, `unknown field "other"`},
+		{"simulated without root", [2]string{"rootFingerprint: " + fp64 + "\n", "\n"}, "roles[0].attestation.simulated.rootFingerprint: required"},
+		{"unknown group in rule", [2]string{"to: web", "to: db"}, `firewall[0].to: group "db" is given to no role`},
+		{"bad port", [2]string{"8000-8080", "8080-8000"}, "firewall[1].port"},
+		{"bad proto", [2]string{"proto: tcp", "proto: sctp"}, "firewall[1].proto"},
+		{"bad role name", [2]string{"name: web", "name: Web_1"}, "roles[0].name: want a DNS label"},
+		{"lifetime too short", [2]string{"certificateLifetime: 1h", "certificateLifetime: 1s"}, "certificateLifetime: want a duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := strings.Replace(goodYAML, tt.replace[0], tt.replace[1], 1)
+			if in == goodYAML {
+				t.Fatalf("replacement %q not found", tt.replace[0])
+			}
+			_, err := Parse([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
