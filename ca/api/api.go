@@ -1,0 +1,128 @@
+// Package api is the coordinator's protocol, shared by the coordinator, the agent,
+// the lighthouse and meshctl: JSON over HTTP. docs/protocol.md describes it.
+//
+//	POST /v1/manifest  body: manifest (JSON or YAML)        → Status
+//	POST /v1/nonce                                          → NonceResponse
+//	POST /v1/enrol     body: EnrolRequest                   → EnrolResponse
+//	POST /v1/release   body: ReleaseRequest                 → {}
+//	GET  /v1/status                                         → Status
+//	GET  /healthz, /readyz
+//
+// Errors come back as a non-2xx status with an Error body.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// NonceResponse carries a single-use nonce the next enrolment must commit to.
+type NonceResponse struct {
+	Nonce   []byte    `json:"nonce"`
+	Expires time.Time `json:"expires"`
+}
+
+// Evidence is TEE evidence: a platform name and that platform's bytes.
+type Evidence struct {
+	Platform string `json:"platform"`
+	Data     []byte `json:"data"`
+}
+
+// Workload is what a requester says it runs. It is recorded and shown, never used
+// to choose identity: the role comes from the evidence.
+type Workload struct {
+	Namespace   string `json:"namespace,omitempty"`
+	Name        string `json:"name,omitempty"`
+	UID         string `json:"uid,omitempty"`
+	ContainerID string `json:"containerID,omitempty"`
+}
+
+// EnrolRequest asks for a certificate for PublicKey. A workload proves itself
+// with Evidence whose report data is attest.ReportData(Nonce, PublicKey,
+// Binding()); a lighthouse with its JoinToken. There is no field for the name, IP
+// or groups: those are assigned (invariant C).
+type EnrolRequest struct {
+	Nonce     []byte    `json:"nonce"`
+	PublicKey []byte    `json:"publicKey"`
+	Evidence  *Evidence `json:"evidence,omitempty"`
+	JoinToken string    `json:"joinToken,omitempty"`
+	Workload  Workload  `json:"workload"`
+}
+
+// Binding is the part of the request, besides nonce and key, that the evidence
+// commits to, so that none of it can be swapped in transit.
+func (r *EnrolRequest) Binding() []byte {
+	b, _ := json.Marshal(r.Workload)
+	return b
+}
+
+// EnrolResponse is everything a host needs to run Nebula.
+type EnrolResponse struct {
+	Name        string         `json:"name"`
+	Role        string         `json:"role"`
+	IP          string         `json:"ip"` // with the network's prefix length, e.g. 10.42.0.5/16
+	Groups      []string       `json:"groups"`
+	NotAfter    time.Time      `json:"notAfter"`
+	Certificate string         `json:"certificate"` // PEM
+	CA          string         `json:"ca"`          // PEM
+	Lighthouses []Lighthouse   `json:"lighthouses"`
+	Inbound     []FirewallRule `json:"inbound"`
+	// ReleaseToken lets the holder give the IP back before the certificate
+	// expires (CNI DEL). Only its hash is stored.
+	ReleaseToken string `json:"releaseToken,omitempty"`
+}
+
+// Lighthouse is where a host finds the others.
+type Lighthouse struct {
+	OverlayIP string `json:"overlayIP"`
+	Underlay  string `json:"underlay"`
+}
+
+// FirewallRule is one Nebula inbound rule: from hosts in Group (or any host when
+// Group is empty), on Proto and Port.
+type FirewallRule struct {
+	Proto string `json:"proto"`
+	Port  string `json:"port"`
+	Group string `json:"group,omitempty"`
+}
+
+// ReleaseRequest gives an IP back.
+type ReleaseRequest struct {
+	Fingerprint  string `json:"fingerprint"`
+	ReleaseToken string `json:"releaseToken"`
+}
+
+// Coordinator states.
+const (
+	StateWaiting = "waiting-for-manifest"
+	StateReady   = "ready"
+	// StateLocked: the store holds a mesh, but this process does not hold its CA
+	// key (it restarted; sealed state arrives with the history work).
+	StateLocked = "locked"
+)
+
+// Status is the coordinator's view of the mesh.
+type Status struct {
+	State            string `json:"state"`
+	Message          string `json:"message,omitempty"`
+	ManifestHash     string `json:"manifestHash,omitempty"`
+	CAFingerprint    string `json:"caFingerprint,omitempty"`
+	AcceptsSimulated bool   `json:"acceptsSimulated"`
+	Hosts            []Host `json:"hosts"`
+}
+
+// Host is one live certificate.
+type Host struct {
+	Name        string    `json:"name"`
+	Role        string    `json:"role"`
+	IP          string    `json:"ip"`
+	Groups      []string  `json:"groups"`
+	NotAfter    time.Time `json:"notAfter"`
+	Fingerprint string    `json:"fingerprint"`
+	Workload    string    `json:"workload,omitempty"`
+}
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,453 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slackhq/nebula/cert"
+
+	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/store"
+)
+
+var (
+	devOnce           sync.Once
+	webDev, dbDev     *simulated.Device
+	strangerDev       *simulated.Device
+	devErr            error
+	lighthouseToken   = "lighthouse-token-for-tests"
+	lighthouseTokenFP = func() string { s := sha256.Sum256([]byte(lighthouseToken)); return hex.EncodeToString(s[:]) }()
+)
+
+// devices: two guests on one simulated chip (images "web" and "db"), and a guest
+// whose chip chains to a root no manifest pins.
+func devices(t *testing.T) {
+	t.Helper()
+	devOnce.Do(func() {
+		webDev, devErr = simulated.New(simulated.MeasurementOf("web"))
+		if devErr != nil {
+			return
+		}
+		dbDev = &simulated.Device{}
+		*dbDev = *webDev
+		dbDev.Measurement = simulated.MeasurementOf("db")
+		strangerDev, devErr = simulated.New(simulated.MeasurementOf("web"))
+	})
+	if devErr != nil {
+		t.Fatal(devErr)
+	}
+}
+
+func measurement(image string) string {
+	m := simulated.MeasurementOf(image)
+	return hex.EncodeToString(m[:])
+}
+
+func testManifest(root string) string {
+	return fmt.Sprintf(`{
+  "network": "10.42.0.0/24",
+  "certificateLifetime": "1h",
+  "roles": [
+    {"name": "web", "groups": ["web", "pods"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}},
+    {"name": "db", "groups": ["db", "pods"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}},
+    {"name": "hw", "groups": ["hw"], "attestation": {"snp": {"measurements": [%q]}}}
+  ],
+  "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
+  "firewall": [
+    {"from": ["web"], "to": "db", "proto": "tcp", "port": "5432"},
+    {"from": ["any"], "to": "pods", "proto": "icmp", "port": "any"}
+  ]
+}`, measurement("web"), root, measurement("db"), root, measurement("hw"), lighthouseTokenFP)
+}
+
+type harness struct {
+	c      *coordinator.Coordinator
+	srv    *httptest.Server
+	client *api.Client
+	clock  *clock
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time    { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newHarness(t *testing.T, dir string) *harness {
+	t.Helper()
+	devices(t)
+	st, err := store.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Now()}
+	c, err := coordinator.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+	return &harness{c: c, srv: srv, client: api.NewClient(srv.URL), clock: clk}
+}
+
+func readyHarness(t *testing.T) *harness {
+	h := newHarness(t, t.TempDir())
+	if _, err := h.client.SetManifest(context.Background(), []byte(testManifest(webDev.RootFingerprint()))); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func parseCert(t *testing.T, e *enrol.Enrolment) cert.Certificate {
+	t.Helper()
+	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := cert.NewCAPoolFromPEM([]byte(e.CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.VerifyCertificate(time.Now(), c); err != nil {
+		t.Fatalf("certificate does not verify against the CA it came with: %v", err)
+	}
+	return c
+}
+
+func TestEnrolAssignsIdentityFromTheManifest(t *testing.T) {
+	h := readyHarness(t)
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		dev        *simulated.Device
+		workload   api.Workload
+		wantRole   string
+		wantGroups []string
+		wantIP     string
+		wantRules  int
+	}{
+		// The workload claims to be the lighthouse; the evidence says web.
+		{"web claiming another name", webDev, api.Workload{Namespace: "kube-system", Name: "lh1"}, "web", []string{"web", "pods"}, "10.42.0.2/24", 1},
+		{"db", dbDev, api.Workload{Namespace: "prod", Name: "db-0"}, "db", []string{"db", "pods"}, "10.42.0.3/24", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := enrol.Workload(ctx, h.client, tt.dev, tt.workload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := parseCert(t, e)
+			wantName := tt.wantRole + "-" + strings.ReplaceAll(strings.Split(tt.wantIP, "/")[0], ".", "-")
+			if c.Name() != wantName || e.Role != tt.wantRole {
+				t.Errorf("name, role = %q, %q; want %q, %q", c.Name(), e.Role, wantName, tt.wantRole)
+			}
+			if got := fmt.Sprint(c.Groups()); got != fmt.Sprint(tt.wantGroups) {
+				t.Errorf("groups = %s, want %s", got, fmt.Sprint(tt.wantGroups))
+			}
+			if got := c.Networks()[0].String(); got != tt.wantIP {
+				t.Errorf("ip = %s, want %s", got, tt.wantIP)
+			}
+			// The coordinator signed our key; it never made one.
+			_, pub, _ := keyOf(t, e)
+			if !bytes.Equal(c.PublicKey(), pub) {
+				t.Error("certificate does not carry the requester's public key")
+			}
+			if time.Until(c.NotAfter()) > time.Hour+time.Minute {
+				t.Errorf("NotAfter %s exceeds the manifest's 1h lifetime", c.NotAfter())
+			}
+			if len(e.Inbound) != tt.wantRules {
+				t.Errorf("inbound rules = %+v, want %d", e.Inbound, tt.wantRules)
+			}
+			if len(e.Lighthouses) != 1 || e.Lighthouses[0].OverlayIP != "10.42.0.1" {
+				t.Errorf("lighthouses = %+v", e.Lighthouses)
+			}
+		})
+	}
+	st := h.c.Status()
+	if len(st.Hosts) != 2 || st.Hosts[0].Workload != "kube-system/lh1" || st.Hosts[0].Role != "web" {
+		t.Errorf("status hosts = %+v", st.Hosts)
+	}
+	if !st.AcceptsSimulated {
+		t.Error("status does not say the mesh accepts simulated attestation")
+	}
+}
+
+func keyOf(t *testing.T, e *enrol.Enrolment) ([]byte, []byte, error) {
+	t.Helper()
+	pub, err := curve25519X(e.PrivateKey)
+	return e.PrivateKey, pub, err
+}
+
+// request builds a valid enrolment request by hand, so tests can break it.
+func request(t *testing.T, h *harness, dev *simulated.Device, pub []byte) *api.EnrolRequest {
+	t.Helper()
+	n, err := h.client.Nonce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub, Workload: api.Workload{Namespace: "ns", Name: "p"}}
+	ev, err := dev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
+	return req
+}
+
+func TestEnrolRefusals(t *testing.T) {
+	h := readyHarness(t)
+	ctx := context.Background()
+	_, pub, err := enrol.KeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPub, _ := enrol.KeyPair()
+
+	tests := []struct {
+		name  string
+		build func() *api.EnrolRequest
+		want  string
+	}{
+		{"reused nonce", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			if _, err := h.client.Enrol(ctx, req); err != nil {
+				t.Fatalf("first use: %v", err)
+			}
+			return req
+		}, "unknown or already used nonce"},
+		{"unknown nonce", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			req.Nonce = bytes.Repeat([]byte{7}, 32)
+			return req
+		}, "unknown or already used nonce"},
+		{"expired nonce", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			h.clock.add(coordinator.NonceLifetime + time.Second)
+			return req
+		}, "nonce expired"},
+		{"evidence bound to another key", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			req.PublicKey = otherPub // a thief swaps in its own key
+			return req
+		}, "does not match this enrolment"},
+		{"workload swapped after evidence", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			req.Workload.Name = "other"
+			return req
+		}, "does not match this enrolment"},
+		{"wrong measurement", func() *api.EnrolRequest {
+			d := *webDev
+			d.Measurement = simulated.MeasurementOf("evil")
+			return request(t, h, &d, pub)
+		}, "matches no role"},
+		{"root the manifest does not pin", func() *api.EnrolRequest { return request(t, h, strangerDev, pub) }, "the role pins"},
+		{"wrong join token", func() *api.EnrolRequest {
+			n, _ := h.client.Nonce(ctx)
+			return &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub, JoinToken: "guess"}
+		}, "matches no lighthouse"},
+		{"short key", func() *api.EnrolRequest {
+			req := request(t, h, webDev, pub)
+			req.PublicKey = pub[:16]
+			return req
+		}, "want a 32-byte X25519 key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.c.Status().Hosts)
+			_, err := h.client.Enrol(ctx, tt.build())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Enrol error = %v, want %q", err, tt.want)
+			}
+			if tt.name != "reused nonce" && len(h.c.Status().Hosts) != before {
+				t.Error("a refused enrolment left a lease behind")
+			}
+		})
+	}
+}
+
+// The platform must be named by the role: a role that accepts only real SNP
+// refuses simulated evidence even when the measurement matches.
+func TestSimulatedOnlyWhereNamed(t *testing.T) {
+	h := readyHarness(t)
+	d := *webDev
+	d.Measurement = simulated.MeasurementOf("hw") // the snp-only role's measurement
+	_, pub, _ := enrol.KeyPair()
+	_, err := h.client.Enrol(context.Background(), request(t, h, &d, pub))
+	if err == nil || !strings.Contains(err.Error(), `role hw: platform "simulated" is not accepted`) {
+		t.Fatalf("Enrol error = %v", err)
+	}
+}
+
+// A request cannot even ask for a name, IP or groups: unknown fields are refused.
+func TestRequestCannotAskForIdentity(t *testing.T) {
+	h := readyHarness(t)
+	_, pub, _ := enrol.KeyPair()
+	req := request(t, h, webDev, pub)
+	var raw map[string]any
+	b, _ := json.Marshal(req)
+	json.Unmarshal(b, &raw)
+	raw["groups"] = []string{"admin"}
+	raw["ip"] = "10.42.0.1"
+	b, _ = json.Marshal(raw)
+	resp, err := http.Post(h.srv.URL+"/v1/enrol", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "unknown field") {
+		t.Fatalf("status %d body %s, want 400 unknown field", resp.StatusCode, body)
+	}
+}
+
+func TestLighthouseGetsItsFixedIdentity(t *testing.T) {
+	h := readyHarness(t)
+	e, err := enrol.Lighthouse(context.Background(), h.client, lighthouseToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := parseCert(t, e)
+	if c.Name() != "lh1" || c.Networks()[0].String() != "10.42.0.1/24" || fmt.Sprint(c.Groups()) != "[lighthouse]" {
+		t.Fatalf("lighthouse cert = %s %s %v", c.Name(), c.Networks(), c.Groups())
+	}
+	// Workloads never get the lighthouse's address.
+	w, err := enrol.Workload(context.Background(), h.client, webDev, api.Workload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.IP == "10.42.0.1/24" {
+		t.Fatal("a workload got the lighthouse's IP")
+	}
+}
+
+func TestAllocationUniqueReleasedAndExhausted(t *testing.T) {
+	h := readyHarness(t)
+	ctx := context.Background()
+	seen := map[string]bool{}
+	var first *enrol.Enrolment
+	// 10.42.0.0/24: .1 is the lighthouse, .0 and .255 are not hosts: 253 left.
+	for i := 0; i < 253; i++ {
+		e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{Name: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatalf("enrolment %d: %v", i, err)
+		}
+		if seen[e.IP] {
+			t.Fatalf("IP %s handed out twice", e.IP)
+		}
+		seen[e.IP] = true
+		if first == nil {
+			first = e
+		}
+	}
+	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err == nil || !strings.Contains(err.Error(), "no free address") {
+		t.Fatalf("enrolment past the end: %v", err)
+	}
+	fp := fingerprint(t, first)
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: "wrong"}); err == nil {
+		t.Fatal("release with a wrong token succeeded")
+	}
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken}); err != nil {
+		t.Fatal(err)
+	}
+	// Idempotent, like CNI DEL.
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.IP != first.IP {
+		t.Fatalf("after release got %s, want the released %s", e.IP, first.IP)
+	}
+}
+
+// Expired certificates give their IP back without a release.
+func TestExpiredLeaseIsReused(t *testing.T) {
+	h := readyHarness(t)
+	ctx := context.Background()
+	a, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clock.add(2 * time.Hour)
+	b, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.IP != b.IP {
+		t.Fatalf("got %s after %s expired, want it reused", b.IP, a.IP)
+	}
+}
+
+func TestManifestLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, dir)
+	ctx := context.Background()
+	if _, err := h.client.Nonce(ctx); err == nil || !strings.Contains(err.Error(), "waiting-for-manifest") {
+		t.Fatalf("nonce before manifest: %v", err)
+	}
+	if _, err := h.client.SetManifest(ctx, []byte(`{"network": "10.0.0.0/8", "rols": []}`)); err == nil || !strings.Contains(err.Error(), `unknown field "rols"`) {
+		t.Fatalf("bad manifest: %v", err)
+	}
+	if st := h.c.Status(); st.State != api.StateWaiting {
+		t.Fatalf("a bad manifest changed state to %s", st.State)
+	}
+	good := []byte(testManifest(webDev.RootFingerprint()))
+	if _, err := h.client.SetManifest(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.SetManifest(ctx, good); err != nil {
+		t.Fatalf("setting the same manifest again: %v", err)
+	}
+	other := bytes.Replace(good, []byte("10.42.0.0/24"), []byte("10.43.0.0/24"), 1)
+	other = bytes.Replace(other, []byte("10.42.0.1"), []byte("10.43.0.1"), 1)
+	if _, err := h.client.SetManifest(ctx, other); err == nil || !strings.Contains(err.Error(), "already set") {
+		t.Fatalf("second manifest: %v", err)
+	}
+	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A restarted coordinator does not hold the CA key and says so.
+	h2 := newHarness(t, dir)
+	st := h2.c.Status()
+	if st.State != api.StateLocked || h2.c.Ready() {
+		t.Fatalf("restarted coordinator state %s", st.State)
+	}
+	resp, err := http.Get(h2.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz of a locked coordinator = %d", resp.StatusCode)
+	}
+}
+
+func fingerprint(t *testing.T, e *enrol.Enrolment) string {
+	t.Helper()
+	fp, err := parseCert(t, e).Fingerprint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
+}
