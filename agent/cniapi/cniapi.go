@@ -1,0 +1,108 @@
+// Package cniapi is the protocol between the CNI plugin and the node agent: JSON
+// over HTTP on a unix socket. It is deliberately small: the plugin binary links it
+// and must stay free of the attestation libraries, client-go and memberlist.
+package cniapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is where the node agent listens.
+const DefaultSocket = "/run/sealmesh/agent.sock"
+
+// Request names one pod attachment.
+type Request struct {
+	ContainerID  string `json:"containerID"`
+	Netns        string `json:"netns"`
+	IfName       string `json:"ifName"`
+	MTU          int    `json:"mtu,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+	PodUID       string `json:"podUID,omitempty"`
+}
+
+// AddResult is the Nebula interface the agent brought up.
+type AddResult struct {
+	Interface string `json:"interface"`
+	Address   string `json:"address"` // overlay IP with prefix length
+	MTU       int    `json:"mtu"`
+}
+
+// Error is a failed call's body.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// ErrAgentUnreachable means nothing answers on the socket.
+var ErrAgentUnreachable = errors.New("sealmesh agent is not running")
+
+// Client calls the agent.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent at socket.
+func NewClient(socket string, timeout time.Duration) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// Add attaches a pod.
+func (c *Client) Add(ctx context.Context, r *Request) (*AddResult, error) {
+	var out AddResult
+	return &out, c.call(ctx, "/v1/add", r, &out)
+}
+
+// Del detaches a pod; detaching an unknown pod succeeds.
+func (c *Client) Del(ctx context.Context, r *Request) error {
+	return c.call(ctx, "/v1/del", r, nil)
+}
+
+// Check verifies a pod's attachment is as Add left it.
+func (c *Client) Check(ctx context.Context, r *Request) error {
+	return c.call(ctx, "/v1/check", r, nil)
+}
+
+func (c *Client) call(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (socket %s): %v", ErrAgentUnreachable, c.socket, err)
+		}
+		return fmt.Errorf("sealmesh agent %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e Error
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("sealmesh agent %s: %s", path, resp.Status)
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}

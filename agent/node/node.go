@@ -1,0 +1,318 @@
+// Package node is the agent in node mode: it serves the CNI plugin on a unix
+// socket, enrols each pod with the coordinator and runs the pod's Nebula in the
+// pod's network namespace.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slackhq/nebula/cert"
+	"github.com/vishvananda/netlink"
+
+	"github.com/sealmesh/sealmesh/agent/cniapi"
+	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/ca/api"
+)
+
+// nebulaOverhead is what Nebula adds to each packet on an IPv6 underlay (40 IP +
+// 8 UDP + 16 header + 16 AEAD tag); using it for IPv4 too wastes 20 bytes and
+// never fragments.
+const nebulaOverhead = 80
+
+// Config wires the agent.
+type Config struct {
+	Log         *slog.Logger
+	Coordinator *api.Client
+	Issuer      attest.Issuer
+	// StateDir holds per-pod Nebula logs.
+	StateDir string
+	// TunnelCommand runs one pod's Nebula: it must read the config on stdin and
+	// print tunnel.ReadyLine when up (`sealmesh-agent tunnel`).
+	TunnelCommand []string
+	StartTimeout  time.Duration
+}
+
+// Agent is the node agent.
+type Agent struct {
+	cfg  Config
+	mu   sync.Mutex
+	pods map[string]*pod // by containerID/ifName
+}
+
+type pod struct {
+	req          cniapi.Request
+	result       cniapi.AddResult
+	proc         *tunnel.Process
+	fingerprint  string
+	releaseToken string
+	logFile      *os.File
+}
+
+// New returns an agent.
+func New(cfg Config) *Agent {
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 20 * time.Second
+	}
+	return &Agent{cfg: cfg, pods: map[string]*pod{}}
+}
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
+
+func key(r *cniapi.Request) string { return r.ContainerID + "/" + r.IfName }
+
+func validate(r *cniapi.Request) error {
+	if !idRE.MatchString(r.ContainerID) {
+		return fmt.Errorf("containerID %q: want letters, digits, '_', '.', '-'", r.ContainerID)
+	}
+	if r.IfName == "" || len(r.IfName) > 15 {
+		return fmt.Errorf("ifName %q: want 1 to 15 characters", r.IfName)
+	}
+	return nil
+}
+
+// Add enrols the pod and brings its Nebula interface up. Adding an attachment
+// that is already up returns it again.
+func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, error) {
+	if err := validate(r); err != nil {
+		return nil, err
+	}
+	if r.Netns == "" {
+		return nil, errors.New("netns is required")
+	}
+	a.mu.Lock()
+	if p, ok := a.pods[key(r)]; ok && p.proc.Alive() {
+		a.mu.Unlock()
+		res := p.result
+		return &res, nil
+	}
+	a.mu.Unlock()
+
+	mtu := r.MTU
+	if mtu == 0 {
+		var err error
+		if mtu, err = podMTU(r.Netns); err != nil {
+			return nil, err
+		}
+	}
+
+	e, err := enrol.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, api.Workload{
+		Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator sent a bad certificate: %w", err)
+	}
+	fp, _ := crt.Fingerprint()
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: e.ReleaseToken}); err != nil {
+			a.cfg.Log.Warn("release IP", "ip", e.IP, "err", err)
+		}
+	}
+
+	cfg, err := tunnel.Config(e, tunnel.Options{Device: r.IfName, MTU: mtu})
+	if err != nil {
+		release()
+		return nil, err
+	}
+	logPath := filepath.Join(a.cfg.StateDir, "pods", r.ContainerID+"-"+r.IfName+".log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		release()
+		return nil, err
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	proc, err := tunnel.Start(a.cfg.TunnelCommand[0], a.cfg.TunnelCommand[1:], r.Netns, cfg, logFile, a.cfg.StartTimeout)
+	if err != nil {
+		logFile.Close()
+		release()
+		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
+	}
+	p := &pod{
+		req:    *r,
+		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, MTU: mtu},
+		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, logFile: logFile,
+	}
+	a.mu.Lock()
+	a.pods[key(r)] = p
+	a.mu.Unlock()
+	a.cfg.Log.Info("pod attached", "container", r.ContainerID, "pod", r.PodNamespace+"/"+r.PodName,
+		"name", e.Name, "role", e.Role, "ip", e.IP, "pid", proc.Pid(), "mtu", mtu)
+	res := p.result
+	return &res, nil
+}
+
+// Del stops the pod's Nebula and gives its IP back. Unknown pods succeed.
+func (a *Agent) Del(ctx context.Context, r *cniapi.Request) error {
+	if err := validate(r); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	p, ok := a.pods[key(r)]
+	delete(a.pods, key(r))
+	a.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	a.stop(ctx, p)
+	a.cfg.Log.Info("pod detached", "container", r.ContainerID, "ip", p.result.Address)
+	return nil
+}
+
+func (a *Agent) stop(ctx context.Context, p *pod) {
+	if err := p.proc.Stop(5 * time.Second); err != nil {
+		a.cfg.Log.Warn("stop tunnel", "container", p.req.ContainerID, "err", err)
+	}
+	p.logFile.Close()
+	if err := a.cfg.Coordinator.Release(ctx, &api.ReleaseRequest{Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken}); err != nil {
+		// The lease ends with the certificate anyway; DEL must not fail for it.
+		a.cfg.Log.Warn("release IP", "ip", p.result.Address, "err", err)
+	}
+}
+
+// Check verifies the pod's Nebula runs and its interface carries the overlay IP.
+func (a *Agent) Check(ctx context.Context, r *cniapi.Request) error {
+	if err := validate(r); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	p, ok := a.pods[key(r)]
+	a.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no sealmesh attachment for container %s interface %s", r.ContainerID, r.IfName)
+	}
+	if !p.proc.Alive() {
+		return fmt.Errorf("nebula for container %s is not running", r.ContainerID)
+	}
+	return ns.WithNetNSPath(r.Netns, func(ns.NetNS) error {
+		l, err := netlink.LinkByName(r.IfName)
+		if err != nil {
+			return fmt.Errorf("interface %s in %s: %w", r.IfName, r.Netns, err)
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, ad := range addrs {
+			if ad.IPNet.String() == p.result.Address {
+				return nil
+			}
+		}
+		return fmt.Errorf("interface %s in %s lacks %s", r.IfName, r.Netns, p.result.Address)
+	})
+}
+
+// Shutdown stops every pod's Nebula. Node-mode restarts that keep pods running
+// (re-adoption) are the agent-in-depth work.
+func (a *Agent) Shutdown(ctx context.Context) {
+	a.mu.Lock()
+	pods := a.pods
+	a.pods = map[string]*pod{}
+	a.mu.Unlock()
+	for _, p := range pods {
+		a.stop(ctx, p)
+	}
+}
+
+// podMTU is the MTU of the pod's default-route link less Nebula's overhead.
+func podMTU(netnsPath string) (int, error) {
+	mtu := 0
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, rt := range routes {
+			if rt.Dst == nil || rt.Dst.IP.IsUnspecified() {
+				l, err := netlink.LinkByIndex(rt.LinkIndex)
+				if err != nil {
+					return err
+				}
+				mtu = l.Attrs().MTU
+				return nil
+			}
+		}
+		return errors.New("no default route: run sealmesh-cni after the primary plugin")
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pod netns %s: %w", netnsPath, err)
+	}
+	return mtu - nebulaOverhead, nil
+}
+
+// Serve answers the CNI plugin on the unix socket until ctx is done.
+func (a *Agent) Serve(ctx context.Context, socket string) error {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return err
+	}
+	os.Remove(socket) // a stale socket from a previous run
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(path string, f func(context.Context, *cniapi.Request) (any, error)) {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			var req cniapi.Request
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				writeJSON(w, http.StatusBadRequest, cniapi.Error{Error: "bad request: " + err.Error()})
+				return
+			}
+			out, err := f(r.Context(), &req)
+			if err != nil {
+				writeJSON(w, http.StatusInternalServerError, cniapi.Error{Error: err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		})
+	}
+	route("/v1/add", func(ctx context.Context, r *cniapi.Request) (any, error) { return a.Add(ctx, r) })
+	route("/v1/del", func(ctx context.Context, r *cniapi.Request) (any, error) { return struct{}{}, a.Del(ctx, r) })
+	route("/v1/check", func(ctx context.Context, r *cniapi.Request) (any, error) { return struct{}{}, a.Check(ctx, r) })
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

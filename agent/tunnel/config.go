@@ -1,0 +1,101 @@
+// Package tunnel runs Nebula for one host: it renders Nebula's configuration from
+// an enrolment, entirely in memory, and runs Nebula as a library.
+//
+// Each pod's Nebula runs in a process of its own, started from a thread that is
+// inside the pod's network namespace, so every thread of it (Nebula starts
+// goroutines for interface discovery, reloads and route watching) is in that
+// namespace and nothing it does touches the node's. See DESIGN.md, "The data
+// plane".
+package tunnel
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/slackhq/nebula/cert"
+
+	"github.com/sealmesh/sealmesh/agent/enrol"
+)
+
+// DefaultDevice is the name of the Nebula interface in a pod.
+const DefaultDevice = "nebula1"
+
+// DefaultPort is Nebula's UDP port.
+const DefaultPort = 4242
+
+// Options are the local choices the coordinator does not make.
+type Options struct {
+	Device     string // TUN device name; "" disables the TUN (a lighthouse may run without)
+	MTU        int    // 0: Nebula's default (1300)
+	ListenPort int    // 0: DefaultPort
+	Lighthouse bool   // serve as lighthouse and relay
+	LogLevel   string // Nebula's logging.level; "" means info
+}
+
+// Config renders Nebula's configuration as JSON (which Nebula's YAML loader reads).
+// The private key is inlined: it goes to Nebula through memory, never a file.
+// Never pass the result to nebula.Main with configTest set: that path logs the
+// whole configuration, key included.
+func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
+	if o.ListenPort == 0 {
+		o.ListenPort = DefaultPort
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	staticHosts := map[string][]string{}
+	var lighthouses []string
+	for _, l := range e.Lighthouses {
+		staticHosts[l.OverlayIP] = append(staticHosts[l.OverlayIP], l.Underlay)
+		lighthouses = append(lighthouses, l.OverlayIP)
+	}
+	inbound := []map[string]any{}
+	for _, r := range e.Inbound {
+		rule := map[string]any{"proto": r.Proto, "port": r.Port}
+		if r.Group == "" {
+			rule["host"] = "any"
+		} else {
+			rule["group"] = r.Group
+		}
+		inbound = append(inbound, rule)
+	}
+	tun := map[string]any{"disabled": o.Device == ""}
+	if o.Device != "" {
+		tun["dev"] = o.Device
+		if o.MTU > 0 {
+			tun["mtu"] = o.MTU
+		}
+	}
+	lh := map[string]any{"am_lighthouse": o.Lighthouse, "interval": 10}
+	relay := map[string]any{"am_relay": o.Lighthouse, "use_relays": !o.Lighthouse}
+	if o.Lighthouse {
+		// A lighthouse serves the others and needs no list of its own.
+		staticHosts = map[string][]string{}
+	} else {
+		lh["hosts"] = lighthouses
+		relay["relays"] = lighthouses
+	}
+	c := map[string]any{
+		"pki": map[string]any{
+			"ca":   e.CA,
+			"cert": e.Certificate,
+			"key":  string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, e.PrivateKey)),
+		},
+		"static_host_map": staticHosts,
+		"lighthouse":      lh,
+		"relay":           relay,
+		"listen":          map[string]any{"host": "0.0.0.0", "port": o.ListenPort},
+		"punchy":          map[string]any{"punch": true},
+		"tun":             tun,
+		"logging":         map[string]any{"level": o.LogLevel, "format": "json"},
+		"firewall": map[string]any{
+			"outbound": []map[string]any{{"port": "any", "proto": "any", "host": "any"}},
+			"inbound":  inbound,
+		},
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: config: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,16 @@
+// Command meshctl is the operator's and data owner's CLI.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/sealmesh/sealmesh/meshctl"
+)
+
+func main() {
+	if err := meshctl.Command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "meshctl:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,106 @@
+// Command sealmesh-agent is the node agent: it serves the CNI plugin and runs each
+// pod's Nebula. `sealmesh-agent tunnel` is the per-pod Nebula process it starts.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sealmesh/sealmesh/agent/cniapi"
+	"github.com/sealmesh/sealmesh/agent/node"
+	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/api"
+)
+
+var version = "dev"
+
+func main() {
+	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(nodeCmd(), tunnelCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func nodeCmd() *cobra.Command {
+	var coordinator, socket, tee, stateDir string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "serve the CNI plugin on this node",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			issuer, err := openTEE(tee)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			a := node.New(node.Config{
+				Log: log, Coordinator: api.NewClient(coordinator), Issuer: issuer,
+				StateDir: stateDir, TunnelCommand: []string{self, "tunnel"},
+			})
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			log.Info("agent serving", "socket", socket, "coordinator", coordinator, "tee", issuer.Platform())
+			err = a.Serve(ctx, socket)
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			a.Shutdown(sctx)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&coordinator, "coordinator", "http://127.0.0.1:7080", "coordinator URL")
+	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
+	f.StringVar(&tee, "tee", "", "evidence source: simulated:<dir> (made by meshctl sim-tee init)")
+	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
+	cmd.MarkFlagRequired("tee")
+	return cmd
+}
+
+func openTEE(spec string) (attest.Issuer, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "simulated":
+		return simulated.Load(arg)
+	default:
+		return nil, fmt.Errorf("--tee %q: want simulated:<dir> (real SNP and TDX issuers are not built yet)", spec)
+	}
+}
+
+func tunnelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "tunnel",
+		Short:  "run one Nebula instance from a configuration on stdin (started by the agent)",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			cfg, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			err = tunnel.Run(ctx, log, cfg, version, func() { fmt.Println(tunnel.ReadyLine) })
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,62 @@
+// Command sealmesh-lighthouse runs a Nebula lighthouse and relay enrolled with a join token.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/lighthouse"
+)
+
+var version = "dev"
+
+func main() {
+	var coordinator, tokenFile, healthAddr, device string
+	var port int
+	cmd := &cobra.Command{
+		Use:           "sealmesh-lighthouse",
+		Short:         "Nebula lighthouse and relay, enrolled with a join token",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			tok, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return fmt.Errorf("join token: %w", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			var ready atomic.Bool
+			go func() {
+				if err := health.Serve(ctx, healthAddr, ready.Load); err != nil {
+					log.Error("health server", "err", err)
+				}
+			}()
+			return lighthouse.Run(ctx, log, api.NewClient(coordinator), lighthouse.Options{
+				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version,
+			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&coordinator, "coordinator", "http://127.0.0.1:7080", "coordinator URL")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
+	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
+	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
+	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7082", "address for /healthz and /readyz")
+	cmd.MarkFlagRequired("token-file")
+	if err := cmd.Execute(); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "sealmesh-lighthouse:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,145 @@
+// Package meshctl is the command tree of the meshctl CLI.
+package meshctl
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/api"
+)
+
+// Command returns meshctl's root command.
+func Command() *cobra.Command {
+	var coordinator string
+	root := &cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true}
+	def := os.Getenv("SEALMESH_COORDINATOR")
+	if def == "" {
+		def = "http://127.0.0.1:7080"
+	}
+	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL (or $SEALMESH_COORDINATOR)")
+	client := func() *api.Client { return api.NewClient(coordinator) }
+	root.AddCommand(statusCmd(client), setCmd(client), simTEECmd())
+	return root
+}
+
+func statusCmd(client func() *api.Client) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "show the coordinator's state and the enrolled hosts",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+			defer cancel()
+			s, err := client().Status(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			PrintStatus(cmd.OutOrStdout(), s, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+// PrintStatus writes s as a person reads it.
+func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
+	fmt.Fprintf(w, "coordinator: %s\n", s.State)
+	if s.Message != "" {
+		fmt.Fprintf(w, "  %s\n", s.Message)
+	}
+	if s.ManifestHash != "" {
+		fmt.Fprintf(w, "manifest:    %s\n", s.ManifestHash)
+	}
+	if s.CAFingerprint != "" {
+		fmt.Fprintf(w, "nebula CA:   %s\n", s.CAFingerprint)
+	}
+	if s.AcceptsSimulated {
+		fmt.Fprintln(w, "WARNING:     this mesh accepts SIMULATED attestation (development only; proves nothing about hardware)")
+	}
+	fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
+	if len(s.Hosts) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tOVERLAY IP\tGROUPS\tEXPIRES\tWORKLOAD (claimed)")
+	for _, h := range s.Hosts {
+		wl := h.Workload
+		if wl == "" {
+			wl = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (in %s)\t%s\n", h.Name, h.Role, h.IP, strings.Join(h.Groups, ","),
+			h.NotAfter.UTC().Format(time.RFC3339), h.NotAfter.Sub(now).Round(time.Minute), wl)
+	}
+	tw.Flush()
+}
+
+func setCmd(client func() *api.Client) *cobra.Command {
+	return &cobra.Command{
+		Use:   "set MANIFEST",
+		Short: "set the mesh's manifest (JSON or YAML) on a coordinator waiting for one",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			s, err := client().SetManifest(ctx, b)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "manifest %s set; coordinator %s, nebula CA %s\n", s.ManifestHash, s.State, s.CAFingerprint)
+			return nil
+		},
+	}
+}
+
+func simTEECmd() *cobra.Command {
+	var dir, image, measurement string
+	tee := &cobra.Command{Use: "sim-tee", Short: "the simulated TEE, for development only"}
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "make a simulated SNP chip and guest in a directory; prints what a manifest must name",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m := simulated.MeasurementOf(image)
+			if measurement != "" {
+				var err error
+				if m, err = simulated.ParseMeasurement(measurement); err != nil {
+					return fmt.Errorf("--measurement: %w", err)
+				}
+			}
+			d, err := simulated.New(m)
+			if err != nil {
+				return err
+			}
+			if err := d.Save(dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rootFingerprint: %s\nmeasurement: %s\n", d.RootFingerprint(), hex.EncodeToString(m[:]))
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the simulated device to (required)")
+	initCmd.Flags().StringVar(&image, "image", "sealmesh-workload", "name whose SHA-384 stands in for the launch measurement")
+	initCmd.Flags().StringVar(&measurement, "measurement", "", "launch measurement, 96 hex characters (overrides --image)")
+	initCmd.MarkFlagRequired("dir")
+	tee.AddCommand(initCmd)
+	return tee
+}
