@@ -1,0 +1,440 @@
+// Package mesh brings up a whole sealmesh on one machine, from the real binaries:
+// a coordinator, a lighthouse and a node in network namespaces of their own, and
+// pods whose networks are made by running a conflist (reference bridge +
+// host-local, then sealmesh-cni) through libcni as a container runtime does.
+// `make demo` and the end-to-end tests both drive it.
+//
+//	coordinator ns  10.99.0.2 ──veth── 10.99.0.1  node ns  10.99.1.1 ──veth── 10.99.1.2  lighthouse ns
+//	                                      │ bridge smbr0 10.244.0.1/24
+//	                                 pod-a ns, pod-b ns … (eth0 from bridge, nebula1 from sealmesh)
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/test/netlab"
+)
+
+// Addresses of the lab network (inside namespaces the lab creates).
+const (
+	CoordinatorIP = "10.99.0.2"
+	LighthouseIP  = "10.99.1.2"
+	Overlay       = "10.42.0.0/16"
+	LighthouseVPN = "10.42.0.1"
+	PodSubnet     = "10.244.0.0/24"
+	Bridge        = "smbr0"
+	NebulaIf      = "nebula1"
+)
+
+// Options configure a mesh.
+type Options struct {
+	// BinDir holds the sealmesh binaries and the reference CNI plugins.
+	BinDir string
+	// WorkDir holds logs, state and configuration; the caller removes it.
+	WorkDir string
+	// Prefix names the namespaces; unique per concurrent mesh.
+	Prefix string
+	// Say reports each step as it happens.
+	Say func(format string, args ...any)
+	// Image is what the node's simulated guest measures as; the manifest's
+	// pod role accepts "sealmesh-workload".
+	Image string
+}
+
+// Mesh is a running mesh.
+type Mesh struct {
+	opt         Options
+	Lab         *netlab.Lab
+	Node, Coord *netlab.NS
+	LH          *netlab.NS
+	Pods        map[string]*Pod
+	cni         *libcni.CNIConfig
+	conflist    *libcni.NetworkConfigList
+	coordURL    string
+}
+
+// Pod is a pod's namespace and what its conflist returned.
+type Pod struct {
+	Name      string
+	NS        *netlab.NS
+	Result    *current.Result
+	UnderlyIP netip.Addr
+	OverlayIP netip.Addr
+	// HostVeth is the node-side end of the pod's underlay link, a port of the
+	// bridge: where the pod's traffic crosses the node.
+	HostVeth string
+	rt       *libcni.RuntimeConf
+}
+
+// Up builds the lab and starts every part. On error the caller still calls Close.
+func Up(ctx context.Context, o Options) (*Mesh, error) {
+	if o.Say == nil {
+		o.Say = func(string, ...any) {}
+	}
+	if o.Image == "" {
+		o.Image = "sealmesh-workload"
+	}
+	m := &Mesh{opt: o, Lab: netlab.New(o.Prefix), Pods: map[string]*Pod{}, coordURL: "http://" + CoordinatorIP + ":7080"}
+	say := o.Say
+	var err error
+
+	say("creating network namespaces %s-{coordinator,lighthouse,node}", o.Prefix)
+	if m.Coord, err = m.Lab.NS("coordinator"); err != nil {
+		return m, err
+	}
+	if m.LH, err = m.Lab.NS("lighthouse"); err != nil {
+		return m, err
+	}
+	if m.Node, err = m.Lab.NS("node"); err != nil {
+		return m, err
+	}
+	if err := netlab.Veth(m.Node, "smc0", "10.99.0.1/24", m.Coord, "eth0", CoordinatorIP+"/24"); err != nil {
+		return m, err
+	}
+	if err := netlab.Veth(m.Node, "sml0", "10.99.1.1/24", m.LH, "eth0", LighthouseIP+"/24"); err != nil {
+		return m, err
+	}
+	for _, step := range []error{m.Coord.DefaultRoute("10.99.0.1"), m.LH.DefaultRoute("10.99.1.1"), m.Node.Forward()} {
+		if step != nil {
+			return m, step
+		}
+	}
+
+	say("starting sealmesh-coordinator in %s (%s:7080)", m.Coord.Name, CoordinatorIP)
+	if _, err := m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
+		"--listen", CoordinatorIP+":7080", "--state-dir", m.path("coordinator-state")); err != nil {
+		return m, err
+	}
+	if err := m.waitHTTP(ctx, m.Node, m.coordURL+"/healthz"); err != nil {
+		return m, fmt.Errorf("coordinator did not come up: %w\n%s", err, m.Tail("coordinator.log"))
+	}
+
+	say("making a simulated SEV-SNP guest for the node (meshctl sim-tee init)")
+	out, err := m.Meshctl("sim-tee", "init", "--dir", m.path("sim-tee"), "--image", o.Image)
+	if err != nil {
+		return m, err
+	}
+	root := field(out, "rootFingerprint")
+	token := randomHex(16)
+	if err := os.WriteFile(m.path("lighthouse.token"), []byte(token+"\n"), 0o600); err != nil {
+		return m, err
+	}
+	man, err := Manifest(root, token)
+	if err != nil {
+		return m, err
+	}
+	if err := os.WriteFile(m.path("manifest.json"), man, 0o644); err != nil {
+		return m, err
+	}
+	say("setting the manifest (meshctl set): overlay %s, role pod [simulated], lighthouse %s", Overlay, LighthouseVPN)
+	if out, err := m.Meshctl("set", m.path("manifest.json")); err != nil {
+		return m, err
+	} else {
+		say("  %s", strings.TrimSpace(out))
+	}
+
+	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s)", m.LH.Name, LighthouseIP, LighthouseVPN)
+	if _, err := m.Lab.Start(m.LH, m.path("lighthouse.log"), m.bin("sealmesh-lighthouse"),
+		"--coordinator", m.coordURL, "--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082"); err != nil {
+		return m, err
+	}
+	if err := m.waitHTTP(ctx, m.LH, "http://127.0.0.1:7082/readyz"); err != nil {
+		return m, fmt.Errorf("lighthouse not ready: %w\n%s", err, m.Tail("lighthouse.log"))
+	}
+
+	say("starting sealmesh-agent in %s (node mode, CNI socket %s)", m.Node.Name, m.socket())
+	if _, err := m.Lab.Start(m.Node, m.path("agent.log"), m.bin("sealmesh-agent"), "node",
+		"--coordinator", m.coordURL, "--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
+		"--state-dir", m.path("agent-state")); err != nil {
+		return m, err
+	}
+	if err := waitFile(ctx, m.socket()); err != nil {
+		return m, fmt.Errorf("agent socket: %w\n%s", err, m.Tail("agent.log"))
+	}
+
+	conf, err := m.Conflist()
+	if err != nil {
+		return m, err
+	}
+	if err := os.WriteFile(m.path("10-sealmesh.conflist"), conf, 0o644); err != nil {
+		return m, err
+	}
+	if m.conflist, err = libcni.ConfListFromBytes(conf); err != nil {
+		return m, err
+	}
+	m.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, m.path("cni-cache"), nil)
+	return m, nil
+}
+
+// Manifest is the demo's manifest: one pod role accepting the simulated TEE with
+// the image "sealmesh-workload", a lighthouse, and pods may reach each other.
+func Manifest(rootFingerprint, lighthouseToken string) ([]byte, error) {
+	meas := sha384hex("sealmesh-workload")
+	tok := sha256.Sum256([]byte(lighthouseToken))
+	man := map[string]any{
+		"network":             Overlay,
+		"certificateLifetime": "1h",
+		"roles": []any{map[string]any{
+			"name":   "pod",
+			"groups": []string{"pods"},
+			"attestation": map[string]any{"simulated": map[string]any{
+				"measurements": []string{meas}, "rootFingerprint": rootFingerprint,
+			}},
+		}},
+		"lighthouses": []any{map[string]any{
+			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": LighthouseIP + ":4242",
+			"tokenSHA256": hex.EncodeToString(tok[:]),
+		}},
+		"firewall": []any{map[string]any{"from": []string{"pods"}, "to": "pods", "proto": "any", "port": "any"}},
+	}
+	return json.MarshalIndent(man, "", "  ")
+}
+
+// Conflist is the pods' network: the reference bridge with host-local, then
+// sealmesh-cni chained after it.
+func (m *Mesh) Conflist() ([]byte, error) {
+	return json.MarshalIndent(map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "sealmesh-demo",
+		"plugins": []any{
+			map[string]any{
+				"type": "bridge", "bridge": Bridge, "isGateway": true, "ipMasq": false,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": PodSubnet}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": m.path("host-local"),
+				},
+			},
+			map[string]any{
+				"type": "sealmesh-cni", "agentSocket": m.socket(), "interfaceName": NebulaIf,
+				"logFile": m.path("sealmesh-cni.log"),
+			},
+		},
+	}, "", "  ")
+}
+
+// AddPod creates a pod namespace and runs the conflist's ADD for it, from the
+// node's namespace as the runtime would.
+func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
+	pns, err := m.Lab.NS(name)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pod{Name: name, NS: pns, rt: &libcni.RuntimeConf{
+		ContainerID: m.opt.Prefix + "-" + name, NetNS: pns.Path, IfName: "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "demo"}, {"K8S_POD_NAME", name}},
+	}}
+	m.Pods[name] = p
+	var res types.Result
+	err = m.Node.Do(func() error {
+		var err error
+		res, err = m.cni.AddNetworkList(ctx, m.conflist, p.rt)
+		return err
+	})
+	if err != nil {
+		return p, fmt.Errorf("CNI ADD %s: %w\nagent log:\n%s", name, err, m.Tail("agent.log"))
+	}
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		return p, err
+	}
+	p.Result = r
+	for _, ipc := range r.IPs {
+		if ipc.Interface == nil {
+			continue
+		}
+		addr, _ := netip.AddrFromSlice(ipc.Address.IP.To4())
+		switch r.Interfaces[*ipc.Interface].Name {
+		case "eth0":
+			p.UnderlyIP = addr
+		case NebulaIf:
+			p.OverlayIP = addr
+		}
+	}
+	for _, i := range r.Interfaces {
+		if i.Sandbox == "" && i.Name != Bridge {
+			p.HostVeth = i.Name
+		}
+	}
+	if !p.OverlayIP.IsValid() {
+		return p, fmt.Errorf("CNI result for %s has no %s address: %+v", name, NebulaIf, r)
+	}
+	return p, nil
+}
+
+// CheckPod runs the conflist's CHECK.
+//
+// The reference bridge plugin's CHECK requires every IP of the result to be on its
+// own interface (ip.ValidateExpectedInterfaceIPs ignores IPConfig.Interface), so a
+// whole-chain CHECK fails once a chained plugin appends an address on another
+// interface, as sealmesh-cni does. CheckSealmesh checks our plugin alone.
+func (m *Mesh) CheckPod(ctx context.Context, p *Pod) error {
+	return m.Node.Do(func() error { return m.cni.CheckNetworkList(ctx, m.conflist, p.rt) })
+}
+
+// CheckSealmesh runs sealmesh-cni's CHECK against the chain's cached result, as the
+// runtime would hand it over.
+func (m *Mesh) CheckSealmesh(ctx context.Context, p *Pod) error {
+	var ours map[string]any
+	if err := json.Unmarshal(m.conflist.Plugins[len(m.conflist.Plugins)-1].Bytes, &ours); err != nil {
+		return err
+	}
+	ours["cniVersion"], ours["name"] = m.conflist.CNIVersion, m.conflist.Name
+	b, err := json.Marshal(ours)
+	if err != nil {
+		return err
+	}
+	conf, err := libcni.ConfFromBytes(b)
+	if err != nil {
+		return err
+	}
+	return m.Node.Do(func() error { return m.cni.CheckNetwork(ctx, conf, p.rt) })
+}
+
+// DelPod runs the conflist's DEL.
+func (m *Mesh) DelPod(ctx context.Context, p *Pod) error {
+	return m.Node.Do(func() error { return m.cni.DelNetworkList(ctx, m.conflist, p.rt) })
+}
+
+// Status returns the coordinator's status, fetched from the node.
+func (m *Mesh) Status(ctx context.Context) (*api.Status, error) {
+	out, err := m.Meshctl("status", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var s api.Status
+	return &s, json.Unmarshal([]byte(out), &s)
+}
+
+// Meshctl runs meshctl inside the node's namespace.
+func (m *Mesh) Meshctl(args ...string) (string, error) {
+	cmd := exec.Command(m.bin("meshctl"), append(args, "--coordinator", m.coordURL)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := m.Node.Do(cmd.Run); err != nil {
+		return out.String(), fmt.Errorf("meshctl %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// Close deletes the pods' attachments, stops every process and removes every
+// namespace, also after a failed Up.
+func (m *Mesh) Close(ctx context.Context) error {
+	var errs []error
+	if m.cni != nil {
+		for _, p := range m.Pods {
+			if err := m.DelPod(ctx, p); err != nil {
+				errs = append(errs, fmt.Errorf("CNI DEL %s: %w", p.Name, err))
+			}
+		}
+	}
+	errs = append(errs, m.Lab.Close())
+	return errors.Join(errs...)
+}
+
+// Tail returns the end of a log file in the work directory.
+func (m *Mesh) Tail(name string) string {
+	b, _ := os.ReadFile(m.path(name))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (m *Mesh) path(name string) string { return filepath.Join(m.opt.WorkDir, name) }
+func (m *Mesh) bin(name string) string  { return filepath.Join(m.opt.BinDir, name) }
+func (m *Mesh) socket() string          { return m.path("agent.sock") }
+
+func (m *Mesh) waitHTTP(ctx context.Context, n *netlab.NS, url string) error {
+	// net/http dials on a goroutine of its own; the dialer enters the
+	// namespace itself so the socket is made there.
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := n.Do(func() error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
+	deadline := time.Now().Add(20 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s", url, resp.Status)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return last
+}
+
+func waitFile(ctx context.Context, path string) error {
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not appear", path)
+}
+
+func field(out, key string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func sha384hex(s string) string {
+	sum := sha512.Sum384([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
