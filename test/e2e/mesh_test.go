@@ -202,3 +202,41 @@ func TestMeshOnOneMachine(t *testing.T) {
 		}
 	})
 }
+
+// TestCNIVersions runs the chain at every cniVersion sealmesh-cni supports, as the
+// reference plugins' tests do: ADD returns a result of that version carrying the
+// Nebula interface and address, the pod is reachable over Nebula, CHECK and DEL
+// work.
+func TestCNIVersions(t *testing.T) {
+	m := up(t)
+	ctx := context.Background()
+	first, err := m.AddPod(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(v, func(t *testing.T) {
+			if err := m.UseCNIVersion(v); err != nil {
+				t.Fatal(err)
+			}
+			p, err := m.AddPod(ctx, fmt.Sprintf("pod-v%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := p.Result.Interfaces[len(p.Result.Interfaces)-1]
+			if last.Name != mesh.NebulaIf || last.Sandbox != p.NS.Path {
+				t.Errorf("last interface = %+v, want %s in %s", last, mesh.NebulaIf, p.NS.Path)
+			}
+			if err := m.CheckSealmesh(ctx, p); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+			if res, err := p.NS.Ping(first.OverlayIP, 3, 5*time.Second); err != nil || res.Received == 0 {
+				t.Errorf("ping %s over nebula: %v %v", first.OverlayIP, res, err)
+			}
+			if err := m.DelPod(ctx, p); err != nil {
+				t.Errorf("DEL: %v", err)
+			}
+			delete(m.Pods, p.Name)
+		})
+	}
+}

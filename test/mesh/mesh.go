@@ -57,6 +57,8 @@ type Options struct {
 	Prefix string
 	// Say reports each step as it happens.
 	Say func(format string, args ...any)
+	// CNIVersion of the pods' conflist; "" means 1.0.0.
+	CNIVersion string
 	// Image is what the node's simulated guest measures as; the manifest's
 	// pod role accepts "sealmesh-workload".
 	Image string
@@ -211,11 +213,27 @@ func Manifest(rootFingerprint, lighthouseToken string) ([]byte, error) {
 	return json.MarshalIndent(man, "", "  ")
 }
 
+// UseCNIVersion switches the pods' conflist to another cniVersion for the pods
+// added after it.
+func (m *Mesh) UseCNIVersion(v string) error {
+	m.opt.CNIVersion = v
+	conf, err := m.Conflist()
+	if err != nil {
+		return err
+	}
+	m.conflist, err = libcni.ConfListFromBytes(conf)
+	return err
+}
+
 // Conflist is the pods' network: the reference bridge with host-local, then
 // sealmesh-cni chained after it.
 func (m *Mesh) Conflist() ([]byte, error) {
+	v := m.opt.CNIVersion
+	if v == "" {
+		v = "1.0.0"
+	}
 	return json.MarshalIndent(map[string]any{
-		"cniVersion": "1.0.0",
+		"cniVersion": v,
 		"name":       "sealmesh-demo",
 		"plugins": []any{
 			map[string]any{
@@ -255,6 +273,9 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 	})
 	if err != nil {
 		return p, fmt.Errorf("CNI ADD %s: %w\nagent log:\n%s", name, err, m.Tail("agent.log"))
+	}
+	if res.Version() != m.conflist.CNIVersion {
+		return p, fmt.Errorf("CNI ADD %s: result version %s, want the conflist's %s", name, res.Version(), m.conflist.CNIVersion)
 	}
 	r, err := current.NewResultFromResult(res)
 	if err != nil {
