@@ -33,8 +33,7 @@ demo: check-host build plugins ## (root) coordinator, lighthouse and two pods in
 	$(BIN)/sealmesh-demo -bin $(BIN)
 
 .PHONY: test
-test: ## unit and end-to-end tests (the e2e tests need root; under CI=true they fail instead of skipping)
-	$(GO) vet ./...
+test: lint ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: lint

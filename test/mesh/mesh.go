@@ -327,7 +327,7 @@ func (m *Mesh) CheckSealmesh(ctx context.Context, p *Pod) error {
 	if err != nil {
 		return err
 	}
-	conf, err := libcni.ConfFromBytes(b)
+	conf, err := libcni.NetworkPluginConfFromBytes(b)
 	if err != nil {
 		return err
 	}
