@@ -22,6 +22,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/internal/health"
 )
 
 var version = "dev"
@@ -36,7 +37,7 @@ func main() {
 }
 
 func nodeCmd() *cobra.Command {
-	var coordinator, socket, tee, stateDir string
+	var coordinator, socket, tee, stateDir, healthAddr string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
@@ -57,6 +58,13 @@ func nodeCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("agent serving", "socket", socket, "coordinator", coordinator, "tee", issuer.Platform())
+			go func() {
+				// Ready while the CNI socket answers.
+				ready := func() bool { _, err := os.Stat(socket); return err == nil }
+				if err := health.Serve(ctx, healthAddr, ready); err != nil {
+					log.Error("health server", "err", err)
+				}
+			}()
 			err = a.Serve(ctx, socket)
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -69,6 +77,7 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
 	f.StringVar(&tee, "tee", "", "evidence source: simulated:<dir> (made by meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
+	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	cmd.MarkFlagRequired("tee")
 	return cmd
 }

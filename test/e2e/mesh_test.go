@@ -214,7 +214,14 @@ func TestCNIVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+	supported, err := m.PluginVersions(ctx)
+	if err != nil {
+		t.Fatalf("CNI VERSION: %v", err)
+	}
+	if got := strings.Join(supported, " "); got != "0.4.0 1.0.0 1.1.0" {
+		t.Errorf("CNI VERSION lists %q, want 0.4.0 1.0.0 1.1.0", got)
+	}
+	for i, v := range supported {
 		t.Run(v, func(t *testing.T) {
 			if err := m.UseCNIVersion(v); err != nil {
 				t.Fatal(err)

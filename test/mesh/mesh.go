@@ -171,8 +171,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		"--state-dir", m.path("agent-state")); err != nil {
 		return m, err
 	}
-	if err := waitFile(ctx, m.socket()); err != nil {
-		return m, fmt.Errorf("agent socket: %w\n%s", err, m.Tail("agent.log"))
+	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7081/readyz"); err != nil {
+		return m, fmt.Errorf("agent not ready: %w\n%s", err, m.Tail("agent.log"))
 	}
 
 	conf, err := m.Conflist()
@@ -305,6 +305,19 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 	return p, nil
 }
 
+// PluginVersions asks sealmesh-cni which cniVersions it supports (CNI VERSION).
+func (m *Mesh) PluginVersions(ctx context.Context) ([]string, error) {
+	var v []string
+	err := m.Node.Do(func() error {
+		info, err := m.cni.GetVersionInfo(ctx, "sealmesh-cni")
+		if err == nil {
+			v = info.SupportedVersions()
+		}
+		return err
+	})
+	return v, err
+}
+
 // CheckPod runs the conflist's CHECK.
 //
 // The reference bridge plugin's CHECK requires every IP of the result to be on its
@@ -424,20 +437,6 @@ func (m *Mesh) waitHTTP(ctx context.Context, n *netlab.NS, url string) error {
 		}
 	}
 	return last
-}
-
-func waitFile(ctx context.Context, path string) error {
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s did not appear", path)
 }
 
 func field(out, key string) string {
