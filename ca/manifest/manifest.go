@@ -7,11 +7,13 @@ package manifest
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -23,20 +25,38 @@ import (
 const (
 	PlatformSimulated = "simulated"
 	PlatformSNP       = "snp"
+	PlatformTDX       = "tdx"
+	PlatformOIDC      = "oidc"
 )
+
+// Version is the manifest format this code reads.
+const Version = 1
 
 // DefaultCertificateLifetime applies when the manifest names none.
 const DefaultCertificateLifetime = 24 * time.Hour
 
 // Manifest is the workload owner's statement of the mesh.
 type Manifest struct {
+	// Version of the manifest format; must be 1.
+	Version int `json:"version"`
 	// Network is the overlay prefix certificates are allocated from.
 	Network string `json:"network"`
-	// CertificateLifetime bounds every host certificate, e.g. "24h".
-	CertificateLifetime string       `json:"certificateLifetime,omitempty"`
-	Roles               []Role       `json:"roles"`
-	Lighthouses         []Lighthouse `json:"lighthouses"`
-	Firewall            []Rule       `json:"firewall,omitempty"`
+	// CertificateLifetime bounds every host certificate, e.g. "24h"; a role may
+	// set a shorter one.
+	CertificateLifetime string `json:"certificateLifetime,omitempty"`
+	Roles               []Role `json:"roles"`
+	// Coordinators are the roles a coordinator may attest as; only peers
+	// matching one receive or give keys (invariants A and B). Several allow
+	// rolling upgrades and mixed SNP/TDX clusters.
+	Coordinators []CoordinatorRole `json:"coordinators,omitempty"`
+	Lighthouses  []Lighthouse      `json:"lighthouses"`
+	Firewall     []Rule            `json:"firewall,omitempty"`
+	// Owners may change the manifest: every transition is signed by one of the
+	// previous manifest's owners (the first by one of its own).
+	Owners []PublicKey `json:"owners"`
+	// SeedShareOwners receive the seed, encrypted to them, when the mesh is
+	// created, for disaster recovery. Fixed after the first manifest.
+	SeedShareOwners []PublicKey `json:"seedShareOwners,omitempty"`
 }
 
 // Role is a kind of workload: the evidence that proves it and the groups it gets.
@@ -44,14 +64,59 @@ type Role struct {
 	Name        string      `json:"name"`
 	Groups      []string    `json:"groups"`
 	Attestation Attestation `json:"attestation"`
+	// CertificateLifetime, when set, overrides the manifest's for this role.
+	CertificateLifetime string `json:"certificateLifetime,omitempty"`
+	// PodSelector picks this role for pods in node mode.
+	PodSelector *PodSelector `json:"podSelector,omitempty"`
+}
+
+// PodSelector matches pods by namespace and service account; an empty list
+// matches any.
+type PodSelector struct {
+	Namespaces      []string `json:"namespaces,omitempty"`
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+}
+
+// CoordinatorRole is evidence a coordinator must show.
+type CoordinatorRole struct {
+	Name        string      `json:"name"`
+	Attestation Attestation `json:"attestation"`
+}
+
+// PublicKey names a key holder: an owner (Ed25519) or a seed-share owner (X25519).
+type PublicKey struct {
+	Name string `json:"name"`
+	// Key is the base64 (standard encoding) of the raw 32-byte public key.
+	Key string `json:"key"`
 }
 
 // Attestation holds one policy per platform a role accepts. A platform without a
 // policy is refused for that role: in particular simulated evidence is accepted only
 // where the manifest names `simulated`.
 type Attestation struct {
-	Simulated *SNPPolicy `json:"simulated,omitempty"`
-	SNP       *SNPPolicy `json:"snp,omitempty"`
+	Simulated *SNPPolicy  `json:"simulated,omitempty"`
+	SNP       *SNPPolicy  `json:"snp,omitempty"`
+	TDX       *TDXPolicy  `json:"tdx,omitempty"`
+	OIDC      *OIDCPolicy `json:"oidc,omitempty"`
+}
+
+// TDXPolicy is what an Intel TDX quote must show.
+type TDXPolicy struct {
+	// MRTDs lists acceptable TD measurements, 96 hex characters each.
+	MRTDs []string `json:"mrtds"`
+	// RTMRs, when set, are the four runtime measurement registers, 96 hex
+	// characters each; an empty entry is not checked.
+	RTMRs      []string `json:"rtmrs,omitempty"`
+	AllowDebug bool     `json:"allowDebug,omitempty"`
+}
+
+// OIDCPolicy accepts a Kubernetes service-account token: the weaker proof, only
+// where the manifest allows it.
+type OIDCPolicy struct {
+	Issuer          string   `json:"issuer"`
+	Audience        string   `json:"audience"`
+	Namespaces      []string `json:"namespaces,omitempty"`
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 }
 
 // SNPPolicy is what an SEV-SNP report (real or simulated) must show.
@@ -135,6 +200,25 @@ func (m *Manifest) Lifetime() time.Duration {
 	return d
 }
 
+// RoleLifetime returns a role's certificate lifetime. Valid only after Validate.
+func (m *Manifest) RoleLifetime(r *Role) time.Duration {
+	if r == nil || r.CertificateLifetime == "" {
+		return m.Lifetime()
+	}
+	d, _ := time.ParseDuration(r.CertificateLifetime)
+	return d
+}
+
+// Owner returns the owner whose key is pub.
+func (m *Manifest) Owner(pub []byte) (PublicKey, bool) {
+	for _, o := range m.Owners {
+		if k, err := base64.StdEncoding.DecodeString(o.Key); err == nil && bytes.Equal(k, pub) {
+			return o, true
+		}
+	}
+	return PublicKey{}, false
+}
+
 // Role returns the role with the given name.
 func (m *Manifest) Role(name string) (*Role, bool) {
 	for i := range m.Roles {
@@ -167,6 +251,9 @@ func (m *Manifest) Validate() error {
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
+	if m.Version != Version {
+		bad("version", "want %d, got %d", Version, m.Version)
+	}
 
 	prefix, err := netip.ParsePrefix(m.Network)
 	switch {
@@ -181,12 +268,7 @@ func (m *Manifest) Validate() error {
 	}
 	prefix = prefix.Masked()
 
-	if m.CertificateLifetime != "" {
-		d, err := time.ParseDuration(m.CertificateLifetime)
-		if err != nil || d < time.Minute || d > 365*24*time.Hour {
-			bad("certificateLifetime", "want a duration between 1m and 8760h, got %q", m.CertificateLifetime)
-		}
-	}
+	checkLifetime(bad, "certificateLifetime", m.CertificateLifetime)
 
 	if len(m.Roles) == 0 {
 		bad("roles", "at least one role is required")
@@ -207,17 +289,31 @@ func (m *Manifest) Validate() error {
 			}
 			groups[g] = true
 		}
-		a := r.Attestation
-		if a.Simulated == nil && a.SNP == nil {
-			bad(p+".attestation", "name at least one platform (simulated, snp)")
-		}
-		if a.Simulated != nil {
-			checkSNP(bad, p+".attestation.simulated", a.Simulated, true)
-		}
-		if a.SNP != nil {
-			checkSNP(bad, p+".attestation.snp", a.SNP, false)
+		checkAttestation(bad, p+".attestation", r.Attestation)
+		checkLifetime(bad, p+".certificateLifetime", r.CertificateLifetime)
+		if r.PodSelector != nil {
+			for j, n := range r.PodSelector.Namespaces {
+				if !nameRE.MatchString(n) {
+					bad(fmt.Sprintf("%s.podSelector.namespaces[%d]", p, j), "want a namespace name, got %q", n)
+				}
+			}
 		}
 	}
+	for i, c := range m.Coordinators {
+		p := fmt.Sprintf("coordinators[%d]", i)
+		if !nameRE.MatchString(c.Name) {
+			bad(p+".name", "want a DNS label, got %q", c.Name)
+		}
+		if c.Attestation.OIDC != nil {
+			bad(p+".attestation.oidc", "a coordinator must attest with a TEE, not a service-account token")
+		}
+		checkAttestation(bad, p+".attestation", c.Attestation)
+	}
+	if len(m.Owners) == 0 {
+		bad("owners", "at least one owner key is required: without one the manifest can never change (meshctl keygen makes one)")
+	}
+	checkKeys(bad, "owners", m.Owners)
+	checkKeys(bad, "seedShareOwners", m.SeedShareOwners)
 
 	if len(m.Lighthouses) == 0 {
 		bad("lighthouses", "at least one lighthouse is required: nodes find each other through it")
@@ -269,6 +365,70 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func checkLifetime(bad func(string, string, ...any), p, v string) {
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Minute || d > 365*24*time.Hour {
+		bad(p, "want a duration between 1m and 8760h, got %q", v)
+	}
+}
+
+func checkAttestation(bad func(string, string, ...any), p string, a Attestation) {
+	if a.Simulated == nil && a.SNP == nil && a.TDX == nil && a.OIDC == nil {
+		bad(p, "name at least one platform (simulated, snp, tdx, oidc)")
+	}
+	if a.Simulated != nil {
+		checkSNP(bad, p+".simulated", a.Simulated, true)
+	}
+	if a.SNP != nil {
+		checkSNP(bad, p+".snp", a.SNP, false)
+	}
+	if t := a.TDX; t != nil {
+		if len(t.MRTDs) == 0 {
+			bad(p+".tdx.mrtds", "at least one MRTD is required")
+		}
+		for k, v := range t.MRTDs {
+			if len(v) != 96 || !hexRE.MatchString(v) {
+				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "want 96 lower-case hex characters, got %d", len(v))
+			}
+		}
+		if len(t.RTMRs) != 0 && len(t.RTMRs) != 4 {
+			bad(p+".tdx.rtmrs", "want none or 4 entries (RTMR0-3), got %d", len(t.RTMRs))
+		}
+		for k, v := range t.RTMRs {
+			if v != "" && (len(v) != 96 || !hexRE.MatchString(v)) {
+				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "want 96 lower-case hex characters or empty, got %d", len(v))
+			}
+		}
+	}
+	if o := a.OIDC; o != nil {
+		if u, err := url.Parse(o.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad(p+".oidc.issuer", "want the cluster's https issuer URL, got %q", o.Issuer)
+		}
+		if o.Audience == "" {
+			bad(p+".oidc.audience", "required: the audience the projected token is minted for")
+		}
+	}
+}
+
+func checkKeys(bad func(string, string, ...any), p string, keys []PublicKey) {
+	seen := map[string]bool{}
+	for i, k := range keys {
+		q := fmt.Sprintf("%s[%d]", p, i)
+		if !nameRE.MatchString(k.Name) {
+			bad(q+".name", "want a DNS label, got %q", k.Name)
+		} else if seen[k.Name] {
+			bad(q+".name", "%q is listed twice", k.Name)
+		}
+		seen[k.Name] = true
+		if b, err := base64.StdEncoding.DecodeString(k.Key); err != nil || len(b) != 32 {
+			bad(q+".key", "want the base64 of a 32-byte public key (meshctl keygen prints it)")
+		}
+	}
 }
 
 func checkSNP(bad func(string, string, ...any), p string, s *SNPPolicy, simulated bool) {

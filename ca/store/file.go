@@ -1,41 +1,53 @@
-// Package store keeps the coordinator's state in a place the coordinator does not
-// trust to keep secrets: only public data goes here.
 package store
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// ErrNotFound is returned by Get for a name never written.
-var ErrNotFound = errors.New("store: not found")
+const latestFile = "latest"
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-
-// File is a store in a directory: one file per name, replaced atomically (write a
-// temporary file, fsync it, rename it over the old one, fsync the directory) so a
-// crash at any point leaves either the old or the new content, never a mix.
+// File is a store in a directory: one file per key, each replaced atomically
+// (write a temporary file, fsync it, rename it over the old one, fsync the
+// directory), so a crash at any point leaves the old or the new content, never a
+// mix. SwapLatest holds an exclusive flock so processes sharing the directory
+// cannot both win.
 type File struct {
-	dir string
+	dir  string
+	poll time.Duration
 }
+
+var _ Store = (*File)(nil)
 
 // OpenFile opens (and creates) a file store in dir.
 func OpenFile(dir string) (*File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &File{dir: dir}, nil
+	return &File{dir: dir, poll: 500 * time.Millisecond}, nil
 }
 
-// Get returns the content stored under name.
-func (f *File) Get(name string) ([]byte, error) {
-	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("store: invalid name %q", name)
+// Dir is the store's directory.
+func (f *File) Dir() string { return f.dir }
+
+// Get implements Store.
+func (f *File) Get(_ context.Context, key string) ([]byte, error) {
+	if !ValidKey(key) || key == latestFile {
+		return nil, fmt.Errorf("store: invalid key %q", key)
 	}
+	return f.read(key)
+}
+
+func (f *File) read(name string) ([]byte, error) {
 	b, err := os.ReadFile(filepath.Join(f.dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotFound
@@ -46,16 +58,96 @@ func (f *File) Get(name string) ([]byte, error) {
 	return b, nil
 }
 
-// Put replaces the content stored under name.
-func (f *File) Put(name string, data []byte) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("store: invalid name %q", name)
+// Put implements Store.
+func (f *File) Put(_ context.Context, key string, value []byte) error {
+	if !ValidKey(key) || key == latestFile {
+		return fmt.Errorf("store: invalid key %q", key)
 	}
-	tmp, err := os.CreateTemp(f.dir, "."+name+".tmp-*")
+	return WriteFileAtomic(f.dir, key, value)
+}
+
+// Latest implements Store.
+func (f *File) Latest(_ context.Context) ([]byte, Version, error) {
+	b, err := f.read(latestFile)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, version(b), nil
+}
+
+// SwapLatest implements Store.
+func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version, error) {
+	lock, err := os.OpenFile(filepath.Join(f.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", fmt.Errorf("store: lock: %w", err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	cur, err := f.read(latestFile)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if old != "" {
+			return "", ErrConflict
+		}
+	case err != nil:
+		return "", err
+	case version(cur) != old:
+		return "", ErrConflict
+	}
+	if err := WriteFileAtomic(f.dir, latestFile, value); err != nil {
+		return "", err
+	}
+	return version(value), nil
+}
+
+// Watch implements Store by polling: a directory has no cheaper portable signal,
+// and the latest pointer changes rarely.
+func (f *File) Watch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	go func() {
+		defer close(ch)
+		_, last, _ := f.Latest(ctx)
+		t := time.NewTicker(f.poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, v, _ := f.Latest(ctx)
+			if v != last {
+				last = v
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+func version(b []byte) Version {
+	s := sha256.Sum256(b)
+	return Version(hex.EncodeToString(s[:]))
+}
+
+// WriteFileAtomic replaces dir/name with data: temporary file, fsync, rename,
+// fsync of the directory.
+func WriteFileAtomic(dir, name string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("store: %w", err)
+	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return fmt.Errorf("store: write %s: %w", name, err)
@@ -67,10 +159,10 @@ func (f *File) Put(name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", name, err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(f.dir, name)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("store: replace %s: %w", name, err)
 	}
-	d, err := os.Open(f.dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -80,3 +172,6 @@ func (f *File) Put(name string, data []byte) error {
 	}
 	return nil
 }
+
+// SetPoll sets how often Watch looks for a change (tests shorten it).
+func (f *File) SetPoll(d time.Duration) { f.poll = d }

@@ -1,0 +1,309 @@
+// Package history is the coordinator's signed state (invariants D and F): a hash
+// chain of transitions, each naming the previous transition, the manifest and the
+// CA certificate by hash, with a generation number, and each signed by an owner of
+// the manifest it replaces (the first by an owner of its own manifest). The latest
+// pointer is signed with a key derived from the seed. Everything lives in an
+// untrusted store and is verified on every load; a store rolled back below the
+// floor the caller has seen is refused.
+package history
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sealmesh/sealmesh/ca/keys"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/store"
+)
+
+// Errors, distinguishable with errors.Is.
+var (
+	// ErrTampered: the store's content does not verify.
+	ErrTampered = errors.New("history: store does not verify")
+	// ErrRollback: the store's latest is older than a generation already seen,
+	// or on another branch than it.
+	ErrRollback = errors.New("history: store rolled back")
+	// ErrStale: the update names a parent that is no longer the latest.
+	ErrStale = errors.New("history: update is based on a transition that is no longer the latest")
+	// ErrUnauthorized: the update is not signed by an owner of the current manifest.
+	ErrUnauthorized = errors.New("history: update not signed by an owner")
+	// ErrInvalid: the update breaks a rule of the history.
+	ErrInvalid = errors.New("history: invalid update")
+	// ErrEmpty: the store holds no history.
+	ErrEmpty = errors.New("history: store is empty")
+)
+
+// Transition is one step of the history.
+type Transition struct {
+	Generation uint64    `json:"generation"`
+	Prev       string    `json:"prev,omitempty"`
+	Manifest   string    `json:"manifest"`
+	CA         string    `json:"ca"`
+	Time       time.Time `json:"time"`
+	Signer     string    `json:"signer"`
+	SignerKey  []byte    `json:"signerKey"`
+	Signature  []byte    `json:"signature"`
+}
+
+// latest is the signed pointer to the newest transition.
+type latest struct {
+	Generation uint64 `json:"generation"`
+	Transition string `json:"transition"`
+	Signature  []byte `json:"signature"`
+}
+
+func (l *latest) signed() []byte {
+	var b bytes.Buffer
+	b.WriteString("sealmesh latest v1\x00")
+	binary.Write(&b, binary.BigEndian, l.Generation)
+	b.WriteString(l.Transition)
+	return b.Bytes()
+}
+
+// UpdateDigest is what an owner signs to move the manifest from the transition
+// parent ("" for the first) to the manifest with hash manifestHash.
+func UpdateDigest(parent, manifestHash string) []byte {
+	sum := sha256.Sum256([]byte("sealmesh manifest update v1\x00" + parent + "\x00" + manifestHash))
+	return sum[:]
+}
+
+// Update is an owner's signed request to change the manifest.
+type Update struct {
+	Parent    string
+	SignerKey ed25519.PublicKey
+	Signature []byte
+}
+
+// Sign makes an Update moving parent to m with the owner's key.
+func Sign(parent string, m *manifest.Manifest, key ed25519.PrivateKey) Update {
+	return Update{Parent: parent, SignerKey: key.Public().(ed25519.PublicKey), Signature: ed25519.Sign(key, UpdateDigest(parent, m.Hash()))}
+}
+
+// Floor is the newest point of the history a coordinator has seen; Load refuses
+// anything older. The zero Floor accepts any history.
+type Floor struct {
+	Generation uint64 `json:"generation"`
+	Head       string `json:"head"`
+}
+
+// State is a verified history.
+type State struct {
+	Head     string
+	Chain    []Transition // oldest first; Chain[len-1] is the head
+	Manifest *manifest.Manifest
+	CAPEM    []byte
+	Version  store.Version
+}
+
+// Generation is the head's generation.
+func (s *State) Generation() uint64 { return s.Chain[len(s.Chain)-1].Generation }
+
+// Floor is the state as an anti-rollback floor.
+func (s *State) Floor() Floor { return Floor{Generation: s.Generation(), Head: s.Head} }
+
+// Store keys.
+func manifestKey(h string) string   { return "manifest-" + h }
+func transitionKey(h string) string { return "transition-" + h }
+func caKey(h string) string         { return "ca-" + h }
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Create writes the first transition. It fails with store.ErrConflict if the store
+// already holds a history.
+func Create(ctx context.Context, st store.Store, seed keys.Seed, m *manifest.Manifest, u Update, caPEM []byte, now time.Time) (*State, error) {
+	if u.Parent != "" {
+		return nil, fmt.Errorf("%w: the first manifest has no parent, got %q", ErrInvalid, u.Parent)
+	}
+	owner, err := authorise(m, m, u)
+	if err != nil {
+		return nil, err
+	}
+	return write(ctx, st, seed, nil, m, owner, u, caPEM, now)
+}
+
+// Append moves cur to manifest m, if u is signed by an owner of cur's manifest and
+// names cur's head as parent.
+func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, u Update, now time.Time) (*State, error) {
+	if u.Parent != cur.Head {
+		return nil, fmt.Errorf("%w: it names %s, the latest is %s (generation %d); fetch the manifest and sign again", ErrStale, short(u.Parent), short(cur.Head), cur.Generation())
+	}
+	owner, err := authorise(cur.Manifest, m, u)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(cur.Manifest.SeedShareOwners, m.SeedShareOwners) {
+		return nil, fmt.Errorf("%w: seedShareOwners are fixed by the first manifest and cannot change", ErrInvalid)
+	}
+	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, now)
+}
+
+// authorise checks that u is signed by an owner of by over m.
+func authorise(by, m *manifest.Manifest, u Update) (manifest.PublicKey, error) {
+	owner, ok := by.Owner(u.SignerKey)
+	if !ok {
+		return owner, fmt.Errorf("%w: the signing key is not an owner of the current manifest", ErrUnauthorized)
+	}
+	if len(u.SignerKey) != ed25519.PublicKeySize || !ed25519.Verify(u.SignerKey, UpdateDigest(u.Parent, m.Hash()), u.Signature) {
+		return owner, fmt.Errorf("%w: the signature of owner %s does not verify for this manifest and parent", ErrUnauthorized, owner.Name)
+	}
+	return owner, nil
+}
+
+func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, owner manifest.PublicKey, u Update, caPEM []byte, now time.Time) (*State, error) {
+	mraw := m.Canonical()
+	t := Transition{
+		Generation: 1, Manifest: hashOf(mraw), CA: hashOf(caPEM), Time: now.UTC(),
+		Signer: owner.Name, SignerKey: u.SignerKey, Signature: u.Signature,
+	}
+	var old store.Version
+	var chain []Transition
+	if cur != nil {
+		t.Generation, t.Prev, old, chain = cur.Generation()+1, cur.Head, cur.Version, slices.Clone(cur.Chain)
+	}
+	traw, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	head := hashOf(traw)
+	// Objects first, pointer last: a crash in between leaves unreferenced
+	// objects and the old, still valid, latest.
+	for k, v := range map[string][]byte{manifestKey(t.Manifest): mraw, caKey(t.CA): caPEM, transitionKey(head): traw} {
+		if err := st.Put(ctx, k, v); err != nil {
+			return nil, fmt.Errorf("history: write %s: %w", k, err)
+		}
+	}
+	l := latest{Generation: t.Generation, Transition: head}
+	l.Signature = ed25519.Sign(seed.HistoryKey(), l.signed())
+	lraw, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	v, err := st.SwapLatest(ctx, old, lraw)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, fmt.Errorf("%w: the store's latest moved while writing; fetch and sign again", ErrStale)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history: swap latest: %w", err)
+	}
+	return &State{Head: head, Chain: append(chain, t), Manifest: m, CAPEM: caPEM, Version: v}, nil
+}
+
+// Load reads and verifies the whole history: the latest pointer's signature with
+// the seed, every hash link, every owner signature, and the floor.
+func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*State, error) {
+	lraw, v, err := st.Latest(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		if floor.Generation > 0 {
+			return nil, fmt.Errorf("%w: the store is empty, but generation %d was seen", ErrRollback, floor.Generation)
+		}
+		return nil, ErrEmpty
+	}
+	if err != nil {
+		return nil, err
+	}
+	var l latest
+	if err := json.Unmarshal(lraw, &l); err != nil {
+		return nil, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+	}
+	if !ed25519.Verify(seed.HistoryKey().Public().(ed25519.PublicKey), l.signed(), l.Signature) {
+		return nil, fmt.Errorf("%w: the latest pointer's signature does not verify with this mesh's seed", ErrTampered)
+	}
+	if l.Generation < floor.Generation {
+		return nil, fmt.Errorf("%w: the store's latest is generation %d, generation %d was already seen", ErrRollback, l.Generation, floor.Generation)
+	}
+	if l.Generation == 0 {
+		return nil, fmt.Errorf("%w: latest has generation 0", ErrTampered)
+	}
+
+	chain := make([]Transition, l.Generation)
+	h := l.Transition
+	for g := l.Generation; g >= 1; g-- {
+		raw, err := st.Get(ctx, transitionKey(h))
+		if err != nil {
+			return nil, fmt.Errorf("%w: transition %s (generation %d): %v", ErrTampered, short(h), g, err)
+		}
+		if hashOf(raw) != h {
+			return nil, fmt.Errorf("%w: transition %s (generation %d) does not match its hash", ErrTampered, short(h), g)
+		}
+		var t Transition
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return nil, fmt.Errorf("%w: transition %s is not valid JSON", ErrTampered, short(h))
+		}
+		if t.Generation != g || (g == 1) != (t.Prev == "") {
+			return nil, fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
+		}
+		chain[g-1] = t
+		if g == floor.Generation && h != floor.Head {
+			return nil, fmt.Errorf("%w: generation %d is %s in the store, %s was seen: the store is on another branch", ErrRollback, g, short(h), short(floor.Head))
+		}
+		h = t.Prev
+	}
+
+	var prev *manifest.Manifest
+	var m *manifest.Manifest
+	var caPEM []byte
+	for _, t := range chain {
+		mraw, err := getVerified(ctx, st, manifestKey(t.Manifest), t.Manifest)
+		if err != nil {
+			return nil, err
+		}
+		if m, err = manifest.Parse(mraw); err != nil {
+			return nil, fmt.Errorf("%w: manifest of generation %d: %v", ErrTampered, t.Generation, err)
+		}
+		by := prev
+		if by == nil {
+			by = m
+		}
+		// t.Prev was checked against the parent's hash in the walk above.
+		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature}); err != nil {
+			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, t.Generation, err)
+		}
+		if prev != nil && !slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) {
+			return nil, fmt.Errorf("%w: generation %d changes seedShareOwners", ErrTampered, t.Generation)
+		}
+		prev = m
+	}
+	head := chain[len(chain)-1]
+	if caPEM, err = getVerified(ctx, st, caKey(head.CA), head.CA); err != nil {
+		return nil, err
+	}
+	return &State{Head: l.Transition, Chain: chain, Manifest: m, CAPEM: caPEM, Version: v}, nil
+}
+
+func getVerified(ctx context.Context, st store.Store, key, want string) ([]byte, error) {
+	b, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrTampered, key, err)
+	}
+	if hashOf(b) != want {
+		return nil, fmt.Errorf("%w: %s does not match its hash", ErrTampered, key)
+	}
+	return b, nil
+}
+
+// ManifestAt returns the manifest of one transition, verified against its hash.
+func ManifestAt(ctx context.Context, st store.Store, t Transition) ([]byte, error) {
+	return getVerified(ctx, st, manifestKey(t.Manifest), t.Manifest)
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	if h == "" {
+		return "(none)"
+	}
+	return h
+}

@@ -1,0 +1,45 @@
+// Package store keeps the coordinator's shared state in a place the coordinator
+// does not trust: content-addressed objects (manifests, transitions, the CA
+// certificate), one mutable latest pointer changed only by compare-and-swap, and a
+// few public bookkeeping records. Nothing secret goes here; everything that
+// matters is signed or content-addressed and verified by package history.
+package store
+
+import (
+	"context"
+	"errors"
+	"regexp"
+)
+
+// Errors every backend returns.
+var (
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: the latest pointer is not at the version the caller named.
+	ErrConflict = errors.New("store: latest changed since it was read")
+)
+
+// Version identifies one value of the latest pointer; opaque, backend-specific.
+type Version string
+
+// Store is what every backend implements. The linearisable part (SwapLatest) is
+// always the backend's own engine: a lock on a file, etcd's transactions, the
+// Kubernetes API server's resourceVersion.
+type Store interface {
+	// Get returns the value stored under key, or ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Put stores value under key, replacing any value.
+	Put(ctx context.Context, key string, value []byte) error
+	// Latest returns the latest pointer and its version, or ErrNotFound.
+	Latest(ctx context.Context) ([]byte, Version, error)
+	// SwapLatest replaces the latest pointer if it is still at old ("" means
+	// there is none yet); otherwise ErrConflict and nothing changes.
+	SwapLatest(ctx context.Context, old Version, value []byte) (Version, error)
+	// Watch sends after the latest pointer changes (by anyone), until ctx ends.
+	// Notifications may be merged; readers re-read Latest.
+	Watch(ctx context.Context) <-chan struct{}
+}
+
+var keyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,200}$`)
+
+// ValidKey reports whether key is usable in every backend.
+func ValidKey(key string) bool { return keyRE.MatchString(key) }

@@ -1,0 +1,110 @@
+// Package storetest is the conformance suite every store backend passes.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealmesh/sealmesh/ca/store"
+)
+
+// Conformance runs the behaviour every backend must have. Each backend's tests
+// call it with a fresh, empty store per call of open.
+func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	t.Run("get put", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Get(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get of a missing key: %v, want ErrNotFound", err)
+		}
+		for _, v := range [][]byte{[]byte("one"), []byte("two"), {}} {
+			if err := s.Put(ctx, "a", v); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Get(ctx, "a")
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("Get = %q, %v; want %q", got, err, v)
+			}
+		}
+	})
+	t.Run("swap latest", func(t *testing.T) {
+		s := open(t)
+		if _, _, err := s.Latest(ctx); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Latest of an empty store: %v, want ErrNotFound", err)
+		}
+		if _, err := s.SwapLatest(ctx, "bogus", []byte("x")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("swap from a version that never was: %v, want ErrConflict", err)
+		}
+		v1, err := s.SwapLatest(ctx, "", []byte("first"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SwapLatest(ctx, "", []byte("again")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("second create: %v, want ErrConflict", err)
+		}
+		v2, err := s.SwapLatest(ctx, v1, []byte("second"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SwapLatest(ctx, v1, []byte("stale")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("swap from a stale version: %v, want ErrConflict", err)
+		}
+		got, v, err := s.Latest(ctx)
+		if err != nil || string(got) != "second" || v != v2 {
+			t.Fatalf("Latest = %q %q %v; want second %q", got, v, err, v2)
+		}
+	})
+	t.Run("concurrent swaps: exactly one wins each round", func(t *testing.T) {
+		s := open(t)
+		v, err := s.SwapLatest(ctx, "", []byte("0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := 1; round <= 5; round++ {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			wins := 0
+			var next store.Version
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					nv, err := s.SwapLatest(ctx, v, []byte(fmt.Sprintf("%d-%d", round, i)))
+					if err == nil {
+						mu.Lock()
+						wins++
+						next = nv
+						mu.Unlock()
+					} else if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+					}
+				}(i)
+			}
+			wg.Wait()
+			if wins != 1 {
+				t.Fatalf("round %d: %d swaps won, want 1", round, wins)
+			}
+			v = next
+		}
+	})
+	t.Run("watch", func(t *testing.T) {
+		s := open(t)
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ch := s.Watch(wctx)
+		time.Sleep(100 * time.Millisecond) // let the watch start
+		if _, err := s.SwapLatest(ctx, "", []byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no notification within 10s of a change")
+		}
+	})
+}
