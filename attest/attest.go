@@ -30,6 +30,12 @@ type Issuer interface {
 	Evidence(reportData [64]byte) (Evidence, error)
 }
 
+// Sealer is an issuer whose TEE derives a key bound to this workload's
+// measurement, for sealing state at rest.
+type Sealer interface {
+	SealingKey() ([]byte, error)
+}
+
 // Claims are what verified evidence says about the workload.
 type Claims struct {
 	Platform string

@@ -28,7 +28,7 @@ func Command() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL (or $SEALMESH_COORDINATOR)")
 	client := func() *api.Client { return api.NewClient(coordinator) }
-	root.AddCommand(statusCmd(client), setCmd(client), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), simTEECmd())
 	return root
 }
 
@@ -64,7 +64,7 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 		fmt.Fprintf(w, "  %s\n", s.Message)
 	}
 	if s.ManifestHash != "" {
-		fmt.Fprintf(w, "manifest:    %s\n", s.ManifestHash)
+		fmt.Fprintf(w, "manifest:    %s (generation %d, head %s)\n", s.ManifestHash, s.Generation, s.Head)
 	}
 	if s.CAFingerprint != "" {
 		fmt.Fprintf(w, "nebula CA:   %s\n", s.CAFingerprint)
@@ -87,28 +87,6 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 			h.NotAfter.UTC().Format(time.RFC3339), h.NotAfter.Sub(now).Round(time.Minute), wl)
 	}
 	tw.Flush()
-}
-
-func setCmd(client func() *api.Client) *cobra.Command {
-	return &cobra.Command{
-		Use:   "set MANIFEST",
-		Short: "set the mesh's manifest (JSON or YAML) on a coordinator waiting for one",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			s, err := client().SetManifest(ctx, b)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "manifest %s set; coordinator %s, nebula CA %s\n", s.ManifestHash, s.State, s.CAFingerprint)
-			return nil
-		},
-	}
 }
 
 func simTEECmd() *cobra.Command {

@@ -10,6 +10,7 @@ package simulated
 
 import (
 	"crypto/ecdsa"
+	"crypto/hkdf"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -297,6 +298,17 @@ func Load(dir string) (*Device, error) {
 	}
 	d.Measurement = m
 	return d, nil
+}
+
+// SealingKey stands for the key an SNP guest asks its AMD-SP for
+// (MSG_KEY_REQ): bound to the chip's secret and the guest's measurement, so
+// another image or another chip gets another key.
+func (d *Device) SealingKey() ([]byte, error) {
+	secret, err := d.vcekKey.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("simulated: chip secret: %w", err)
+	}
+	return hkdf.Key(sha256.New, secret, d.Measurement[:], "sealmesh simulated sev-snp derived key v1", 32)
 }
 
 // ParseMeasurement reads a 96-hex-character launch measurement.

@@ -1,11 +1,17 @@
 // Package api is the coordinator's protocol, shared by the coordinator, the agent,
 // the lighthouse and meshctl: JSON over HTTP. docs/protocol.md describes it.
 //
-//	POST /v1/manifest  body: manifest (JSON or YAML)        → Status
-//	POST /v1/nonce                                          → NonceResponse
-//	POST /v1/enrol     body: EnrolRequest                   → EnrolResponse
-//	POST /v1/release   body: ReleaseRequest                 → {}
-//	GET  /v1/status                                         → Status
+//	POST /v1/manifest     body: ManifestRequest    → ManifestResponse
+//	GET  /v1/manifest                              → ManifestInfo
+//	GET  /v1/history                               → []HistoryEntry
+//	POST /v1/nonce                                 → NonceResponse
+//	POST /v1/enrol        body: EnrolRequest       → EnrolResponse
+//	POST /v1/release      body: ReleaseRequest     → {}
+//	POST /v1/unlock       body: UnlockRequest      → Status
+//	POST /v1/unlock-key   body: UnlockRequest      → UnlockKeyResponse (rotates it)
+//	GET  /v1/recovery-key                          → RecoveryKey
+//	POST /v1/recover      body: RecoverRequest     → ManifestResponse
+//	GET  /v1/status                                → Status
 //	GET  /healthz, /readyz
 //
 // Errors come back as a non-2xx status with an Error body.
@@ -92,13 +98,83 @@ type ReleaseRequest struct {
 	ReleaseToken string `json:"releaseToken"`
 }
 
+// ManifestRequest sets the first manifest or replaces the current one. The owner
+// signs history.UpdateDigest(Parent, hash of the parsed manifest) with an Ed25519
+// key listed in the current manifest (for the first, in the manifest itself).
+type ManifestRequest struct {
+	Manifest  []byte `json:"manifest"` // JSON or YAML
+	Parent    string `json:"parent"`   // head transition it replaces; "" for the first
+	SignerKey []byte `json:"signerKey"`
+	Signature []byte `json:"signature"`
+}
+
+// ManifestResponse reports the new head. The first manifest also returns the
+// secrets only its caller ever sees: the unlock key (when the coordinator seals
+// with one) and the seed encrypted to each seed-share owner.
+type ManifestResponse struct {
+	Status     *Status     `json:"status"`
+	UnlockKey  string      `json:"unlockKey,omitempty"`
+	SeedShares []SeedShare `json:"seedShares,omitempty"`
+}
+
+// SeedShare is the seed encrypted (HPKE) to one seed-share owner.
+type SeedShare struct {
+	Owner string `json:"owner"`
+	Share []byte `json:"share"`
+}
+
+// ManifestInfo is the current manifest.
+type ManifestInfo struct {
+	Generation uint64 `json:"generation"`
+	Head       string `json:"head"`
+	Hash       string `json:"hash"`
+	Manifest   []byte `json:"manifest"` // canonical JSON
+}
+
+// HistoryEntry is one transition with its manifest.
+type HistoryEntry struct {
+	Generation uint64    `json:"generation"`
+	Head       string    `json:"head"`
+	Time       time.Time `json:"time"`
+	Signer     string    `json:"signer"`
+	Hash       string    `json:"hash"`
+	Manifest   []byte    `json:"manifest"`
+}
+
+// UnlockRequest carries an unlock key.
+type UnlockRequest struct {
+	UnlockKey string `json:"unlockKey"`
+}
+
+// UnlockKeyResponse carries a new unlock key after rotation.
+type UnlockKeyResponse struct {
+	UnlockKey string `json:"unlockKey"`
+}
+
+// RecoveryKey is the X25519 key a coordinator without secrets takes a seed under.
+type RecoveryKey struct {
+	PublicKey []byte `json:"publicKey"`
+}
+
+// RecoverRequest hands a coordinator the seed, encrypted (HPKE) to its recovery
+// key. Force replaces local sealed state the coordinator cannot open.
+type RecoverRequest struct {
+	Seed  []byte `json:"seed"`
+	Force bool   `json:"force,omitempty"`
+}
+
 // Coordinator states.
 const (
 	StateWaiting = "waiting-for-manifest"
 	StateReady   = "ready"
-	// StateLocked: the store holds a mesh, but this process does not hold its CA
-	// key (it restarted; sealed state arrives with the history work).
+	// StateLocked: sealed state is here; waiting for meshctl unlock.
 	StateLocked = "locked"
+	// StateRecovering: the store holds a mesh but this coordinator has no
+	// sealed state; waiting for meshctl recover (or a peer).
+	StateRecovering = "recovering"
+	// StateFailed: the store does not verify (tampered or rolled back); the
+	// coordinator serves nothing until an operator looks.
+	StateFailed = "failed"
 )
 
 // Status is the coordinator's view of the mesh.
@@ -106,6 +182,8 @@ type Status struct {
 	State            string `json:"state"`
 	Message          string `json:"message,omitempty"`
 	ManifestHash     string `json:"manifestHash,omitempty"`
+	Generation       uint64 `json:"generation,omitempty"`
+	Head             string `json:"head,omitempty"`
 	CAFingerprint    string `json:"caFingerprint,omitempty"`
 	AcceptsSimulated bool   `json:"acceptsSimulated"`
 	Hosts            []Host `json:"hosts"`

@@ -22,10 +22,56 @@ func NewClient(base string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), http: &http.Client{Timeout: 30 * time.Second}}
 }
 
-// SetManifest sends the first manifest; body is JSON or YAML.
-func (c *Client) SetManifest(ctx context.Context, body []byte) (*Status, error) {
+// SetManifest sets or replaces the manifest.
+func (c *Client) SetManifest(ctx context.Context, req *ManifestRequest) (*ManifestResponse, error) {
+	var r ManifestResponse
+	return &r, c.post(ctx, "/v1/manifest", req, &r)
+}
+
+// Manifest returns the current manifest; ErrNoManifest before the first.
+func (c *Client) Manifest(ctx context.Context) (*ManifestInfo, error) {
+	var m ManifestInfo
+	return &m, c.do(ctx, http.MethodGet, "/v1/manifest", nil, &m)
+}
+
+// History returns every transition, oldest first.
+func (c *Client) History(ctx context.Context) ([]HistoryEntry, error) {
+	var h []HistoryEntry
+	return h, c.do(ctx, http.MethodGet, "/v1/history", nil, &h)
+}
+
+// Unlock hands a locked coordinator its unlock key.
+func (c *Client) Unlock(ctx context.Context, key string) (*Status, error) {
 	var s Status
-	return &s, c.do(ctx, http.MethodPost, "/v1/manifest", body, &s)
+	return &s, c.post(ctx, "/v1/unlock", &UnlockRequest{UnlockKey: key}, &s)
+}
+
+// RotateUnlockKey replaces the unlock key; the current one authorises it.
+func (c *Client) RotateUnlockKey(ctx context.Context, current string) (string, error) {
+	var r UnlockKeyResponse
+	err := c.post(ctx, "/v1/unlock-key", &UnlockRequest{UnlockKey: current}, &r)
+	return r.UnlockKey, err
+}
+
+// RecoveryKey returns the key to encrypt a seed to.
+func (c *Client) RecoveryKey(ctx context.Context) ([]byte, error) {
+	var r RecoveryKey
+	err := c.do(ctx, http.MethodGet, "/v1/recovery-key", nil, &r)
+	return r.PublicKey, err
+}
+
+// Recover hands a coordinator without secrets the encrypted seed.
+func (c *Client) Recover(ctx context.Context, req *RecoverRequest) (*ManifestResponse, error) {
+	var r ManifestResponse
+	return &r, c.post(ctx, "/v1/recover", req, &r)
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, path, b, out)
 }
 
 // Nonce asks for a fresh single-use nonce.
@@ -36,21 +82,13 @@ func (c *Client) Nonce(ctx context.Context) (*NonceResponse, error) {
 
 // Enrol asks for a certificate.
 func (c *Client) Enrol(ctx context.Context, req *EnrolRequest) (*EnrolResponse, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
 	var r EnrolResponse
-	return &r, c.do(ctx, http.MethodPost, "/v1/enrol", b, &r)
+	return &r, c.post(ctx, "/v1/enrol", req, &r)
 }
 
 // Release gives an IP back.
 func (c *Client) Release(ctx context.Context, req *ReleaseRequest) error {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodPost, "/v1/release", b, nil)
+	return c.post(ctx, "/v1/release", req, nil)
 }
 
 // Status returns the coordinator's view of the mesh.

@@ -1,39 +1,51 @@
-// Package coordinator is the coordinator's logic: it holds the manifest and the CA,
-// issues nonces, checks evidence against the manifest's roles and signs Nebula
-// certificates whose name, IP and groups it assigns (invariant C).
+// Package coordinator is the coordinator's logic. It holds the mesh's seed (sealed
+// at rest), derives the Nebula CA key from it, keeps the manifest history verified
+// against the untrusted store, issues nonces, checks evidence against the
+// manifest's roles and signs Nebula certificates whose name, IP and groups it
+// assigns (invariant C).
 package coordinator
 
 import (
+	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 const (
-	manifestName = "manifest.json"
-	caCertName   = "ca.crt"
+	// sealedName is the local file holding the sealed seed and floor.
+	sealedName = "sealed-state"
 
 	// NonceLifetime bounds how old evidence may be.
 	NonceLifetime = 2 * time.Minute
 	// maxNonces caps outstanding nonces so a flood cannot exhaust memory.
 	maxNonces = 100_000
-	// caLifetime: the CA outlives every host certificate; rotation arrives with
-	// the signed history.
-	caLifetime = 365 * 24 * time.Hour
+	// caLifetime: the CA outlives every host certificate; rotation moves to the
+	// next CA generation.
+	caLifetime = 10 * 365 * 24 * time.Hour
 	// lighthouseGroup is the group every lighthouse certificate carries.
 	lighthouseGroup = "lighthouse"
 )
@@ -46,81 +58,450 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// Config wires a coordinator.
+type Config struct {
+	Log *slog.Logger
+	// Store is the shared, untrusted state.
+	Store store.Store
+	// StateDir holds this coordinator's sealed seed and anti-rollback floor.
+	StateDir string
+	// SealingKey comes from the TEE; nil means unlock-key mode: the first
+	// manifest returns an unlock key, and a restarted coordinator waits for it.
+	SealingKey []byte
+	Now        func() time.Time
+}
+
 // Coordinator serves one mesh.
 type Coordinator struct {
+	cfg   Config
 	log   *slog.Logger
-	st    *store.File
+	st    store.Store
 	now   func() time.Time
 	mu    sync.Mutex
 	state string
 	msg   string
-	m     *manifest.Manifest
+	seed  *keys.Seed
+	kek   *seal.KEK
+	hist  *history.State
 	ca    *issuer.CA
 	alloc *issuer.Allocator
 	// nonces maps an outstanding nonce to its expiry. A nonce is deleted when
 	// an enrolment presents it, whatever the outcome: single use.
-	nonces map[string]time.Time
+	nonces      map[string]time.Time
+	recoveryKey *ecdh.PrivateKey
 }
 
-// New opens the coordinator's state in st.
-func New(log *slog.Logger, st *store.File, now func() time.Time) (*Coordinator, error) {
-	c := &Coordinator{log: log, st: st, now: now, state: api.StateWaiting, nonces: map[string]time.Time{}}
-	b, err := st.Get(manifestName)
+// sealedState is what the sealed file holds.
+type sealedState struct {
+	Seed  []byte        `json:"seed"`
+	Floor history.Floor `json:"floor"`
+}
+
+// New opens the coordinator's state: sealed seed from StateDir, history from the
+// store. It never fails for a store that does not verify: it reports that in its
+// state and serves nothing.
+func New(cfg Config) (*Coordinator, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("coordinator: state dir: %w", err)
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}}
+	ctx := context.Background()
+	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		log.Info("no manifest yet; waiting for meshctl set")
-	case err != nil:
-		return nil, err
-	default:
-		m, err := manifest.Parse(b)
+	case err == nil && cfg.SealingKey != nil:
+		kek, err := seal.NewKEK("tee", cfg.SealingKey)
 		if err != nil {
-			return nil, fmt.Errorf("coordinator: stored manifest: %w", err)
+			return nil, err
 		}
-		c.m = m
-		c.state = api.StateLocked
-		c.msg = "the store holds a mesh whose CA key this process does not have; " +
-			"restarting a coordinator keeps no secrets yet, so start it with an empty state directory and set the manifest again"
-		log.Warn("coordinator locked", "reason", c.msg, "manifest", m.Hash())
+		c.mu.Lock()
+		if err := c.openLocked(ctx, kek); errors.Is(err, ErrRefused) {
+			c.setState(api.StateFailed, "the sealed state does not open with this TEE's key: it was sealed by another image or chip")
+		}
+		c.mu.Unlock()
+	case err == nil:
+		c.setState(api.StateLocked, "sealed state found; waiting for its unlock key (meshctl unlock)")
+	case errors.Is(err, fs.ErrNotExist):
+		if _, _, err := c.st.Latest(ctx); err == nil {
+			c.setState(api.StateRecovering, "the store holds a mesh but this coordinator has no sealed seed; recover it with meshctl recover")
+		} else if errors.Is(err, store.ErrNotFound) {
+			c.setState(api.StateWaiting, "")
+			c.log.Info("no mesh yet; waiting for meshctl manifest set")
+		} else {
+			return nil, fmt.Errorf("coordinator: store: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	return c, nil
 }
 
-// SetManifest bootstraps the mesh: it makes the CA and opens the allocator. Only
-// the first manifest is accepted; owner-signed updates come with the history.
-func (c *Coordinator) SetManifest(raw []byte) (*api.Status, error) {
-	m, err := manifest.Parse(raw)
+func (c *Coordinator) setState(state, msg string) {
+	c.state, c.msg = state, msg
+	switch state {
+	case api.StateFailed:
+		c.log.Error("coordinator stopped serving", "reason", msg)
+	case api.StateLocked, api.StateRecovering:
+		c.log.Warn("coordinator waiting", "state", state, "reason", msg)
+	}
+}
+
+// openLocked unseals the local state with kek and adopts the store's history.
+func (c *Coordinator) openLocked(ctx context.Context, kek *seal.KEK) error {
+	raw, err := seal.ReadFile(c.cfg.StateDir, sealedName, kek)
+	if err != nil {
+		if errors.Is(err, seal.ErrWrongKey) {
+			return fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		c.setState(api.StateFailed, "sealed state: "+err.Error())
+		return err
+	}
+	var ss sealedState
+	if err := json.Unmarshal(raw, &ss); err != nil {
+		c.setState(api.StateFailed, "sealed state is not valid")
+		return errors.New("sealed state is not valid")
+	}
+	seed, err := keys.SeedFrom(ss.Seed)
+	if err != nil {
+		return err
+	}
+	c.kek = kek
+	return c.adoptLocked(ctx, seed, ss.Floor)
+}
+
+// adoptLocked verifies the store's history with seed above floor and, if it holds,
+// becomes ready with it. A history that does not verify stops the coordinator.
+func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor history.Floor) error {
+	h, err := history.Load(ctx, c.st, seed, floor)
+	if errors.Is(err, history.ErrEmpty) && floor.Generation == 0 {
+		// Sealed before the first transition was written, then stopped: no mesh.
+		os.Remove(filepath.Join(c.cfg.StateDir, sealedName))
+		c.seed, c.kek = nil, nil
+		c.setState(api.StateWaiting, "")
+		return nil
+	}
+	if err != nil {
+		c.setState(api.StateFailed, err.Error())
+		return err
+	}
+	ca, err := issuer.LoadCA(seed.CAKey(1), h.CAPEM)
+	if err != nil {
+		c.setState(api.StateFailed, err.Error())
+		return err
+	}
+	if c.alloc == nil {
+		if c.alloc, err = issuer.NewAllocator(c.st, h.Manifest); err != nil {
+			return err
+		}
+	}
+	c.alloc.SetReserved(h.Manifest)
+	c.seed, c.hist, c.ca = &seed, h, ca
+	if h.Floor() != floor {
+		if err := c.persistLocked(); err != nil {
+			c.setState(api.StateFailed, err.Error())
+			return err
+		}
+	}
+	c.setState(api.StateReady, "")
+	c.log.Info("mesh state verified", "generation", h.Generation(), "head", h.Head, "manifest", h.Manifest.Hash(), "ca", ca.Fingerprint())
+	if h.Manifest.AcceptsSimulated() {
+		c.log.Warn("this mesh accepts SIMULATED attestation: evidence from a development TEE proves nothing about hardware; never use it for real workloads")
+	}
+	return nil
+}
+
+// persistLocked seals the seed and the floor to the local state dir.
+func (c *Coordinator) persistLocked() error {
+	floor := history.Floor{}
+	if c.hist != nil {
+		floor = c.hist.Floor()
+	}
+	raw, err := json.Marshal(sealedState{Seed: c.seed[:], Floor: floor})
+	if err != nil {
+		return err
+	}
+	return seal.WriteFile(c.cfg.StateDir, sealedName, raw, c.kek)
+}
+
+// newKEKLocked picks the KEK for fresh sealed state: the TEE's key, or a new
+// unlock key whose text is returned for the caller to hand out once.
+func (c *Coordinator) newKEKLocked() (*seal.KEK, string, error) {
+	if c.cfg.SealingKey != nil {
+		k, err := seal.NewKEK("tee", c.cfg.SealingKey)
+		return k, "", err
+	}
+	return seal.NewUnlockKey()
+}
+
+// Run re-verifies the store whenever it changes (and every 30 s in case a change
+// notification is lost) until ctx ends. A store that stops verifying stops the
+// coordinator; a newer valid history (another coordinator's update) is adopted.
+func (c *Coordinator) Run(ctx context.Context) {
+	ch := c.st.Watch(ctx)
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-t.C:
+		}
+		c.Recheck(ctx)
+	}
+}
+
+// Recheck verifies the store against what this coordinator has seen.
+func (c *Coordinator) Recheck(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != api.StateReady {
+		return
+	}
+	h, err := history.Load(ctx, c.st, *c.seed, c.hist.Floor())
+	if err != nil {
+		c.setState(api.StateFailed, err.Error())
+		return
+	}
+	if h.Head != c.hist.Head {
+		c.adoptLocked(ctx, *c.seed, c.hist.Floor())
+	}
+}
+
+// SetManifest creates the mesh (no manifest yet) or applies an owner-signed update.
+func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest) (*api.ManifestResponse, error) {
+	m, err := manifest.Parse(req.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	u := history.Update{Parent: req.Parent, SignerKey: req.SignerKey, Signature: req.Signature}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case api.StateWaiting:
+		return c.createLocked(ctx, m, u)
+	case api.StateReady:
+	default:
+		return nil, fmt.Errorf("%w: %s: %s", ErrNotReady, c.state, c.msg)
+	}
+	if req.Parent == "" {
+		return nil, fmt.Errorf("%w: the mesh exists (generation %d, head %s); an update names the head it replaces", ErrConflict, c.hist.Generation(), c.hist.Head)
+	}
+	if m.Network != c.hist.Manifest.Network {
+		return nil, fmt.Errorf("%w: network cannot change (%s → %s): issued certificates carry addresses of it", ErrBadInput, c.hist.Manifest.Network, m.Network)
+	}
+	h, err := history.Append(ctx, c.st, *c.seed, c.hist, m, u, c.now())
+	if err != nil {
+		return nil, historyErr(err)
+	}
+	c.hist = h
+	c.alloc.SetReserved(m)
+	if err := c.persistLocked(); err != nil {
+		c.setState(api.StateFailed, "could not seal the new floor: "+err.Error())
+		return nil, err
+	}
+	c.log.Info("manifest updated", "generation", h.Generation(), "head", h.Head, "manifest", m.Hash(), "signer", h.Chain[len(h.Chain)-1].Signer)
+	return &api.ManifestResponse{Status: c.statusLocked()}, nil
+}
+
+func historyErr(err error) error {
+	switch {
+	case errors.Is(err, history.ErrStale):
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	case errors.Is(err, history.ErrUnauthorized):
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	case errors.Is(err, history.ErrInvalid):
+		return fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	return err
+}
+
+func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u history.Update) (*api.ManifestResponse, error) {
+	if u.Parent != "" {
+		return nil, fmt.Errorf("%w: there is no mesh yet; the first manifest has no parent", ErrConflict)
+	}
+	seed, err := keys.NewSeed()
+	if err != nil {
+		return nil, err
+	}
+	kek, unlockText, err := c.newKEKLocked()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := issuer.NewCA(seed.CAKey(1), "sealmesh "+m.Hash()[:12], m.Prefix(), caLifetime, c.now())
+	if err != nil {
+		return nil, err
+	}
+	// Seal the seed before the store names the mesh, so a crash in between
+	// cannot leave a mesh whose seed nobody has.
+	c.seed, c.kek, c.hist = &seed, kek, nil
+	if err := c.persistLocked(); err != nil {
+		c.seed, c.kek = nil, nil
+		return nil, err
+	}
+	h, err := history.Create(ctx, c.st, seed, m, u, ca.PEM(), c.now())
+	if err != nil {
+		os.Remove(filepath.Join(c.cfg.StateDir, sealedName))
+		c.seed, c.kek = nil, nil
+		return nil, historyErr(err)
+	}
+	resp := &api.ManifestResponse{UnlockKey: unlockText}
+	for _, o := range m.SeedShareOwners {
+		pub, _ := base64.StdEncoding.DecodeString(o.Key)
+		share, err := seal.SealTo(pub, seal.SeedShareInfo, seed[:])
+		if err != nil {
+			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
+		}
+		resp.SeedShares = append(resp.SeedShares, api.SeedShare{Owner: o.Name, Share: share})
+	}
+	if err := c.adoptLocked(ctx, seed, history.Floor{}); err != nil {
+		return nil, err
+	}
+	c.log.Info("mesh created", "head", h.Head, "sealedWith", kek.ID(), "seedShares", len(resp.SeedShares))
+	resp.Status = c.statusLocked()
+	return resp, nil
+}
+
+// Unlock opens the sealed state with the operator's unlock key.
+func (c *Coordinator) Unlock(ctx context.Context, text string) (*api.Status, error) {
+	kek, err := seal.ParseUnlockKey(text)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadInput, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m != nil {
-		if c.m.Hash() == m.Hash() && c.state == api.StateReady {
-			return c.statusLocked(), nil // idempotent retry
-		}
-		return nil, fmt.Errorf("%w: a manifest is already set (%s); updates are not supported yet", ErrConflict, c.m.Hash())
+	if c.state != api.StateLocked {
+		return nil, fmt.Errorf("%w: coordinator is %s, not locked", ErrConflict, c.state)
 	}
-	ca, err := issuer.NewCA("sealmesh "+m.Hash()[:12], m.Prefix(), caLifetime, c.now())
-	if err != nil {
+	if err := c.openLocked(ctx, kek); err != nil {
 		return nil, err
-	}
-	alloc, err := issuer.NewAllocator(c.st, m)
-	if err != nil {
-		return nil, err
-	}
-	// The CA certificate is public; the key stays in memory (invariant E).
-	if err := c.st.Put(caCertName, ca.PEM()); err != nil {
-		return nil, err
-	}
-	if err := c.st.Put(manifestName, m.Canonical()); err != nil {
-		return nil, err
-	}
-	c.m, c.ca, c.alloc, c.state, c.msg = m, ca, alloc, api.StateReady, ""
-	c.log.Info("manifest set", "manifest", m.Hash(), "ca", ca.Fingerprint(), "network", m.Network)
-	if m.AcceptsSimulated() {
-		c.log.Warn("this mesh accepts SIMULATED attestation: evidence from a development TEE proves nothing about hardware; never use it for real workloads")
 	}
 	return c.statusLocked(), nil
+}
+
+// RotateUnlockKey re-seals the local state under a new unlock key, authorised by
+// the current one. The rewrap is one atomic file replacement.
+func (c *Coordinator) RotateUnlockKey(text string) (string, error) {
+	cur, err := seal.ParseUnlockKey(text)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg.SealingKey != nil {
+		return "", fmt.Errorf("%w: this coordinator seals with its TEE's key, not an unlock key", ErrConflict)
+	}
+	if c.kek == nil || subtle.ConstantTimeCompare([]byte(cur.ID()), []byte(c.kek.ID())) != 1 {
+		return "", fmt.Errorf("%w: that is not the current unlock key", ErrRefused)
+	}
+	next, nextText, err := seal.NewUnlockKey()
+	if err != nil {
+		return "", err
+	}
+	if err := seal.RotateFile(c.cfg.StateDir, sealedName, cur, next); err != nil {
+		return "", err
+	}
+	c.kek = next
+	c.log.Info("unlock key rotated", "kek", next.ID())
+	return nextText, nil
+}
+
+// RecoveryKey returns this process's X25519 key for receiving a seed.
+func (c *Coordinator) RecoveryKey() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.recoveryKey == nil {
+		k, err := seal.NewX25519()
+		if err != nil {
+			return nil, err
+		}
+		c.recoveryKey = k
+	}
+	return c.recoveryKey.PublicKey().Bytes(), nil
+}
+
+// Recover takes the seed (from a seed share, via meshctl recover) and continues the
+// mesh in the store: same CA, same history. The seed must verify the store's
+// history, so a wrong share changes nothing.
+func (c *Coordinator) Recover(ctx context.Context, req *api.RecoverRequest) (*api.ManifestResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.state == api.StateRecovering:
+	case c.state == api.StateLocked && req.Force:
+		c.log.Warn("replacing sealed state that could not be unlocked (recover --force)")
+	case c.state == api.StateLocked:
+		return nil, fmt.Errorf("%w: this coordinator has sealed state; unlock it, or recover with --force to replace it", ErrConflict)
+	default:
+		return nil, fmt.Errorf("%w: coordinator is %s; nothing to recover", ErrConflict, c.state)
+	}
+	if c.recoveryKey == nil {
+		return nil, fmt.Errorf("%w: fetch the recovery key first", ErrBadInput)
+	}
+	raw, err := seal.OpenWith(c.recoveryKey, seal.RecoveryInfo, req.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	seed, err := keys.SeedFrom(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	if _, err := history.Load(ctx, c.st, seed, history.Floor{}); err != nil {
+		return nil, fmt.Errorf("%w: this seed does not verify the store's history: %v", ErrRefused, err)
+	}
+	kek, unlockText, err := c.newKEKLocked()
+	if err != nil {
+		return nil, err
+	}
+	prevState := c.state
+	c.seed, c.kek = &seed, kek
+	if err := c.persistLocked(); err != nil {
+		c.seed, c.kek = nil, nil
+		return nil, err
+	}
+	if err := c.adoptLocked(ctx, seed, history.Floor{}); err != nil {
+		return nil, err
+	}
+	c.log.Warn("mesh recovered from a seed share", "from", prevState, "generation", c.hist.Generation())
+	return &api.ManifestResponse{Status: c.statusLocked(), UnlockKey: unlockText}, nil
+}
+
+// Manifest returns the current manifest.
+func (c *Coordinator) Manifest() (*api.ManifestInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hist == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
+	}
+	return &api.ManifestInfo{Generation: c.hist.Generation(), Head: c.hist.Head, Hash: c.hist.Manifest.Hash(), Manifest: c.hist.Manifest.Canonical()}, nil
+}
+
+// History returns the verified history with each manifest.
+func (c *Coordinator) History(ctx context.Context) ([]api.HistoryEntry, error) {
+	c.mu.Lock()
+	h := c.hist
+	c.mu.Unlock()
+	if h == nil {
+		return nil, fmt.Errorf("%w: no verified history", ErrNotReady)
+	}
+	out := make([]api.HistoryEntry, 0, len(h.Chain))
+	for i, t := range h.Chain {
+		raw, err := history.ManifestAt(ctx, c.st, t)
+		if err != nil {
+			return nil, err
+		}
+		head := h.Head
+		if i+1 < len(h.Chain) {
+			head = h.Chain[i+1].Prev
+		}
+		out = append(out, api.HistoryEntry{Generation: t.Generation, Head: head, Time: t.Time, Signer: t.Signer, Hash: t.Manifest, Manifest: raw})
+	}
+	return out, nil
 }
 
 // Nonce issues a fresh single-use nonce.
@@ -150,7 +531,7 @@ func (c *Coordinator) Nonce() (*api.NonceResponse, error) {
 	return &api.NonceResponse{Nonce: n, Expires: exp}, nil
 }
 
-// takeNonce consumes a nonce; it reports whether it was outstanding and fresh.
+// takeNonceLocked consumes a nonce and reports whether it was outstanding and fresh.
 func (c *Coordinator) takeNonceLocked(n []byte) error {
 	exp, ok := c.nonces[string(n)]
 	delete(c.nonces, string(n))
@@ -169,6 +550,7 @@ type identity struct {
 	role   string
 	groups []string
 	fixed  netip.Addr // lighthouses only
+	ttl    time.Duration
 }
 
 // Enrol checks the request and issues a certificate.
@@ -182,13 +564,13 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
 	}
 	err := c.takeNonceLocked(req.Nonce)
-	m, ca, alloc := c.m, c.ca, c.alloc
+	m, ca, alloc := c.hist.Manifest, c.ca, c.alloc
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 
-	id, err := c.identify(m, req)
+	id, err := identify(m, req)
 	if err != nil {
 		c.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
 		return nil, err
@@ -210,11 +592,7 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 	}
 	network := netip.PrefixFrom(ip, m.Prefix().Bits())
 	crt, err := ca.Sign(issuer.Host{
-		Name:      id.name,
-		Network:   network,
-		Groups:    id.groups,
-		PublicKey: req.PublicKey,
-		NotAfter:  now.Add(m.Lifetime()),
+		Name: id.name, Network: network, Groups: id.groups, PublicKey: req.PublicKey, NotAfter: now.Add(id.ttl),
 	}, now)
 	if err != nil {
 		return nil, err
@@ -254,7 +632,7 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 
 // identify matches the request to exactly what the manifest allows: a lighthouse
 // by its token, a workload by its evidence. Nothing else in the request counts.
-func (c *Coordinator) identify(m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
+func identify(m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
 	switch {
 	case req.JoinToken != "" && req.Evidence != nil:
 		return identity{}, fmt.Errorf("%w: send evidence or a join token, not both", ErrBadInput)
@@ -262,7 +640,8 @@ func (c *Coordinator) identify(m *manifest.Manifest, req *api.EnrolRequest) (ide
 		sum := hashHex(req.JoinToken)
 		for _, l := range m.Lighthouses {
 			if subtle.ConstantTimeCompare([]byte(sum), []byte(l.TokenSHA256)) == 1 {
-				return identity{name: l.Name, role: lighthouseGroup, groups: []string{lighthouseGroup}, fixed: netip.MustParseAddr(l.OverlayIP)}, nil
+				return identity{name: l.Name, role: lighthouseGroup, groups: []string{lighthouseGroup},
+					fixed: netip.MustParseAddr(l.OverlayIP), ttl: m.Lifetime()}, nil
 			}
 		}
 		return identity{}, fmt.Errorf("%w: join token matches no lighthouse of the manifest", ErrRefused)
@@ -276,12 +655,13 @@ func (c *Coordinator) identify(m *manifest.Manifest, req *api.EnrolRequest) (ide
 		return identity{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	var why []string
-	for _, r := range m.Roles {
+	for i := range m.Roles {
+		r := &m.Roles[i]
 		if err := claims.Satisfies(r.Attestation); err != nil {
 			why = append(why, fmt.Sprintf("role %s: %v", r.Name, err))
 			continue
 		}
-		return identity{role: r.Name, groups: r.Groups}, nil
+		return identity{role: r.Name, groups: r.Groups, ttl: m.RoleLifetime(r)}, nil
 	}
 	return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %s",
 		ErrRefused, claims.Platform, m.Hash()[:12], strings.Join(why, "; "))
@@ -320,10 +700,10 @@ func inbound(m *manifest.Manifest, id identity) []api.FirewallRule {
 // Release ends a lease (CNI DEL).
 func (c *Coordinator) Release(req *api.ReleaseRequest) error {
 	c.mu.Lock()
-	alloc := c.alloc
+	alloc, state := c.alloc, c.state
 	c.mu.Unlock()
-	if alloc == nil {
-		return fmt.Errorf("%w: %s", ErrNotReady, c.state)
+	if alloc == nil || state != api.StateReady {
+		return fmt.Errorf("%w: %s", ErrNotReady, state)
 	}
 	if err := alloc.Release(req.Fingerprint, hashHex(req.ReleaseToken)); err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
@@ -347,14 +727,16 @@ func (c *Coordinator) Ready() bool {
 
 func (c *Coordinator) statusLocked() *api.Status {
 	s := &api.Status{State: c.state, Message: c.msg, Hosts: []api.Host{}}
-	if c.m != nil {
-		s.ManifestHash = c.m.Hash()
-		s.AcceptsSimulated = c.m.AcceptsSimulated()
+	if c.hist != nil {
+		s.ManifestHash = c.hist.Manifest.Hash()
+		s.AcceptsSimulated = c.hist.Manifest.AcceptsSimulated()
+		s.Generation = c.hist.Generation()
+		s.Head = c.hist.Head
 	}
 	if c.ca != nil {
 		s.CAFingerprint = c.ca.Fingerprint()
 	}
-	if c.alloc != nil {
+	if c.alloc != nil && c.state == api.StateReady {
 		for _, l := range c.alloc.Live(c.now()) {
 			s.Hosts = append(s.Hosts, api.Host{
 				Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,

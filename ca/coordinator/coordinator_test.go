@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
 
@@ -61,6 +63,9 @@ func measurement(image string) string {
 
 func testManifest(root string) string {
 	return fmt.Sprintf(`{
+  "version": 1,
+  "owners": [{"name": "alice", "key": %q}],
+  "seedShareOwners": [{"name": "bob", "key": %q}],
   "network": "10.42.0.0/24",
   "certificateLifetime": "1h",
   "roles": [
@@ -73,7 +78,7 @@ func testManifest(root string) string {
     {"from": ["web"], "to": "db", "proto": "tcp", "port": "5432"},
     {"from": ["any"], "to": "pods", "proto": "icmp", "port": "any"}
   ]
-}`, measurement("web"), root, measurement("db"), root, measurement("hw"), lighthouseTokenFP)
+}`, ownerPub(), sharePub(), measurement("web"), root, measurement("db"), root, measurement("hw"), lighthouseTokenFP)
 }
 
 type harness struct {
@@ -81,6 +86,7 @@ type harness struct {
 	srv    *httptest.Server
 	client *api.Client
 	clock  *clock
+	logs   *bytes.Buffer
 }
 
 type clock struct {
@@ -91,28 +97,48 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-func newHarness(t *testing.T, dir string) *harness {
+// dirs are a coordinator's store and local state directories.
+type dirs struct{ store, state string }
+
+func newDirs(t *testing.T) dirs { return dirs{store: t.TempDir(), state: t.TempDir()} }
+
+func newHarness(t *testing.T, d dirs, sealingKey []byte) *harness {
 	t.Helper()
 	devices(t)
-	st, err := store.OpenFile(dir)
+	st, err := store.OpenFile(d.store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Now()}
-	c, err := coordinator.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, clk.now)
+	logs := &bytes.Buffer{}
+	c, err := coordinator.New(coordinator.Config{
+		Log: slog.New(slog.NewJSONHandler(logs, nil)), Store: st, StateDir: d.state, SealingKey: sealingKey, Now: clk.now,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(c.Handler())
 	t.Cleanup(srv.Close)
-	return &harness{c: c, srv: srv, client: api.NewClient(srv.URL), clock: clk}
+	return &harness{c: c, srv: srv, client: api.NewClient(srv.URL), clock: clk, logs: logs}
+}
+
+// create sets the first manifest, signed by the owner alice.
+func (h *harness) create(t *testing.T, raw string) *api.ManifestResponse {
+	t.Helper()
+	req, err := owner.Request([]byte(raw), "", ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.client.SetManifest(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 func readyHarness(t *testing.T) *harness {
-	h := newHarness(t, t.TempDir())
-	if _, err := h.client.SetManifest(context.Background(), []byte(testManifest(webDev.RootFingerprint()))); err != nil {
-		t.Fatal(err)
-	}
+	h := newHarness(t, newDirs(t), nil)
+	h.create(t, testManifest(webDev.RootFingerprint()))
 	return h
 }
 
@@ -399,47 +425,42 @@ func TestExpiredLeaseIsReused(t *testing.T) {
 }
 
 func TestManifestLifecycle(t *testing.T) {
-	dir := t.TempDir()
-	h := newHarness(t, dir)
+	d := newDirs(t)
+	h := newHarness(t, d, nil)
 	ctx := context.Background()
 	if _, err := h.client.Nonce(ctx); err == nil || !strings.Contains(err.Error(), "waiting-for-manifest") {
 		t.Fatalf("nonce before manifest: %v", err)
 	}
-	if _, err := h.client.SetManifest(ctx, []byte(`{"network": "10.0.0.0/8", "rols": []}`)); err == nil || !strings.Contains(err.Error(), `unknown field "rols"`) {
+	bad := &api.ManifestRequest{Manifest: []byte(`{"version": 1, "network": "10.0.0.0/8", "rols": []}`)}
+	if _, err := h.client.SetManifest(ctx, bad); err == nil || !strings.Contains(err.Error(), `unknown field "rols"`) {
 		t.Fatalf("bad manifest: %v", err)
 	}
+	good := testManifest(webDev.RootFingerprint())
+	stranger, _, _, _ := owner.NewOwnerKey()
+	req, _ := owner.Request([]byte(good), "", stranger)
+	if _, err := h.client.SetManifest(ctx, req); err == nil || !strings.Contains(err.Error(), "not an owner") {
+		t.Fatalf("first manifest signed by a non-owner: %v", err)
+	}
 	if st := h.c.Status(); st.State != api.StateWaiting {
-		t.Fatalf("a bad manifest changed state to %s", st.State)
+		t.Fatalf("refused manifests changed state to %s", st.State)
 	}
-	good := []byte(testManifest(webDev.RootFingerprint()))
-	if _, err := h.client.SetManifest(ctx, good); err != nil {
-		t.Fatal(err)
+	if ents, _ := os.ReadDir(d.state); len(ents) != 0 {
+		t.Fatalf("a refused first manifest left sealed state behind: %v", ents)
 	}
-	if _, err := h.client.SetManifest(ctx, good); err != nil {
-		t.Fatalf("setting the same manifest again: %v", err)
+	resp := h.create(t, good)
+	if resp.UnlockKey == "" || len(resp.SeedShares) != 1 || resp.SeedShares[0].Owner != "bob" {
+		t.Fatalf("creation returned unlock key %q and shares %+v", resp.UnlockKey, resp.SeedShares)
 	}
-	other := bytes.Replace(good, []byte("10.42.0.0/24"), []byte("10.43.0.0/24"), 1)
-	other = bytes.Replace(other, []byte("10.42.0.1"), []byte("10.43.0.1"), 1)
-	if _, err := h.client.SetManifest(ctx, other); err == nil || !strings.Contains(err.Error(), "already set") {
-		t.Fatalf("second manifest: %v", err)
+	if resp.Status.Generation != 1 || resp.Status.State != api.StateReady {
+		t.Fatalf("status after creation: %+v", resp.Status)
+	}
+	// Creating again is a conflict: the mesh exists.
+	req, _ = owner.Request([]byte(good), "", ownerKey)
+	if _, err := h.client.SetManifest(ctx, req); err == nil || !strings.Contains(err.Error(), "the mesh exists") {
+		t.Fatalf("second creation: %v", err)
 	}
 	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err != nil {
 		t.Fatal(err)
-	}
-
-	// A restarted coordinator does not hold the CA key and says so.
-	h2 := newHarness(t, dir)
-	st := h2.c.Status()
-	if st.State != api.StateLocked || h2.c.Ready() {
-		t.Fatalf("restarted coordinator state %s", st.State)
-	}
-	resp, err := http.Get(h2.srv.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz of a locked coordinator = %d", resp.StatusCode)
 	}
 }
 

@@ -1,5 +1,35 @@
 package coordinator_test
 
-import "golang.org/x/crypto/curve25519"
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"encoding/base64"
+
+	"golang.org/x/crypto/curve25519"
+
+	"github.com/sealmesh/sealmesh/ca/owner"
+)
 
 func curve25519X(priv []byte) ([]byte, error) { return curve25519.X25519(priv, curve25519.Basepoint) }
+
+// The workload owner alice and the seed-share owner bob.
+var (
+	ownerKey ed25519.PrivateKey
+	shareKey *ecdh.PrivateKey
+)
+
+func init() {
+	var err error
+	if ownerKey, _, _, err = owner.NewOwnerKey(); err != nil {
+		panic(err)
+	}
+	if shareKey, _, _, err = owner.NewShareKey(); err != nil {
+		panic(err)
+	}
+}
+
+func ownerPub() string {
+	return base64.StdEncoding.EncodeToString(ownerKey.Public().(ed25519.PublicKey))
+}
+
+func sharePub() string { return base64.StdEncoding.EncodeToString(shareKey.PublicKey().Bytes()) }

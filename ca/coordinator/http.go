@@ -3,7 +3,6 @@ package coordinator
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -16,13 +15,52 @@ const maxBody = 1 << 20
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-		if err != nil {
-			writeErr(w, errors.Join(ErrBadInput, err))
+		var req api.ManifestRequest
+		if err := decode(w, r, &req); err != nil {
+			writeErr(w, err)
 			return
 		}
-		s, err := c.SetManifest(body)
+		resp, err := c.SetManifest(r.Context(), &req)
+		reply(w, resp, err)
+	})
+	mux.HandleFunc("GET /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
+		m, err := c.Manifest()
+		reply(w, m, err)
+	})
+	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+		h, err := c.History(r.Context())
+		reply(w, h, err)
+	})
+	mux.HandleFunc("POST /v1/unlock", func(w http.ResponseWriter, r *http.Request) {
+		var req api.UnlockRequest
+		if err := decode(w, r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		s, err := c.Unlock(r.Context(), req.UnlockKey)
 		reply(w, s, err)
+	})
+	mux.HandleFunc("POST /v1/unlock-key", func(w http.ResponseWriter, r *http.Request) {
+		var req api.UnlockRequest
+		if err := decode(w, r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		k, err := c.RotateUnlockKey(req.UnlockKey)
+		reply(w, &api.UnlockKeyResponse{UnlockKey: k}, err)
+	})
+	mux.HandleFunc("GET /v1/recovery-key", func(w http.ResponseWriter, r *http.Request) {
+		k, err := c.RecoveryKey()
+		reply(w, &api.RecoveryKey{PublicKey: k}, err)
+	})
+	mux.HandleFunc("POST /v1/recover", func(w http.ResponseWriter, r *http.Request) {
+		var req api.RecoverRequest
+		if err := decode(w, r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		resp, err := c.Recover(r.Context(), &req)
+		reply(w, resp, err)
 	})
 	mux.HandleFunc("POST /v1/nonce", func(w http.ResponseWriter, r *http.Request) {
 		n, err := c.Nonce()

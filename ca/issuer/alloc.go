@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,7 @@ import (
 // ErrExhausted means every host address of the network is leased.
 var ErrExhausted = errors.New("issuer: overlay network has no free address")
 
-const leasesName = "leases.json"
+const leasesName = "leases"
 
 // Lease ties an overlay IP to the certificate that carries it. A lease ends when
 // the certificate expires or the holder releases it, whichever is first, so one IP
@@ -39,19 +40,30 @@ type Lease struct {
 // addresses the manifest fixes for lighthouses, and persists its leases.
 type Allocator struct {
 	mu       sync.Mutex
-	st       *store.File
+	st       store.Store
 	network  netip.Prefix
 	reserved map[netip.Addr]bool
 	leases   map[netip.Addr]Lease
 }
 
+// SetReserved replaces the addresses that are never handed out (the manifest's
+// lighthouses), after a manifest update.
+func (a *Allocator) SetReserved(m *manifest.Manifest) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reserved = map[netip.Addr]bool{}
+	for _, l := range m.Lighthouses {
+		a.reserved[netip.MustParseAddr(l.OverlayIP)] = true
+	}
+}
+
 // NewAllocator loads existing leases from st.
-func NewAllocator(st *store.File, m *manifest.Manifest) (*Allocator, error) {
+func NewAllocator(st store.Store, m *manifest.Manifest) (*Allocator, error) {
 	a := &Allocator{st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}, leases: map[netip.Addr]Lease{}}
 	for _, l := range m.Lighthouses {
 		a.reserved[netip.MustParseAddr(l.OverlayIP)] = true
 	}
-	b, err := st.Get(leasesName)
+	b, err := st.Get(context.Background(), leasesName)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
@@ -170,5 +182,5 @@ func (a *Allocator) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
-	return a.st.Put(leasesName, b)
+	return a.st.Put(context.Background(), leasesName, b)
 }

@@ -4,8 +4,8 @@
 package issuer
 
 import (
+	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"time"
@@ -24,12 +24,10 @@ type CA struct {
 	pem  []byte
 }
 
-// NewCA makes a CA constrained to network, valid for lifetime.
-func NewCA(name string, network netip.Prefix, lifetime time.Duration, now time.Time) (*CA, error) {
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: CA key: %w", err)
-	}
+// NewCA makes a CA certificate for key (derived from the seed, so it is never
+// stored), constrained to network and valid for lifetime.
+func NewCA(key ed25519.PrivateKey, name string, network netip.Prefix, lifetime time.Duration, now time.Time) (*CA, error) {
+	pub := key.Public().(ed25519.PublicKey)
 	tbs := &cert.TBSCertificate{
 		Version:   cert.Version2,
 		Name:      name,
@@ -49,6 +47,18 @@ func NewCA(name string, network netip.Prefix, lifetime time.Duration, now time.T
 		return nil, fmt.Errorf("issuer: CA PEM: %w", err)
 	}
 	return &CA{cert: c, key: key, pem: p}, nil
+}
+
+// LoadCA pairs a stored CA certificate with its key, checking they belong together.
+func LoadCA(key ed25519.PrivateKey, certPEM []byte) (*CA, error) {
+	c, _, err := cert.UnmarshalCertificateFromPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: CA certificate: %w", err)
+	}
+	if !c.IsCA() || !bytes.Equal(c.PublicKey(), key.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("issuer: the stored CA certificate does not belong to this mesh's CA key")
+	}
+	return &CA{cert: c, key: key, pem: certPEM}, nil
 }
 
 // PEM is the CA certificate, the trust anchor every host gets.

@@ -8,7 +8,14 @@ import (
 const m96 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 const fp64 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 
+const key32 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
 const goodYAML = `
+version: 1
+owners:
+  - {name: alice, key: "` + key32 + `"}
+seedShareOwners:
+  - {name: bob, key: "` + key32 + `"}
 network: 10.42.0.0/16
 certificateLifetime: 1h
 roles:
@@ -18,6 +25,17 @@ roles:
       simulated:
         measurements: [` + m96 + `]
         rootFingerprint: ` + fp64 + `
+    certificateLifetime: 30m
+    podSelector: {namespaces: [prod], serviceAccounts: [web]}
+  - name: api
+    groups: [api]
+    attestation:
+      tdx: {mrtds: [` + m96 + `]}
+      oidc: {issuer: "https://kubernetes.default.svc", audience: sealmesh, namespaces: [prod]}
+coordinators:
+  - name: coordinator-v1
+    attestation:
+      snp: {measurements: [` + m96 + `]}
 lighthouses:
   - name: lh1
     overlayIP: 10.42.0.1
@@ -38,6 +56,10 @@ func TestParseGood(t *testing.T) {
 	}
 	if got := m.Lifetime().String(); got != "1h0m0s" {
 		t.Errorf("Lifetime = %s", got)
+	}
+	web, _ := m.Role("web")
+	if got := m.RoleLifetime(web).String(); got != "30m0s" {
+		t.Errorf("RoleLifetime(web) = %s", got)
 	}
 	if !m.AcceptsSimulated() {
 		t.Error("AcceptsSimulated = false, want true")
@@ -70,6 +92,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad proto", [2]string{"proto: tcp", "proto: sctp"}, "firewall[1].proto"},
 		{"bad role name", [2]string{"name: web", "name: Web_1"}, "roles[0].name: want a DNS label"},
 		{"lifetime too short", [2]string{"certificateLifetime: 1h", "certificateLifetime: 1s"}, "certificateLifetime: want a duration"},
+		{"role lifetime too long", [2]string{"certificateLifetime: 30m", "certificateLifetime: 9000h"}, "roles[0].certificateLifetime: want a duration"},
+		{"wrong version", [2]string{"version: 1", "version: 2"}, "version: want 1, got 2"},
+		{"no owners", [2]string{"owners:\n  - {name: alice, key: \"" + key32 + "\"}", "owners: []"}, "owners: at least one owner key is required"},
+		{"short owner key", [2]string{"{name: alice, key: \"" + key32 + "\"}", "{name: alice, key: \"AAAA\"}"}, "owners[0].key: want the base64 of a 32-byte public key"},
+		{"one name in owners and seedShareOwners is fine", [2]string{"{name: bob,", "{name: alice,"}, ""},
+		{"short mrtd", [2]string{"mrtds: [" + m96, "mrtds: [" + m96[2:]}, "roles[1].attestation.tdx.mrtds[0]: want 96"},
+		{"oidc issuer not https", [2]string{"https://kubernetes.default.svc", "http://kubernetes.default.svc"}, "roles[1].attestation.oidc.issuer: want the cluster's https issuer URL"},
+		{"coordinator by token", [2]string{"snp: {measurements: [" + m96 + "]}\nlighthouses", "oidc: {issuer: \"https://x\", audience: a}\nlighthouses"}, "coordinators[0].attestation.oidc: a coordinator must attest with a TEE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +108,12 @@ func TestParseErrorsNameTheField(t *testing.T) {
 				t.Fatalf("replacement %q not found", tt.replace[0])
 			}
 			_, err := Parse([]byte(in))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
 			}

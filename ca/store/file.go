@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
 const latestFile = "latest"
@@ -63,7 +65,7 @@ func (f *File) Put(_ context.Context, key string, value []byte) error {
 	if !ValidKey(key) || key == latestFile {
 		return fmt.Errorf("store: invalid key %q", key)
 	}
-	return WriteFileAtomic(f.dir, key, value)
+	return atomicfile.Write(f.dir, key, value)
 }
 
 // Latest implements Store.
@@ -97,8 +99,8 @@ func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version
 	case version(cur) != old:
 		return "", ErrConflict
 	}
-	if err := WriteFileAtomic(f.dir, latestFile, value); err != nil {
-		return "", err
+	if err := atomicfile.Write(f.dir, latestFile, value); err != nil {
+		return "", fmt.Errorf("store: %w", err)
 	}
 	return version(value), nil
 }
@@ -134,43 +136,6 @@ func (f *File) Watch(ctx context.Context) <-chan struct{} {
 func version(b []byte) Version {
 	s := sha256.Sum256(b)
 	return Version(hex.EncodeToString(s[:]))
-}
-
-// WriteFileAtomic replaces dir/name with data: temporary file, fsync, rename,
-// fsync of the directory.
-func WriteFileAtomic(dir, name string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("store: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("store: write %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("store: sync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("store: close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("store: replace %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("store: sync directory: %w", err)
-	}
-	return nil
 }
 
 // SetPoll sets how often Watch looks for a change (tests shorten it).

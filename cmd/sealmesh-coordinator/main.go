@@ -9,17 +9,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 func main() {
-	var listen, stateDir string
+	var listen, stateDir, storeSpec, tee string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -27,16 +30,23 @@ func main() {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			st, err := store.OpenFile(stateDir)
+			st, err := openStore(storeSpec)
 			if err != nil {
 				return err
 			}
-			c, err := coordinator.New(log, st, time.Now)
+			var sealingKey []byte
+			if tee != "" {
+				if sealingKey, err = teeSealingKey(tee); err != nil {
+					return err
+				}
+			}
+			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey})
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			go c.Run(ctx)
 			srv := &http.Server{Addr: listen, Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-ctx.Done()
@@ -44,17 +54,46 @@ func main() {
 				defer cancel()
 				srv.Shutdown(sctx)
 			}()
-			log.Info("coordinator listening", "addr", listen, "state", stateDir)
+			log.Info("coordinator listening", "addr", listen, "store", storeSpec, "state", stateDir, "state", c.Status().State)
 			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", ":7080", "address of the enrolment API")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "directory of the file store")
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API")
+	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>")
+	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
+	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: simulated:<dir>; empty: seal with an unlock key")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
 	}
+}
+
+func openStore(spec string) (store.Store, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "file":
+		return store.OpenFile(arg)
+	default:
+		return nil, fmt.Errorf("--store %q: want file:<dir>", spec)
+	}
+}
+
+func teeSealingKey(spec string) ([]byte, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	var s attest.Sealer
+	switch kind {
+	case "simulated":
+		d, err := simulated.Load(arg)
+		if err != nil {
+			return nil, err
+		}
+		s = d
+	default:
+		return nil, fmt.Errorf("--tee %q: want simulated:<dir>", spec)
+	}
+	return s.SealingKey()
 }

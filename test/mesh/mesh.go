@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -32,6 +31,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/test/netlab"
 )
@@ -125,7 +125,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 	say("starting sealmesh-coordinator in %s (%s:7080)", m.Coord.Name, CoordinatorIP)
 	if _, err := m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
-		"--listen", CoordinatorIP+":7080", "--state-dir", m.path("coordinator-state")); err != nil {
+		"--listen", CoordinatorIP+":7080", "--store", "file:"+m.path("store"), "--state-dir", m.path("coordinator-state")); err != nil {
 		return m, err
 	}
 	if err := m.waitHTTP(ctx, m.Node, m.coordURL+"/healthz"); err != nil {
@@ -142,18 +142,25 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err := os.WriteFile(m.path("lighthouse.token"), []byte(token+"\n"), 0o600); err != nil {
 		return m, err
 	}
-	man, err := Manifest(root, token)
+	say("making the workload owner's key (meshctl keygen)")
+	out, err = m.Meshctl("keygen", "--kind", "owner", "--out", m.path("owner.key"))
+	if err != nil {
+		return m, err
+	}
+	man, err := Manifest(root, token, field(out, "publicKey"))
 	if err != nil {
 		return m, err
 	}
 	if err := os.WriteFile(m.path("manifest.json"), man, 0o644); err != nil {
 		return m, err
 	}
-	say("setting the manifest (meshctl set): overlay %s, role pod [simulated], lighthouse %s", Overlay, LighthouseVPN)
-	if out, err := m.Meshctl("set", m.path("manifest.json")); err != nil {
+	say("creating the mesh (meshctl manifest set): overlay %s, role pod [simulated], lighthouse %s", Overlay, LighthouseVPN)
+	if out, err := m.Meshctl("manifest", "set", m.path("manifest.json"), "--key", m.path("owner.key"), "--out-dir", m.opt.WorkDir); err != nil {
 		return m, err
 	} else {
-		say("  %s", strings.TrimSpace(out))
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			say("  %s", l)
+		}
 	}
 
 	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s)", m.LH.Name, LighthouseIP, LighthouseVPN)
@@ -191,17 +198,19 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 // Manifest is the demo's manifest: one pod role accepting the simulated TEE with
 // the image "sealmesh-workload", a lighthouse, and pods may reach each other.
-func Manifest(rootFingerprint, lighthouseToken string) ([]byte, error) {
-	meas := sha384hex("sealmesh-workload")
+func Manifest(rootFingerprint, lighthouseToken, ownerKey string) ([]byte, error) {
+	meas := simulated.MeasurementOf("sealmesh-workload")
 	tok := sha256.Sum256([]byte(lighthouseToken))
 	man := map[string]any{
+		"version":             1,
+		"owners":              []any{map[string]string{"name": "owner", "key": ownerKey}},
 		"network":             Overlay,
 		"certificateLifetime": "1h",
 		"roles": []any{map[string]any{
 			"name":   "pod",
 			"groups": []string{"pods"},
 			"attestation": map[string]any{"simulated": map[string]any{
-				"measurements": []string{meas}, "rootFingerprint": rootFingerprint,
+				"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": rootFingerprint,
 			}},
 		}},
 		"lighthouses": []any{map[string]any{
@@ -446,11 +455,6 @@ func field(out, key string) string {
 		}
 	}
 	return ""
-}
-
-func sha384hex(s string) string {
-	sum := sha512.Sum384([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 func randomHex(n int) string {

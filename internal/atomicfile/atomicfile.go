@@ -1,0 +1,65 @@
+// Package atomicfile replaces a file so that a crash at any point leaves either
+// the old content or the new, never a mix or nothing.
+package atomicfile
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// AfterStep, when set, is called after each step of Write with the step's name:
+// crash tests kill the process there.
+var AfterStep func(step string)
+
+// Steps of Write, in order.
+var Steps = []string{"created", "written", "synced", "closed", "renamed", "dir-synced"}
+
+func step(s string) {
+	if AfterStep != nil {
+		AfterStep(s)
+	}
+}
+
+// Write replaces dir/name with data (mode 0600): temporary file in the same
+// directory, fsync, rename over the old file, fsync of the directory.
+func Write(dir, name string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	step("created")
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	step("written")
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	step("synced")
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", name, err)
+	}
+	step("closed")
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("replace %s: %w", name, err)
+	}
+	step("renamed")
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	step("dir-synced")
+	return nil
+}

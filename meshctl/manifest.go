@@ -1,0 +1,333 @@
+package meshctl
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/ca/seal"
+)
+
+func keygenCmd() *cobra.Command {
+	var out, kind string
+	cmd := &cobra.Command{
+		Use:   "keygen",
+		Short: "make an owner key (signs manifest changes) or a seed-share key (receives the seed for recovery)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var pemBytes []byte
+			var pub string
+			var err error
+			switch kind {
+			case "owner":
+				_, pemBytes, pub, err = owner.NewOwnerKey()
+			case "seed-share":
+				_, pemBytes, pub, err = owner.NewShareKey()
+			default:
+				return fmt.Errorf("--kind %q: want owner or seed-share", kind)
+			}
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, pemBytes, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key: %s\npublicKey: %s\n", out, pub)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write the private key to (required)")
+	cmd.Flags().StringVar(&kind, "kind", "owner", "owner or seed-share")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func manifestCmd(client func() *api.Client) *cobra.Command {
+	cmd := &cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"}
+	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client))
+	return cmd
+}
+
+func manifestSetCmd(client func() *api.Client) *cobra.Command {
+	var keyFile, parent, outDir string
+	cmd := &cobra.Command{
+		Use:   "set MANIFEST",
+		Short: "create the mesh, or replace its manifest, signed with an owner key",
+		Long: `Signs MANIFEST (JSON or YAML) with an owner key and sends it. The update names the
+transition it replaces (the current head, or --parent); if the manifest moved since,
+the coordinator refuses with a conflict and nothing changes.
+
+Creating the mesh writes, to --out-dir, the unlock key (when the coordinator seals with
+one) and each seed-share owner's encrypted share. They are shown only this once.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			key, err := owner.LoadOwnerKey(keyFile)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c := client()
+			if !cmd.Flags().Changed("parent") {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.State != api.StateWaiting {
+					parent = st.Head
+				}
+			}
+			req, err := owner.Request(raw, parent, key)
+			if err != nil {
+				return err
+			}
+			resp, err := c.SetManifest(ctx, req)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			s := resp.Status
+			fmt.Fprintf(out, "manifest %s is generation %d (head %s); coordinator %s, nebula CA %s\n", s.ManifestHash, s.Generation, s.Head, s.State, s.CAFingerprint)
+			if resp.UnlockKey != "" {
+				p := filepath.Join(outDir, "unlock-key")
+				if err := os.WriteFile(p, []byte(resp.UnlockKey+"\n"), 0o600); err != nil {
+					return fmt.Errorf("the mesh exists but its unlock key could not be saved (%v): it is %s", err, resp.UnlockKey)
+				}
+				fmt.Fprintf(out, "unlock key: %s (keep it offline; a restarted coordinator needs it: meshctl unlock)\n", p)
+			}
+			for _, sh := range resp.SeedShares {
+				p := filepath.Join(outDir, sh.Owner+".seed-share")
+				if err := os.WriteFile(p, sh.Share, 0o600); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "seed share for %s: %s\n", sh.Owner, p)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
+	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
+	cmd.MarkFlagRequired("key")
+	return cmd
+}
+
+func manifestGetCmd(client func() *api.Client) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get",
+		Short: "print the current manifest",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := client().Manifest(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var b bytes.Buffer
+			json.Indent(&b, m.Manifest, "", "  ")
+			fmt.Fprintf(cmd.ErrOrStderr(), "# generation %d, head %s, manifest %s\n", m.Generation, m.Head, m.Hash)
+			fmt.Fprintln(cmd.OutOrStdout(), b.String())
+			return nil
+		},
+	}
+}
+
+func manifestHistoryCmd(client func() *api.Client) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history",
+		Short: "list every transition: generation, head, time, signer, and what changed",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			h, err := client().History(cmd.Context())
+			if err != nil {
+				return err
+			}
+			PrintHistory(cmd.OutOrStdout(), h)
+			return nil
+		},
+	}
+}
+
+// PrintHistory writes each transition and a diff against the one before.
+func PrintHistory(w io.Writer, h []api.HistoryEntry) {
+	var prev []string
+	for _, e := range h {
+		signer := e.Signer
+		if signer == "" {
+			signer = "-"
+		}
+		fmt.Fprintf(w, "generation %d  head %s  %s  signed by %s  manifest %s\n", e.Generation, e.Head[:12], e.Time.UTC().Format(time.RFC3339), signer, e.Hash[:12])
+		cur := lines(e.Manifest)
+		if prev == nil {
+			fmt.Fprintf(w, "  (first manifest, %d lines)\n", len(cur))
+		} else {
+			for _, d := range diff(prev, cur) {
+				fmt.Fprintf(w, "  %s\n", d)
+			}
+		}
+		prev = cur
+	}
+}
+
+func lines(raw []byte) []string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return strings.Split(string(raw), "\n")
+	}
+	return strings.Split(b.String(), "\n")
+}
+
+// diff is a line diff by longest common subsequence; manifests are short.
+func diff(a, b []string) []string {
+	n, m := len(a), len(b)
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out []string
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && a[i] == b[j]:
+			i++
+			j++
+		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
+			out = append(out, "+ "+strings.TrimSpace(b[j]))
+			j++
+		default:
+			out = append(out, "- "+strings.TrimSpace(a[i]))
+			i++
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"(no change)"}
+	}
+	return out
+}
+
+func unlockCmd(client func() *api.Client) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "unlock",
+		Short: "hand a restarted coordinator its unlock key",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			s, err := client().Unlock(cmd.Context(), strings.TrimSpace(string(k)))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "coordinator %s at generation %d\n", s.State, s.Generation)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "unlock-key-file", "unlock-key", "file holding the unlock key")
+	return cmd
+}
+
+func rotateCmd(client func() *api.Client) *cobra.Command {
+	var keyFile string
+	rot := &cobra.Command{Use: "rotate", Short: "rotate keys"}
+	uk := &cobra.Command{
+		Use:   "unlock-key",
+		Short: "replace the unlock key (the current one authorises it); writes the new one over the file",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			next, err := client().RotateUnlockKey(cmd.Context(), strings.TrimSpace(string(k)))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(keyFile+".new", []byte(next+"\n"), 0o600); err != nil {
+				return fmt.Errorf("rotated, but the new key could not be saved (%v): it is %s", err, next)
+			}
+			if err := os.Rename(keyFile+".new", keyFile); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unlock key rotated; the new one is in %s\n", keyFile)
+			return nil
+		},
+	}
+	uk.Flags().StringVar(&keyFile, "unlock-key-file", "unlock-key", "file holding the current unlock key")
+	rot.AddCommand(uk)
+	return rot
+}
+
+func recoverCmd(client func() *api.Client) *cobra.Command {
+	var shareFile, keyFile, outDir string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "recover",
+		Short: "restore a coordinator that has lost its secrets, from a seed share",
+		Long: `Opens your seed share with your seed-share key (locally), encrypts the seed to the
+coordinator's recovery key and hands it over. The coordinator accepts it only if it
+verifies the mesh's history in the store, and continues the same CA and history.
+
+The recovery key is not yet attested (that arrives with attested TLS): run this only
+on a network path you trust.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := owner.LoadShareKey(keyFile)
+			if err != nil {
+				return err
+			}
+			share, err := os.ReadFile(shareFile)
+			if err != nil {
+				return err
+			}
+			seed, err := seal.OpenWith(key, seal.SeedShareInfo, share)
+			if err != nil {
+				return fmt.Errorf("%s: %w", shareFile, err)
+			}
+			c := client()
+			rk, err := c.RecoveryKey(cmd.Context())
+			if err != nil {
+				return err
+			}
+			enc, err := seal.SealTo(rk, seal.RecoveryInfo, seed)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Recover(cmd.Context(), &api.RecoverRequest{Seed: enc, Force: force})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "coordinator %s at generation %d, nebula CA %s\n", resp.Status.State, resp.Status.Generation, resp.Status.CAFingerprint)
+			if resp.UnlockKey != "" {
+				p := filepath.Join(outDir, "unlock-key")
+				if err := os.WriteFile(p, []byte(resp.UnlockKey+"\n"), 0o600); err != nil {
+					return fmt.Errorf("recovered, but the new unlock key could not be saved (%v): it is %s", err, resp.UnlockKey)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "new unlock key: %s\n", p)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&shareFile, "seed-share", "", "your seed share (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "your seed-share key (required)")
+	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write the new unlock key")
+	cmd.Flags().BoolVar(&force, "force", false, "replace sealed state the coordinator cannot open (a lost unlock key)")
+	cmd.MarkFlagRequired("seed-share")
+	cmd.MarkFlagRequired("key")
+	return cmd
+}
