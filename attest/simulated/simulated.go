@@ -10,8 +10,8 @@ package simulated
 
 import (
 	"crypto/ecdsa"
-	"crypto/hkdf"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"

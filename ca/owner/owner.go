@@ -3,8 +3,8 @@
 package owner
 
 import (
-	"crypto/ed25519"
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
