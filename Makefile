@@ -14,6 +14,18 @@ PLUGINS := github.com/containernetworking/plugins/plugins/main/bridge \
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# External servers the tests run for real, built from their Go modules into
+# .cache/bin (each in a small module of its own under tools/, so their
+# dependencies stay out of sealmesh's go.mod).
+TOOLS_BIN := $(CURDIR)/.cache/bin
+export SEALMESH_TOOLS_BIN := $(TOOLS_BIN)
+
+.PHONY: tools
+tools: $(TOOLS_BIN)/etcd ## build the servers the tests use (etcd) into .cache/bin
+
+$(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/main.go
+	cd tools/etcd && $(GO) build -o $@ .
+
 .PHONY: build
 build: ## build the five binaries into bin/
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
@@ -33,7 +45,7 @@ demo: check-host build plugins ## (root) coordinator, lighthouse and two pods in
 	$(BIN)/sealmesh-demo -bin $(BIN)
 
 .PHONY: test
-test: lint ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
+test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: lint

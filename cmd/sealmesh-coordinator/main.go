@@ -63,7 +63,7 @@ func main() {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API")
-	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>")
+	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, or etcd:<endpoint>[,<endpoint>...]")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
 	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: simulated:<dir>; empty: seal with an unlock key")
 	if err := cmd.Execute(); err != nil {
@@ -77,8 +77,11 @@ func openStore(spec string) (store.Store, error) {
 	switch kind {
 	case "file":
 		return store.OpenFile(arg)
+	case "etcd":
+		// etcd:<endpoint>[,<endpoint>...], keys under /sealmesh/
+		return store.OpenEtcd(strings.Split(arg, ","), "/sealmesh")
 	default:
-		return nil, fmt.Errorf("--store %q: want file:<dir>", spec)
+		return nil, fmt.Errorf("--store %q: want file:<dir> or etcd:<endpoint>[,<endpoint>...]", spec)
 	}
 }
 

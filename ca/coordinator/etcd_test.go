@@ -1,0 +1,67 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/internal/tools"
+)
+
+// The coordinator's whole state life on the etcd backend: create, enrol, update,
+// restart, unlock; and a coordinator elsewhere sees the same verified history.
+func TestCoordinatorOnEtcd(t *testing.T) {
+	devices(t)
+	ctx := context.Background()
+	endpoint := tools.StartEtcd(t)
+	open := func(stateDir string) (*coordinator.Coordinator, *api.Client) {
+		st, err := store.OpenEtcd([]string{endpoint}, "/sealmesh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(c.Handler())
+		t.Cleanup(srv.Close)
+		return c, api.NewClient(srv.URL)
+	}
+	state := t.TempDir()
+	c, client := open(state)
+	h := &harness{c: c, client: client, logs: &bytes.Buffer{}}
+	created := h.create(t, testManifest(webDev.RootFingerprint()))
+	if _, err := enrol.Workload(ctx, client, webDev, api.Workload{}); err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(testManifest(webDev.RootFingerprint()), `"1h"`, `"2h"`, 1)
+	if _, err := h.update(t, next, ownerKey, created.Status.Head); err != nil {
+		t.Fatal(err)
+	}
+
+	c2, client2 := open(state)
+	if c2.Status().State != api.StateLocked {
+		t.Fatalf("restart on etcd: %s", c2.Status().State)
+	}
+	st, err := client2.Unlock(ctx, created.UnlockKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Generation != 2 || st.CAFingerprint != created.Status.CAFingerprint || len(st.Hosts) != 1 {
+		t.Fatalf("after restart on etcd: %+v", st)
+	}
+	// A coordinator with no secrets of its own sees a mesh to recover.
+	c3, _ := open(t.TempDir())
+	if c3.Status().State != api.StateRecovering {
+		t.Fatalf("fresh coordinator on a full etcd: %s", c3.Status().State)
+	}
+}

@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Etcd is a store in etcd, for coordinators on VMs without Kubernetes. Several
+// coordinators share it; SwapLatest is an etcd transaction on the latest key's
+// modification revision, so etcd's consensus decides every race.
+type Etcd struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+var _ Store = (*Etcd)(nil)
+
+// OpenEtcd connects to the etcd endpoints; every key lives under prefix.
+func OpenEtcd(endpoints []string, prefix string) (*Etcd, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("store: etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return &Etcd{cli: cli, prefix: strings.TrimSuffix(prefix, "/") + "/"}, nil
+}
+
+// Close ends the connection.
+func (e *Etcd) Close() error { return e.cli.Close() }
+
+func (e *Etcd) latestKey() string { return e.prefix + "latest" }
+
+// Get implements Store.
+func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
+	if !ValidKey(key) || key == "latest" {
+		return nil, fmt.Errorf("store: invalid key %q", key)
+	}
+	r, err := e.cli.Get(ctx, e.prefix+key)
+	if err != nil {
+		return nil, fmt.Errorf("store: etcd get %s: %w", key, err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	return r.Kvs[0].Value, nil
+}
+
+// Put implements Store.
+func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
+	if !ValidKey(key) || key == "latest" {
+		return fmt.Errorf("store: invalid key %q", key)
+	}
+	if _, err := e.cli.Put(ctx, e.prefix+key, string(value)); err != nil {
+		return fmt.Errorf("store: etcd put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Latest implements Store; the version is the key's modification revision.
+func (e *Etcd) Latest(ctx context.Context) ([]byte, Version, error) {
+	r, err := e.cli.Get(ctx, e.latestKey())
+	if err != nil {
+		return nil, "", fmt.Errorf("store: etcd get latest: %w", err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, "", ErrNotFound
+	}
+	return r.Kvs[0].Value, Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
+}
+
+// SwapLatest implements Store.
+func (e *Etcd) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
+	var cmp clientv3.Cmp
+	if old == "" {
+		cmp = clientv3.Compare(clientv3.CreateRevision(e.latestKey()), "=", 0)
+	} else {
+		rev, err := strconv.ParseInt(string(old), 10, 64)
+		if err != nil {
+			return "", ErrConflict // a version this backend never gave out
+		}
+		cmp = clientv3.Compare(clientv3.ModRevision(e.latestKey()), "=", rev)
+	}
+	r, err := e.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(e.latestKey(), string(value))).Commit()
+	if err != nil {
+		return "", fmt.Errorf("store: etcd swap latest: %w", err)
+	}
+	if !r.Succeeded {
+		return "", ErrConflict
+	}
+	return Version(strconv.FormatInt(r.Header.Revision, 10)), nil
+}
+
+// Watch implements Store with an etcd watch on the latest key.
+func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	go func() {
+		defer close(ch)
+		for resp := range e.cli.Watch(clientv3.WithRequireLeader(ctx), e.latestKey()) {
+			if resp.Err() != nil {
+				continue
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch
+}
