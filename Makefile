@@ -48,6 +48,10 @@ demo: check-host build plugins ## (root) coordinator, lighthouse and two pods in
 test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
 	$(GO) test -count=1 -timeout 30m ./...
 
+.PHONY: bench
+bench: tools ## run the benchmarks and write docs/BENCHMARKS.md
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./ca/...
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

@@ -39,7 +39,7 @@ var (
 
 // devices: two guests on one simulated chip (images "web" and "db"), and a guest
 // whose chip chains to a root no manifest pins.
-func devices(t *testing.T) {
+func devices(t testing.TB) {
 	t.Helper()
 	devOnce.Do(func() {
 		webDev, devErr = simulated.New(simulated.MeasurementOf("web"))

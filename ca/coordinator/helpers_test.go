@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/crypto/curve25519"
 
+	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
 
@@ -33,3 +34,7 @@ func ownerPub() string {
 }
 
 func sharePub() string { return base64.StdEncoding.EncodeToString(shareKey.PublicKey().Bytes()) }
+
+func ownerRequest(raw, parent string) (*api.ManifestRequest, error) {
+	return owner.Request([]byte(raw), parent, ownerKey)
+}

@@ -259,7 +259,7 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 		if err != nil {
 			return nil, err
 		}
-		if m, err = manifest.Parse(mraw); err != nil {
+		if m, err = manifest.ParseJSON(mraw); err != nil {
 			return nil, fmt.Errorf("%w: manifest of generation %d: %v", ErrTampered, t.Generation, err)
 		}
 		by := prev

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +18,13 @@ import (
 // ErrExhausted means every host address of the network is leased.
 var ErrExhausted = errors.New("issuer: overlay network has no free address")
 
-const leasesName = "leases"
+// leasePrefix names lease records: one per lease, so an enrolment writes one
+// small record whatever the size of the mesh.
+const leasePrefix = "lease-"
+
+func leaseKey(ip netip.Addr) string {
+	return leasePrefix + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
+}
 
 // Lease ties an overlay IP to the certificate that carries it. A lease ends when
 // the certificate expires or the holder releases it, whichever is first, so one IP
@@ -63,19 +70,16 @@ func NewAllocator(st store.Store, m *manifest.Manifest) (*Allocator, error) {
 	for _, l := range m.Lighthouses {
 		a.reserved[netip.MustParseAddr(l.OverlayIP)] = true
 	}
-	b, err := st.Get(context.Background(), leasesName)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
+	recs, err := st.List(context.Background(), leasePrefix)
+	if err != nil {
 		return nil, err
-	default:
-		var ls []Lease
-		if err := json.Unmarshal(b, &ls); err != nil {
-			return nil, fmt.Errorf("issuer: %s is corrupt: %w", leasesName, err)
+	}
+	for k, b := range recs {
+		var l Lease
+		if err := json.Unmarshal(b, &l); err != nil {
+			return nil, fmt.Errorf("issuer: lease record %s is corrupt: %w", k, err)
 		}
-		for _, l := range ls {
-			a.leases[l.IP] = l
-		}
+		a.leases[l.IP] = l
 	}
 	return a, nil
 }
@@ -112,16 +116,14 @@ func (a *Allocator) Allocate(fixed netip.Addr, now time.Time) (netip.Addr, error
 func (a *Allocator) Record(l Lease) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	prev, had := a.leases[l.IP]
-	a.leases[l.IP] = l
-	if err := a.saveLocked(); err != nil {
-		if had {
-			a.leases[l.IP] = prev
-		} else {
-			delete(a.leases, l.IP)
-		}
+	b, err := json.Marshal(l)
+	if err != nil {
 		return err
 	}
+	if err := a.st.Put(context.Background(), leaseKey(l.IP), b); err != nil {
+		return err
+	}
+	a.leases[l.IP] = l
 	return nil
 }
 
@@ -146,11 +148,10 @@ func (a *Allocator) Release(fingerprint, releaseHash string) error {
 		if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
 			return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
 		}
-		delete(a.leases, ip)
-		if err := a.saveLocked(); err != nil {
-			a.leases[ip] = l
+		if err := a.st.Delete(context.Background(), leaseKey(ip)); err != nil {
 			return err
 		}
+		delete(a.leases, ip)
 		return nil
 	}
 	return nil
@@ -168,19 +169,4 @@ func (a *Allocator) Live(now time.Time) []Lease {
 	}
 	slices.SortFunc(out, func(x, y Lease) int { return x.IP.Compare(y.IP) })
 	return out
-}
-
-func (a *Allocator) saveLocked() error {
-	var ls []Lease
-	for _, l := range a.leases {
-		if l.Fingerprint != "" { // reservations are not persisted
-			ls = append(ls, l)
-		}
-	}
-	slices.SortFunc(ls, func(x, y Lease) int { return x.IP.Compare(y.IP) })
-	b, err := json.MarshalIndent(ls, "", "  ")
-	if err != nil {
-		return fmt.Errorf("issuer: %w", err)
-	}
-	return a.st.Put(context.Background(), leasesName, b)
 }

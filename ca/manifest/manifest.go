@@ -159,6 +159,12 @@ func Parse(data []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: not JSON or YAML: %w", err)
 	}
+	return ParseJSON(js)
+}
+
+// ParseJSON reads a manifest in JSON only, as the store holds it (Canonical):
+// the YAML step of Parse dominates loading a long history.
+func ParseJSON(js []byte) (*Manifest, error) {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	var m Manifest

@@ -60,6 +60,33 @@ func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
 	return nil
 }
 
+// Delete implements Store.
+func (e *Etcd) Delete(ctx context.Context, key string) error {
+	if !ValidKey(key) || key == "latest" {
+		return fmt.Errorf("store: invalid key %q", key)
+	}
+	if _, err := e.cli.Delete(ctx, e.prefix+key); err != nil {
+		return fmt.Errorf("store: etcd delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// List implements Store.
+func (e *Etcd) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+	r, err := e.cli.Get(ctx, e.prefix+prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("store: etcd list %s: %w", prefix, err)
+	}
+	out := make(map[string][]byte, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		k := strings.TrimPrefix(string(kv.Key), e.prefix)
+		if k != "latest" {
+			out[k] = kv.Value
+		}
+	}
+	return out, nil
+}
+
 // Latest implements Store; the version is the key's modification revision.
 func (e *Etcd) Latest(ctx context.Context) ([]byte, Version, error) {
 	r, err := e.cli.Get(ctx, e.latestKey())

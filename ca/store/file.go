@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,6 +67,41 @@ func (f *File) Put(_ context.Context, key string, value []byte) error {
 		return fmt.Errorf("store: invalid key %q", key)
 	}
 	return atomicfile.Write(f.dir, key, value)
+}
+
+// Delete implements Store.
+func (f *File) Delete(_ context.Context, key string) error {
+	if !ValidKey(key) || key == latestFile {
+		return fmt.Errorf("store: invalid key %q", key)
+	}
+	if err := os.Remove(filepath.Join(f.dir, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// List implements Store.
+func (f *File) List(_ context.Context, prefix string) (map[string][]byte, error) {
+	ents, err := os.ReadDir(f.dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	out := map[string][]byte{}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) || !ValidKey(name) || name == latestFile {
+			continue // temporary files start with '.'
+		}
+		b, err := f.read(name)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since ReadDir
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[name] = b
+	}
+	return out, nil
 }
 
 // Latest implements Store.

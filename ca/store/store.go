@@ -29,6 +29,10 @@ type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	// Put stores value under key, replacing any value.
 	Put(ctx context.Context, key string, value []byte) error
+	// Delete removes key; removing a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List returns every key starting with prefix and its value.
+	List(ctx context.Context, prefix string) (map[string][]byte, error)
 	// Latest returns the latest pointer and its version, or ErrNotFound.
 	Latest(ctx context.Context) ([]byte, Version, error)
 	// SwapLatest replaces the latest pointer if it is still at old ("" means

@@ -32,6 +32,36 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	t.Run("list delete", func(t *testing.T) {
+		s := open(t)
+		for k, v := range map[string]string{"lease-1": "a", "lease-2": "b", "other": "c"} {
+			if err := s.Put(ctx, k, []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.SwapLatest(ctx, "", []byte("l")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.List(ctx, "lease-")
+		if err != nil || len(got) != 2 || string(got["lease-1"]) != "a" || string(got["lease-2"]) != "b" {
+			t.Fatalf("List(lease-) = %q, %v", got, err)
+		}
+		if all, _ := s.List(ctx, ""); len(all) != 3 {
+			t.Fatalf("List() = %q: want the three keys and not the latest pointer", all)
+		}
+		if err := s.Delete(ctx, "lease-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "lease-1"); err != nil {
+			t.Fatalf("deleting a missing key: %v", err)
+		}
+		if _, err := s.Get(ctx, "lease-1"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get after Delete: %v", err)
+		}
+		if got, _ := s.List(ctx, "lease-"); len(got) != 1 {
+			t.Fatalf("List after Delete = %q", got)
+		}
+	})
 	t.Run("swap latest", func(t *testing.T) {
 		s := open(t)
 		if _, _, err := s.Latest(ctx); !errors.Is(err, store.ErrNotFound) {

@@ -1,0 +1,120 @@
+// Command benchreport runs Go benchmarks several times and writes
+// docs/BENCHMARKS.md: per benchmark and metric the median and min–max over the
+// runs, with the exact command that produced them (make bench).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	out := flag.String("out", "docs/BENCHMARKS.md", "file to write")
+	count := flag.Int("count", 5, "runs of each benchmark")
+	benchtime := flag.String("benchtime", "3x", "go test -benchtime")
+	flag.Parse()
+	pkgs := flag.Args()
+	if len(pkgs) == 0 {
+		pkgs = []string{"./..."}
+	}
+	args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", strconv.Itoa(*count)}, pkgs...)
+	cmdline := "go " + strings.Join(args, " ")
+	fmt.Fprintln(os.Stderr, "running:", cmdline)
+	cmd := exec.Command("go", args...)
+	var buf bytes.Buffer
+	cmd.Stdout = &buf
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "benchreport: %v\n%s", err, buf.String())
+		os.Exit(1)
+	}
+	if err := os.WriteFile(*out, report(buf.String(), cmdline), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintln(os.Stderr, "wrote", *out)
+}
+
+var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+type key struct{ pkg, name, unit string }
+
+func report(raw, cmdline string) []byte {
+	samples := map[key][]float64{}
+	var order []key
+	pkg, cpu := "", ""
+	sc := bufio.NewScanner(strings.NewReader(raw))
+	for sc.Scan() {
+		l := sc.Text()
+		if p, ok := strings.CutPrefix(l, "pkg: "); ok {
+			pkg = p
+		}
+		if c, ok := strings.CutPrefix(l, "cpu: "); ok {
+			cpu = strings.TrimSpace(c)
+		}
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		f := strings.Fields(m[4])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			k := key{pkg, m[1], f[i+1]}
+			if _, seen := samples[k]; !seen {
+				order = append(order, k)
+			}
+			samples[k] = append(samples[k], v)
+		}
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` on %s, %s, %d cores (%s/%s). Each figure is the median of\nthe runs, with min–max; these machines are shared and noisy, so compare figures of one run.\n\n",
+		time.Now().UTC().Format("2006-01-02"), cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "Command:\n\n```\n%s\n```\n\n", cmdline)
+	fmt.Fprintf(&b, "| package | benchmark | metric | median | min – max | runs |\n|---|---|---|---|---|---|\n")
+	for _, k := range order {
+		v := slices.Sorted(slices.Values(samples[k]))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s – %s | %d |\n", strings.TrimPrefix(k.pkg, "github.com/sealmesh/sealmesh/"),
+			k.name, k.unit, human(median(v), k.unit), human(v[0], k.unit), human(v[len(v)-1], k.unit), len(v))
+	}
+	b.WriteString(notes)
+	return b.Bytes()
+}
+
+func median(v []float64) float64 {
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func human(v float64, unit string) string {
+	if unit == "ns/op" {
+		return time.Duration(v).Round(time.Microsecond).String()
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+const notes = `
+## What the figures mean
+
+- **ca/coordinator BenchmarkRestartToReady**: a coordinator restarts over a store with n
+  transitions and n issued certificates; one op is ` + "`New` + `Unlock`" + `: unseal the seed, verify
+  every transition's hash link and owner signature and the latest pointer's signature,
+  load every lease. ns/op is restart-to-ready time; heap-MiB is the heap the loaded
+  coordinator holds. The store is on tmpfs (/dev/shm) where there is one, so the figure is
+  verification and parsing, not disk.
+`
