@@ -21,10 +21,15 @@ TOOLS_BIN := $(CURDIR)/.cache/bin
 export SEALMESH_TOOLS_BIN := $(TOOLS_BIN)
 
 .PHONY: tools
-tools: $(TOOLS_BIN)/etcd ## build the servers the tests use (etcd) into .cache/bin
+tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver ## build the servers the tests use (etcd, kube-apiserver) into .cache/bin
 
 $(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && $(GO) build -o $@ .
+
+# kube-apiserver v1.34.2 from k8s.io/kubernetes: about 7 minutes cold on 2 cores.
+KUBE_VERSION := v1.34.2
+$(TOOLS_BIN)/kube-apiserver: tools/kube/go.mod tools/kube/main.go
+	cd tools/kube && $(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34' -o $@ .
 
 .PHONY: build
 build: ## build the five binaries into bin/

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
@@ -63,7 +64,7 @@ func main() {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API")
-	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, or etcd:<endpoint>[,<endpoint>...]")
+	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
 	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: simulated:<dir>; empty: seal with an unlock key")
 	if err := cmd.Execute(); err != nil {
@@ -80,8 +81,19 @@ func openStore(spec string) (store.Store, error) {
 	case "etcd":
 		// etcd:<endpoint>[,<endpoint>...], keys under /sealmesh/
 		return store.OpenEtcd(strings.Split(arg, ","), "/sealmesh")
+	case "kubernetes":
+		// kubernetes:<namespace>/<name>, in-cluster credentials or $KUBECONFIG
+		ns, name, ok := strings.Cut(arg, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("--store %q: want kubernetes:<namespace>/<name>", spec)
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+		if err != nil {
+			return nil, fmt.Errorf("--store %s: kubernetes credentials: %w", spec, err)
+		}
+		return store.OpenKubernetes(cfg, ns, name)
 	default:
-		return nil, fmt.Errorf("--store %q: want file:<dir> or etcd:<endpoint>[,<endpoint>...]", spec)
+		return nil, fmt.Errorf("--store %q: want file:<dir>, etcd:<endpoint>[,...] or kubernetes:<namespace>/<name>", spec)
 	}
 }
 

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
@@ -16,18 +20,52 @@ import (
 	"github.com/sealmesh/sealmesh/internal/tools"
 )
 
-// The coordinator's whole state life on the etcd backend: create, enrol, update,
-// restart, unlock; and a coordinator elsewhere sees the same verified history.
-func TestCoordinatorOnEtcd(t *testing.T) {
+// The coordinator's whole state life on the shared backends: create, enrol,
+// update, restart, unlock; and a coordinator elsewhere sees the same history.
+func TestCoordinatorOnSharedStores(t *testing.T) {
+	backends := []struct {
+		name string
+		open func(t *testing.T) func() store.Store
+	}{
+		{"etcd", func(t *testing.T) func() store.Store {
+			endpoint := tools.StartEtcd(t)
+			return func() store.Store {
+				st, err := store.OpenEtcd([]string{endpoint}, "/sealmesh")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				return st
+			}
+		}},
+		{"kubernetes", func(t *testing.T) func() store.Store {
+			cfg := tools.StartKubeAPIServer(t)
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sealmesh"}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			return func() store.Store {
+				st, err := store.OpenKubernetes(cfg, "sealmesh", "mesh")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+		}},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { coordinatorLifecycle(t, b.open(t)) })
+	}
+}
+
+func coordinatorLifecycle(t *testing.T, openStore func() store.Store) {
 	devices(t)
 	ctx := context.Background()
-	endpoint := tools.StartEtcd(t)
 	open := func(stateDir string) (*coordinator.Coordinator, *api.Client) {
-		st, err := store.OpenEtcd([]string{endpoint}, "/sealmesh")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st := openStore()
 		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
 		if err != nil {
 			t.Fatal(err)
@@ -50,14 +88,14 @@ func TestCoordinatorOnEtcd(t *testing.T) {
 
 	c2, client2 := open(state)
 	if c2.Status().State != api.StateLocked {
-		t.Fatalf("restart on etcd: %s", c2.Status().State)
+		t.Fatalf("restart: %s", c2.Status().State)
 	}
 	st, err := client2.Unlock(ctx, created.UnlockKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Generation != 2 || st.CAFingerprint != created.Status.CAFingerprint || len(st.Hosts) != 1 {
-		t.Fatalf("after restart on etcd: %+v", st)
+		t.Fatalf("after restart: %+v", st)
 	}
 	// A coordinator with no secrets of its own sees a mesh to recover.
 	c3, _ := open(t.TempDir())

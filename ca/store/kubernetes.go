@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	typedv1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+)
+
+// Kubernetes is a store in ConfigMaps, the HA backend inside a cluster: one
+// ConfigMap per key, named <name>-<key> and labelled with the store's name.
+// SwapLatest creates the latest ConfigMap, or updates it carrying the
+// resourceVersion it was read at, so the API server (and its etcd) decides every
+// race; the coordinators need no lock of their own.
+type Kubernetes struct {
+	cs        kubernetes.Interface
+	namespace string
+	name      string
+}
+
+var _ Store = (*Kubernetes)(nil)
+
+const (
+	storeLabel = "sealmesh.io/store"
+	valueKey   = "value"
+)
+
+// OpenKubernetes uses cfg to reach the API server; the store lives in namespace,
+// its ConfigMaps named <name>-<key>.
+func OpenKubernetes(cfg *rest.Config, namespace, name string) (*Kubernetes, error) {
+	// A transition writes a few objects at once; client-go's default of 5
+	// requests/s would throttle it. The API server's own fairness still applies.
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: kubernetes: %w", err)
+	}
+	return &Kubernetes{cs: cs, namespace: namespace, name: name}, nil
+}
+
+func (k *Kubernetes) cm(key string) string { return k.name + "-" + key }
+
+func (k *Kubernetes) api() typedv1.ConfigMapInterface { return k.cs.CoreV1().ConfigMaps(k.namespace) }
+
+func (k *Kubernetes) object(key string, value []byte) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: k.cm(key), Namespace: k.namespace, Labels: map[string]string{storeLabel: k.name}},
+		BinaryData: map[string][]byte{valueKey: value},
+	}
+}
+
+func (k *Kubernetes) get(ctx context.Context, key string) (*corev1.ConfigMap, error) {
+	cm, err := k.api().Get(ctx, k.cm(key), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: kubernetes get %s: %w", key, err)
+	}
+	return cm, nil
+}
+
+// Get implements Store.
+func (k *Kubernetes) Get(ctx context.Context, key string) ([]byte, error) {
+	if !ValidKey(key) || key == "latest" {
+		return nil, fmt.Errorf("store: invalid key %q", key)
+	}
+	cm, err := k.get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return cm.BinaryData[valueKey], nil
+}
+
+// Put implements Store.
+func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
+	if !ValidKey(key) || key == "latest" {
+		return fmt.Errorf("store: invalid key %q", key)
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		_, err := k.api().Create(ctx, k.object(key, value), metav1.CreateOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("store: kubernetes put %s: %w", key, err)
+		}
+		cur, err := k.get(ctx, key)
+		if err == ErrNotFound {
+			continue // deleted in between: create again
+		}
+		if err != nil {
+			return err
+		}
+		obj := k.object(key, value)
+		obj.ResourceVersion = cur.ResourceVersion
+		_, err = k.api().Update(ctx, obj, metav1.UpdateOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("store: kubernetes put %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("store: kubernetes put %s: kept conflicting with other writers", key)
+}
+
+// Delete implements Store.
+func (k *Kubernetes) Delete(ctx context.Context, key string) error {
+	if !ValidKey(key) || key == "latest" {
+		return fmt.Errorf("store: invalid key %q", key)
+	}
+	err := k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("store: kubernetes delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// List implements Store, paging through the store's ConfigMaps.
+func (k *Kubernetes) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	opts := metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, Limit: 500}
+	for {
+		l, err := k.api().List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("store: kubernetes list: %w", err)
+		}
+		for _, cm := range l.Items {
+			key := strings.TrimPrefix(cm.Name, k.name+"-")
+			if key != "latest" && strings.HasPrefix(key, prefix) {
+				out[key] = cm.BinaryData[valueKey]
+			}
+		}
+		if l.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = l.Continue
+	}
+}
+
+// Latest implements Store; the version is the ConfigMap's resourceVersion.
+func (k *Kubernetes) Latest(ctx context.Context) ([]byte, Version, error) {
+	cm, err := k.get(ctx, "latest")
+	if err != nil {
+		return nil, "", err
+	}
+	return cm.BinaryData[valueKey], Version(cm.ResourceVersion), nil
+}
+
+// SwapLatest implements Store.
+func (k *Kubernetes) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
+	obj := k.object("latest", value)
+	var cm *corev1.ConfigMap
+	var err error
+	if old == "" {
+		cm, err = k.api().Create(ctx, obj, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return "", ErrConflict
+		}
+	} else {
+		obj.ResourceVersion = string(old)
+		cm, err = k.api().Update(ctx, obj, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) {
+			return "", ErrConflict
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: kubernetes swap latest: %w", err)
+	}
+	return Version(cm.ResourceVersion), nil
+}
+
+// Watch implements Store with a watch on the latest ConfigMap, re-opened when
+// the API server closes it. A (re)opened watch first reports the current object,
+// which only costs the reader a re-read.
+func (k *Kubernetes) Watch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	go func() {
+		defer close(ch)
+		sel := fields.OneTermEqualSelector("metadata.name", k.cm("latest")).String()
+		for ctx.Err() == nil {
+			w, err := k.api().Watch(ctx, metav1.ListOptions{FieldSelector: sel})
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			for range w.ResultChan() {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+			w.Stop()
+		}
+	}()
+	return ch
+}
