@@ -208,12 +208,12 @@ func diff(a, b []string) []string {
 		case i < n && j < m && a[i] == b[j]:
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, "+ "+strings.TrimSpace(b[j]))
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			out = append(out, "- "+strings.TrimSpace(a[i]))
 			i++
+		default:
+			out = append(out, "+ "+strings.TrimSpace(b[j]))
+			j++
 		}
 	}
 	if len(out) == 0 {

@@ -17,7 +17,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
-	"github.com/sealmesh/sealmesh/internal/tools"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // The coordinator's whole state life on the shared backends: create, enrol,

@@ -6,7 +6,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/ca/store/storetest"
-	"github.com/sealmesh/sealmesh/internal/tools"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 func TestEtcdConformance(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/ca/store/storetest"
-	"github.com/sealmesh/sealmesh/internal/tools"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // TestKubernetesConformance runs the suite against a real kube-apiserver (and
