@@ -123,14 +123,20 @@ func Add(args *skel.CmdArgs) error {
 		}
 		return types.NewError(code, "sealmesh: pod not attached", err.Error())
 	}
-	ip, ipnet, err := net.ParseCIDR(res.Address)
-	if err != nil {
-		return types.NewError(types.ErrInternal, "agent returned a bad address", res.Address)
+	addrs := res.Addresses
+	if len(addrs) == 0 {
+		addrs = []string{res.Address} // an agent from before dual stack
 	}
-	ipnet.IP = ip
 	prev.Interfaces = append(prev.Interfaces, &current.Interface{Name: res.Interface, Sandbox: args.Netns})
 	idx := len(prev.Interfaces) - 1
-	prev.IPs = append(prev.IPs, &current.IPConfig{Address: *ipnet, Interface: &idx})
+	for _, a := range addrs {
+		ip, ipnet, err := net.ParseCIDR(a)
+		if err != nil {
+			return types.NewError(types.ErrInternal, "agent returned a bad address", a)
+		}
+		ipnet.IP = ip
+		prev.IPs = append(prev.IPs, &current.IPConfig{Address: *ipnet, Interface: &idx})
+	}
 	log.Info("ADD", "container", args.ContainerID, "interface", res.Interface, "address", res.Address)
 	return types.PrintResult(prev, c.CNIVersion)
 }

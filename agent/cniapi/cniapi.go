@@ -33,8 +33,10 @@ type Request struct {
 // AddResult is the Nebula interface the agent brought up.
 type AddResult struct {
 	Interface string `json:"interface"`
-	Address   string `json:"address"` // overlay IP with prefix length
-	MTU       int    `json:"mtu"`
+	Address   string `json:"address"` // overlay IP in the first network, with prefix length
+	// Addresses are the overlay IPs in every network (Address first).
+	Addresses []string `json:"addresses"`
+	MTU       int      `json:"mtu"`
 }
 
 // Error is a failed call's body.

@@ -151,7 +151,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	}
 	p := &pod{
 		req:    *r,
-		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, MTU: mtu},
+		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, logFile: logFile,
 	}
 	a.mu.Lock()

@@ -66,7 +66,8 @@ func (r *EnrolRequest) Binding() []byte {
 type EnrolResponse struct {
 	Name        string         `json:"name"`
 	Role        string         `json:"role"`
-	IP          string         `json:"ip"` // with the network's prefix length, e.g. 10.42.0.5/16
+	IP          string         `json:"ip"`  // in the first network, with its prefix length, e.g. 10.42.0.5/16
+	IPs         []string       `json:"ips"` // in every network: IP first, then e.g. fd42::5/64
 	Groups      []string       `json:"groups"`
 	NotAfter    time.Time      `json:"notAfter"`
 	Certificate string         `json:"certificate"` // PEM

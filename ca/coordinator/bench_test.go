@@ -75,7 +75,7 @@ func BenchmarkRestartToReady(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			big, _ := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/24", "10.42.0.0/16", 1)))
+			big, _ := manifest.Parse([]byte(strings.Replace(raw, `"10.42.0.0/24"`, `"10.42.0.0/16"`, 1)))
 			alloc, err := issuer.NewAllocator(st, big)
 			if err != nil {
 				b.Fatal(err)

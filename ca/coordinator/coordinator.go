@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -292,8 +293,8 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	if req.Parent == "" {
 		return nil, fmt.Errorf("%w: the mesh exists (generation %d, head %s); an update names the head it replaces", ErrConflict, c.hist.Generation(), c.hist.Head)
 	}
-	if m.Network != c.hist.Manifest.Network {
-		return nil, fmt.Errorf("%w: network cannot change (%s → %s): issued certificates carry addresses of it", ErrBadInput, c.hist.Manifest.Network, m.Network)
+	if !slices.Equal(m.Prefixes(), c.hist.Manifest.Prefixes()) {
+		return nil, fmt.Errorf("%w: networks cannot change (%v → %v): issued certificates carry addresses of them", ErrBadInput, c.hist.Manifest.Networks, m.Networks)
 	}
 	h, err := history.Append(ctx, c.st, *c.seed, c.hist, m, u, c.now())
 	if err != nil {
@@ -333,7 +334,7 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 	if err != nil {
 		return nil, err
 	}
-	ca, err := issuer.NewCA(seed.CAKey(1), "sealmesh "+m.Hash()[:12], m.Prefix(), caLifetime, c.now())
+	ca, err := issuer.NewCA(seed.CAKey(1), "sealmesh "+m.Hash()[:12], m.Prefixes(), caLifetime, c.now())
 	if err != nil {
 		return nil, err
 	}
@@ -590,9 +591,9 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 	if id.name == "" {
 		id.name = id.role + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
 	}
-	network := netip.PrefixFrom(ip, m.Prefix().Bits())
+	addrs := m.HostAddrs(ip)
 	crt, err := ca.Sign(issuer.Host{
-		Name: id.name, Network: network, Groups: id.groups, PublicKey: req.PublicKey, NotAfter: now.Add(id.ttl),
+		Name: id.name, Networks: addrs, Groups: id.groups, PublicKey: req.PublicKey, NotAfter: now.Add(id.ttl),
 	}, now)
 	if err != nil {
 		return nil, err
@@ -617,12 +618,15 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 		return nil, err
 	}
 	issued = true
-	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ip", network, "fingerprint", fp, "workload", workloadString(req.Workload))
+	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", fp, "workload", workloadString(req.Workload))
 
 	resp := &api.EnrolResponse{
-		Name: id.name, Role: id.role, IP: network.String(), Groups: id.groups,
+		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
 		Inbound: inbound(m, id), ReleaseToken: releaseToken,
+	}
+	for _, a := range addrs {
+		resp.IPs = append(resp.IPs, a.String())
 	}
 	for _, l := range m.Lighthouses {
 		resp.Lighthouses = append(resp.Lighthouses, api.Lighthouse{OverlayIP: l.OverlayIP, Underlay: l.Underlay})

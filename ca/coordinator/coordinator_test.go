@@ -66,7 +66,7 @@ func testManifest(root string) string {
   "version": 1,
   "owners": [{"name": "alice", "key": %q}],
   "seedShareOwners": [{"name": "bob", "key": %q}],
-  "network": "10.42.0.0/24",
+  "networks": ["10.42.0.0/24"],
   "certificateLifetime": "1h",
   "roles": [
     {"name": "web", "groups": ["web", "pods"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}},
@@ -431,7 +431,7 @@ func TestManifestLifecycle(t *testing.T) {
 	if _, err := h.client.Nonce(ctx); err == nil || !strings.Contains(err.Error(), "waiting-for-manifest") {
 		t.Fatalf("nonce before manifest: %v", err)
 	}
-	bad := &api.ManifestRequest{Manifest: []byte(`{"version": 1, "network": "10.0.0.0/8", "rols": []}`)}
+	bad := &api.ManifestRequest{Manifest: []byte(`{"version": 1, "networks": ["10.0.0.0/8"], "rols": []}`)}
 	if _, err := h.client.SetManifest(ctx, bad); err == nil || !strings.Contains(err.Error(), `unknown field "rols"`) {
 		t.Fatalf("bad manifest: %v", err)
 	}
@@ -471,4 +471,20 @@ func fingerprint(t *testing.T, e *enrol.Enrolment) string {
 		t.Fatal(err)
 	}
 	return fp
+}
+
+func TestDualStackCertificate(t *testing.T) {
+	h := newHarness(t, newDirs(t), nil)
+	h.create(t, strings.Replace(testManifest(webDev.RootFingerprint()), `"networks": ["10.42.0.0/24"]`, `"networks": ["10.42.0.0/24", "fd42:42::/64"]`, 1))
+	e, err := enrol.Workload(context.Background(), h.client, webDev, api.Workload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := parseCert(t, e)
+	if got := fmt.Sprint(c.Networks()); got != "[10.42.0.2/24 fd42:42::2/64]" {
+		t.Fatalf("certificate networks = %s", got)
+	}
+	if fmt.Sprint(e.IPs) != "[10.42.0.2/24 fd42:42::2/64]" || e.IP != "10.42.0.2/24" {
+		t.Fatalf("response IP %s IPs %v", e.IP, e.IPs)
+	}
 }

@@ -113,7 +113,7 @@ func TestOwnerSignedUpdates(t *testing.T) {
 		{"no parent", next, ownerKey, "", "the mesh exists"},
 		{"stale parent", next, ownerKey, strings.Repeat("0", 64), "no longer the latest"},
 		{"not an owner", next, stranger, head, "not an owner"},
-		{"network change", strings.Replace(strings.Replace(base, "10.42.0.0/24", "10.43.0.0/24", 1), "10.42.0.1", "10.43.0.1", 1), ownerKey, head, "network cannot change"},
+		{"network change", strings.Replace(strings.Replace(base, "10.42.0.0/24", "10.43.0.0/24", 1), "10.42.0.1", "10.43.0.1", 1), ownerKey, head, "networks cannot change"},
 		{"seed-share owners are fixed", strings.Replace(base, sharePub(), ownerPub(), 1), ownerKey, head, "seedShareOwners"},
 	}
 	for _, tt := range tests {

@@ -29,7 +29,7 @@ func mf(t testing.TB, lifetime string, owners ...ed25519.PrivateKey) *manifest.M
 	for i, k := range owners {
 		os = append(os, fmt.Sprintf(`{"name": "owner%d", "key": %q}`, i, base64.StdEncoding.EncodeToString(k.Public().(ed25519.PublicKey))))
 	}
-	m, err := manifest.Parse([]byte(fmt.Sprintf(`{"version": 1, "network": "10.42.0.0/16", "certificateLifetime": %q,
+	m, err := manifest.Parse([]byte(fmt.Sprintf(`{"version": 1, "networks": ["10.42.0.0/16"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
  "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
  "owners": [%s]}`, lifetime, m96, fp64, fp64, strings.Join(os, ","))))

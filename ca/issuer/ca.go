@@ -25,13 +25,13 @@ type CA struct {
 }
 
 // NewCA makes a CA certificate for key (derived from the seed, so it is never
-// stored), constrained to network and valid for lifetime.
-func NewCA(key ed25519.PrivateKey, name string, network netip.Prefix, lifetime time.Duration, now time.Time) (*CA, error) {
+// stored), constrained to networks and valid for lifetime.
+func NewCA(key ed25519.PrivateKey, name string, networks []netip.Prefix, lifetime time.Duration, now time.Time) (*CA, error) {
 	pub := key.Public().(ed25519.PublicKey)
 	tbs := &cert.TBSCertificate{
 		Version:   cert.Version2,
 		Name:      name,
-		Networks:  []netip.Prefix{network},
+		Networks:  networks,
 		IsCA:      true,
 		NotBefore: now.Add(-clockSkew),
 		NotAfter:  now.Add(lifetime),
@@ -77,7 +77,7 @@ func (ca *CA) Fingerprint() string {
 // the allocator; only PublicKey comes from the requester.
 type Host struct {
 	Name      string
-	Network   netip.Prefix
+	Networks  []netip.Prefix // the host's address in each overlay network
 	Groups    []string
 	PublicKey []byte // X25519, 32 bytes
 	NotAfter  time.Time
@@ -100,7 +100,7 @@ func (ca *CA) Sign(h Host, now time.Time) (cert.Certificate, error) {
 	tbs := &cert.TBSCertificate{
 		Version:   cert.Version2,
 		Name:      h.Name,
-		Networks:  []netip.Prefix{h.Network},
+		Networks:  h.Networks,
 		Groups:    h.Groups,
 		NotBefore: notBefore,
 		NotAfter:  notAfter,

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,8 +40,10 @@ const DefaultCertificateLifetime = 24 * time.Hour
 type Manifest struct {
 	// Version of the manifest format; must be 1.
 	Version int `json:"version"`
-	// Network is the overlay prefix certificates are allocated from.
-	Network string `json:"network"`
+	// Networks are the overlay prefixes: one, or one IPv4 and one IPv6. The
+	// allocator picks a host's offset in the first; the host gets the address at
+	// that offset in each of them.
+	Networks []string `json:"networks"`
 	// CertificateLifetime bounds every host certificate, e.g. "24h"; a role may
 	// set a shorter one.
 	CertificateLifetime string `json:"certificateLifetime,omitempty"`
@@ -192,10 +195,47 @@ func (m *Manifest) Hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Prefix returns the parsed overlay network. Valid only after Validate.
-func (m *Manifest) Prefix() netip.Prefix {
-	return netip.MustParsePrefix(m.Network).Masked()
+// Prefixes returns the parsed overlay networks. Valid only after Validate.
+func (m *Manifest) Prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, len(m.Networks))
+	for i, n := range m.Networks {
+		out[i] = netip.MustParsePrefix(n).Masked()
+	}
+	return out
 }
+
+// Prefix returns the first overlay network, the one addresses are allocated in.
+func (m *Manifest) Prefix() netip.Prefix { return m.Prefixes()[0] }
+
+// HostAddrs returns a host's address in every network, with the network's prefix
+// length, given its address in the first.
+func (m *Manifest) HostAddrs(first netip.Addr) []netip.Prefix {
+	ps := m.Prefixes()
+	off := offset(ps[0].Addr(), first)
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = netip.PrefixFrom(addOffset(p.Addr(), off), p.Bits())
+	}
+	return out
+}
+
+// offset is a - base for two addresses of one family (host offsets fit 64 bits).
+func offset(base, a netip.Addr) uint64 {
+	b16, a16 := base.As16(), a.As16()
+	return binary.BigEndian.Uint64(a16[8:]) - binary.BigEndian.Uint64(b16[8:])
+}
+
+func addOffset(base netip.Addr, off uint64) netip.Addr {
+	b := base.As16()
+	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
+	a := netip.AddrFrom16(b)
+	if base.Is4() {
+		return a.Unmap()
+	}
+	return a
+}
+
+func hostBits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
 
 // Lifetime returns the certificate lifetime. Valid only after Validate.
 func (m *Manifest) Lifetime() time.Duration {
@@ -261,18 +301,38 @@ func (m *Manifest) Validate() error {
 		bad("version", "want %d, got %d", Version, m.Version)
 	}
 
-	prefix, err := netip.ParsePrefix(m.Network)
-	switch {
-	case m.Network == "":
-		bad("network", "required: the overlay prefix, e.g. 10.42.0.0/16")
-	case err != nil:
-		bad("network", "want a prefix like 10.42.0.0/16, got %q", m.Network)
-	case prefix.Addr().Is4() && prefix.Bits() > 30:
-		bad("network", "prefix /%d leaves no room for hosts; use /30 or shorter", prefix.Bits())
-	case prefix.Addr().Is6() && prefix.Bits() > 126:
-		bad("network", "prefix /%d leaves no room for hosts; use /126 or shorter", prefix.Bits())
+	var prefix netip.Prefix // the first network, where addresses are allocated
+	switch n := len(m.Networks); {
+	case n == 0:
+		bad("networks", "required: the overlay prefix, e.g. [10.42.0.0/16], or an IPv4 and an IPv6 one")
+	case n > 2:
+		bad("networks", "want one IPv4 and at most one IPv6 prefix, got %d", n)
 	}
-	prefix = prefix.Masked()
+	families := map[bool]bool{}
+	for i, n := range m.Networks {
+		p := fmt.Sprintf("networks[%d]", i)
+		pr, err := netip.ParsePrefix(n)
+		switch {
+		case err != nil:
+			bad(p, "want a prefix like 10.42.0.0/16 or fd42::/64, got %q", n)
+			continue
+		case pr.Addr().Is4() && pr.Bits() > 30:
+			bad(p, "prefix /%d leaves no room for hosts; use /30 or shorter", pr.Bits())
+		case pr.Addr().Is6() && pr.Bits() > 126:
+			bad(p, "prefix /%d leaves no room for hosts; use /126 or shorter", pr.Bits())
+		case families[pr.Addr().Is4()]:
+			bad(p, "a second %s network; want at most one of each family", map[bool]string{true: "IPv4", false: "IPv6"}[pr.Addr().Is4()])
+		}
+		families[pr.Addr().Is4()] = true
+		pr = pr.Masked()
+		if i == 0 {
+			prefix = pr
+		} else if prefix.IsValid() && hostBits(pr) < hostBits(prefix) {
+			bad(p, "has fewer addresses than networks[0] (/%d); every host gets the same offset in each network", pr.Bits())
+		} else if pr.Addr().Is6() && pr.Bits() < 64 {
+			bad(p, "use /64 or longer: host offsets are taken in the last 64 bits")
+		}
+	}
 
 	checkLifetime(bad, "certificateLifetime", m.CertificateLifetime)
 

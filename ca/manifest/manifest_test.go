@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -16,7 +18,7 @@ owners:
   - {name: alice, key: "` + key32 + `"}
 seedShareOwners:
   - {name: bob, key: "` + key32 + `"}
-network: 10.42.0.0/16
+networks: [10.42.0.0/16, "fd42:42::/64"]
 certificateLifetime: 1h
 roles:
   - name: web
@@ -54,6 +56,9 @@ func TestParseGood(t *testing.T) {
 	if got := m.Prefix().String(); got != "10.42.0.0/16" {
 		t.Errorf("Prefix = %s", got)
 	}
+	if got := fmt.Sprint(m.HostAddrs(netip.MustParseAddr("10.42.1.5"))); got != "[10.42.1.5/16 fd42:42::105/64]" {
+		t.Errorf("HostAddrs(10.42.1.5) = %s", got)
+	}
 	if got := m.Lifetime().String(); got != "1h0m0s" {
 		t.Errorf("Lifetime = %s", got)
 	}
@@ -82,7 +87,10 @@ func TestParseErrorsNameTheField(t *testing.T) {
 	}{
 		{"short measurement", [2]string{"[" + m96 + "]", "[" + m96[1:] + "]"}, "roles[0].attestation.simulated.measurements[0]: want 96 lower-case hex characters, got 95"},
 		{"unknown field", [2]string{"certificateLifetime: 1h", "certificateLifetim: 1h"}, `unknown field "certificateLifetim"`},
-		{"bad network", [2]string{"10.42.0.0/16", "10.42.0.0"}, "network: want a prefix"},
+		{"bad network", [2]string{"[10.42.0.0/16,", "[10.42.0.0,"}, "networks[0]: want a prefix"},
+		{"two IPv4 networks", [2]string{`"fd42:42::/64"`, "10.43.0.0/16"}, "networks[1]: a second IPv4 network"},
+		{"IPv6 smaller than IPv4", [2]string{`"fd42:42::/64"`, `"fd42:42::/120"`}, "networks[1]: has fewer addresses than networks[0]"},
+		{"no networks", [2]string{`networks: [10.42.0.0/16, "fd42:42::/64"]`, "networks: []"}, "networks: required"},
 		{"lighthouse outside network", [2]string{"overlayIP: 10.42.0.1", "overlayIP: 10.43.0.1"}, "lighthouses[0].overlayIP: 10.43.0.1 is not a host address"},
 		{"lighthouse on network address", [2]string{"overlayIP: 10.42.0.1", "overlayIP: 10.42.0.0"}, "is not a host address"},
 		{"no platform", [2]string{"simulated:", "other:"}, `unknown field "other"`},

@@ -77,7 +77,7 @@ func run(bin string) (err error) {
 		if err != nil {
 			return err
 		}
-		say("  %s: eth0 %s (underlay), %s %s (Nebula overlay)", name, p.UnderlyIP, mesh.NebulaIf, p.OverlayIP)
+		say("  %s: eth0 %s (underlay), %s %s and %s (Nebula overlay)", name, p.UnderlyIP, mesh.NebulaIf, p.OverlayIP, p.OverlayIP6)
 		pods = append(pods, p)
 	}
 	a, b := pods[0], pods[1]
@@ -91,6 +91,13 @@ func run(bin string) (err error) {
 	if res.Received == 0 {
 		return fmt.Errorf("no reply from pod-b over Nebula\nagent log:\n%s", m.Tail("agent.log"))
 	}
+
+	say("pod-a pings pod-b on its Nebula IPv6 address %s", b.OverlayIP6)
+	res6, err := a.NS.Ping(b.OverlayIP6, 3, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	say("  %s", res6)
 
 	say("meshctl status")
 	out, err := m.Meshctl("status")

@@ -81,6 +81,17 @@ func TestMeshOnOneMachine(t *testing.T) {
 		}
 	})
 
+	t.Run("ping over nebula, IPv6", func(t *testing.T) {
+		res, err := a.NS.Ping(b.OverlayIP6, 3, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pod-a → pod-b %s: %s", b.OverlayIP6, res)
+		if res.Received != res.Sent {
+			t.Fatalf("ping6 pod-a → pod-b over nebula: %s", res)
+		}
+	})
+
 	t.Run("encrypted on the underlay", func(t *testing.T) {
 		marker := make([]byte, 16)
 		rand.Read(marker)

@@ -41,6 +41,7 @@ const (
 	CoordinatorIP = "10.99.0.2"
 	LighthouseIP  = "10.99.1.2"
 	Overlay       = "10.42.0.0/16"
+	Overlay6      = "fd42:42::/64"
 	LighthouseVPN = "10.42.0.1"
 	PodSubnet     = "10.244.0.0/24"
 	Bridge        = "smbr0"
@@ -78,11 +79,12 @@ type Mesh struct {
 
 // Pod is a pod's namespace and what its conflist returned.
 type Pod struct {
-	Name      string
-	NS        *netlab.NS
-	Result    *current.Result
-	UnderlyIP netip.Addr
-	OverlayIP netip.Addr
+	Name       string
+	NS         *netlab.NS
+	Result     *current.Result
+	UnderlyIP  netip.Addr
+	OverlayIP  netip.Addr
+	OverlayIP6 netip.Addr
 	// HostVeth is the node-side end of the pod's underlay link, a port of the
 	// bridge: where the pod's traffic crosses the node.
 	HostVeth string
@@ -154,7 +156,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err := os.WriteFile(m.path("manifest.json"), man, 0o644); err != nil {
 		return m, err
 	}
-	say("creating the mesh (meshctl manifest set): overlay %s, role pod [simulated], lighthouse %s", Overlay, LighthouseVPN)
+	say("creating the mesh (meshctl manifest set): overlay %s and %s, role pod [simulated], lighthouse %s", Overlay, Overlay6, LighthouseVPN)
 	if out, err := m.Meshctl("manifest", "set", m.path("manifest.json"), "--key", m.path("owner.key"), "--out-dir", m.opt.WorkDir); err != nil {
 		return m, err
 	} else {
@@ -204,7 +206,7 @@ func Manifest(rootFingerprint, lighthouseToken, ownerKey string) ([]byte, error)
 	man := map[string]any{
 		"version":             1,
 		"owners":              []any{map[string]string{"name": "owner", "key": ownerKey}},
-		"network":             Overlay,
+		"networks":            []string{Overlay, Overlay6},
 		"certificateLifetime": "1h",
 		"roles": []any{map[string]any{
 			"name":   "pod",
@@ -295,12 +297,15 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 		if ipc.Interface == nil {
 			continue
 		}
-		addr, _ := netip.AddrFromSlice(ipc.Address.IP.To4())
-		switch r.Interfaces[*ipc.Interface].Name {
-		case "eth0":
+		addr, _ := netip.AddrFromSlice(ipc.Address.IP)
+		addr = addr.Unmap()
+		switch name := r.Interfaces[*ipc.Interface].Name; {
+		case name == "eth0":
 			p.UnderlyIP = addr
-		case NebulaIf:
+		case name == NebulaIf && addr.Is4():
 			p.OverlayIP = addr
+		case name == NebulaIf:
+			p.OverlayIP6 = addr
 		}
 	}
 	for _, i := range r.Interfaces {
@@ -308,8 +313,8 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 			p.HostVeth = i.Name
 		}
 	}
-	if !p.OverlayIP.IsValid() {
-		return p, fmt.Errorf("CNI result for %s has no %s address: %+v", name, NebulaIf, r)
+	if !p.OverlayIP.IsValid() || !p.OverlayIP6.IsValid() {
+		return p, fmt.Errorf("CNI result for %s lacks an IPv4 or IPv6 %s address: %+v", name, NebulaIf, r)
 	}
 	return p, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,10 +38,16 @@ func (r PingResult) String() string {
 // Ping sends count ICMP echo requests from inside n to dst, one per interval, and
 // waits up to timeout for each reply.
 func (n *NS) Ping(dst netip.Addr, count int, timeout time.Duration) (PingResult, error) {
+	network, listen, proto := "ip4:icmp", "0.0.0.0", 1
+	var echo, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if dst.Is6() {
+		network, listen, proto = "ip6:ipv6-icmp", "::", 58
+		echo, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
 	var conn *icmp.PacketConn
 	if err := n.Do(func() error {
 		var err error
-		conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		conn, err = icmp.ListenPacket(network, listen)
 		return err
 	}); err != nil {
 		return PingResult{}, fmt.Errorf("netlab: icmp socket in %s: %w", n.Name, err)
@@ -50,7 +57,7 @@ func (n *NS) Ping(dst netip.Addr, count int, timeout time.Duration) (PingResult,
 	res := PingResult{}
 	buf := make([]byte, 1500)
 	for seq := 1; seq <= count; seq++ {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("sealmesh ping")}}
+		msg := icmp.Message{Type: echo, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("sealmesh ping")}}
 		b, _ := msg.Marshal(nil)
 		start := time.Now()
 		if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
@@ -64,12 +71,12 @@ func (n *NS) Ping(dst netip.Addr, count int, timeout time.Duration) (PingResult,
 			if err != nil {
 				break // timeout: count as lost
 			}
-			m, err := icmp.ParseMessage(1, buf[:nr])
-			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			m, err := icmp.ParseMessage(proto, buf[:nr])
+			if err != nil || m.Type != reply {
 				continue
 			}
 			e, ok := m.Body.(*icmp.Echo)
-			if !ok || e.ID != id || e.Seq != seq || from.String() != dst.String() {
+			if !ok || e.ID != id || e.Seq != seq || from.(*net.IPAddr).IP.String() != dst.String() {
 				continue
 			}
 			res.Received++
