@@ -28,7 +28,7 @@ func (c *Client) SetManifest(ctx context.Context, req *ManifestRequest) (*Manife
 	return &r, c.post(ctx, "/v1/manifest", req, &r)
 }
 
-// Manifest returns the current manifest; ErrNoManifest before the first.
+// Manifest returns the current manifest (503 before the first).
 func (c *Client) Manifest(ctx context.Context) (*ManifestInfo, error) {
 	var m ManifestInfo
 	return &m, c.do(ctx, http.MethodGet, "/v1/manifest", nil, &m)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -14,78 +15,25 @@ const maxBody = 1 << 20
 // Handler serves the protocol of package api.
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
-		var req api.ManifestRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		resp, err := c.SetManifest(r.Context(), &req)
-		reply(w, resp, err)
-	})
-	mux.HandleFunc("GET /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
-		m, err := c.Manifest()
-		reply(w, m, err)
-	})
-	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
-		h, err := c.History(r.Context())
-		reply(w, h, err)
-	})
-	mux.HandleFunc("POST /v1/unlock", func(w http.ResponseWriter, r *http.Request) {
-		var req api.UnlockRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		s, err := c.Unlock(r.Context(), req.UnlockKey)
-		reply(w, s, err)
-	})
-	mux.HandleFunc("POST /v1/unlock-key", func(w http.ResponseWriter, r *http.Request) {
-		var req api.UnlockRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		k, err := c.RotateUnlockKey(req.UnlockKey)
-		reply(w, &api.UnlockKeyResponse{UnlockKey: k}, err)
-	})
-	mux.HandleFunc("GET /v1/recovery-key", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/manifest", post(c.SetManifest))
+	mux.HandleFunc("POST /v1/enrol", post(func(_ context.Context, r *api.EnrolRequest) (*api.EnrolResponse, error) { return c.Enrol(r) }))
+	mux.HandleFunc("POST /v1/release", post(func(_ context.Context, r *api.ReleaseRequest) (struct{}, error) { return struct{}{}, c.Release(r) }))
+	mux.HandleFunc("POST /v1/unlock", post(func(ctx context.Context, r *api.UnlockRequest) (*api.Status, error) {
+		return c.Unlock(ctx, r.UnlockKey)
+	}))
+	mux.HandleFunc("POST /v1/unlock-key", post(func(_ context.Context, r *api.UnlockRequest) (*api.UnlockKeyResponse, error) {
+		k, err := c.RotateUnlockKey(r.UnlockKey)
+		return &api.UnlockKeyResponse{UnlockKey: k}, err
+	}))
+	mux.HandleFunc("POST /v1/recover", post(c.Recover))
+	mux.HandleFunc("POST /v1/nonce", get(func(context.Context) (*api.NonceResponse, error) { return c.Nonce() }))
+	mux.HandleFunc("GET /v1/manifest", get(func(context.Context) (*api.ManifestInfo, error) { return c.Manifest() }))
+	mux.HandleFunc("GET /v1/history", get(c.History))
+	mux.HandleFunc("GET /v1/recovery-key", get(func(context.Context) (*api.RecoveryKey, error) {
 		k, err := c.RecoveryKey()
-		reply(w, &api.RecoveryKey{PublicKey: k}, err)
-	})
-	mux.HandleFunc("POST /v1/recover", func(w http.ResponseWriter, r *http.Request) {
-		var req api.RecoverRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		resp, err := c.Recover(r.Context(), &req)
-		reply(w, resp, err)
-	})
-	mux.HandleFunc("POST /v1/nonce", func(w http.ResponseWriter, r *http.Request) {
-		n, err := c.Nonce()
-		reply(w, n, err)
-	})
-	mux.HandleFunc("POST /v1/enrol", func(w http.ResponseWriter, r *http.Request) {
-		var req api.EnrolRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		resp, err := c.Enrol(&req)
-		reply(w, resp, err)
-	})
-	mux.HandleFunc("POST /v1/release", func(w http.ResponseWriter, r *http.Request) {
-		var req api.ReleaseRequest
-		if err := decode(w, r, &req); err != nil {
-			writeErr(w, err)
-			return
-		}
-		reply(w, struct{}{}, c.Release(&req))
-	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, c.Status(), nil)
-	})
+		return &api.RecoveryKey{PublicKey: k}, err
+	}))
+	mux.HandleFunc("GET /v1/status", get(func(context.Context) (*api.Status, error) { return c.Status(), nil }))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -97,6 +45,27 @@ func (c *Coordinator) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// post serves a call whose request is a JSON body.
+func post[Req, Resp any](f func(context.Context, *Req) (Resp, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := decode(w, r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		resp, err := f(r.Context(), &req)
+		reply(w, resp, err)
+	}
+}
+
+// get serves a call without a request body.
+func get[Resp any](f func(context.Context) (Resp, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		resp, err := f(r.Context())
+		reply(w, resp, err)
+	}
 }
 
 // decode reads a JSON body strictly: a field the protocol does not have (a

@@ -9,10 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
@@ -40,13 +36,7 @@ func TestCoordinatorOnSharedStores(t *testing.T) {
 		}},
 		{"kubernetes", func(t *testing.T) func() store.Store {
 			cfg := tools.StartKubeAPIServer(t)
-			cs, err := kubernetes.NewForConfig(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sealmesh"}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			tools.CreateNamespace(t, cfg, "sealmesh")
 			return func() store.Store {
 				st, err := store.OpenKubernetes(cfg, "sealmesh", "mesh")
 				if err != nil {

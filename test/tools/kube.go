@@ -12,12 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -56,7 +57,7 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 
-	cmd := exec.Command(bin,
+	done, logPath := Run(t, dir, "kube-apiserver", bin,
 		"--etcd-servers", etcd,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
 		"--cert-dir", filepath.Join(dir, "certs"),
@@ -64,26 +65,6 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 		"--service-account-key-file", pubFile, "--service-account-signing-key-file", keyFile,
 		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
 		"--service-cluster-ip-range", "10.96.0.0/24", "--v", "1")
-	logf, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
 
 	host := fmt.Sprintf("https://127.0.0.1:%d", port)
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -100,13 +81,11 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 		}
 		select {
 		case <-done:
-			b, _ := os.ReadFile(filepath.Join(dir, "kube-apiserver.log"))
-			t.Fatalf("kube-apiserver exited:\n%s", tail(b))
+			t.Fatalf("kube-apiserver exited:\n%s", Tail(logPath))
 		default:
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "kube-apiserver.log"))
-			t.Fatalf("kube-apiserver not ready after 90s (%v):\n%s", err, tail(b))
+			t.Fatalf("kube-apiserver not ready after 90s (%v):\n%s", err, Tail(logPath))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -115,9 +94,14 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 	return &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 }
 
-func tail(b []byte) string {
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
+// CreateNamespace makes a namespace on the test's API server.
+func CreateNamespace(t testing.TB, cfg *rest.Config, name string) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return string(b)
+	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

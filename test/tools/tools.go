@@ -44,30 +44,10 @@ func StartEtcd(t testing.TB) string {
 	bin := Bin(t, "etcd")
 	client, peer := freeURL(t), freeURL(t)
 	dir := t.TempDir()
-	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--name", "test",
+	done, logPath := Run(t, dir, "etcd", bin, "--data-dir", filepath.Join(dir, "data"), "--name", "test",
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "test="+peer, "--log-level", "error")
-	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
 	health := client + "/health"
 	for i := 0; ; i++ {
 		resp, err := http.Get(health)
@@ -79,16 +59,53 @@ func StartEtcd(t testing.TB) string {
 		}
 		select {
 		case <-done:
-			b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
-			t.Fatalf("etcd exited: %s", b)
+			t.Fatalf("etcd exited:\n%s", Tail(logPath))
 		default:
 		}
 		if i > 200 {
-			b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
-			t.Fatalf("etcd did not come up: %v\n%s", err, b)
+			t.Fatalf("etcd did not come up: %v\n%s", err, Tail(logPath))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Run starts bin with args, logging to dir/name.log, and stops it by the PID it
+// started (SIGTERM, then SIGKILL after 15 s) when the test ends. The channel
+// closes when the process exits.
+func Run(t testing.TB, dir, name, bin string, args ...string) (<-chan struct{}, string) {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	})
+	return done, logPath
+}
+
+// Tail returns the end of a log file.
+func Tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return string(b)
 }
 
 func freeURL(t testing.TB) string {
