@@ -1,0 +1,78 @@
+package attest
+
+import (
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	"github.com/google/go-sev-guest/verify/testdata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sealmesh/sealmesh/ca/manifest"
+)
+
+// TestRealSNPEvidence verifies a real SEV-SNP report from a Milan machine, with
+// its VCEK as AMD's key distribution service issued it, against the AMD roots
+// go-sev-guest ships: the same code that checks simulated evidence, with the
+// real trust root. The clock is set to when the VCEK was valid.
+func TestRealSNPEvidence(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+
+	report, err := abi.ReportToProto(testdata.AttestationBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evidence := func(r *spb.Report) Evidence {
+		b, err := proto.Marshal(&spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{VcekCert: testdata.VcekBytes}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Evidence{Platform: manifest.PlatformSNP, Data: b}
+	}
+	var rd [64]byte
+	copy(rd[:], report.GetReportData())
+	measurement := hex.EncodeToString(report.GetMeasurement())
+
+	c, err := Verify(evidence(report), rd)
+	if err != nil {
+		t.Fatalf("real SNP evidence: %v", err)
+	}
+	if c.Measurement != measurement || c.Platform != manifest.PlatformSNP {
+		t.Fatalf("claims %+v", c)
+	}
+	policy := &manifest.SNPPolicy{Measurements: []string{measurement}, AllowDebug: c.Debug}
+	if err := c.Satisfies(manifest.Attestation{SNP: policy}); err != nil {
+		t.Fatalf("Satisfies its own measurement: %v", err)
+	}
+	other := &manifest.SNPPolicy{Measurements: []string{strings.Repeat("0", 96)}, AllowDebug: true}
+	if err := c.Satisfies(manifest.Attestation{SNP: other}); err == nil {
+		t.Fatal("accepted for a measurement the policy does not list")
+	}
+	// A simulated policy never accepts real evidence, and vice versa.
+	if err := c.Satisfies(manifest.Attestation{Simulated: policy}); err == nil {
+		t.Fatal("real SNP evidence accepted by a simulated-only role")
+	}
+
+	// Bound to other report data (another nonce or key): refused.
+	var other64 [64]byte
+	if _, err := Verify(evidence(report), other64); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
+		t.Fatalf("other report data: %v", err)
+	}
+	// One byte of the measurement changed: the signature no longer holds.
+	tampered := proto.Clone(report).(*spb.Report)
+	tampered.Measurement[0] ^= 1
+	if _, err := Verify(evidence(tampered), rd); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("tampered report: %v", err)
+	}
+	// Simulated evidence is not real evidence: the same bytes claimed as
+	// "simulated" chain to AMD's ARK, which no simulated policy pins.
+	sim := evidence(report)
+	sim.Platform = manifest.PlatformSimulated
+	if _, err := Verify(sim, rd); err == nil {
+		t.Fatal("real report without ARK/ASK in the chain verified as simulated")
+	}
+}
