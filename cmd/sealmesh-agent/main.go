@@ -21,6 +21,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/attest/snpguest"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
@@ -75,7 +76,7 @@ func nodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&coordinator, "coordinator", "http://127.0.0.1:7080", "coordinator URL")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
-	f.StringVar(&tee, "tee", "", "evidence source: simulated:<dir> (made by meshctl sim-tee init)")
+	f.StringVar(&tee, "tee", "", "evidence source: snp (inside an SEV-SNP guest), or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	cmd.MarkFlagRequired("tee")
@@ -87,8 +88,10 @@ func openTEE(spec string) (attest.Issuer, error) {
 	switch kind {
 	case "simulated":
 		return simulated.Load(arg)
+	case "snp":
+		return snpguest.Open()
 	default:
-		return nil, fmt.Errorf("--tee %q: want simulated:<dir> (real SNP and TDX issuers are not built yet)", spec)
+		return nil, fmt.Errorf("--tee %q: want snp (inside an SEV-SNP guest) or simulated:<dir> (development)", spec)
 	}
 }
 

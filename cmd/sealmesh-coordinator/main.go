@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/attest/snpguest"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
@@ -66,7 +67,7 @@ func main() {
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
-	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: simulated:<dir>; empty: seal with an unlock key")
+	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: snp, or simulated:<dir>; empty: seal with an unlock key")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
@@ -107,8 +108,14 @@ func teeSealingKey(spec string) ([]byte, error) {
 			return nil, err
 		}
 		s = d
+	case "snp":
+		g, err := snpguest.Open()
+		if err != nil {
+			return nil, err
+		}
+		s = g
 	default:
-		return nil, fmt.Errorf("--tee %q: want simulated:<dir>", spec)
+		return nil, fmt.Errorf("--tee %q: want snp or simulated:<dir>", spec)
 	}
 	return s.SealingKey()
 }
