@@ -46,6 +46,8 @@ type Claims struct {
 	RootFingerprint string
 	// Debug is true when the guest policy lets the host read guest memory.
 	Debug bool
+	// RTMRs are a TDX guest's runtime measurement registers, hex.
+	RTMRs []string
 }
 
 // ReportData binds evidence to one enrolment: a fresh nonce the coordinator issued,
@@ -73,14 +75,19 @@ func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
 		return verifySNP(ev, reportData, true)
 	case manifest.PlatformSNP:
 		return verifySNP(ev, reportData, false)
+	case manifest.PlatformTDX:
+		return verifyTDX(ev, reportData)
 	default:
-		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp)", ev.Platform)
+		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp, tdx)", ev.Platform)
 	}
 }
 
 // Satisfies reports whether the claims meet a role's attestation policy. A role that
 // names no policy for the claims' platform refuses it.
 func (c *Claims) Satisfies(a manifest.Attestation) error {
+	if c.Platform == manifest.PlatformTDX {
+		return c.satisfiesTDX(a.TDX)
+	}
 	var p *manifest.SNPPolicy
 	switch c.Platform {
 	case manifest.PlatformSimulated:
@@ -101,6 +108,24 @@ func (c *Claims) Satisfies(a manifest.Attestation) error {
 	}
 	if !slices.Contains(p.Measurements, c.Measurement) {
 		return fmt.Errorf("measurement %s is not one of the role's %d measurements", short(c.Measurement), len(p.Measurements))
+	}
+	return nil
+}
+
+func (c *Claims) satisfiesTDX(p *manifest.TDXPolicy) error {
+	if p == nil {
+		return fmt.Errorf("platform %q is not accepted by this role", c.Platform)
+	}
+	if c.Debug && !p.AllowDebug {
+		return fmt.Errorf("TD attributes allow debug and the role does not (set allowDebug to accept)")
+	}
+	if !slices.Contains(p.MRTDs, c.Measurement) {
+		return fmt.Errorf("MRTD %s is not one of the role's %d", short(c.Measurement), len(p.MRTDs))
+	}
+	for i, want := range p.RTMRs {
+		if want != "" && (i >= len(c.RTMRs) || c.RTMRs[i] != want) {
+			return fmt.Errorf("RTMR%d does not match the role's", i)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,46 @@
+package attest
+
+import (
+	"encoding/hex"
+	"fmt"
+
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	tdxvalidate "github.com/google/go-tdx-guest/validate"
+	tdxverify "github.com/google/go-tdx-guest/verify"
+)
+
+// verifyTDX checks an Intel TDX quote (v4) with go-tdx-guest: the quote's
+// signature and PCK chain to Intel's root (which the library ships), and that the
+// TD's report data is reportData. It runs off-line: without collateral it does
+// not check TCB status (collateral from a file or cache arrives with the TDX
+// policy's minimum TCB).
+func verifyTDX(ev Evidence, reportData [64]byte) (*Claims, error) {
+	q, err := tdxabi.QuoteToProto(ev.Data)
+	if err != nil {
+		return nil, fmt.Errorf("attest: tdx evidence is not a TDX quote: %w", err)
+	}
+	quote, ok := q.(*tdxpb.QuoteV4)
+	if !ok {
+		return nil, fmt.Errorf("attest: tdx evidence is a %T, want a v4 quote", q)
+	}
+	// A fresh Options per call: the library writes into it.
+	if err := tdxverify.TdxQuote(quote, &tdxverify.Options{Now: now()}); err != nil {
+		return nil, fmt.Errorf("attest: tdx evidence signature: %w", err)
+	}
+	if err := tdxvalidate.TdxQuote(quote, &tdxvalidate.Options{TdQuoteBodyOptions: tdxvalidate.TdQuoteBodyOptions{ReportData: reportData[:]}}); err != nil {
+		return nil, fmt.Errorf("attest: tdx evidence does not match this enrolment: %w", err)
+	}
+	body := quote.GetTdQuoteBody()
+	c := &Claims{
+		Platform:    "tdx",
+		Measurement: hex.EncodeToString(body.GetMrTd()),
+		// TD attributes bit 0: the TD is debuggable (the host can read it). The
+		// library's validator does not refuse it; Satisfies does, per role.
+		Debug: len(body.GetTdAttributes()) > 0 && body.GetTdAttributes()[0]&1 != 0,
+	}
+	for _, r := range body.GetRtmrs() {
+		c.RTMRs = append(c.RTMRs, hex.EncodeToString(r))
+	}
+	return c, nil
+}

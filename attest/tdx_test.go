@@ -1,0 +1,71 @@
+package attest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/google/go-tdx-guest/testing/testdata"
+
+	"github.com/sealmesh/sealmesh/ca/manifest"
+)
+
+// TestRealTDXQuote verifies the real TDX quote go-tdx-guest ships (a Sapphire
+// Rapids production quote) against Intel's root, off-line, at a time its PCK
+// chain was valid.
+func TestRealTDXQuote(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }
+
+	q, err := tdxabi.QuoteToProto(testdata.RawQuote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := q.(*tdxpb.QuoteV4).GetTdQuoteBody()
+	var rd [64]byte
+	copy(rd[:], body.GetReportData())
+	ev := Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}
+
+	c, err := Verify(ev, rd)
+	if err != nil {
+		t.Fatalf("real TDX quote: %v", err)
+	}
+	if len(c.Measurement) != 96 || len(c.RTMRs) != 4 {
+		t.Fatalf("claims %+v", c)
+	}
+	policy := &manifest.TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug}
+	if err := c.Satisfies(manifest.Attestation{TDX: policy}); err != nil {
+		t.Fatalf("Satisfies its own MRTD: %v", err)
+	}
+	tests := []struct {
+		name string
+		p    manifest.Attestation
+		want string
+	}{
+		{"other MRTD", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}, AllowDebug: true}}, "MRTD"},
+		{"other RTMR2", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, RTMRs: []string{"", "", strings.Repeat("0", 96), ""}, AllowDebug: true}}, "RTMR2"},
+		{"role without tdx", manifest.Attestation{SNP: &manifest.SNPPolicy{Measurements: policy.MRTDs}}, `platform "tdx" is not accepted`},
+	}
+	for _, tt := range tests {
+		if err := c.Satisfies(tt.p); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if c.Debug {
+		if err := c.Satisfies(manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs}}); err == nil {
+			t.Error("a debuggable TD accepted by a role that does not allow debug")
+		}
+	}
+
+	var other [64]byte
+	if _, err := Verify(ev, other); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
+		t.Fatalf("other report data: %v", err)
+	}
+	tampered := append([]byte(nil), testdata.RawQuote...)
+	tampered[48+200] ^= 1 // inside the TD quote body, which the QE signed
+	if _, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: tampered}, rd); err == nil {
+		t.Fatal("tampered quote verified")
+	}
+}
