@@ -16,18 +16,31 @@ import (
 
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/api/attested"
 )
 
 // Command returns meshctl's root command.
 func Command() *cobra.Command {
-	var coordinator string
+	var coordinator, policy string
 	root := &cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true}
 	def := os.Getenv("SEALMESH_COORDINATOR")
 	if def == "" {
-		def = "http://127.0.0.1:7080"
+		def = "https://127.0.0.1:7080"
 	}
-	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL (or $SEALMESH_COORDINATOR)")
-	client := func() *api.Client { return api.NewClient(coordinator) }
+	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL, https (attested TLS) or http (development) (or $SEALMESH_COORDINATOR)")
+	root.PersistentFlags().StringVar(&policy, "coordinator-policy", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as (or $SEALMESH_COORDINATOR_POLICY)")
+	var cached *api.Client
+	client := func() *api.Client {
+		if cached == nil {
+			c, err := attested.Client(coordinator, policy)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "meshctl:", err)
+				os.Exit(1)
+			}
+			cached = c
+		}
+		return cached
+	}
 	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), simTEECmd())
 	return root
 }

@@ -18,8 +18,13 @@ type Client struct {
 }
 
 // NewClient returns a client for the coordinator at base, e.g. http://10.0.0.1:7080.
-func NewClient(base string) *Client {
-	return &Client{base: strings.TrimRight(base, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+// rt, when not nil, makes its connections (attested TLS: package attested).
+func NewClient(base string, rt ...http.RoundTripper) *Client {
+	c := &http.Client{Timeout: 30 * time.Second}
+	if len(rt) > 0 && rt[0] != nil {
+		c.Transport = rt[0]
+	}
+	return &Client{base: strings.TrimRight(base, "/"), http: c}
 }
 
 // SetManifest sets or replaces the manifest.

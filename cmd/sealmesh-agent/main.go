@@ -22,7 +22,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/attest/snpguest"
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
 
@@ -38,7 +38,7 @@ func main() {
 }
 
 func nodeCmd() *cobra.Command {
-	var coordinator, socket, tee, stateDir, healthAddr string
+	var coordinator, policy, socket, tee, stateDir, healthAddr string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
@@ -48,12 +48,16 @@ func nodeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			client, err := attested.Client(coordinator, policy)
+			if err != nil {
+				return err
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
 			}
 			a := node.New(node.Config{
-				Log: log, Coordinator: api.NewClient(coordinator), Issuer: issuer,
+				Log: log, Coordinator: client, Issuer: issuer,
 				StateDir: stateDir, TunnelCommand: []string{self, "tunnel"},
 			})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -74,7 +78,8 @@ func nodeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&coordinator, "coordinator", "http://127.0.0.1:7080", "coordinator URL")
+	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URL: https (attested TLS) or http (development)")
+	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
 	f.StringVar(&tee, "tee", "", "evidence source: snp (inside an SEV-SNP guest), or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")

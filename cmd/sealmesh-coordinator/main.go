@@ -17,14 +17,16 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/attest/snpguest"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/internal/health"
 )
 
 func main() {
-	var listen, stateDir, storeSpec, tee string
+	var listen, healthAddr, stateDir, storeSpec, tee string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -36,9 +38,13 @@ func main() {
 			if err != nil {
 				return err
 			}
+			var issuer attest.Issuer
 			var sealingKey []byte
 			if tee != "" {
-				if sealingKey, err = teeSealingKey(tee); err != nil {
+				if issuer, err = openTEE(tee); err != nil {
+					return err
+				}
+				if sealingKey, err = issuer.(attest.Sealer).SealingKey(); err != nil {
 					return err
 				}
 			}
@@ -49,6 +55,11 @@ func main() {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go c.Run(ctx)
+			go func() {
+				if err := health.Serve(ctx, healthAddr, c.Ready); err != nil {
+					log.Error("health server", "err", err)
+				}
+			}()
 			srv := &http.Server{Addr: listen, Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-ctx.Done()
@@ -56,18 +67,30 @@ func main() {
 				defer cancel()
 				srv.Shutdown(sctx)
 			}()
-			log.Info("coordinator listening", "addr", listen, "store", storeSpec, "state", stateDir, "state", c.Status().State)
-			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			if issuer == nil {
+				log.Warn("no --tee: serving plain HTTP; clients cannot verify this coordinator (development only)", "addr", listen)
+				err = srv.ListenAndServe()
+			} else {
+				// Attested TLS: every handshake carries fresh evidence for the
+				// client's nonce, bound to this process's TLS key.
+				if srv.TLSConfig, err = atls.Server(issuer); err != nil {
+					return err
+				}
+				log.Info("coordinator serving attested TLS", "addr", listen, "tee", issuer.Platform())
+				err = srv.ListenAndServeTLS("", "")
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API")
+	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API (attested TLS with --tee, else plain HTTP)")
+	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz and /readyz (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
-	f.StringVar(&tee, "tee", "", "seal with the TEE's derived key: snp, or simulated:<dir>; empty: seal with an unlock key")
+	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
@@ -98,24 +121,14 @@ func openStore(spec string) (store.Store, error) {
 	}
 }
 
-func teeSealingKey(spec string) ([]byte, error) {
+func openTEE(spec string) (attest.Issuer, error) {
 	kind, arg, _ := strings.Cut(spec, ":")
-	var s attest.Sealer
 	switch kind {
 	case "simulated":
-		d, err := simulated.Load(arg)
-		if err != nil {
-			return nil, err
-		}
-		s = d
+		return simulated.Load(arg)
 	case "snp":
-		g, err := snpguest.Open()
-		if err != nil {
-			return nil, err
-		}
-		s = g
+		return snpguest.Open()
 	default:
 		return nil, fmt.Errorf("--tee %q: want snp or simulated:<dir>", spec)
 	}
-	return s.SealingKey()
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/lighthouse"
 )
@@ -22,7 +22,7 @@ import (
 var version = "dev"
 
 func main() {
-	var coordinator, tokenFile, healthAddr, device string
+	var coordinator, policy, tokenFile, healthAddr, device string
 	var port int
 	cmd := &cobra.Command{
 		Use:           "sealmesh-lighthouse",
@@ -31,6 +31,10 @@ func main() {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			client, err := attested.Client(coordinator, policy)
+			if err != nil {
+				return err
+			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
 				return fmt.Errorf("join token: %w", err)
@@ -43,13 +47,14 @@ func main() {
 					log.Error("health server", "err", err)
 				}
 			}()
-			return lighthouse.Run(ctx, log, api.NewClient(coordinator), lighthouse.Options{
+			return lighthouse.Run(ctx, log, client, lighthouse.Options{
 				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version,
 			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&coordinator, "coordinator", "http://127.0.0.1:7080", "coordinator URL")
+	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URL: https (attested TLS) or http (development)")
+	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
 	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -184,6 +185,29 @@ func TestMeshOnOneMachine(t *testing.T) {
 		t.Logf("meshctl status:\n%s", out)
 		if !strings.Contains(out, "SIMULATED") || !strings.Contains(out, a.OverlayIP.String()) {
 			t.Errorf("meshctl status output lacks the simulated warning or pod-a:\n%s", out)
+		}
+	})
+
+	t.Run("clients verify the coordinator", func(t *testing.T) {
+		// A policy naming another coordinator image: the real coordinator's
+		// evidence does not satisfy it, so meshctl refuses to talk to it.
+		var p map[string]map[string]any
+		b, err := os.ReadFile(m.Path("coordinator-policy.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Fatal(err)
+		}
+		p["simulated"]["measurements"] = []string{strings.Repeat("ab", 48)}
+		b, _ = json.Marshal(p)
+		other := m.Path("other-policy.json")
+		if err := os.WriteFile(other, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.MeshctlWithPolicy(other, "status")
+		if err == nil || !strings.Contains(err.Error(), "not as the policy requires") {
+			t.Fatalf("meshctl with another coordinator's policy: %v", err)
 		}
 	})
 

@@ -99,7 +99,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if o.Image == "" {
 		o.Image = "sealmesh-workload"
 	}
-	m := &Mesh{opt: o, Lab: netlab.New(o.Prefix), Pods: map[string]*Pod{}, coordURL: "http://" + CoordinatorIP + ":7080"}
+	m := &Mesh{opt: o, Lab: netlab.New(o.Prefix), Pods: map[string]*Pod{}, coordURL: "https://" + CoordinatorIP + ":7080"}
 	say := o.Say
 	var err error
 
@@ -125,17 +125,33 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		}
 	}
 
-	say("starting sealmesh-coordinator in %s (%s:7080)", m.Coord.Name, CoordinatorIP)
-	if _, err := m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
-		"--listen", CoordinatorIP+":7080", "--store", "file:"+m.path("store"), "--state-dir", m.path("coordinator-state")); err != nil {
+	say("making a simulated SEV-SNP guest for the coordinator (meshctl sim-tee init)")
+	out, err := m.Meshctl("sim-tee", "init", "--dir", m.path("coordinator-tee"), "--image", "sealmesh-coordinator")
+	if err != nil {
 		return m, err
 	}
-	if err := m.waitHTTP(ctx, m.Node, m.coordURL+"/healthz"); err != nil {
+	coordPolicy, err := json.Marshal(map[string]any{"simulated": map[string]any{
+		"measurements": []string{field(out, "measurement")}, "rootFingerprint": field(out, "rootFingerprint"),
+	}})
+	if err != nil {
+		return m, err
+	}
+	if err := os.WriteFile(m.path("coordinator-policy.json"), coordPolicy, 0o644); err != nil {
+		return m, err
+	}
+
+	say("starting sealmesh-coordinator in %s (attested TLS on %s:7080)", m.Coord.Name, CoordinatorIP)
+	if _, err := m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
+		"--listen", CoordinatorIP+":7080", "--health-addr", CoordinatorIP+":7081", "--tee", "simulated:"+m.path("coordinator-tee"),
+		"--store", "file:"+m.path("store"), "--state-dir", m.path("coordinator-state")); err != nil {
+		return m, err
+	}
+	if err := m.waitHTTP(ctx, m.Node, "http://"+CoordinatorIP+":7081/healthz"); err != nil {
 		return m, fmt.Errorf("coordinator did not come up: %w\n%s", err, m.Tail("coordinator.log"))
 	}
 
 	say("making a simulated SEV-SNP guest for the node (meshctl sim-tee init)")
-	out, err := m.Meshctl("sim-tee", "init", "--dir", m.path("sim-tee"), "--image", o.Image)
+	out, err = m.Meshctl("sim-tee", "init", "--dir", m.path("sim-tee"), "--image", o.Image)
 	if err != nil {
 		return m, err
 	}
@@ -167,7 +183,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s)", m.LH.Name, LighthouseIP, LighthouseVPN)
 	if _, err := m.Lab.Start(m.LH, m.path("lighthouse.log"), m.bin("sealmesh-lighthouse"),
-		"--coordinator", m.coordURL, "--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082"); err != nil {
+		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
+		"--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082"); err != nil {
 		return m, err
 	}
 	if err := m.waitHTTP(ctx, m.LH, "http://127.0.0.1:7082/readyz"); err != nil {
@@ -176,7 +193,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 	say("starting sealmesh-agent in %s (node mode, CNI socket %s)", m.Node.Name, m.socket())
 	if _, err := m.Lab.Start(m.Node, m.path("agent.log"), m.bin("sealmesh-agent"), "node",
-		"--coordinator", m.coordURL, "--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
+		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
+		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
 		"--state-dir", m.path("agent-state")); err != nil {
 		return m, err
 	}
@@ -376,9 +394,15 @@ func (m *Mesh) Status(ctx context.Context) (*api.Status, error) {
 	return &s, json.Unmarshal([]byte(out), &s)
 }
 
-// Meshctl runs meshctl inside the node's namespace.
+// Meshctl runs meshctl inside the node's namespace, verifying the coordinator
+// against the coordinator policy.
 func (m *Mesh) Meshctl(args ...string) (string, error) {
-	cmd := exec.Command(m.bin("meshctl"), append(args, "--coordinator", m.coordURL)...)
+	return m.MeshctlWithPolicy(m.path("coordinator-policy.json"), args...)
+}
+
+// MeshctlWithPolicy runs meshctl expecting the coordinator to satisfy policyFile.
+func (m *Mesh) MeshctlWithPolicy(policyFile string, args ...string) (string, error) {
+	cmd := exec.Command(m.bin("meshctl"), append(args, "--coordinator", m.coordURL, "--coordinator-policy", policyFile)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := m.Node.Do(cmd.Run); err != nil {
@@ -410,6 +434,9 @@ func (m *Mesh) Tail(name string) string {
 	}
 	return string(b)
 }
+
+// Path names a file in the work directory.
+func (m *Mesh) Path(name string) string { return m.path(name) }
 
 func (m *Mesh) path(name string) string { return filepath.Join(m.opt.WorkDir, name) }
 func (m *Mesh) bin(name string) string  { return filepath.Join(m.opt.BinDir, name) }
