@@ -55,7 +55,7 @@ test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under 
 
 .PHONY: bench
 bench: tools ## run the benchmarks and write docs/BENCHMARKS.md
-	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./ca/...
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/ ./ca/...
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

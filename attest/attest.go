@@ -48,6 +48,11 @@ type Claims struct {
 	Debug bool
 	// RTMRs are a TDX guest's runtime measurement registers, hex.
 	RTMRs []string
+	// SNP only: what the report says beyond the measurement.
+	MigrationAgent              bool
+	HostData, FamilyID, ImageID string // hex
+	VMPL                        int
+	TCB                         manifest.SNPTCB // the reported TCB
 }
 
 // ReportData binds evidence to one enrolment: a fresh nonce the coordinator issued,
@@ -106,8 +111,28 @@ func (c *Claims) Satisfies(a manifest.Attestation) error {
 	if c.Debug && !p.AllowDebug {
 		return fmt.Errorf("guest policy allows debug and the role does not (set allowDebug to accept)")
 	}
+	if c.MigrationAgent && !p.AllowMigrationAgent {
+		return fmt.Errorf("guest policy allows a migration agent and the role does not (set allowMigrationAgent to accept)")
+	}
 	if !slices.Contains(p.Measurements, c.Measurement) {
 		return fmt.Errorf("measurement %s is not one of the role's %d measurements", short(c.Measurement), len(p.Measurements))
+	}
+	for _, f := range []struct{ name, want, got string }{
+		{"host data", p.HostData, c.HostData}, {"family ID", p.FamilyID, c.FamilyID}, {"image ID", p.ImageID, c.ImageID},
+	} {
+		if f.want != "" && f.want != f.got {
+			return fmt.Errorf("%s %s is not the role's %s", f.name, short(f.got), short(f.want))
+		}
+	}
+	if p.VMPL != nil && *p.VMPL != c.VMPL {
+		return fmt.Errorf("report comes from VMPL %d, the role wants %d", c.VMPL, *p.VMPL)
+	}
+	if m := p.MinimumTCB; m != nil {
+		t := c.TCB
+		if t.Bootloader < m.Bootloader || t.TEE < m.TEE || t.SNP < m.SNP || t.Microcode < m.Microcode {
+			return fmt.Errorf("TCB too low: reported bootloader %d, tee %d, snp %d, microcode %d; the role wants at least %d, %d, %d, %d",
+				t.Bootloader, t.TEE, t.SNP, t.Microcode, m.Bootloader, m.TEE, m.SNP, m.Microcode)
+		}
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sealmesh/sealmesh/ca/manifest"
 )
 
 // now is replaced in tests that verify recorded evidence.
@@ -61,11 +63,11 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error
 		rootDER = r.ProductCerts.Ark.Raw
 	}
 
-	// Debug and SMT are reported as claims (debug is refused per role unless
-	// allowed); a migration agent can export guest memory, so it is refused here.
+	// Debug and migration-agent policy bits become claims, refused per role
+	// unless it allows them.
 	vopts := &validate.Options{
 		ReportData:  reportData[:],
-		GuestPolicy: abi.SnpPolicy{Debug: true, SMT: true},
+		GuestPolicy: abi.SnpPolicy{Debug: true, SMT: true, MigrateMA: true},
 	}
 	if err := validate.SnpAttestation(&att, vopts); err != nil {
 		return nil, fmt.Errorf("attest: %s evidence does not match this enrolment: %w", ev.Platform, err)
@@ -75,11 +77,19 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error
 		return nil, fmt.Errorf("attest: %s guest policy: %w", ev.Platform, err)
 	}
 	fp := sha256.Sum256(rootDER)
+	r := att.GetReport()
+	tcb := kds.DecomposeTCBVersion(kds.TCBVersion(r.GetReportedTcb()))
 	return &Claims{
 		Platform:        ev.Platform,
-		Measurement:     hex.EncodeToString(att.GetReport().GetMeasurement()),
+		Measurement:     hex.EncodeToString(r.GetMeasurement()),
 		RootFingerprint: hex.EncodeToString(fp[:]),
 		Debug:           pol.Debug,
+		MigrationAgent:  pol.MigrateMA,
+		HostData:        hex.EncodeToString(r.GetHostData()),
+		FamilyID:        hex.EncodeToString(r.GetFamilyId()),
+		ImageID:         hex.EncodeToString(r.GetImageId()),
+		VMPL:            int(r.GetVmpl()),
+		TCB:             manifest.SNPTCB{Bootloader: tcb.BlSpl, TEE: tcb.TeeSpl, SNP: tcb.SnpSpl, Microcode: tcb.UcodeSpl},
 	}, nil
 }
 

@@ -1,7 +1,10 @@
 package attest
 
 import (
+	"crypto/x509"
+	_ "embed"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
@@ -9,6 +12,25 @@ import (
 	tdxvalidate "github.com/google/go-tdx-guest/validate"
 	tdxverify "github.com/google/go-tdx-guest/verify"
 )
+
+// intelRootPEM is Intel's SGX Root CA (CN=Intel SGX Root CA, SHA-256
+// 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3, valid to 2049),
+// the root of every PCK chain; the same certificate go-tdx-guest embeds. Passing it
+// explicitly keeps the library from logging a fallback warning on each quote.
+//
+//go:embed intel-sgx-root-ca.pem
+var intelRootPEM []byte
+
+var intelRoots = func() *x509.CertPool {
+	blk, _ := pem.Decode(intelRootPEM)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		panic(fmt.Sprintf("attest: embedded Intel root: %v", err))
+	}
+	p := x509.NewCertPool()
+	p.AddCert(c)
+	return p
+}()
 
 // verifyTDX checks an Intel TDX quote (v4) with go-tdx-guest: the quote's
 // signature and PCK chain to Intel's root (which the library ships), and that the
@@ -25,7 +47,7 @@ func verifyTDX(ev Evidence, reportData [64]byte) (*Claims, error) {
 		return nil, fmt.Errorf("attest: tdx evidence is a %T, want a v4 quote", q)
 	}
 	// A fresh Options per call: the library writes into it.
-	if err := tdxverify.TdxQuote(quote, &tdxverify.Options{Now: now()}); err != nil {
+	if err := tdxverify.TdxQuote(quote, &tdxverify.Options{Now: now(), TrustedRoots: intelRoots}); err != nil {
 		return nil, fmt.Errorf("attest: tdx evidence signature: %w", err)
 	}
 	if err := tdxvalidate.TdxQuote(quote, &tdxvalidate.Options{TdQuoteBodyOptions: tdxvalidate.TdQuoteBodyOptions{ReportData: reportData[:]}}); err != nil {

@@ -133,6 +133,27 @@ type SNPPolicy struct {
 	// AllowDebug accepts guests launched with the debug policy bit (memory readable
 	// by the host). Off by default.
 	AllowDebug bool `json:"allowDebug,omitempty"`
+	// AllowMigrationAgent accepts guests whose policy lets a migration agent
+	// export their memory. Off by default.
+	AllowMigrationAgent bool `json:"allowMigrationAgent,omitempty"`
+	// HostData, when set, must equal the report's HOST_DATA (64 hex characters):
+	// what the host supplied at launch, e.g. a hash of the pod's policy.
+	HostData string `json:"hostData,omitempty"`
+	// FamilyID and ImageID, when set, must equal the ID block's (32 hex each).
+	FamilyID string `json:"familyID,omitempty"`
+	ImageID  string `json:"imageID,omitempty"`
+	// VMPL, when set, is the privilege level the report must come from (0-3).
+	VMPL *int `json:"vmpl,omitempty"`
+	// MinimumTCB holds the lowest security patch levels accepted.
+	MinimumTCB *SNPTCB `json:"minimumTCB,omitempty"`
+}
+
+// SNPTCB is an SEV-SNP TCB version by its security patch levels.
+type SNPTCB struct {
+	Bootloader uint8 `json:"bootloader"`
+	TEE        uint8 `json:"tee"`
+	SNP        uint8 `json:"snp"`
+	Microcode  uint8 `json:"microcode"`
 }
 
 // Lighthouse is a Nebula lighthouse with a fixed overlay IP, enrolled with a token.
@@ -505,6 +526,17 @@ func checkSNP(bad func(string, string, ...any), p string, s *SNPPolicy, simulate
 		if len(ms) != 96 || !hexRE.MatchString(ms) {
 			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "want 96 lower-case hex characters, got %d", len(ms))
 		}
+	}
+	for _, f := range []struct {
+		name, v string
+		n       int
+	}{{"hostData", s.HostData, 64}, {"familyID", s.FamilyID, 32}, {"imageID", s.ImageID, 32}} {
+		if f.v != "" && (len(f.v) != f.n || !hexRE.MatchString(f.v)) {
+			bad(p+"."+f.name, "want %d lower-case hex characters, got %d", f.n, len(f.v))
+		}
+	}
+	if s.VMPL != nil && (*s.VMPL < 0 || *s.VMPL > 3) {
+		bad(p+".vmpl", "want 0 to 3, got %d", *s.VMPL)
 	}
 	switch {
 	case simulated && s.RootFingerprint == "":

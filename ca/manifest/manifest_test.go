@@ -27,6 +27,9 @@ roles:
       simulated:
         measurements: [` + m96 + `]
         rootFingerprint: ` + fp64 + `
+        hostData: "` + fp64 + `"
+        vmpl: 0
+        minimumTCB: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
     certificateLifetime: 30m
     podSelector: {namespaces: [prod], serviceAccounts: [web]}
   - name: api
@@ -101,6 +104,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad role name", [2]string{"name: web", "name: Web_1"}, "roles[0].name: want a DNS label"},
 		{"lifetime too short", [2]string{"certificateLifetime: 1h", "certificateLifetime: 1s"}, "certificateLifetime: want a duration"},
 		{"role lifetime too long", [2]string{"certificateLifetime: 30m", "certificateLifetime: 9000h"}, "roles[0].certificateLifetime: want a duration"},
+		{"short host data", [2]string{`hostData: "` + fp64 + `"`, `hostData: "abc"`}, "roles[0].attestation.simulated.hostData: want 64 lower-case hex characters, got 3"},
+		{"vmpl out of range", [2]string{"vmpl: 0", "vmpl: 4"}, "roles[0].attestation.simulated.vmpl: want 0 to 3, got 4"},
 		{"wrong version", [2]string{"version: 1", "version: 2"}, "version: want 1, got 2"},
 		{"no owners", [2]string{"owners:\n  - {name: alice, key: \"" + key32 + "\"}", "owners: []"}, "owners: at least one owner key is required"},
 		{"short owner key", [2]string{"{name: alice, key: \"" + key32 + "\"}", "{name: alice, key: \"AAAA\"}"}, "owners[0].key: want the base64 of a 32-byte public key"},

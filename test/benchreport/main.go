@@ -111,6 +111,11 @@ func human(v float64, unit string) string {
 const notes = `
 ## What the figures mean
 
+- **attest BenchmarkVerify/snp, /tdx, BenchmarkVerifySimulated**: one evidence
+  verification (certificate chain, report or quote signature, report data) of the real
+  Milan SNP report with its VCEK, the real TDX quote, and simulated SNP evidence. The
+  inverse of ns/op is verifications per second on one core.
+
 - **ca/coordinator BenchmarkRestartToReady**: a coordinator restarts over a store with n
   transitions and n issued certificates; one op is ` + "`New` + `Unlock`" + `: unseal the seed, verify
   every transition's hash link and owner signature and the latest pointer's signature,
