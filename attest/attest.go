@@ -7,8 +7,10 @@
 package attest
 
 import (
+	"context"
 	"crypto/sha512"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -48,6 +50,10 @@ type Claims struct {
 	Debug bool
 	// RTMRs are a TDX guest's runtime measurement registers, hex.
 	RTMRs []string
+	// oidc only: who the service-account token names.
+	Issuer                                 string
+	Audience                               []string
+	Namespace, ServiceAccount, Pod, PodUID string
 	// SNP only: what the report says beyond the measurement.
 	MigrationAgent              bool
 	HostData, FamilyID, ImageID string // hex
@@ -87,11 +93,31 @@ func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
 	}
 }
 
+// Verifier verifies evidence of every platform: the TEE platforms with Verify,
+// service-account tokens with Tokens (nil: tokens are refused).
+type Verifier struct {
+	Tokens *TokenVerifier
+}
+
+// Verify checks ev for reportData, as the package's Verify, and tokens.
+func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (*Claims, error) {
+	if ev.Platform != manifest.PlatformOIDC {
+		return Verify(ev, reportData)
+	}
+	if v == nil || v.Tokens == nil {
+		return nil, errors.New("attest: this coordinator verifies no service-account tokens (start it with --kubernetes-tokens)")
+	}
+	return v.Tokens.Verify(ctx, ev.Data)
+}
+
 // Satisfies reports whether the claims meet a role's attestation policy. A role that
 // names no policy for the claims' platform refuses it.
 func (c *Claims) Satisfies(a manifest.Attestation) error {
-	if c.Platform == manifest.PlatformTDX {
+	switch c.Platform {
+	case manifest.PlatformTDX:
 		return c.satisfiesTDX(a.TDX)
+	case manifest.PlatformOIDC:
+		return c.satisfiesOIDC(a.OIDC)
 	}
 	var p *manifest.SNPPolicy
 	switch c.Platform {

@@ -69,7 +69,9 @@ type Config struct {
 	// SealingKey comes from the TEE; nil means unlock-key mode: the first
 	// manifest returns an unlock key, and a restarted coordinator waits for it.
 	SealingKey []byte
-	Now        func() time.Time
+	// Verifier checks evidence; nil verifies TEE evidence only (no tokens).
+	Verifier *attest.Verifier
+	Now      func() time.Time
 }
 
 // Coordinator serves one mesh.
@@ -571,7 +573,7 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 		return nil, err
 	}
 
-	id, err := identify(m, req)
+	id, err := identify(context.Background(), c.cfg.Verifier, m, req)
 	if err != nil {
 		c.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
 		return nil, err
@@ -636,7 +638,7 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 
 // identify matches the request to exactly what the manifest allows: a lighthouse
 // by its token, a workload by its evidence. Nothing else in the request counts.
-func identify(m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
+func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
 	switch {
 	case req.JoinToken != "" && req.Evidence != nil:
 		return identity{}, fmt.Errorf("%w: send evidence or a join token, not both", ErrBadInput)
@@ -654,7 +656,7 @@ func identify(m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
 	}
 
 	rd := attest.ReportData(req.Nonce, req.PublicKey, req.Binding())
-	claims, err := attest.Verify(attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data}, rd)
+	claims, err := v.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data}, rd)
 	if err != nil {
 		return identity{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
@@ -665,7 +667,12 @@ func identify(m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
 			why = append(why, fmt.Sprintf("role %s: %v", r.Name, err))
 			continue
 		}
-		return identity{role: r.Name, groups: r.Groups, ttl: m.RoleLifetime(r)}, nil
+		groups := r.Groups
+		if claims.Platform == manifest.PlatformOIDC {
+			// The weaker proof is visible to every peer's firewall.
+			groups = append(slices.Clone(groups), attest.TokenGroup)
+		}
+		return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(r)}, nil
 	}
 	return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %s",
 		ErrRefused, claims.Platform, m.Hash()[:12], strings.Join(why, "; "))

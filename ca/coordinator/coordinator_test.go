@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -486,5 +487,20 @@ func TestDualStackCertificate(t *testing.T) {
 	}
 	if fmt.Sprint(e.IPs) != "[10.42.0.2/24 fd42:42::2/64]" || e.IP != "10.42.0.2/24" {
 		t.Fatalf("response IP %s IPs %v", e.IP, e.IPs)
+	}
+}
+
+// A coordinator started without cluster access cannot check tokens, and says so.
+func TestTokensRefusedWithoutCluster(t *testing.T) {
+	h := newHarness(t, newDirs(t), nil)
+	h.create(t, strings.Replace(testManifest(webDev.RootFingerprint()),
+		`{"name": "hw", "groups": ["hw"], "attestation": {"snp": {"measurements": [`,
+		`{"name": "batch", "groups": ["batch"], "attestation": {"oidc": {"issuer": "https://kubernetes.default.svc", "audience": "sealmesh"}}},
+    {"name": "hw", "groups": ["hw"], "attestation": {"snp": {"measurements": [`, 1))
+	f := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(f, []byte("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), 0o600)
+	_, err := enrol.Workload(context.Background(), h.client, attest.TokenFile(f), api.Workload{})
+	if err == nil || !strings.Contains(err.Error(), "--kubernetes-tokens") {
+		t.Fatalf("token enrolment without cluster access: %v", err)
 	}
 }

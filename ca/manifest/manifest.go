@@ -361,7 +361,9 @@ func (m *Manifest) Validate() error {
 		bad("roles", "at least one role is required")
 	}
 	seenRole := map[string]bool{}
-	groups := map[string]bool{}
+	// Certificates issued on a service-account token also carry this group
+	// (attest.TokenGroup), so rules may name it.
+	groups := map[string]bool{"attested-by-token": true}
 	for i, r := range m.Roles {
 		p := fmt.Sprintf("roles[%d]", i)
 		if !nameRE.MatchString(r.Name) {

@@ -21,12 +21,14 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/attest/snpguest"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
 
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, tee string
+	var tokens bool
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -48,7 +50,21 @@ func main() {
 					return err
 				}
 			}
-			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey})
+			verifier := &attest.Verifier{}
+			if tokens {
+				cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+				if err != nil {
+					return fmt.Errorf("--kubernetes-tokens: credentials: %w", err)
+				}
+				cluster, err := kube.New(cfg)
+				if err != nil {
+					return err
+				}
+				if verifier.Tokens, err = attest.NewTokenVerifier(cmd.Context(), cluster); err != nil {
+					return err
+				}
+			}
+			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier})
 			if err != nil {
 				return err
 			}
@@ -90,6 +106,7 @@ func main() {
 	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz and /readyz (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
+	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)

@@ -1,0 +1,53 @@
+// Package kube is what the coordinator asks of a Kubernetes API server when it
+// verifies service-account tokens: the issuer's signing keys and whether a pod
+// still exists (SPIRE's k8s_psat asks the same).
+package kube
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sealmesh/sealmesh/attest"
+)
+
+// Cluster implements attest.Cluster with client-go.
+type Cluster struct {
+	cs kubernetes.Interface
+}
+
+var _ attest.Cluster = (*Cluster)(nil)
+
+// New uses cfg (in-cluster or a kubeconfig) to reach the API server. The
+// coordinator needs get on pods and on the service-account issuer's key set
+// (system:service-account-issuer-discovery).
+func New(cfg *rest.Config) (*Cluster, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
+	return &Cluster{cs: cs}, nil
+}
+
+// JWKS fetches the key set from the API server itself, with the coordinator's
+// credentials: the issuer URL in tokens usually is not reachable, and the key set
+// endpoint may need authentication.
+func (c *Cluster) JWKS(ctx context.Context) ([]byte, error) {
+	b, err := c.cs.CoreV1().RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kube: /openid/v1/jwks: %w", err)
+	}
+	return b, nil
+}
+
+// PodUID implements attest.Cluster.
+func (c *Cluster) PodUID(ctx context.Context, namespace, name string) (string, error) {
+	p, err := c.cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return string(p.UID), nil
+}
