@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -48,8 +49,9 @@ type Claims struct {
 	RootFingerprint string
 	// Debug is true when the guest policy lets the host read guest memory.
 	Debug bool
-	// RTMRs are a TDX guest's runtime measurement registers, hex.
-	RTMRs []string
+	// TDX only: runtime measurement registers, XFAM and TEE_TCB_SVN, hex.
+	RTMRs           []string
+	Xfam, TeeTcbSvn string
 	// oidc only: who the service-account token names.
 	Issuer                                 string
 	Audience                               []string
@@ -176,6 +178,18 @@ func (c *Claims) satisfiesTDX(p *manifest.TDXPolicy) error {
 	for i, want := range p.RTMRs {
 		if want != "" && (i >= len(c.RTMRs) || c.RTMRs[i] != want) {
 			return fmt.Errorf("RTMR%d does not match the role's", i)
+		}
+	}
+	if p.Xfam != "" && p.Xfam != c.Xfam {
+		return fmt.Errorf("XFAM %s is not the role's %s", c.Xfam, p.Xfam)
+	}
+	if p.MinimumTeeTcbSvn != "" {
+		got, _ := hex.DecodeString(c.TeeTcbSvn)
+		want, _ := hex.DecodeString(p.MinimumTeeTcbSvn)
+		for i := range want {
+			if i >= len(got) || got[i] < want[i] {
+				return fmt.Errorf("TCB too low: TEE_TCB_SVN %s is below the role's minimum %s (component %d)", c.TeeTcbSvn, p.MinimumTeeTcbSvn, i)
+			}
 		}
 	}
 	return nil

@@ -68,6 +68,12 @@ func TestRealSNPEvidence(t *testing.T) {
 	if _, err := Verify(evidence(tampered), rd); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("tampered report: %v", err)
 	}
+	// One byte of the signature changed.
+	badSig := proto.Clone(report).(*spb.Report)
+	badSig.Signature[10] ^= 1
+	if _, err := Verify(evidence(badSig), rd); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("tampered signature: %v", err)
+	}
 	// Simulated evidence is not real evidence: the same bytes claimed as
 	// "simulated" chain to AMD's ARK, which no simulated policy pins.
 	sim := evidence(report)

@@ -61,6 +61,8 @@ func verifyTDX(ev Evidence, reportData [64]byte) (*Claims, error) {
 		// library's validator does not refuse it; Satisfies does, per role.
 		Debug: len(body.GetTdAttributes()) > 0 && body.GetTdAttributes()[0]&1 != 0,
 	}
+	c.Xfam = hex.EncodeToString(body.GetXfam())
+	c.TeeTcbSvn = hex.EncodeToString(body.GetTeeTcbSvn())
 	for _, r := range body.GetRtmrs() {
 		c.RTMRs = append(c.RTMRs, hex.EncodeToString(r))
 	}

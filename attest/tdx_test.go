@@ -35,7 +35,8 @@ func TestRealTDXQuote(t *testing.T) {
 	if len(c.Measurement) != 96 || len(c.RTMRs) != 4 {
 		t.Fatalf("claims %+v", c)
 	}
-	policy := &manifest.TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug}
+	policy := &manifest.TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug,
+		Xfam: c.Xfam, MinimumTeeTcbSvn: c.TeeTcbSvn}
 	if err := c.Satisfies(manifest.Attestation{TDX: policy}); err != nil {
 		t.Fatalf("Satisfies its own MRTD: %v", err)
 	}
@@ -46,6 +47,8 @@ func TestRealTDXQuote(t *testing.T) {
 	}{
 		{"other MRTD", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}, AllowDebug: true}}, "MRTD"},
 		{"other RTMR2", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, RTMRs: []string{"", "", strings.Repeat("0", 96), ""}, AllowDebug: true}}, "RTMR2"},
+		{"other XFAM", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, Xfam: "ffffffffffffffff", AllowDebug: true}}, "XFAM"},
+		{"TCB too low", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, MinimumTeeTcbSvn: strings.Repeat("ff", 16), AllowDebug: true}}, "TCB too low"},
 		{"role without tdx", manifest.Attestation{SNP: &manifest.SNPPolicy{Measurements: policy.MRTDs}}, `platform "tdx" is not accepted`},
 	}
 	for _, tt := range tests {

@@ -111,6 +111,12 @@ type TDXPolicy struct {
 	// characters each; an empty entry is not checked.
 	RTMRs      []string `json:"rtmrs,omitempty"`
 	AllowDebug bool     `json:"allowDebug,omitempty"`
+	// Xfam, when set, must equal the TD's XFAM (16 hex characters): the CPU
+	// extended features the TD may use.
+	Xfam string `json:"xfam,omitempty"`
+	// MinimumTeeTcbSvn, when set, is the lowest TEE_TCB_SVN accepted (32 hex
+	// characters), compared component by component.
+	MinimumTeeTcbSvn string `json:"minimumTeeTcbSvn,omitempty"`
 }
 
 // OIDCPolicy accepts a Kubernetes service-account token: the weaker proof, only
@@ -487,6 +493,12 @@ func checkAttestation(bad func(string, string, ...any), p string, a Attestation)
 		}
 		if len(t.RTMRs) != 0 && len(t.RTMRs) != 4 {
 			bad(p+".tdx.rtmrs", "want none or 4 entries (RTMR0-3), got %d", len(t.RTMRs))
+		}
+		if t.Xfam != "" && (len(t.Xfam) != 16 || !hexRE.MatchString(t.Xfam)) {
+			bad(p+".tdx.xfam", "want 16 lower-case hex characters, got %d", len(t.Xfam))
+		}
+		if t.MinimumTeeTcbSvn != "" && (len(t.MinimumTeeTcbSvn) != 32 || !hexRE.MatchString(t.MinimumTeeTcbSvn)) {
+			bad(p+".tdx.minimumTeeTcbSvn", "want 32 lower-case hex characters, got %d", len(t.MinimumTeeTcbSvn))
 		}
 		for k, v := range t.RTMRs {
 			if v != "" && (len(v) != 96 || !hexRE.MatchString(v)) {
