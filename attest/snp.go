@@ -3,8 +3,10 @@ package attest
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
@@ -46,8 +48,21 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error
 		opts.TrustedRoots = roots
 		rootDER = der
 	}
-	if err := verify.SnpAttestation(&att, opts); err != nil {
-		return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
+	// A chain verified before (same root, intermediate and VCEK bytes, still
+	// within its validity) is not verified again; the report's own signature
+	// always is.
+	ck := chainKey(simulated, chain)
+	if vcek := chains.get(ck, opts.Now); vcek != nil {
+		if err := verify.SnpProtoReportSignature(att.GetReport(), vcek); err != nil {
+			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
+		}
+	} else {
+		if err := verify.SnpAttestation(&att, opts); err != nil {
+			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
+		}
+		if vcek, err := x509.ParseCertificate(chain.GetVcekCert()); err == nil {
+			chains.put(ck, vcek)
+		}
 	}
 	if !simulated {
 		// The library picked one of its embedded AMD roots; name it by the product
@@ -127,4 +142,54 @@ func productLine(vcekDER []byte) (string, error) {
 		return "", fmt.Errorf("VCEK product name %q: %w", exts.ProductName, err)
 	}
 	return kds.ProductLine(product), nil
+}
+
+// chains caches verified VCEK chains: the expensive, report-independent half of
+// verification.
+var chains = &chainCache{m: map[[32]byte]*x509.Certificate{}}
+
+type chainCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*x509.Certificate
+}
+
+// chainKey names a chain by every certificate it trusts: for simulated evidence
+// the ARK and ASK it carries (pinned later by the role), for real SNP AMD's
+// embedded roots.
+func chainKey(simulated bool, c *spb.CertificateChain) [32]byte {
+	h := sha256.New()
+	if simulated {
+		h.Write([]byte("simulated\x00"))
+		for _, b := range [][]byte{c.GetArkCert(), c.GetAskCert()} {
+			var n [8]byte
+			binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+			h.Write(n[:])
+			h.Write(b)
+		}
+	} else {
+		h.Write([]byte("amd\x00"))
+	}
+	h.Write(c.GetVcekCert())
+	var k [32]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+func (c *chainCache) get(k [32]byte, now time.Time) *x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.m[k]
+	if v == nil || now.Before(v.NotBefore) || now.After(v.NotAfter) {
+		return nil
+	}
+	return v
+}
+
+func (c *chainCache) put(k [32]byte, vcek *x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= 4096 { // one entry per chip and TCB: a bound, not an LRU
+		clear(c.m)
+	}
+	c.m[k] = vcek
 }

@@ -82,3 +82,40 @@ func TestRealSNPEvidence(t *testing.T) {
 		t.Fatal("real report without ARK/ASK in the chain verified as simulated")
 	}
 }
+
+// TestChainCache: a verified chain is remembered, and the report is still checked
+// on every call; a chain the cache has not seen is verified in full.
+func TestChainCache(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+	clear(chains.m)
+	report, _ := abi.ReportToProto(testdata.AttestationBytes)
+	ev := func(r *spb.Report, vcek []byte) Evidence {
+		b, _ := proto.Marshal(&spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{VcekCert: vcek}})
+		return Evidence{Platform: manifest.PlatformSNP, Data: b}
+	}
+	var rd [64]byte
+	copy(rd[:], report.GetReportData())
+	if _, err := Verify(ev(report, testdata.VcekBytes), rd); err != nil {
+		t.Fatal(err)
+	}
+	if len(chains.m) != 1 {
+		t.Fatalf("cache holds %d chains after one verification", len(chains.m))
+	}
+	tampered := proto.Clone(report).(*spb.Report)
+	tampered.ReportData[0] ^= 1
+	var trd [64]byte
+	copy(trd[:], tampered.GetReportData())
+	if _, err := Verify(ev(tampered, testdata.VcekBytes), trd); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("a tampered report over a cached chain: %v", err)
+	}
+	// The same VCEK claimed as simulated is another cache key: full verification.
+	if k1, k2 := chainKey(false, &spb.CertificateChain{VcekCert: testdata.VcekBytes}), chainKey(true, &spb.CertificateChain{VcekCert: testdata.VcekBytes}); k1 == k2 {
+		t.Fatal("real and simulated chains share a cache key")
+	}
+	// Past the VCEK's validity the cached entry is not used.
+	now = func() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }
+	if _, err := Verify(ev(report, testdata.VcekBytes), rd); err == nil {
+		t.Fatal("an expired chain verified from the cache")
+	}
+}
