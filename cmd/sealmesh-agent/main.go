@@ -22,6 +22,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/attest/snpguest"
+	"github.com/sealmesh/sealmesh/attest/tdxguest"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
@@ -81,7 +82,7 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URL: https (attested TLS) or http (development)")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
-	f.StringVar(&tee, "tee", "", "evidence source: snp (inside an SEV-SNP guest), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
+	f.StringVar(&tee, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	cmd.MarkFlagRequired("tee")
@@ -95,10 +96,12 @@ func openTEE(spec string) (attest.Issuer, error) {
 		return simulated.Load(arg)
 	case "snp":
 		return snpguest.Open()
+	case "tdx":
+		return tdxguest.Open()
 	case "oidc":
 		return attest.TokenFile(arg), nil
 	default:
-		return nil, fmt.Errorf("--tee %q: want snp (inside an SEV-SNP guest), oidc:<projected token file> (the weaker proof), or simulated:<dir> (development)", spec)
+		return nil, fmt.Errorf("--tee %q: want snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected token file> (the weaker proof), or simulated:<dir> (development)", spec)
 	}
 }
 
