@@ -284,8 +284,8 @@ func recoverCmd(client func() *api.Client) *cobra.Command {
 coordinator's recovery key and hands it over. The coordinator accepts it only if it
 verifies the mesh's history in the store, and continues the same CA and history.
 
-The recovery key is not yet attested (that arrives with attested TLS): run this only
-on a network path you trust.`,
+Over an https URL the coordinator and its recovery key are attested (attested TLS,
+--coordinator-policy); over http nothing authenticates them: development only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, err := owner.LoadShareKey(keyFile)
 			if err != nil {

@@ -23,21 +23,33 @@ func main() {
 	count := flag.Int("count", 5, "runs of each benchmark")
 	benchtime := flag.String("benchtime", "3x", "go test -benchtime")
 	flag.Parse()
+	// Each argument is a package pattern, optionally with its own benchtime
+	// ("./attest/=2000x"): cheap benchmarks need many iterations, ones with a
+	// costly setup few.
 	pkgs := flag.Args()
 	if len(pkgs) == 0 {
 		pkgs = []string{"./..."}
 	}
-	args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", strconv.Itoa(*count)}, pkgs...)
-	cmdline := "go " + strings.Join(args, " ")
-	fmt.Fprintln(os.Stderr, "running:", cmdline)
-	cmd := exec.Command("go", args...)
 	var buf bytes.Buffer
-	cmd.Stdout = &buf
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "benchreport: %v\n%s", err, buf.String())
-		os.Exit(1)
+	var cmdlines []string
+	for _, p := range pkgs {
+		pkg, bt, ok := strings.Cut(p, "=")
+		if !ok {
+			bt = *benchtime
+		}
+		args := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", bt, "-count", strconv.Itoa(*count), pkg}
+		cmdline := "go " + strings.Join(args, " ")
+		cmdlines = append(cmdlines, cmdline)
+		fmt.Fprintln(os.Stderr, "running:", cmdline)
+		cmd := exec.Command("go", args...)
+		cmd.Stdout = &buf
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: %v\n%s", err, buf.String())
+			os.Exit(1)
+		}
 	}
+	cmdline := strings.Join(cmdlines, "\n")
 	if err := os.WriteFile(*out, report(buf.String(), cmdline), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -82,7 +94,7 @@ func report(raw, cmdline string) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` on %s, %s, %d cores (%s/%s). Each figure is the median of\nthe runs, with min–max; these machines are shared and noisy, so compare figures of one run.\n\n",
 		time.Now().UTC().Format("2006-01-02"), cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "Command:\n\n```\n%s\n```\n\n", cmdline)
+	fmt.Fprintf(&b, "Commands (`make bench` runs them):\n\n```\n%s\n```\n\n", cmdline)
 	fmt.Fprintf(&b, "| package | benchmark | metric | median | min – max | runs |\n|---|---|---|---|---|---|\n")
 	for _, k := range order {
 		v := slices.Sorted(slices.Values(samples[k]))
