@@ -164,6 +164,24 @@ type RecoverRequest struct {
 	Force bool   `json:"force,omitempty"`
 }
 
+// PeerKeysRequest asks a ready coordinator for the mesh's seed. Evidence proves the
+// requester runs a coordinator role of the serving coordinator's manifest; its
+// report data is attest.ReportData(Nonce, PublicKey, "sealmesh peer recovery v1"),
+// binding it to the serving coordinator's nonce and to the one-time X25519 key the
+// seed is encrypted to.
+type PeerKeysRequest struct {
+	Nonce     []byte   `json:"nonce"`
+	PublicKey []byte   `json:"publicKey"`
+	Evidence  Evidence `json:"evidence"`
+}
+
+// PeerKeysResponse carries the seed, HPKE-encrypted to the request's key.
+type PeerKeysResponse struct {
+	Seed       []byte `json:"seed"`
+	Generation uint64 `json:"generation"`
+	Head       string `json:"head"`
+}
+
 // Coordinator states.
 const (
 	StateWaiting = "waiting-for-manifest"

@@ -58,6 +58,12 @@ func (c *Client) RotateUnlockKey(ctx context.Context, current string) (string, e
 	return r.UnlockKey, err
 }
 
+// PeerKeys asks a ready coordinator for the seed (coordinator to coordinator).
+func (c *Client) PeerKeys(ctx context.Context, req *PeerKeysRequest) (*PeerKeysResponse, error) {
+	var r PeerKeysResponse
+	return &r, c.post(ctx, "/v1/peer/keys", req, &r)
+}
+
 // RecoveryKey returns the key to encrypt a seed to.
 func (c *Client) RecoveryKey(ctx context.Context) ([]byte, error) {
 	var r RecoveryKey

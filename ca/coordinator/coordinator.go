@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/issuer"
@@ -71,7 +72,13 @@ type Config struct {
 	SealingKey []byte
 	// Verifier checks evidence; nil verifies TEE evidence only (no tokens).
 	Verifier *attest.Verifier
-	Now      func() time.Time
+	// Issuer is this coordinator's own TEE, for attesting to peers; nil: no
+	// peer recovery.
+	Issuer attest.Issuer
+	// Peers are other coordinators' URLs (https) to recover the seed from while
+	// recovering.
+	Peers []string
+	Now   func() time.Time
 }
 
 // Coordinator serves one mesh.
@@ -245,6 +252,8 @@ func (c *Coordinator) Run(ctx context.Context) {
 	ch := c.st.Watch(ctx)
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
+	peers := time.NewTicker(5 * time.Second)
+	defer peers.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,9 +263,24 @@ func (c *Coordinator) Run(ctx context.Context) {
 				return
 			}
 		case <-t.C:
+		case <-peers.C:
+			c.mu.Lock()
+			recovering := c.state == api.StateRecovering
+			c.mu.Unlock()
+			if recovering && len(c.cfg.Peers) > 0 && c.cfg.Issuer != nil {
+				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, AttestedPeer); err != nil {
+					c.log.Warn("peer recovery", "err", err)
+				}
+			}
+			continue
 		}
 		c.Recheck(ctx)
 	}
+}
+
+// AttestedPeer dials a peer coordinator over attested TLS.
+func AttestedPeer(url string, accept func(*attest.Claims) error) *api.Client {
+	return api.NewClient(url, atls.Transport(accept))
 }
 
 // Recheck verifies the store against what this coordinator has seen.

@@ -307,3 +307,39 @@ func short(h string) string {
 	}
 	return h
 }
+
+// Peek reads the store's latest manifest without the seed: nothing is verified
+// but the hash links from the latest pointer to the manifest. A recovering
+// coordinator uses it only to learn which peers may serve it keys (their
+// coordinator roles), and must later require the verified history to match what
+// it peeked (invariant B).
+func Peek(ctx context.Context, st store.Store) (*manifest.Manifest, string, uint64, error) {
+	lraw, _, err := st.Latest(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", 0, ErrEmpty
+	}
+	if err != nil {
+		return nil, "", 0, err
+	}
+	var l latest
+	if err := json.Unmarshal(lraw, &l); err != nil {
+		return nil, "", 0, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+	}
+	traw, err := getVerified(ctx, st, transitionKey(l.Transition), l.Transition)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	var t Transition
+	if err := json.Unmarshal(traw, &t); err != nil {
+		return nil, "", 0, fmt.Errorf("%w: transition is not valid JSON", ErrTampered)
+	}
+	mraw, err := getVerified(ctx, st, manifestKey(t.Manifest), t.Manifest)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	m, err := manifest.ParseJSON(mraw)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	return m, l.Transition, l.Generation, nil
+}

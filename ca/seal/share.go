@@ -14,6 +14,7 @@ import (
 const (
 	SeedShareInfo = "sealmesh seed share v1"
 	RecoveryInfo  = "sealmesh recovery v1"
+	PeerSeedInfo  = "sealmesh peer seed v1"
 )
 
 // NewX25519 makes a key pair for receiving shares.

@@ -30,6 +30,7 @@ import (
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, tee string
 	var tokens bool
+	var peers []string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -67,7 +68,7 @@ func main() {
 					return err
 				}
 			}
-			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier})
+			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers})
 			if err != nil {
 				return err
 			}
@@ -109,6 +110,7 @@ func main() {
 	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz and /readyz (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
+	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering; needs --tee")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {

@@ -1,0 +1,169 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/keys"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/seal"
+)
+
+// peerContext keeps peer-recovery evidence from passing as an enrolment's.
+const peerContext = "sealmesh peer recovery v1"
+
+// Peer dials another coordinator over attested TLS, accepting it only if its
+// evidence passes accept (built from the coordinator roles of a manifest).
+type Peer func(url string, accept func(*attest.Claims) error) *api.Client
+
+// coordinatorRole returns the name of the coordinator role c satisfies in m.
+func coordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
+	var why []string
+	for _, r := range m.Coordinators {
+		if err := c.Satisfies(r.Attestation); err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", r.Name, err))
+			continue
+		}
+		return r.Name, nil
+	}
+	if len(m.Coordinators) == 0 {
+		return "", errors.New("the manifest names no coordinator roles")
+	}
+	return "", fmt.Errorf("not a coordinator of manifest %s (%s)", m.Hash()[:12], strings.Join(why, "; "))
+}
+
+// PeerKeys hands the seed to another coordinator (invariant A): only when the
+// requester's evidence, fresh for this coordinator's nonce and bound to the key
+// the seed will be encrypted to, matches a coordinator role of the current
+// manifest. Nothing is sent otherwise.
+func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*api.PeerKeysResponse, error) {
+	if len(req.PublicKey) != 32 {
+		return nil, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", ErrBadInput, len(req.PublicKey))
+	}
+	c.mu.Lock()
+	if c.state != api.StateReady {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
+	}
+	err := c.takeNonceLocked(req.Nonce)
+	m, seed, gen, head := c.hist.Manifest, *c.seed, c.hist.Generation(), c.hist.Head
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	claims, err := c.cfg.Verifier.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data},
+		attest.ReportData(req.Nonce, req.PublicKey, []byte(peerContext)))
+	if err != nil {
+		c.log.Warn("peer key request refused", "err", err)
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	role, err := coordinatorRole(m, claims)
+	if err != nil {
+		c.log.Warn("peer key request refused", "err", err)
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	enc, err := seal.SealTo(req.PublicKey, seal.PeerSeedInfo, seed[:])
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("seed handed to an attested coordinator", "role", role, "measurement", claims.Measurement)
+	return &api.PeerKeysResponse{Seed: enc, Generation: gen, Head: head}, nil
+}
+
+// RecoverFromPeers takes the seed from a ready peer, in the order of the
+// Contrast RFC (invariant B): read the latest from the store without trusting it;
+// take that manifest's coordinator roles; attest the serving peer against them
+// (attested TLS) before sending anything; prove this coordinator's own role;
+// receive the seed; verify the store's history with it; require the verified
+// head to be the one read unverified; then seal and become ready.
+func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial Peer) error {
+	if c.cfg.Issuer == nil {
+		return errors.New("peer recovery needs this coordinator's TEE (--tee)")
+	}
+	c.mu.Lock()
+	state := c.state
+	c.mu.Unlock()
+	if state != api.StateRecovering {
+		return fmt.Errorf("%w: coordinator is %s, not recovering", ErrConflict, state)
+	}
+	m, head, gen, err := history.Peek(ctx, c.st)
+	if err != nil {
+		return fmt.Errorf("peer recovery: %w", err)
+	}
+	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	var errs []error
+	for _, url := range peers {
+		seed, err := c.askPeer(ctx, dial(url, accept))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", url, err))
+			continue
+		}
+		c.mu.Lock()
+		err = c.takeSeedLocked(ctx, seed, head, gen)
+		c.mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", url, err))
+			continue
+		}
+		c.log.Info("recovered the seed from a peer", "peer", url, "generation", gen)
+		return nil
+	}
+	return fmt.Errorf("peer recovery: no peer served: %w", errors.Join(errs...))
+}
+
+func (c *Coordinator) askPeer(ctx context.Context, peer *api.Client) (keys.Seed, error) {
+	var zero keys.Seed
+	n, err := peer.Nonce(ctx)
+	if err != nil {
+		return zero, err
+	}
+	k, err := seal.NewX25519()
+	if err != nil {
+		return zero, err
+	}
+	pub := k.PublicKey().Bytes()
+	ev, err := c.cfg.Issuer.Evidence(attest.ReportData(n.Nonce, pub, []byte(peerContext)))
+	if err != nil {
+		return zero, fmt.Errorf("own evidence: %w", err)
+	}
+	resp, err := peer.PeerKeys(ctx, &api.PeerKeysRequest{Nonce: n.Nonce, PublicKey: pub, Evidence: api.Evidence{Platform: ev.Platform, Data: ev.Data}})
+	if err != nil {
+		return zero, err
+	}
+	raw, err := seal.OpenWith(k, seal.PeerSeedInfo, resp.Seed)
+	if err != nil {
+		return zero, err
+	}
+	return keys.SeedFrom(raw)
+}
+
+// takeSeedLocked verifies the store's history with a seed received from a peer
+// and requires it to be what was read before trusting anything; only then is the
+// seed sealed and adopted.
+func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, head string, gen uint64) error {
+	h, err := history.Load(ctx, c.st, seed, history.Floor{})
+	if err != nil {
+		return fmt.Errorf("the seed the peer sent does not verify the store's history: %w", err)
+	}
+	if h.Head != head || h.Generation() != gen {
+		return fmt.Errorf("the verified head %s (generation %d) is not the one read before (%s, %d); retry", h.Head[:12], h.Generation(), head[:12], gen)
+	}
+	kek, unlockText, err := c.newKEKLocked()
+	if err != nil {
+		return err
+	}
+	if unlockText != "" {
+		return errors.New("peer recovery needs a TEE sealing key (--tee snp or simulated): an unlock key made here would be shown to nobody")
+	}
+	c.seed, c.kek = &seed, kek
+	if err := c.persistLocked(); err != nil {
+		c.seed, c.kek = nil, nil
+		return err
+	}
+	return c.adoptLocked(ctx, seed, h.Floor())
+}

@@ -1,0 +1,171 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sealmesh/sealmesh/attest/atls"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/ca/store"
+)
+
+var dial = coordinator.AttestedPeer
+
+// peerSetup: coordinator A (image "sealmesh-coordinator", a coordinator role of
+// the manifest) is ready and serves attested TLS; the store is shared.
+type peerSetup struct {
+	store    string
+	coordDev *simulated.Device
+	a        *coordinator.Coordinator
+	aURL     string
+	aLogs    *bytes.Buffer
+}
+
+func setupPeers(t *testing.T) *peerSetup {
+	t.Helper()
+	devices(t)
+	coordDev := &simulated.Device{}
+	*coordDev = *webDev
+	coordDev.Measurement = simulated.MeasurementOf("sealmesh-coordinator")
+	raw := strings.Replace(testManifest(webDev.RootFingerprint()), `"networks":`,
+		fmt.Sprintf(`"coordinators": [{"name": "coordinator-v1", "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+  "networks":`, measurement("sealmesh-coordinator"), webDev.RootFingerprint()), 1)
+	p := &peerSetup{store: t.TempDir(), coordDev: coordDev, aLogs: &bytes.Buffer{}}
+	p.a, p.aURL = p.start(t, coordDev, t.TempDir(), p.aLogs)
+	req, err := ownerRequest(raw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.a.SetManifest(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// start runs a coordinator with dev as its TEE over the shared store, serving
+// attested TLS.
+func (p *peerSetup) start(t *testing.T, dev *simulated.Device, stateDir string, logs *bytes.Buffer) (*coordinator.Coordinator, string) {
+	t.Helper()
+	st, err := store.OpenFile(p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := dev.SealingKey()
+	if logs == nil {
+		logs = &bytes.Buffer{}
+	}
+	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewJSONHandler(logs, nil)), Store: st, StateDir: stateDir, SealingKey: key, Issuer: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, serveTLS(t, dev, c.Handler())
+}
+
+func serveTLS(t *testing.T, dev *simulated.Device, h http.Handler) string {
+	cfg, err := atls.Server(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = cfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestPeerRecovery(t *testing.T) {
+	ctx := context.Background()
+	p := setupPeers(t)
+	want := p.a.Status()
+
+	t.Run("a coordinator recovers from a ready peer", func(t *testing.T) {
+		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
+		if b.Status().State != api.StateRecovering {
+			t.Fatalf("b is %s", b.Status().State)
+		}
+		if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+			t.Fatal(err)
+		}
+		st := b.Status()
+		if st.State != api.StateReady || st.CAFingerprint != want.CAFingerprint || st.Head != want.Head {
+			t.Fatalf("b after recovery: %+v, want the CA and head of %+v", st, want)
+		}
+	})
+
+	t.Run("invariant A: a workload that is not a coordinator gets nothing", func(t *testing.T) {
+		w, _ := p.start(t, webDev, t.TempDir(), nil) // a worker image asking for keys
+		err := w.RecoverFromPeers(ctx, []string{p.aURL}, dial)
+		if err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
+			t.Fatalf("worker asking for keys: %v", err)
+		}
+		if w.Status().State != api.StateRecovering {
+			t.Fatalf("worker is %s", w.Status().State)
+		}
+		if !strings.Contains(p.aLogs.String(), "peer key request refused") {
+			t.Fatal("a did not log the refusal")
+		}
+	})
+
+	t.Run("invariant B: a peer that does not attest as a coordinator is not asked", func(t *testing.T) {
+		var asked bool
+		impostor := serveTLS(t, webDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
+		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
+		err := b.RecoverFromPeers(ctx, []string{impostor}, dial)
+		if err == nil || !strings.Contains(err.Error(), "not as the policy requires") {
+			t.Fatalf("recovering from an impostor: %v", err)
+		}
+		if asked {
+			t.Fatal("the recovering coordinator sent a request to a peer it had not attested")
+		}
+		if b.Status().State != api.StateRecovering {
+			t.Fatalf("b is %s", b.Status().State)
+		}
+	})
+
+	t.Run("invariant B: a seed that does not verify the store is refused", func(t *testing.T) {
+		// A peer that attests correctly but sends another mesh's seed.
+		other, _ := seal.NewX25519()
+		wrong := other.PublicKey().Bytes() // any 32 bytes
+		liar := serveTLS(t, p.coordDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/v1/nonce":
+				json.NewEncoder(w).Encode(api.NonceResponse{Nonce: bytes.Repeat([]byte{1}, 32)})
+			case "/v1/peer/keys":
+				var req api.PeerKeysRequest
+				json.NewDecoder(r.Body).Decode(&req)
+				enc, _ := seal.SealTo(req.PublicKey, seal.PeerSeedInfo, wrong)
+				json.NewEncoder(w).Encode(api.PeerKeysResponse{Seed: enc})
+			}
+		}))
+		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
+		err := b.RecoverFromPeers(ctx, []string{liar}, dial)
+		if err == nil || !strings.Contains(err.Error(), "does not verify the store's history") {
+			t.Fatalf("recovering with a wrong seed: %v", err)
+		}
+		if b.Status().State != api.StateRecovering {
+			t.Fatalf("b is %s", b.Status().State)
+		}
+	})
+
+	t.Run("peer recovery needs a TEE sealing key", func(t *testing.T) {
+		st, _ := store.OpenFile(p.store)
+		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(), Issuer: p.coordDev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RecoverFromPeers(ctx, []string{p.aURL}, dial); err == nil || !strings.Contains(err.Error(), "TEE sealing key") {
+			t.Fatalf("unlock-key coordinator recovering from a peer: %v", err)
+		}
+	})
+}
