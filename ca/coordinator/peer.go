@@ -98,13 +98,13 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
 	var errs []error
 	for _, url := range peers {
-		seed, err := c.askPeer(ctx, dial(url, accept))
+		seed, floor, err := c.askPeer(ctx, dial(url, accept))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", url, err))
 			continue
 		}
 		c.mu.Lock()
-		err = c.takeSeedLocked(ctx, seed, head, gen)
+		err = c.takeSeedLocked(ctx, seed, floor, head, gen)
 		c.mu.Unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", url, err))
@@ -116,37 +116,44 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 	return fmt.Errorf("peer recovery: no peer served: %w", errors.Join(errs...))
 }
 
-func (c *Coordinator) askPeer(ctx context.Context, peer *api.Client) (keys.Seed, error) {
+func (c *Coordinator) askPeer(ctx context.Context, peer *api.Client) (keys.Seed, history.Floor, error) {
 	var zero keys.Seed
+	var floor history.Floor
 	n, err := peer.Nonce(ctx)
 	if err != nil {
-		return zero, err
+		return zero, floor, err
 	}
 	k, err := seal.NewX25519()
 	if err != nil {
-		return zero, err
+		return zero, floor, err
 	}
 	pub := k.PublicKey().Bytes()
 	ev, err := c.cfg.Issuer.Evidence(attest.ReportData(n.Nonce, pub, []byte(peerContext)))
 	if err != nil {
-		return zero, fmt.Errorf("own evidence: %w", err)
+		return zero, floor, fmt.Errorf("own evidence: %w", err)
 	}
 	resp, err := peer.PeerKeys(ctx, &api.PeerKeysRequest{Nonce: n.Nonce, PublicKey: pub, Evidence: api.Evidence{Platform: ev.Platform, Data: ev.Data}})
 	if err != nil {
-		return zero, err
+		return zero, floor, err
 	}
 	raw, err := seal.OpenWith(k, seal.PeerSeedInfo, resp.Seed)
 	if err != nil {
-		return zero, err
+		return zero, floor, err
 	}
-	return keys.SeedFrom(raw)
+	seed, err := keys.SeedFrom(raw)
+	// The attested peer's view of the history is a floor: a store older than
+	// what it has seen is refused (anti-rollback across the cluster).
+	return seed, history.Floor{Generation: resp.Generation, Head: resp.Head}, err
 }
 
 // takeSeedLocked verifies the store's history with a seed received from a peer
 // and requires it to be what was read before trusting anything; only then is the
 // seed sealed and adopted.
-func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, head string, gen uint64) error {
-	h, err := history.Load(ctx, c.st, seed, history.Floor{})
+func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, peerFloor history.Floor, head string, gen uint64) error {
+	h, err := history.Load(ctx, c.st, seed, peerFloor)
+	if errors.Is(err, history.ErrRollback) {
+		return fmt.Errorf("the store is older than the attested peer's view: %w", err)
+	}
 	if err != nil {
 		return fmt.Errorf("the seed the peer sent does not verify the store's history: %w", err)
 	}

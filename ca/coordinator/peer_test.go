@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -152,6 +154,28 @@ func TestPeerRecovery(t *testing.T) {
 		err := b.RecoverFromPeers(ctx, []string{liar}, dial)
 		if err == nil || !strings.Contains(err.Error(), "does not verify the store's history") {
 			t.Fatalf("recovering with a wrong seed: %v", err)
+		}
+		if b.Status().State != api.StateRecovering {
+			t.Fatalf("b is %s", b.Status().State)
+		}
+	})
+
+	t.Run("anti-rollback: a store older than the peer's view is refused", func(t *testing.T) {
+		q := setupPeers(t)
+		old, _ := os.ReadFile(filepath.Join(q.store, "latest"))
+		next := strings.Replace(testManifest(webDev.RootFingerprint()), `"1h"`, `"2h"`, 1)
+		next = strings.Replace(next, `"networks":`, fmt.Sprintf(`"coordinators": [{"name": "coordinator-v1", "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+  "networks":`, measurement("sealmesh-coordinator"), webDev.RootFingerprint()), 1)
+		req, _ := ownerRequest(next, q.a.Status().Head)
+		if _, err := q.a.SetManifest(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		// The store's operator puts generation 1 back; A has seen 2.
+		os.WriteFile(filepath.Join(q.store, "latest"), old, 0o600)
+		b, _ := q.start(t, q.coordDev, t.TempDir(), nil)
+		err := b.RecoverFromPeers(ctx, []string{q.aURL}, dial)
+		if err == nil || !strings.Contains(err.Error(), "older than the attested peer's view") {
+			t.Fatalf("recovering over a rolled-back store: %v", err)
 		}
 		if b.Status().State != api.StateRecovering {
 			t.Fatalf("b is %s", b.Status().State)
