@@ -78,7 +78,9 @@ type Config struct {
 	// Peers are other coordinators' URLs (https) to recover the seed from while
 	// recovering.
 	Peers []string
-	Now   func() time.Time
+	// Dial connects to a peer (AttestedPeer if nil).
+	Dial Peer
+	Now  func() time.Time
 }
 
 // Coordinator serves one mesh.
@@ -268,7 +270,11 @@ func (c *Coordinator) Run(ctx context.Context) {
 			recovering := c.state == api.StateRecovering
 			c.mu.Unlock()
 			if recovering && len(c.cfg.Peers) > 0 && c.cfg.Issuer != nil {
-				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, AttestedPeer); err != nil {
+				dial := c.cfg.Dial
+				if dial == nil {
+					dial = AttestedPeer
+				}
+				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, dial); err != nil {
 					c.log.Warn("peer recovery", "err", err)
 				}
 			}
@@ -469,6 +475,14 @@ func (c *Coordinator) Recover(ctx context.Context, req *api.RecoverRequest) (*ap
 	}
 	if c.recoveryKey == nil {
 		return nil, fmt.Errorf("%w: fetch the recovery key first", ErrBadInput)
+	}
+	if !req.Force {
+		// A seed share is for when every coordinator is gone: a ready peer
+		// would recover this coordinator by itself, without a second, divergent
+		// copy of the mesh's secrets entering from outside.
+		if url := c.readyPeerLocked(ctx); url != "" {
+			return nil, fmt.Errorf("%w: peer %s is ready and will recover this coordinator; use --force to recover from the share anyway", ErrConflict, url)
+		}
 	}
 	raw, err := seal.OpenWith(c.recoveryKey, seal.RecoveryInfo, req.Seed)
 	if err != nil {

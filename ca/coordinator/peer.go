@@ -174,3 +174,26 @@ func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, peerFl
 	}
 	return c.adoptLocked(ctx, seed, h.Floor())
 }
+
+// readyPeerLocked returns the URL of a peer that attests as a coordinator of the
+// store's latest manifest and reports itself ready, or "".
+func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
+	if len(c.cfg.Peers) == 0 {
+		return ""
+	}
+	m, _, _, err := history.Peek(ctx, c.st)
+	if err != nil {
+		return ""
+	}
+	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	dial := c.cfg.Dial
+	if dial == nil {
+		dial = AttestedPeer
+	}
+	for _, url := range c.cfg.Peers {
+		if st, err := dial(url, accept).Status(ctx); err == nil && st.State == api.StateReady {
+			return url
+		}
+	}
+	return ""
+}

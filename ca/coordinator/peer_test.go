@@ -32,6 +32,7 @@ type peerSetup struct {
 	a        *coordinator.Coordinator
 	aURL     string
 	aLogs    *bytes.Buffer
+	share    []byte // bob's seed share
 }
 
 func setupPeers(t *testing.T) *peerSetup {
@@ -49,9 +50,11 @@ func setupPeers(t *testing.T) *peerSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.a.SetManifest(context.Background(), req); err != nil {
+	resp, err := p.a.SetManifest(context.Background(), req)
+	if err != nil {
 		t.Fatal(err)
 	}
+	p.share = resp.SeedShares[0].Share
 	return p
 }
 
@@ -72,6 +75,14 @@ func (p *peerSetup) start(t *testing.T, dev *simulated.Device, stateDir string, 
 		t.Fatal(err)
 	}
 	return c, serveTLS(t, dev, c.Handler())
+}
+
+// servePlain serves h over plain HTTP (the coordinator under test is reached
+// directly; its peers over attested TLS).
+func servePlain(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func serveTLS(t *testing.T, dev *simulated.Device, h http.Handler) string {
@@ -179,6 +190,24 @@ func TestPeerRecovery(t *testing.T) {
 		}
 		if b.Status().State != api.StateRecovering {
 			t.Fatalf("b is %s", b.Status().State)
+		}
+	})
+
+	t.Run("a seed share is refused while a ready peer exists, unless forced", func(t *testing.T) {
+		st, _ := store.OpenFile(p.store)
+		key, _ := p.coordDev.SealingKey()
+		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(),
+			SealingKey: key, Issuer: p.coordDev, Peers: []string{p.aURL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &harness{c: c, client: api.NewClient(servePlain(t, c.Handler()))}
+		share := p.share
+		if _, err := recoverWith(t, h, share, false); err == nil || !strings.Contains(err.Error(), "is ready and will recover this coordinator") {
+			t.Fatalf("share recovery with a ready peer: %v", err)
+		}
+		if _, err := recoverWith(t, h, share, true); err != nil {
+			t.Fatalf("share recovery with --force: %v", err)
 		}
 	})
 
