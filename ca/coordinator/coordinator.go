@@ -224,8 +224,12 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 	return nil
 }
 
-// persistLocked seals the seed and the floor to the local state dir.
+// persistLocked seals the seed and the floor to the local state dir. Without a
+// KEK (unlocked by a peer, see takeSeedLocked) there is nothing it may write.
 func (c *Coordinator) persistLocked() error {
+	if c.kek == nil {
+		return nil
+	}
 	floor := history.Floor{}
 	if c.hist != nil {
 		floor = c.hist.Floor()
@@ -267,7 +271,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 		case <-t.C:
 		case <-peers.C:
 			c.mu.Lock()
-			recovering := c.state == api.StateRecovering
+			recovering := c.state == api.StateRecovering || c.state == api.StateLocked
 			c.mu.Unlock()
 			if recovering && len(c.cfg.Peers) > 0 && c.cfg.Issuer != nil {
 				dial := c.cfg.Dial

@@ -88,8 +88,8 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 	c.mu.Lock()
 	state := c.state
 	c.mu.Unlock()
-	if state != api.StateRecovering {
-		return fmt.Errorf("%w: coordinator is %s, not recovering", ErrConflict, state)
+	if state != api.StateRecovering && state != api.StateLocked {
+		return fmt.Errorf("%w: coordinator is %s, not recovering or locked", ErrConflict, state)
 	}
 	m, head, gen, err := history.Peek(ctx, c.st)
 	if err != nil {
@@ -159,6 +159,14 @@ func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, peerFl
 	}
 	if h.Head != head || h.Generation() != gen {
 		return fmt.Errorf("the verified head %s (generation %d) is not the one read before (%s, %d); retry", h.Head[:12], h.Generation(), head[:12], gen)
+	}
+	if c.state == api.StateLocked {
+		// Sealed under the operator's unlock key, which this process does not
+		// have: run on the peer's seed, leave the sealed state as it is (the
+		// unlock key still opens it), and keep the floor in memory.
+		c.seed, c.kek = &seed, nil
+		c.log.Warn("unlocked by an attested peer; sealed state stays under the operator's unlock key")
+		return c.adoptLocked(ctx, seed, h.Floor())
 	}
 	kek, unlockText, err := c.newKEKLocked()
 	if err != nil {

@@ -211,6 +211,42 @@ func TestPeerRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("a locked coordinator is unlocked by an attested peer", func(t *testing.T) {
+		// L seals with an unlock key (no derived key, like a TDX coordinator):
+		// it joins from the seed share (forced past the ready peer), restarts,
+		// and is locked; a peer provides the seed.
+		state := t.TempDir()
+		st, _ := store.OpenFile(p.store)
+		open := func() (*coordinator.Coordinator, *harness) {
+			c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: state,
+				Issuer: p.coordDev, Peers: []string{p.aURL}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c, &harness{c: c, client: api.NewClient(servePlain(t, c.Handler()))}
+		}
+		_, h := open()
+		resp, err := recoverWith(t, h, p.share, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _ := open()
+		if l.Status().State != api.StateLocked {
+			t.Fatalf("restarted L is %s", l.Status().State)
+		}
+		if err := l.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+			t.Fatal(err)
+		}
+		if s := l.Status(); s.State != api.StateReady || s.CAFingerprint != want.CAFingerprint {
+			t.Fatalf("L after the peer: %+v", s)
+		}
+		// The sealed state still opens with the operator's unlock key.
+		_, h2 := open()
+		if _, err := h2.client.Unlock(ctx, resp.UnlockKey); err != nil {
+			t.Fatalf("the operator's unlock key after a peer unlock: %v", err)
+		}
+	})
+
 	t.Run("peer recovery needs a TEE sealing key", func(t *testing.T) {
 		st, _ := store.OpenFile(p.store)
 		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(), Issuer: p.coordDev})
