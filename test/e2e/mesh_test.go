@@ -186,6 +186,14 @@ func TestMeshOnOneMachine(t *testing.T) {
 		if !strings.Contains(out, "SIMULATED") || !strings.Contains(out, a.OverlayIP.String()) {
 			t.Errorf("meshctl status output lacks the simulated warning or pod-a:\n%s", out)
 		}
+		got, err := m.Meshctl("manifest", "get")
+		if err != nil || !strings.Contains(got, `"networks"`) || !strings.Contains(got, mesh.Overlay6) {
+			t.Errorf("meshctl manifest get: %v\n%s", err, got)
+		}
+		hist, err := m.Meshctl("manifest", "history")
+		if err != nil || !strings.Contains(hist, "generation 1") || !strings.Contains(hist, "signed by owner") {
+			t.Errorf("meshctl manifest history: %v\n%s", err, hist)
+		}
 	})
 
 	t.Run("clients verify the coordinator", func(t *testing.T) {
