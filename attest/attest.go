@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/google/go-sev-guest/verify/trust"
+
 	"github.com/sealmesh/sealmesh/ca/manifest"
 )
 
@@ -85,9 +87,9 @@ func ReportData(nonce, publicKey, request []byte) [64]byte {
 func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
 	switch ev.Platform {
 	case manifest.PlatformSimulated:
-		return verifySNP(ev, reportData, true)
+		return verifySNP(ev, reportData, true, nil)
 	case manifest.PlatformSNP:
-		return verifySNP(ev, reportData, false)
+		return verifySNP(ev, reportData, false, nil)
 	case manifest.PlatformTDX:
 		return verifyTDX(ev, reportData)
 	default:
@@ -99,10 +101,16 @@ func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
 // service-account tokens with Tokens (nil: tokens are refused).
 type Verifier struct {
 	Tokens *TokenVerifier
+	// SNPCerts supplies VCEKs missing from SNP evidence (a CertCache); nil:
+	// off-line, the evidence must carry its VCEK.
+	SNPCerts trust.HTTPSGetter
 }
 
 // Verify checks ev for reportData, as the package's Verify, and tokens.
 func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (*Claims, error) {
+	if ev.Platform == manifest.PlatformSNP && v != nil && v.SNPCerts != nil {
+		return verifySNP(ev, reportData, false, v.SNPCerts)
+	}
 	if ev.Platform != manifest.PlatformOIDC {
 		return Verify(ev, reportData)
 	}

@@ -28,17 +28,29 @@ var now = time.Now
 // the AMD roots the library ships; simulated evidence against the root in its own
 // chain, which Claims.Satisfies then compares with the manifest's pin. Everything
 // after the choice of root is the same code.
-func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error) {
+func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTTPSGetter) (*Claims, error) {
 	var att spb.Attestation
 	if err := proto.Unmarshal(ev.Data, &att); err != nil {
 		return nil, fmt.Errorf("attest: %s evidence is not an SNP attestation: %w", ev.Platform, err)
 	}
 	chain := att.GetCertificateChain()
-	if att.GetReport() == nil || chain == nil || len(chain.GetVcekCert()) == 0 {
-		return nil, fmt.Errorf("attest: %s evidence lacks a report or VCEK certificate", ev.Platform)
+	if att.GetReport() == nil {
+		return nil, fmt.Errorf("attest: %s evidence lacks a report", ev.Platform)
+	}
+	if chain == nil {
+		chain = &spb.CertificateChain{}
+		att.CertificateChain = chain
+	}
+	if len(chain.GetVcekCert()) == 0 && certs == nil {
+		return nil, fmt.Errorf("attest: %s evidence lacks its VCEK certificate, and this coordinator fetches none (--vcek-cache)", ev.Platform)
 	}
 
 	opts := &verify.Options{DisableCertFetching: true, Now: now()}
+	if certs != nil && !simulated {
+		// Missing VCEK (and ASK/ARK) come from the cache, or from AMD when
+		// allowed; they are verified against AMD's roots like any other.
+		opts.DisableCertFetching, opts.Getter = false, certs
+	}
 	var rootDER []byte
 	if simulated {
 		roots, der, err := chainRoots(chain)
@@ -52,6 +64,9 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error
 	// within its validity) is not verified again; the report's own signature
 	// always is.
 	ck := chainKey(simulated, chain)
+	if len(chain.GetVcekCert()) == 0 {
+		ck = [32]byte{} // nothing to key on before fetching: verify in full
+	}
 	if vcek := chains.get(ck, opts.Now); vcek != nil {
 		if err := verify.SnpProtoReportSignature(att.GetReport(), vcek); err != nil {
 			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
@@ -60,8 +75,10 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool) (*Claims, error
 		if err := verify.SnpAttestation(&att, opts); err != nil {
 			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
 		}
+		// Key on the VCEK actually verified (fetched ones included).
+		chain = att.GetCertificateChain()
 		if vcek, err := x509.ParseCertificate(chain.GetVcekCert()); err == nil {
-			chains.put(ck, vcek)
+			chains.put(chainKey(simulated, chain), vcek)
 		}
 	}
 	if !simulated {

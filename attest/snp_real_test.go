@@ -1,7 +1,9 @@
 package attest
 
 import (
+	"context"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	"github.com/google/go-sev-guest/verify/testdata"
+	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/ca/manifest"
@@ -117,5 +120,63 @@ func TestChainCache(t *testing.T) {
 	now = func() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }
 	if _, err := Verify(ev(report, testdata.VcekBytes), rd); err == nil {
 		t.Fatal("an expired chain verified from the cache")
+	}
+}
+
+// fakeKDS answers as AMD's key distribution service would, counting requests.
+type fakeKDS struct {
+	answers map[string][]byte
+	asked   int
+}
+
+func (f *fakeKDS) Get(url string) ([]byte, error) {
+	f.asked++
+	if b, ok := f.answers[url]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("404 %s", url)
+}
+
+// TestVCEKFromCacheOrAMD: evidence without its VCEK is refused off-line, served
+// from the certificate cache when it is there, and fetched (once) only where
+// fetching is allowed; what is fetched is verified against AMD's roots.
+func TestVCEKFromCacheOrAMD(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+	clear(chains.m)
+	trust.ClearProductCertCache()
+	report, _ := abi.ReportToProto(testdata.AttestationBytes)
+	data, _ := proto.Marshal(&spb.Attestation{Report: report})
+	ev := Evidence{Platform: manifest.PlatformSNP, Data: data}
+	var rd [64]byte
+	copy(rd[:], report.GetReportData())
+	kds := &fakeKDS{answers: map[string][]byte{
+		"https://kdsintf.amd.com/vcek/v1/Milan/cert_chain":                                                                           trust.AskArkMilanVcekBytes,
+		"https://kdsintf.amd.com/vcek/v1/Milan/" + hex.EncodeToString(report.GetChipId()) + "?blSPL=2&teeSPL=0&snpSPL=5&ucodeSPL=68": testdata.VcekBytes,
+	}}
+	dir := t.TempDir()
+	ctx := context.Background()
+
+	if _, err := (&Verifier{}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "lacks its VCEK") {
+		t.Fatalf("off-line without a VCEK: %v", err)
+	}
+	if _, err := (&Verifier{SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from AMD is off") {
+		t.Fatalf("empty cache, fetching off: %v", err)
+	}
+	c, err := (&Verifier{SNPCerts: &CertCache{Dir: dir, Next: kds}}).Verify(ctx, ev, rd)
+	if err != nil {
+		t.Fatalf("fetching allowed: %v", err)
+	}
+	if c.Measurement != hex.EncodeToString(report.GetMeasurement()) || kds.asked == 0 {
+		t.Fatalf("claims %+v after %d requests", c, kds.asked)
+	}
+	clear(chains.m)
+	trust.ClearProductCertCache()
+	asked := kds.asked
+	if _, err := (&Verifier{SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err != nil {
+		t.Fatalf("from the cache, fetching off: %v", err)
+	}
+	if kds.asked != asked {
+		t.Fatal("the cache went to AMD again")
 	}
 }

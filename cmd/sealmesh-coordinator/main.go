@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -29,7 +30,8 @@ import (
 
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, tee string
-	var tokens bool
+	var tokens, amdKDS bool
+	var vcekCache string
 	var peers []string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
@@ -55,6 +57,15 @@ func main() {
 				}
 			}
 			verifier := &attest.Verifier{}
+			if vcekCache != "" {
+				cache := &attest.CertCache{Dir: vcekCache}
+				if amdKDS {
+					cache.Next = trust.DefaultHTTPSGetter()
+				}
+				verifier.SNPCerts = cache
+			} else if amdKDS {
+				return errors.New("--amd-kds needs --vcek-cache: fetched certificates are kept there")
+			}
 			if tokens {
 				cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 				if err != nil {
@@ -111,6 +122,8 @@ func main() {
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
 	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering; needs --tee")
+	f.StringVar(&vcekCache, "vcek-cache", "", "directory of AMD certificates (VCEKs) for SNP evidence that does not carry its own; empty: evidence must carry it")
+	f.BoolVar(&amdKDS, "amd-kds", false, "fetch missing VCEKs from AMD's key distribution service into --vcek-cache (off by default: off-line)")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
