@@ -16,6 +16,7 @@ import (
 	"slices"
 
 	"github.com/google/go-sev-guest/verify/trust"
+	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/sealmesh/sealmesh/ca/manifest"
 )
@@ -91,7 +92,7 @@ func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
 	case manifest.PlatformSNP:
 		return verifySNP(ev, reportData, false, nil)
 	case manifest.PlatformTDX:
-		return verifyTDX(ev, reportData)
+		return verifyTDX(ev, reportData, nil)
 	default:
 		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp, tdx)", ev.Platform)
 	}
@@ -104,12 +105,18 @@ type Verifier struct {
 	// SNPCerts supplies VCEKs missing from SNP evidence (a CertCache); nil:
 	// off-line, the evidence must carry its VCEK.
 	SNPCerts trust.HTTPSGetter
+	// TDXCollateral supplies Intel's collateral (a CollateralCache); with it,
+	// TDX quotes are also checked for TCB status. nil: signature and chain only.
+	TDXCollateral tdxtrust.HTTPSGetter
 }
 
 // Verify checks ev for reportData, as the package's Verify, and tokens.
 func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (*Claims, error) {
 	if ev.Platform == manifest.PlatformSNP && v != nil && v.SNPCerts != nil {
 		return verifySNP(ev, reportData, false, v.SNPCerts)
+	}
+	if ev.Platform == manifest.PlatformTDX && v != nil && v.TDXCollateral != nil {
+		return verifyTDX(ev, reportData, v.TDXCollateral)
 	}
 	if ev.Platform != manifest.PlatformOIDC {
 		return Verify(ev, reportData)

@@ -3,12 +3,14 @@ package attest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/google/go-sev-guest/verify/trust"
+	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
@@ -50,4 +52,52 @@ func (c *CertCache) Get(url string) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// CollateralCache serves Intel's TDX collateral (TCB info, QE identity, CRLs)
+// from a directory, fetching missing entries through Next when it is set. With
+// collateral, TDX verification also checks the platform's TCB status and the
+// collateral's own expiry.
+type CollateralCache struct {
+	Dir  string
+	Next tdxtrust.HTTPSGetter
+}
+
+var _ tdxtrust.HTTPSGetter = (*CollateralCache)(nil)
+
+type collateralEntry struct {
+	Header map[string][]string `json:"header"`
+	Body   []byte              `json:"body"`
+}
+
+// Get implements go-tdx-guest's trust.HTTPSGetter.
+func (c *CollateralCache) Get(url string) (map[string][]string, []byte, error) {
+	sum := sha256.Sum256([]byte(url))
+	name := hex.EncodeToString(sum[:])
+	b, err := os.ReadFile(filepath.Join(c.Dir, name))
+	if err == nil {
+		var e collateralEntry
+		if err := json.Unmarshal(b, &e); err != nil {
+			return nil, nil, fmt.Errorf("attest: collateral cache entry for %s: %w", url, err)
+		}
+		return e.Header, e.Body, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	if c.Next == nil {
+		return nil, nil, fmt.Errorf("attest: %s is not in the collateral cache %s and fetching from Intel is off", url, c.Dir)
+	}
+	h, body, err := c.Next.Get(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("attest: fetch %s: %w", url, err)
+	}
+	e, err := json.Marshal(collateralEntry{Header: h, Body: body})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	return h, body, atomicfile.Write(c.Dir, name, e)
 }

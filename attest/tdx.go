@@ -11,6 +11,7 @@ import (
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxvalidate "github.com/google/go-tdx-guest/validate"
 	tdxverify "github.com/google/go-tdx-guest/verify"
+	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 )
 
 // intelRootPEM is Intel's SGX Root CA (CN=Intel SGX Root CA, SHA-256
@@ -33,11 +34,10 @@ var intelRoots = func() *x509.CertPool {
 }()
 
 // verifyTDX checks an Intel TDX quote (v4) with go-tdx-guest: the quote's
-// signature and PCK chain to Intel's root (which the library ships), and that the
-// TD's report data is reportData. It runs off-line: without collateral it does
-// not check TCB status (collateral from a file or cache arrives with the TDX
-// policy's minimum TCB).
-func verifyTDX(ev Evidence, reportData [64]byte) (*Claims, error) {
+// signature and PCK chain to Intel's root, and that the TD's report data is
+// reportData. With collateral (from a cache, or fetched where allowed) it also
+// checks the platform's TCB status and the collateral's expiry.
+func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter) (*Claims, error) {
 	q, err := tdxabi.QuoteToProto(ev.Data)
 	if err != nil {
 		return nil, fmt.Errorf("attest: tdx evidence is not a TDX quote: %w", err)
@@ -47,7 +47,11 @@ func verifyTDX(ev Evidence, reportData [64]byte) (*Claims, error) {
 		return nil, fmt.Errorf("attest: tdx evidence is a %T, want a v4 quote", q)
 	}
 	// A fresh Options per call: the library writes into it.
-	if err := tdxverify.TdxQuote(quote, &tdxverify.Options{Now: now(), TrustedRoots: intelRoots}); err != nil {
+	opts := &tdxverify.Options{Now: now(), TrustedRoots: intelRoots}
+	if collateral != nil {
+		opts.GetCollateral, opts.Getter = true, collateral
+	}
+	if err := tdxverify.TdxQuote(quote, opts); err != nil {
 		return nil, fmt.Errorf("attest: tdx evidence signature: %w", err)
 	}
 	if err := tdxvalidate.TdxQuote(quote, &tdxvalidate.Options{TdQuoteBodyOptions: tdxvalidate.TdQuoteBodyOptions{ReportData: reportData[:]}}); err != nil {

@@ -1,12 +1,14 @@
 package attest
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/sealmesh/sealmesh/ca/manifest"
@@ -70,5 +72,40 @@ func TestRealTDXQuote(t *testing.T) {
 	tampered[48+200] ^= 1 // inside the TD quote body, which the QE signed
 	if _, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: tampered}, rd); err == nil {
 		t.Fatal("tampered quote verified")
+	}
+}
+
+// TestTDXCollateral: with Intel's collateral the quote's TCB status is checked
+// too. go-tdx-guest ships collateral whose TCB levels are newer than its sample
+// quote, so the real outcome for that pair is "no matching TCB level": the
+// platform is out of date, which off-line verification cannot see. Collateral
+// past its next update is refused as such.
+func TestTDXCollateral(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }
+	q, _ := tdxabi.QuoteToProto(testdata.RawQuote)
+	var rd [64]byte
+	copy(rd[:], q.(*tdxpb.QuoteV4).GetTdQuoteBody().GetReportData())
+	ev := Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}
+	dir := t.TempDir()
+	ctx := context.Background()
+
+	if _, err := Verify(ev, rd); err != nil {
+		t.Fatalf("off-line (no TCB status): %v", err)
+	}
+	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from Intel is off") {
+		t.Fatalf("empty collateral cache: %v", err)
+	}
+	const outOfDate = "no matching TCB level found"
+	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir, Next: tdxtest.TestGetter}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
+		t.Fatalf("with collateral: %v, want %q", err, outOfDate)
+	}
+	// The same answer from the cache alone: what was fetched was kept.
+	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
+		t.Fatalf("with collateral from the cache: %v, want %q", err, outOfDate)
+	}
+	now = func() time.Time { return time.Date(2053, time.July, 1, 1, 0, 0, 0, time.UTC) }
+	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("collateral past its next update: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-sev-guest/verify/trust"
+	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -30,8 +31,8 @@ import (
 
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, tee string
-	var tokens, amdKDS bool
-	var vcekCache string
+	var tokens, amdKDS, intelPCS bool
+	var vcekCache, tdxCollateral string
 	var peers []string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
@@ -65,6 +66,15 @@ func main() {
 				verifier.SNPCerts = cache
 			} else if amdKDS {
 				return errors.New("--amd-kds needs --vcek-cache: fetched certificates are kept there")
+			}
+			if tdxCollateral != "" {
+				cache := &attest.CollateralCache{Dir: tdxCollateral}
+				if intelPCS {
+					cache.Next = tdxtrust.DefaultHTTPSGetter()
+				}
+				verifier.TDXCollateral = cache
+			} else if intelPCS {
+				return errors.New("--intel-pcs needs --tdx-collateral: fetched collateral is kept there")
 			}
 			if tokens {
 				cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
@@ -124,6 +134,8 @@ func main() {
 	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering; needs --tee")
 	f.StringVar(&vcekCache, "vcek-cache", "", "directory of AMD certificates (VCEKs) for SNP evidence that does not carry its own; empty: evidence must carry it")
 	f.BoolVar(&amdKDS, "amd-kds", false, "fetch missing VCEKs from AMD's key distribution service into --vcek-cache (off by default: off-line)")
+	f.StringVar(&tdxCollateral, "tdx-collateral", "", "directory of Intel TDX collateral; with it, TDX quotes are also checked for TCB status")
+	f.BoolVar(&intelPCS, "intel-pcs", false, "fetch missing TDX collateral from Intel's PCS into --tdx-collateral (off by default: off-line)")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
