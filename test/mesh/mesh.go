@@ -130,9 +130,10 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err != nil {
 		return m, err
 	}
-	coordPolicy, err := json.Marshal(map[string]any{"simulated": map[string]any{
+	coordAttestation := map[string]any{"simulated": map[string]any{
 		"measurements": []string{field(out, "measurement")}, "rootFingerprint": field(out, "rootFingerprint"),
-	}})
+	}}
+	coordPolicy, err := json.Marshal(coordAttestation)
 	if err != nil {
 		return m, err
 	}
@@ -165,7 +166,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err != nil {
 		return m, err
 	}
-	man, err := Manifest(root, token, field(out, "publicKey"))
+	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation)
 	if err != nil {
 		return m, err
 	}
@@ -217,13 +218,15 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 }
 
 // Manifest is the demo's manifest: one pod role accepting the simulated TEE with
-// the image "sealmesh-workload", a lighthouse, and pods may reach each other.
-func Manifest(rootFingerprint, lighthouseToken, ownerKey string) ([]byte, error) {
+// the image "sealmesh-workload", the coordinator role (what clients' coordinator
+// policy also names), a lighthouse, and pods may reach each other.
+func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any) ([]byte, error) {
 	meas := simulated.MeasurementOf("sealmesh-workload")
 	tok := sha256.Sum256([]byte(lighthouseToken))
 	man := map[string]any{
 		"version":             1,
 		"owners":              []any{map[string]string{"name": "owner", "key": ownerKey}},
+		"coordinators":        []any{map[string]any{"name": "coordinator", "attestation": coordinator}},
 		"networks":            []string{Overlay, Overlay6},
 		"certificateLifetime": "1h",
 		"roles": []any{map[string]any{
