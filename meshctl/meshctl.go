@@ -32,7 +32,7 @@ func Command() *cobra.Command {
 	var cached *api.Client
 	client := func() *api.Client {
 		if cached == nil {
-			c, err := attested.Client(coordinator, policy)
+			c, _, err := attested.Client(coordinator, policy)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "meshctl:", err)
 				os.Exit(1)

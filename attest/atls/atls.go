@@ -159,10 +159,12 @@ func parseName(name string) ([]byte, error) {
 	return nonce, nil
 }
 
-// Transport is an HTTP transport that makes every connection with a fresh
-// attested-TLS handshake, accepting servers whose claims pass accept.
+// Transport is an HTTP transport that makes every request on a fresh
+// attested-TLS handshake (no connection reuse), accepting servers whose claims
+// pass accept: a change of what accept allows takes effect at once.
 func Transport(accept func(*attest.Claims) error) *http.Transport {
 	return &http.Transport{
+		DisableKeepAlives: true,
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			cfg, err := Client(accept)
 			if err != nil {

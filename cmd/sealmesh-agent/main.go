@@ -49,7 +49,7 @@ func nodeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, err := attested.Client(coordinator, policy)
+			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
 			}
@@ -64,6 +64,22 @@ func nodeCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("agent serving", "socket", socket, "coordinator", coordinator, "tee", issuer.Platform())
+			if trust != nil {
+				// Follow the manifest's coordinator roles, so a rolling
+				// upgrade of the coordinators reaches this agent.
+				go func() {
+					for {
+						if err := trust.Refresh(ctx, client); err != nil {
+							log.Warn("coordinator roles from the manifest", "err", err)
+						}
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(time.Minute):
+						}
+					}
+				}()
+			}
 			go func() {
 				// Ready while the CNI socket answers.
 				ready := func() bool { _, err := os.Stat(socket); return err == nil }

@@ -31,7 +31,7 @@ func main() {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			client, err := attested.Client(coordinator, policy)
+			client, _, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
 			}

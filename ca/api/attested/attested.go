@@ -4,11 +4,13 @@ package attested
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"sigs.k8s.io/yaml"
 
@@ -22,23 +24,77 @@ import (
 // policy file (JSON or YAML, a manifest attestation block such as
 // {"snp": {"measurements": [...]}}): the coordinator must attest to it on every
 // connection. An http URL is plain and unauthenticated, for development only.
-func Client(url, policyFile string) (*api.Client, error) {
+// The Trust it returns can follow the mesh's manifest afterwards (Refresh).
+func Client(url, policyFile string) (*api.Client, *Trust, error) {
 	switch {
 	case strings.HasPrefix(url, "http://"):
 		if policyFile != "" {
-			return nil, fmt.Errorf("coordinator %s: a policy needs an https URL (attested TLS)", url)
+			return nil, nil, fmt.Errorf("coordinator %s: a policy needs an https URL (attested TLS)", url)
 		}
-		return api.NewClient(url), nil
+		return api.NewClient(url), nil, nil
 	case !strings.HasPrefix(url, "https://"):
-		return nil, fmt.Errorf("coordinator %q: want an https:// (attested) or http:// URL", url)
+		return nil, nil, fmt.Errorf("coordinator %q: want an https:// (attested) or http:// URL", url)
 	case policyFile == "":
-		return nil, fmt.Errorf("coordinator %s: attested TLS needs --coordinator-policy (what the coordinator must attest as)", url)
+		return nil, nil, fmt.Errorf("coordinator %s: attested TLS needs --coordinator-policy (what the coordinator must attest as)", url)
 	}
 	p, err := LoadPolicy(policyFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return api.NewClient(url, atls.Transport(func(c *attest.Claims) error { return c.Satisfies(p) })), nil
+	t := &Trust{initial: p}
+	return api.NewClient(url, atls.Transport(t.Accept)), t, nil
+}
+
+// Trust decides which coordinators a client accepts: at first the policy it was
+// given; once it has read the manifest from an attested coordinator, that
+// manifest's coordinator roles. A manifest change (a new coordinator image in a
+// rolling upgrade, an old one removed) takes effect on the next handshake.
+type Trust struct {
+	mu      sync.Mutex
+	initial manifest.Attestation
+	roles   []manifest.CoordinatorRole
+	head    string
+}
+
+// Accept reports whether claims are those of a coordinator to trust.
+func (t *Trust) Accept(c *attest.Claims) error {
+	t.mu.Lock()
+	roles, initial := t.roles, t.initial
+	t.mu.Unlock()
+	if len(roles) == 0 {
+		return c.Satisfies(initial)
+	}
+	var why []string
+	for _, r := range roles {
+		err := c.Satisfies(r.Attestation)
+		if err == nil {
+			return nil
+		}
+		why = append(why, r.Name+": "+err.Error())
+	}
+	return fmt.Errorf("matches no coordinator role of the manifest (%s)", strings.Join(why, "; "))
+}
+
+// Refresh reads the current manifest through c (whose coordinator this Trust
+// has just accepted) and follows its coordinator roles, if it names any.
+func (t *Trust) Refresh(ctx context.Context, c *api.Client) error {
+	info, err := c.Manifest(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := manifest.ParseJSON(info.Manifest)
+	if err != nil {
+		return fmt.Errorf("coordinator sent a manifest that does not parse: %w", err)
+	}
+	if m.Hash() != info.Hash {
+		return errors.New("coordinator sent a manifest that does not match its hash")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(m.Coordinators) > 0 {
+		t.roles, t.head = m.Coordinators, info.Head
+	}
+	return nil
 }
 
 // LoadPolicy reads a coordinator policy file strictly.

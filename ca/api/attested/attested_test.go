@@ -1,0 +1,111 @@
+package attested_test
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sealmesh/sealmesh/attest/atls"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/api/attested"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/ca/store"
+)
+
+func serve(t *testing.T, dev *simulated.Device, h http.Handler) string {
+	cfg, err := atls.Server(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = cfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func role(name string, d *simulated.Device) string {
+	return fmt.Sprintf(`{"name": %q, "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}`,
+		name, hex.EncodeToString(d.Measurement[:]), d.RootFingerprint())
+}
+
+// TestTrustFollowsTheManifest: a client given coordinator image A's policy
+// accepts what the manifest's coordinator roles accept once it has read the
+// manifest, so adding image B to the manifest (a rolling upgrade) lets it talk
+// to B, and removing A stops it talking to A, each on the next handshake.
+func TestTrustFollowsTheManifest(t *testing.T) {
+	ctx := context.Background()
+	a, err := simulated.New(simulated.MeasurementOf("coordinator-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &simulated.Device{}
+	*b = *a
+	b.Measurement = simulated.MeasurementOf("coordinator-v2")
+
+	key, _, pub, _ := owner.NewOwnerKey()
+	manifest := func(roles ...string) []byte {
+		return []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "o", "key": %q}], "networks": ["10.42.0.0/24"],
+ "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+ "coordinators": [%s],
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
+			pub, strings.Repeat("0", 96), a.RootFingerprint(), strings.Join(roles, ","), strings.Repeat("a", 64)))
+	}
+	st, _ := store.OpenFile(t.TempDir())
+	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(raw []byte) {
+		t.Helper()
+		req, err := owner.Request(raw, c.Status().Head, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.SetManifest(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(manifest(role("v1", a)))
+	urlA, urlB := serve(t, a, c.Handler()), serve(t, b, c.Handler())
+
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policy, []byte(fmt.Sprintf("simulated:\n  measurements: [%s]\n  rootFingerprint: %s\n", hex.EncodeToString(a.Measurement[:]), a.RootFingerprint())), 0o600)
+	clientA, trust, err := attested.Client(urlA, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientB := api.NewClient(urlB, atls.Transport(trust.Accept))
+	talks := func(cl *api.Client) error { _, err := cl.Status(ctx); return err }
+
+	if err := talks(clientA); err != nil {
+		t.Fatalf("A with its own policy: %v", err)
+	}
+	if err := talks(clientB); err == nil {
+		t.Fatal("B accepted before the manifest names it")
+	}
+	set(manifest(role("v1", a), role("v2", b)))
+	if err := trust.Refresh(ctx, clientA); err != nil {
+		t.Fatal(err)
+	}
+	if err := talks(clientB); err != nil {
+		t.Fatalf("B after the manifest added its role: %v", err)
+	}
+	set(manifest(role("v2", b)))
+	if err := trust.Refresh(ctx, clientB); err != nil {
+		t.Fatal(err)
+	}
+	if err := talks(clientA); err == nil || !strings.Contains(err.Error(), "matches no coordinator role") {
+		t.Fatalf("A after the manifest removed its role: %v", err)
+	}
+}
