@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -244,6 +246,24 @@ func TestPeerRecovery(t *testing.T) {
 		_, h2 := open()
 		if _, err := h2.client.Unlock(ctx, resp.UnlockKey); err != nil {
 			t.Fatalf("the operator's unlock key after a peer unlock: %v", err)
+		}
+	})
+
+	t.Run("a nonce is good only at the coordinator that issued it", func(t *testing.T) {
+		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
+		if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+			t.Fatal(err)
+		}
+		n, err := p.a.Nonce()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, pub, _ := enrol.KeyPair()
+		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+		ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
+		req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
+		if _, err := b.Enrol(req); err == nil || !strings.Contains(err.Error(), "unknown or already used nonce") {
+			t.Fatalf("A's nonce at B: %v", err)
 		}
 	})
 

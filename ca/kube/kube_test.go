@@ -128,6 +128,28 @@ func TestServiceAccountTokens(t *testing.T) {
 
 	t.Run("enrolment on a token", func(t *testing.T) { enrolOnToken(t, v, good) })
 
+	t.Run("key set from a file", func(t *testing.T) {
+		jwks, err := cluster.JWKS(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "jwks.json")
+		os.WriteFile(f, jwks, 0o600)
+		fromFile, _ := kube.New(cfg)
+		fromFile.JWKSFile = f
+		vf, err := attest.NewTokenVerifier(ctx, fromFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vf.Verify(ctx, good); err != nil {
+			t.Fatalf("token with the key set from a file: %v", err)
+		}
+		os.WriteFile(f, []byte(`{"keys": []}`), 0o600)
+		if _, err := attest.NewTokenVerifier(ctx, fromFile); err == nil || !strings.Contains(err.Error(), "empty") {
+			t.Fatalf("an empty key set file: %v", err)
+		}
+	})
+
 	// The pod is deleted: its unexpired token is no longer good.
 	if err := cs.CoreV1().Pods("shop").Delete(ctx, "web-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)

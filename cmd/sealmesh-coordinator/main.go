@@ -32,7 +32,7 @@ import (
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, tee string
 	var tokens, amdKDS, intelPCS bool
-	var vcekCache, tdxCollateral string
+	var vcekCache, tdxCollateral, jwksFile string
 	var peers []string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
@@ -85,6 +85,7 @@ func main() {
 				if err != nil {
 					return err
 				}
+				cluster.JWKSFile = jwksFile
 				if verifier.Tokens, err = attest.NewTokenVerifier(cmd.Context(), cluster); err != nil {
 					return err
 				}
@@ -137,6 +138,7 @@ func main() {
 	f.StringVar(&tdxCollateral, "tdx-collateral", "", "directory of Intel TDX collateral; with it, TDX quotes are also checked for TCB status")
 	f.BoolVar(&intelPCS, "intel-pcs", false, "fetch missing TDX collateral from Intel's PCS into --tdx-collateral (off by default: off-line)")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
+	f.StringVar(&jwksFile, "kubernetes-jwks", "", "with --kubernetes-tokens: the issuer's key set as a file, when its endpoint is not readable (kubectl get --raw /openid/v1/jwks)")
 	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
