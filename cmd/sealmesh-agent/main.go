@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -19,10 +18,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
-	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/attest/snpguest"
-	"github.com/sealmesh/sealmesh/attest/tdxguest"
+	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
@@ -39,13 +35,13 @@ func main() {
 }
 
 func nodeCmd() *cobra.Command {
-	var coordinator, policy, socket, tee, stateDir, healthAddr string
+	var coordinator, policy, socket, teeSpec, stateDir, healthAddr string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			issuer, err := openTEE(tee)
+			issuer, err := tee.Open(teeSpec, true)
 			if err != nil {
 				return err
 			}
@@ -98,27 +94,11 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URL: https (attested TLS) or http (development)")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
-	f.StringVar(&tee, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
+	f.StringVar(&teeSpec, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	cmd.MarkFlagRequired("tee")
 	return cmd
-}
-
-func openTEE(spec string) (attest.Issuer, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch kind {
-	case "simulated":
-		return simulated.Load(arg)
-	case "snp":
-		return snpguest.Open()
-	case "tdx":
-		return tdxguest.Open()
-	case "oidc":
-		return attest.TokenFile(arg), nil
-	default:
-		return nil, fmt.Errorf("--tee %q: want snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected token file> (the weaker proof), or simulated:<dir> (development)", spec)
-	}
 }
 
 func tunnelCmd() *cobra.Command {

@@ -20,9 +20,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
-	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/attest/snpguest"
-	"github.com/sealmesh/sealmesh/attest/tdxguest"
+	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -30,7 +28,7 @@ import (
 )
 
 func main() {
-	var listen, healthAddr, stateDir, storeSpec, tee string
+	var listen, healthAddr, stateDir, storeSpec, teeSpec string
 	var tokens, amdKDS, intelPCS bool
 	var vcekCache, tdxCollateral, jwksFile string
 	var peers []string
@@ -47,8 +45,8 @@ func main() {
 			}
 			var issuer attest.Issuer
 			var sealingKey []byte
-			if tee != "" {
-				if issuer, err = openTEE(tee); err != nil {
+			if teeSpec != "" {
+				if issuer, err = tee.Open(teeSpec, false); err != nil {
 					return err
 				}
 				if s, ok := issuer.(attest.Sealer); ok {
@@ -139,7 +137,7 @@ func main() {
 	f.BoolVar(&intelPCS, "intel-pcs", false, "fetch missing TDX collateral from Intel's PCS into --tdx-collateral (off by default: off-line)")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&jwksFile, "kubernetes-jwks", "", "with --kubernetes-tokens: the issuer's key set as a file, when its endpoint is not readable (kubectl get --raw /openid/v1/jwks)")
-	f.StringVar(&tee, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
+	f.StringVar(&teeSpec, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
@@ -167,21 +165,5 @@ func openStore(spec string) (store.Store, error) {
 		return store.OpenKubernetes(cfg, ns, name)
 	default:
 		return nil, fmt.Errorf("--store %q: want file:<dir>, etcd:<endpoint>[,...] or kubernetes:<namespace>/<name>", spec)
-	}
-}
-
-func openTEE(spec string) (attest.Issuer, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch kind {
-	case "simulated":
-		return simulated.Load(arg)
-	case "snp":
-		return snpguest.Open()
-	case "tdx":
-		// TDX has no derived sealing key in this interface: such a coordinator
-		// attests its TLS but seals with an unlock key.
-		return tdxguest.Open()
-	default:
-		return nil, fmt.Errorf("--tee %q: want snp, tdx or simulated:<dir>", spec)
 	}
 }
