@@ -54,8 +54,8 @@ test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under 
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: bench
-bench: tools ## run the benchmarks and write docs/BENCHMARKS.md
-	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x
+bench: tools ## (root) run the benchmarks and write docs/BENCHMARKS.md
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x ./test/e2e/=1x
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

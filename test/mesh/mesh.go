@@ -75,6 +75,8 @@ type Mesh struct {
 	cni         *libcni.CNIConfig
 	conflist    *libcni.NetworkConfigList
 	coordURL    string
+	// AgentPID is the node agent's process; its children run the pods' Nebula.
+	AgentPID int
 }
 
 // Pod is a pod's namespace and what its conflist returned.
@@ -193,12 +195,14 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	}
 
 	say("starting sealmesh-agent in %s (node mode, CNI socket %s)", m.Node.Name, m.socket())
-	if _, err := m.Lab.Start(m.Node, m.path("agent.log"), m.bin("sealmesh-agent"), "node",
+	agent, err := m.Lab.Start(m.Node, m.path("agent.log"), m.bin("sealmesh-agent"), "node",
 		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
 		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
-		"--state-dir", m.path("agent-state")); err != nil {
+		"--state-dir", m.path("agent-state"))
+	if err != nil {
 		return m, err
 	}
+	m.AgentPID = agent.Process.Pid
 	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7081/readyz"); err != nil {
 		return m, fmt.Errorf("agent not ready: %w\n%s", err, m.Tail("agent.log"))
 	}
