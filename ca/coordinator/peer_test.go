@@ -16,12 +16,12 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 var dial = coordinator.AttestedPeer
@@ -76,25 +76,13 @@ func (p *peerSetup) start(t *testing.T, dev *simulated.Device, stateDir string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, serveTLS(t, dev, c.Handler())
+	return c, tools.ServeAttested(t, dev, c.Handler())
 }
 
 // servePlain serves h over plain HTTP (the coordinator under test is reached
 // directly; its peers over attested TLS).
 func servePlain(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
-func serveTLS(t *testing.T, dev *simulated.Device, h http.Handler) string {
-	cfg, err := atls.Server(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = cfg
-	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -134,7 +122,7 @@ func TestPeerRecovery(t *testing.T) {
 
 	t.Run("invariant B: a peer that does not attest as a coordinator is not asked", func(t *testing.T) {
 		var asked bool
-		impostor := serveTLS(t, webDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
+		impostor := tools.ServeAttested(t, webDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
 		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
 		err := b.RecoverFromPeers(ctx, []string{impostor}, dial)
 		if err == nil || !strings.Contains(err.Error(), "not as the policy requires") {
@@ -152,7 +140,7 @@ func TestPeerRecovery(t *testing.T) {
 		// A peer that attests correctly but sends another mesh's seed.
 		other, _ := seal.NewX25519()
 		wrong := other.PublicKey().Bytes() // any 32 bytes
-		liar := serveTLS(t, p.coordDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		liar := tools.ServeAttested(t, p.coordDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch r.URL.Path {
 			case "/v1/nonce":
 				json.NewEncoder(w).Encode(api.NonceResponse{Nonce: bytes.Repeat([]byte{1}, 32)})

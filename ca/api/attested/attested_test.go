@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,19 +18,8 @@ import (
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
-
-func serve(t *testing.T, dev *simulated.Device, h http.Handler) string {
-	cfg, err := atls.Server(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = cfg
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
 func role(name string, d *simulated.Device) string {
 	return fmt.Sprintf(`{"name": %q, "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}`,
@@ -77,7 +64,7 @@ func TestTrustFollowsTheManifest(t *testing.T) {
 		}
 	}
 	set(manifest(role("v1", a)))
-	urlA, urlB := serve(t, a, c.Handler()), serve(t, b, c.Handler())
+	urlA, urlB := tools.ServeAttested(t, a, c.Handler()), tools.ServeAttested(t, b, c.Handler())
 
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(policy, []byte(fmt.Sprintf("simulated:\n  measurements: [%s]\n  rootFingerprint: %s\n", hex.EncodeToString(a.Measurement[:]), a.RootFingerprint())), 0o600)
