@@ -598,22 +598,39 @@ type identity struct {
 	ttl    time.Duration
 }
 
-// Enrol checks the request and issues a certificate.
-func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
-	if len(req.PublicKey) != 32 {
-		return nil, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", ErrBadInput, len(req.PublicKey))
+// served is what a request redeemed under a nonce is served from.
+type served struct {
+	hist  *history.State
+	seed  keys.Seed
+	ca    *issuer.CA
+	alloc *issuer.Allocator
+}
+
+// redeem checks the requester's X25519 key, that the coordinator is ready, and
+// consumes the nonce (single use, whatever happens next), returning the state to
+// serve the request from.
+func (c *Coordinator) redeem(nonce, publicKey []byte) (served, error) {
+	if len(publicKey) != 32 {
+		return served{}, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", ErrBadInput, len(publicKey))
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.state != api.StateReady {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
+		return served{}, fmt.Errorf("%w: %s", ErrNotReady, c.state)
 	}
-	err := c.takeNonceLocked(req.Nonce)
-	m, ca, alloc := c.hist.Manifest, c.ca, c.alloc
-	c.mu.Unlock()
+	if err := c.takeNonceLocked(nonce); err != nil {
+		return served{}, err
+	}
+	return served{hist: c.hist, seed: *c.seed, ca: c.ca, alloc: c.alloc}, nil
+}
+
+// Enrol checks the request and issues a certificate.
+func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
+	sv, err := c.redeem(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
+	m, ca, alloc := sv.hist.Manifest, sv.ca, sv.alloc
 
 	id, err := identify(context.Background(), c.cfg.Verifier, m, req)
 	if err != nil {

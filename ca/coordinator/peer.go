@@ -42,20 +42,11 @@ func coordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
 // the seed will be encrypted to, matches a coordinator role of the current
 // manifest. Nothing is sent otherwise.
 func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*api.PeerKeysResponse, error) {
-	if len(req.PublicKey) != 32 {
-		return nil, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", ErrBadInput, len(req.PublicKey))
-	}
-	c.mu.Lock()
-	if c.state != api.StateReady {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
-	}
-	err := c.takeNonceLocked(req.Nonce)
-	m, seed, gen, head := c.hist.Manifest, *c.seed, c.hist.Generation(), c.hist.Head
-	c.mu.Unlock()
+	sv, err := c.redeem(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
+	m, seed, gen, head := sv.hist.Manifest, sv.seed, sv.hist.Generation(), sv.hist.Head
 	claims, err := c.cfg.Verifier.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data},
 		attest.ReportData(req.Nonce, req.PublicKey, []byte(peerContext)))
 	if err != nil {
