@@ -8,8 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -53,30 +55,51 @@ func serve(t *testing.T, cfg *tls.Config) string {
 	return srv.URL
 }
 
+func server(t *testing.T, d *simulated.Device) *atls.Server {
+	s, err := atls.NewServer(d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serveWho serves s, answering each request with the measurement its client
+// attested to, or "anonymous".
+func serveWho(t *testing.T, s *atls.Server) string {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c := atls.PeerClaims(r.Context()); c != nil {
+			w.Write([]byte(c.Measurement))
+			return
+		}
+		w.Write([]byte("anonymous"))
+	}))
+	s.Configure(srv.Config)
+	srv.TLS = s.TLS
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // get makes one request with a fresh attested-TLS client configuration.
 func get(url string, accept func(*attest.Claims) error) error {
-	tr := &http.Transport{DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		cfg, err := atls.Client(accept)
-		if err != nil {
-			return nil, err
-		}
-		return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-	}}
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	_, err := getAs(url, accept, nil)
+	return err
+}
+
+// getAs is get with the client attesting as self, returning the body.
+func getAs(url string, accept func(*attest.Claims) error, self attest.Issuer) (string, error) {
+	resp, err := (&http.Client{Transport: atls.Transport(accept, self), Timeout: 10 * time.Second}).Get(url)
 	if err != nil {
-		return err
+		return "", err
 	}
-	resp.Body.Close()
-	return nil
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 func TestAttestedTLS(t *testing.T) {
 	d := coordinatorTEE(t)
-	good, err := atls.Server(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := serve(t, good)
+	url := serve(t, server(t, d).TLS)
 	accept := func(p manifest.Attestation) func(*attest.Claims) error {
 		return func(c *attest.Claims) error { return c.Satisfies(p) }
 	}
@@ -143,4 +166,139 @@ func evilServer(t *testing.T, d *simulated.Device, replay bool) *tls.Config {
 		c := selfSigned(t, served, []pkix.Extension{{Id: atls.OID, Value: ext}})
 		return &c, nil
 	}}
+}
+
+// TestClientAttestation: a client that attests reaches the handler with its
+// claims; one that does not is anonymous; a client certificate that does not
+// carry evidence for this handshake's server nonce fails the handshake.
+func TestClientAttestation(t *testing.T) {
+	d := coordinatorTEE(t)
+	peerDev := &simulated.Device{}
+	*peerDev = *d
+	peerDev.Measurement = simulated.MeasurementOf("sealmesh-coordinator-v2")
+	url := serveWho(t, server(t, d))
+	acceptServer := func(c *attest.Claims) error { return c.Satisfies(policy(d, "sealmesh-coordinator")) }
+	want := simulated.MeasurementOf("sealmesh-coordinator-v2")
+
+	tests := []struct {
+		name    string
+		self    attest.Issuer
+		client  func() (*tls.Config, error)
+		want    string
+		wantErr string
+	}{
+		{name: "attesting client", self: peerDev, want: hex.EncodeToString(want[:])},
+		{name: "client without a TEE", want: "anonymous"},
+		{name: "client certificate without evidence", client: func() (*tls.Config, error) {
+			cfg, err := atls.Client(acceptServer, nil)
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			cert := selfSigned(t, key, nil)
+			cfg.Certificates = []tls.Certificate{cert}
+			return cfg, err
+		}, wantErr: "carries no evidence"},
+		{name: "client evidence for another server nonce", client: func() (*tls.Config, error) {
+			cfg, err := atls.Client(acceptServer, nil)
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+			ev, _ := peerDev.Evidence(attest.ReportData(make([]byte, 32), spki, []byte("sealmesh atls client v1")))
+			ext, _ := json.Marshal(ev)
+			cfg.Certificates = []tls.Certificate{selfSigned(t, key, []pkix.Extension{{Id: atls.OID, Value: ext}})}
+			return cfg, err
+		}, wantErr: "does not match"},
+		{name: "client evidence with the server's context", client: func() (*tls.Config, error) {
+			// Evidence a server would make can never pass as a client's.
+			var serverNonce []byte
+			cfg, err := atls.Client(acceptServer, nil)
+			verify := cfg.VerifyPeerCertificate
+			cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+				c, _ := x509.ParseCertificate(raw[0])
+				for _, e := range c.Extensions {
+					if e.Id.Equal(atls.NonceOID) {
+						asn1.Unmarshal(e.Value, &serverNonce)
+					}
+				}
+				return verify(raw, chains)
+			}
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+				ev, _ := peerDev.Evidence(attest.ReportData(serverNonce, spki, []byte("sealmesh atls v1")))
+				ext, _ := json.Marshal(ev)
+				c := selfSigned(t, key, []pkix.Extension{{Id: atls.OID, Value: ext}})
+				return &c, nil
+			}
+			return cfg, err
+		}, wantErr: "does not match"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got string
+			var err error
+			if tt.client == nil {
+				got, err = getAs(url, acceptServer, tt.self)
+			} else {
+				got, err = getWith(url, tt.client)
+			}
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("request succeeded (%q), want a failed handshake: %s", got, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("server saw %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestClientAttestationError: the server says why it refused a client.
+func TestClientAttestationError(t *testing.T) {
+	d := coordinatorTEE(t)
+	s := server(t, d)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", s.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errs := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer c.Close()
+		errs <- c.(*tls.Conn).Handshake()
+	}()
+	cfg, _ := atls.Client(func(*attest.Claims) error { return nil }, nil)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cfg.Certificates = []tls.Certificate{selfSigned(t, key, nil)}
+	if c, err := tls.Dial("tcp", ln.Addr().String(), cfg); err == nil {
+		c.Read(make([]byte, 1)) // TLS 1.3: the client learns of the refusal on its first read
+		c.Close()
+	}
+	if err := <-errs; err == nil || !strings.Contains(err.Error(), "atls: client: the certificate carries no evidence") {
+		t.Fatalf("server handshake: %v", err)
+	}
+}
+
+func getWith(url string, client func() (*tls.Config, error)) (string, error) {
+	tr := &http.Transport{DisableKeepAlives: true, DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cfg, err := client()
+		if err != nil {
+			return nil, err
+		}
+		return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+	}}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

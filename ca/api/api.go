@@ -164,15 +164,12 @@ type RecoverRequest struct {
 	Force bool   `json:"force,omitempty"`
 }
 
-// PeerKeysRequest asks a ready coordinator for the mesh's seed. Evidence proves the
-// requester runs a coordinator role of the serving coordinator's manifest; its
-// report data is attest.ReportData(Nonce, PublicKey, "sealmesh peer recovery v1"),
-// binding it to the serving coordinator's nonce and to the one-time X25519 key the
-// seed is encrypted to.
+// PeerKeysRequest asks a ready coordinator for the mesh's seed. It is sent over
+// attested TLS in which the requester attests too (its client certificate), so
+// the serving coordinator knows who is on the other end of the connection that
+// carries the one-time X25519 key the seed is encrypted to.
 type PeerKeysRequest struct {
-	Nonce     []byte   `json:"nonce"`
-	PublicKey []byte   `json:"publicKey"`
-	Evidence  Evidence `json:"evidence"`
+	PublicKey []byte `json:"publicKey"`
 }
 
 // PeerKeysResponse carries the seed, HPKE-encrypted to the request's key.

@@ -78,7 +78,7 @@ type Config struct {
 	// Peers are other coordinators' URLs (https) to recover the seed from while
 	// recovering.
 	Peers []string
-	// Dial connects to a peer (AttestedPeer if nil).
+	// Dial connects to a peer, attesting with Issuer (AttestedPeer if nil).
 	Dial Peer
 	Now  func() time.Time
 }
@@ -274,11 +274,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 			recovering := c.state == api.StateRecovering || c.state == api.StateLocked
 			c.mu.Unlock()
 			if recovering && len(c.cfg.Peers) > 0 && c.cfg.Issuer != nil {
-				dial := c.cfg.Dial
-				if dial == nil {
-					dial = AttestedPeer
-				}
-				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, dial); err != nil {
+				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, c.dial()); err != nil {
 					c.log.Warn("peer recovery", "err", err)
 				}
 			}
@@ -288,9 +284,10 @@ func (c *Coordinator) Run(ctx context.Context) {
 	}
 }
 
-// AttestedPeer dials a peer coordinator over attested TLS.
-func AttestedPeer(url string, accept func(*attest.Claims) error) *api.Client {
-	return api.NewClient(url, atls.Transport(accept))
+// AttestedPeer dials a peer coordinator over attested TLS in which both sides
+// attest: the peer to accept, this coordinator with self.
+func AttestedPeer(url string, accept func(*attest.Claims) error, self attest.Issuer) *api.Client {
+	return api.NewClient(url, atls.Transport(accept, self))
 }
 
 // Recheck verifies the store against what this coordinator has seen.
@@ -610,6 +607,13 @@ type served struct {
 // consumes the nonce (single use, whatever happens next), returning the state to
 // serve the request from.
 func (c *Coordinator) redeem(nonce, publicKey []byte) (served, error) {
+	return c.serve(publicKey, func() error { return c.takeNonceLocked(nonce) })
+}
+
+// serve checks the requester's X25519 key and that the coordinator is ready,
+// runs fresh (the request's freshness check) under the lock, and returns the
+// state to serve the request from.
+func (c *Coordinator) serve(publicKey []byte, fresh func() error) (served, error) {
 	if len(publicKey) != 32 {
 		return served{}, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", ErrBadInput, len(publicKey))
 	}
@@ -618,7 +622,7 @@ func (c *Coordinator) redeem(nonce, publicKey []byte) (served, error) {
 	if c.state != api.StateReady {
 		return served{}, fmt.Errorf("%w: %s", ErrNotReady, c.state)
 	}
-	if err := c.takeNonceLocked(nonce); err != nil {
+	if err := fresh(); err != nil {
 		return served{}, err
 	}
 	return served{hist: c.hist, seed: *c.seed, ca: c.ca, alloc: c.alloc}, nil

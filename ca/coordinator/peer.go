@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/keys"
@@ -14,12 +15,18 @@ import (
 	"github.com/sealmesh/sealmesh/ca/seal"
 )
 
-// peerContext keeps peer-recovery evidence from passing as an enrolment's.
-const peerContext = "sealmesh peer recovery v1"
-
 // Peer dials another coordinator over attested TLS, accepting it only if its
-// evidence passes accept (built from the coordinator roles of a manifest).
-type Peer func(url string, accept func(*attest.Claims) error) *api.Client
+// evidence passes accept (built from the coordinator roles of a manifest) and
+// attesting with self.
+type Peer func(url string, accept func(*attest.Claims) error, self attest.Issuer) *api.Client
+
+// dial returns how this coordinator reaches its peers.
+func (c *Coordinator) dial() Peer {
+	if c.cfg.Dial != nil {
+		return c.cfg.Dial
+	}
+	return AttestedPeer
+}
 
 // coordinatorRole returns the name of the coordinator role c satisfies in m.
 func coordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
@@ -38,21 +45,22 @@ func coordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
 }
 
 // PeerKeys hands the seed to another coordinator (invariant A): only when the
-// requester's evidence, fresh for this coordinator's nonce and bound to the key
-// the seed will be encrypted to, matches a coordinator role of the current
-// manifest. Nothing is sent otherwise.
+// requester attested in this connection's handshake (its TLS client
+// certificate, fresh for this coordinator's nonce) as a coordinator role of the
+// current manifest. Nothing is sent otherwise. The seed is encrypted to the key
+// the attested requester sent on that connection.
 func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*api.PeerKeysResponse, error) {
-	sv, err := c.redeem(req.Nonce, req.PublicKey)
+	claims := atls.PeerClaims(ctx)
+	// The connection was attested in its handshake: that is the freshness.
+	sv, err := c.serve(req.PublicKey, func() error { return nil })
 	if err != nil {
 		return nil, err
 	}
-	m, seed, gen, head := sv.hist.Manifest, sv.seed, sv.hist.Generation(), sv.hist.Head
-	claims, err := c.cfg.Verifier.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data},
-		attest.ReportData(req.Nonce, req.PublicKey, []byte(peerContext)))
-	if err != nil {
-		c.log.Warn("peer key request refused", "err", err)
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	if claims == nil {
+		c.log.Warn("peer key request refused", "err", "the requester did not attest in the TLS handshake")
+		return nil, fmt.Errorf("%w: the requester did not attest in the TLS handshake (attested TLS with a client certificate)", ErrRefused)
 	}
+	m, seed, gen, head := sv.hist.Manifest, sv.seed, sv.hist.Generation(), sv.hist.Head
 	role, err := coordinatorRole(m, claims)
 	if err != nil {
 		c.log.Warn("peer key request refused", "err", err)
@@ -69,8 +77,8 @@ func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*
 // RecoverFromPeers takes the seed from a ready peer, in the order of the
 // Contrast RFC (invariant B): read the latest from the store without trusting it;
 // take that manifest's coordinator roles; attest the serving peer against them
-// (attested TLS) before sending anything; prove this coordinator's own role;
-// receive the seed; verify the store's history with it; require the verified
+// (attested TLS) before sending anything, proving this coordinator's own
+// role in the same handshake; receive the seed; verify the store's history with it; require the verified
 // head to be the one read unverified; then seal and become ready.
 func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial Peer) error {
 	if c.cfg.Issuer == nil {
@@ -89,7 +97,7 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
 	var errs []error
 	for _, url := range peers {
-		seed, floor, err := c.askPeer(ctx, dial(url, accept))
+		seed, floor, err := c.askPeer(ctx, dial(url, accept, c.cfg.Issuer))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", url, err))
 			continue
@@ -110,20 +118,11 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 func (c *Coordinator) askPeer(ctx context.Context, peer *api.Client) (keys.Seed, history.Floor, error) {
 	var zero keys.Seed
 	var floor history.Floor
-	n, err := peer.Nonce(ctx)
-	if err != nil {
-		return zero, floor, err
-	}
 	k, err := seal.NewX25519()
 	if err != nil {
 		return zero, floor, err
 	}
-	pub := k.PublicKey().Bytes()
-	ev, err := c.cfg.Issuer.Evidence(attest.ReportData(n.Nonce, pub, []byte(peerContext)))
-	if err != nil {
-		return zero, floor, fmt.Errorf("own evidence: %w", err)
-	}
-	resp, err := peer.PeerKeys(ctx, &api.PeerKeysRequest{Nonce: n.Nonce, PublicKey: pub, Evidence: api.Evidence{Platform: ev.Platform, Data: ev.Data}})
+	resp, err := peer.PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
 	if err != nil {
 		return zero, floor, err
 	}
@@ -185,12 +184,8 @@ func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
 		return ""
 	}
 	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
-	dial := c.cfg.Dial
-	if dial == nil {
-		dial = AttestedPeer
-	}
 	for _, url := range c.cfg.Peers {
-		if st, err := dial(url, accept).Status(ctx); err == nil && st.State == api.StateReady {
+		if st, err := c.dial()(url, accept, c.cfg.Issuer).Status(ctx); err == nil && st.State == api.StateReady {
 			return url
 		}
 	}

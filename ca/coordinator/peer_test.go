@@ -120,6 +120,17 @@ func TestPeerRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("invariant A: a key request without client attestation gets nothing", func(t *testing.T) {
+		// The right TLS server check, but the requester attests only in the
+		// body-less way a plain agent would: no client certificate.
+		accept := func(cl *attest.Claims) error { return nil }
+		k, _ := seal.NewX25519()
+		_, err := dial(p.aURL, accept, nil).PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
+		if err == nil || !strings.Contains(err.Error(), "did not attest in the TLS handshake") {
+			t.Fatalf("anonymous key request: %v", err)
+		}
+	})
+
 	t.Run("invariant B: a peer that does not attest as a coordinator is not asked", func(t *testing.T) {
 		var asked bool
 		impostor := tools.ServeAttested(t, webDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
@@ -141,15 +152,10 @@ func TestPeerRecovery(t *testing.T) {
 		other, _ := seal.NewX25519()
 		wrong := other.PublicKey().Bytes() // any 32 bytes
 		liar := tools.ServeAttested(t, p.coordDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch r.URL.Path {
-			case "/v1/nonce":
-				json.NewEncoder(w).Encode(api.NonceResponse{Nonce: bytes.Repeat([]byte{1}, 32)})
-			case "/v1/peer/keys":
-				var req api.PeerKeysRequest
-				json.NewDecoder(r.Body).Decode(&req)
-				enc, _ := seal.SealTo(req.PublicKey, seal.PeerSeedInfo, wrong)
-				json.NewEncoder(w).Encode(api.PeerKeysResponse{Seed: enc})
-			}
+			var req api.PeerKeysRequest
+			json.NewDecoder(r.Body).Decode(&req)
+			enc, _ := seal.SealTo(req.PublicKey, seal.PeerSeedInfo, wrong)
+			json.NewEncoder(w).Encode(api.PeerKeysResponse{Seed: enc})
 		}))
 		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
 		err := b.RecoverFromPeers(ctx, []string{liar}, dial)

@@ -112,10 +112,13 @@ func main() {
 				err = srv.ListenAndServe()
 			} else {
 				// Attested TLS: every handshake carries fresh evidence for the
-				// client's nonce, bound to this process's TLS key.
-				if srv.TLSConfig, err = atls.Server(issuer); err != nil {
+				// client's nonce, bound to this process's TLS key; peers attest
+				// back with evidence for this server's nonce.
+				var as *atls.Server
+				if as, err = atls.NewServer(issuer, verifier.Verify); err != nil {
 					return err
 				}
+				as.Configure(srv)
 				log.Info("coordinator serving attested TLS", "addr", listen, "tee", issuer.Platform())
 				err = srv.ListenAndServeTLS("", "")
 			}

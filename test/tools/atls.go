@@ -10,15 +10,17 @@ import (
 )
 
 // ServeAttested serves h over attested TLS with issuer's evidence until the test
-// ends, and returns its URL.
+// ends, and returns its URL. Clients that attest reach h with their claims
+// (atls.PeerClaims).
 func ServeAttested(t testing.TB, issuer attest.Issuer, h http.Handler) string {
 	t.Helper()
-	cfg, err := atls.Server(issuer)
+	s, err := atls.NewServer(issuer, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = cfg
+	s.Configure(srv.Config)
+	srv.TLS = s.TLS
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv.URL

@@ -42,7 +42,7 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 		return nil, nil, err
 	}
 	t := &Trust{initial: p}
-	return api.NewClient(url, atls.Transport(t.Accept)), t, nil
+	return api.NewClient(url, atls.Transport(t.Accept, nil)), t, nil
 }
 
 // Trust decides which coordinators a client accepts: at first the policy it was
