@@ -59,6 +59,7 @@ type pod struct {
 	proc         *tunnel.Process
 	fingerprint  string
 	releaseToken string
+	ip           string
 	logFile      *os.File
 }
 
@@ -123,7 +124,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: e.ReleaseToken}); err != nil {
+		if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: e.ReleaseToken, IP: e.IP}); err != nil {
 			a.cfg.Log.Warn("release IP", "ip", e.IP, "err", err)
 		}
 	}
@@ -152,7 +153,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	p := &pod{
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
-		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, logFile: logFile,
+		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
 	}
 	a.mu.Lock()
 	a.pods[key(r)] = p
@@ -185,7 +186,7 @@ func (a *Agent) stop(ctx context.Context, p *pod) {
 		a.cfg.Log.Warn("stop tunnel", "container", p.req.ContainerID, "err", err)
 	}
 	p.logFile.Close()
-	if err := a.cfg.Coordinator.Release(ctx, &api.ReleaseRequest{Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken}); err != nil {
+	if err := a.cfg.Coordinator.Release(ctx, &api.ReleaseRequest{Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken, IP: p.ip}); err != nil {
 		// The lease ends with the certificate anyway; DEL must not fail for it.
 		a.cfg.Log.Warn("release IP", "ip", p.result.Address, "err", err)
 	}

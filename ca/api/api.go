@@ -97,6 +97,9 @@ type FirewallRule struct {
 type ReleaseRequest struct {
 	Fingerprint  string `json:"fingerprint"`
 	ReleaseToken string `json:"releaseToken"`
+	// IP is the certificate's first overlay address, so any coordinator finds
+	// the lease in the store (not only the one that issued it).
+	IP string `json:"ip,omitempty"`
 }
 
 // ManifestRequest sets the first manifest or replaces the current one. The owner

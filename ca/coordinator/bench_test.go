@@ -80,13 +80,15 @@ func BenchmarkRestartToReady(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ip := netip.MustParseAddr("10.42.0.10")
 			for i := 0; i < n; i++ {
-				if err := alloc.Record(issuer.Lease{IP: ip, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
+				claim, err := alloc.Allocate(context.Background(), netip.Addr{}, "", "web", time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := alloc.Record(context.Background(), claim, issuer.Lease{IP: claim.IP, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
 					Fingerprint: fmt.Sprintf("%064x", i), NotAfter: time.Now().Add(time.Hour), Workload: "ns/pod", ReleaseHash: fmt.Sprintf("%064x", i)}); err != nil {
 					b.Fatal(err)
 				}
-				ip = ip.Next()
 			}
 
 			var heap uint64

@@ -629,28 +629,30 @@ func (c *Coordinator) serve(publicKey []byte, fresh func() error) (served, error
 }
 
 // Enrol checks the request and issues a certificate.
-func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
+func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.EnrolResponse, error) {
 	sv, err := c.redeem(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
 	m, ca, alloc := sv.hist.Manifest, sv.ca, sv.alloc
 
-	id, err := identify(context.Background(), c.cfg.Verifier, m, req)
+	id, err := identify(ctx, c.cfg.Verifier, m, req)
 	if err != nil {
 		c.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
 		return nil, err
 	}
 
 	now := c.now()
-	ip, err := alloc.Allocate(id.fixed, now)
+	holder := issuer.Holder(req.PublicKey)
+	claim, err := alloc.Allocate(ctx, id.fixed, holder, id.role, now)
 	if err != nil {
 		return nil, err
 	}
+	ip := claim.IP
 	issued := false
 	defer func() {
 		if !issued {
-			alloc.Forget(ip)
+			alloc.Forget(claim)
 		}
 	}()
 	if id.name == "" {
@@ -676,8 +678,8 @@ func (c *Coordinator) Enrol(req *api.EnrolRequest) (*api.EnrolResponse, error) {
 		return nil, err
 	}
 	releaseToken := hex.EncodeToString(release)
-	if err := alloc.Record(issuer.Lease{
-		IP: ip, Name: id.name, Role: id.role, Groups: id.groups, Fingerprint: fp,
+	if err := alloc.Record(ctx, claim, issuer.Lease{
+		IP: ip, Name: id.name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
 		NotAfter: crt.NotAfter(), Workload: workloadString(req.Workload), ReleaseHash: hashHex(releaseToken),
 	}); err != nil {
 		return nil, err
@@ -772,14 +774,21 @@ func inbound(m *manifest.Manifest, id identity) []api.FirewallRule {
 }
 
 // Release ends a lease (CNI DEL).
-func (c *Coordinator) Release(req *api.ReleaseRequest) error {
+func (c *Coordinator) Release(ctx context.Context, req *api.ReleaseRequest) error {
 	c.mu.Lock()
 	alloc, state := c.alloc, c.state
 	c.mu.Unlock()
 	if alloc == nil || state != api.StateReady {
 		return fmt.Errorf("%w: %s", ErrNotReady, state)
 	}
-	if err := alloc.Release(req.Fingerprint, hashHex(req.ReleaseToken)); err != nil {
+	var ip netip.Addr
+	if req.IP != "" {
+		var err error
+		if ip, err = netip.ParseAddr(req.IP); err != nil {
+			return fmt.Errorf("%w: ip: %v", ErrBadInput, err)
+		}
+	}
+	if err := alloc.Release(ctx, ip, req.Fingerprint, hashHex(req.ReleaseToken)); err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return nil

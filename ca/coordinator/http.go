@@ -16,8 +16,10 @@ const maxBody = 1 << 20
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/manifest", post(c.SetManifest))
-	mux.HandleFunc("POST /v1/enrol", post(func(_ context.Context, r *api.EnrolRequest) (*api.EnrolResponse, error) { return c.Enrol(r) }))
-	mux.HandleFunc("POST /v1/release", post(func(_ context.Context, r *api.ReleaseRequest) (struct{}, error) { return struct{}{}, c.Release(r) }))
+	mux.HandleFunc("POST /v1/enrol", post(c.Enrol))
+	mux.HandleFunc("POST /v1/release", post(func(ctx context.Context, r *api.ReleaseRequest) (struct{}, error) {
+		return struct{}{}, c.Release(ctx, r)
+	}))
 	mux.HandleFunc("POST /v1/unlock", post(func(ctx context.Context, r *api.UnlockRequest) (*api.Status, error) {
 		return c.Unlock(ctx, r.UnlockKey)
 	}))

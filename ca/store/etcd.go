@@ -101,19 +101,47 @@ func (e *Etcd) Latest(ctx context.Context) ([]byte, Version, error) {
 
 // SwapLatest implements Store.
 func (e *Etcd) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
+	return e.swap(ctx, e.latestKey(), old, value)
+}
+
+// GetVersion implements Store; the version is the key's modification revision.
+func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
+	if !ValidKey(key) || key == "latest" {
+		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	}
+	r, err := e.cli.Get(ctx, e.prefix+key)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: etcd get %s: %w", key, err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, "", ErrNotFound
+	}
+	return r.Kvs[0].Value, Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
+}
+
+// Swap implements Store.
+func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+	if !ValidKey(key) || key == "latest" {
+		return "", fmt.Errorf("store: invalid key %q", key)
+	}
+	return e.swap(ctx, e.prefix+key, old, value)
+}
+
+// swap is one etcd transaction on the key's revisions.
+func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
 	var cmp clientv3.Cmp
 	if old == "" {
-		cmp = clientv3.Compare(clientv3.CreateRevision(e.latestKey()), "=", 0)
+		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	} else {
 		rev, err := strconv.ParseInt(string(old), 10, 64)
 		if err != nil {
 			return "", ErrConflict // a version this backend never gave out
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(e.latestKey()), "=", rev)
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
 	}
-	r, err := e.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(e.latestKey(), string(value))).Commit()
+	r, err := e.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(value))).Commit()
 	if err != nil {
-		return "", fmt.Errorf("store: etcd swap latest: %w", err)
+		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(key, e.prefix), err)
 	}
 	if !r.Succeeded {
 		return "", ErrConflict

@@ -115,6 +115,32 @@ func (f *File) Latest(_ context.Context) ([]byte, Version, error) {
 
 // SwapLatest implements Store.
 func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version, error) {
+	return f.swap(latestFile, old, value)
+}
+
+// GetVersion implements Store; the version is the value's SHA-256.
+func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error) {
+	if !ValidKey(key) || key == latestFile {
+		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	}
+	b, err := f.read(key)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, version(b), nil
+}
+
+// Swap implements Store.
+func (f *File) Swap(_ context.Context, key string, old Version, value []byte) (Version, error) {
+	if !ValidKey(key) || key == latestFile {
+		return "", fmt.Errorf("store: invalid key %q", key)
+	}
+	return f.swap(key, old, value)
+}
+
+// swap compares and swaps the file name under the store's lock (one lock for
+// every key: swaps are short and rare next to reads).
+func (f *File) swap(name string, old Version, value []byte) (Version, error) {
 	lock, err := os.OpenFile(filepath.Join(f.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("store: %w", err)
@@ -124,7 +150,7 @@ func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version
 		return "", fmt.Errorf("store: lock: %w", err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	cur, err := f.read(latestFile)
+	cur, err := f.read(name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		if old != "" {
@@ -132,10 +158,10 @@ func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version
 		}
 	case err != nil:
 		return "", err
-	case version(cur) != old:
+	case old == "" || version(cur) != old:
 		return "", ErrConflict
 	}
-	if err := atomicfile.Write(f.dir, latestFile, value); err != nil {
+	if err := atomicfile.Write(f.dir, name, value); err != nil {
 		return "", fmt.Errorf("store: %w", err)
 	}
 	return version(value), nil

@@ -161,7 +161,32 @@ func (k *Kubernetes) Latest(ctx context.Context) ([]byte, Version, error) {
 
 // SwapLatest implements Store.
 func (k *Kubernetes) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
-	obj := k.object("latest", value)
+	return k.swap(ctx, "latest", old, value)
+}
+
+// GetVersion implements Store; the version is the ConfigMap's resourceVersion.
+func (k *Kubernetes) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
+	if !ValidKey(key) || key == "latest" {
+		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	}
+	cm, err := k.get(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	return cm.BinaryData[valueKey], Version(cm.ResourceVersion), nil
+}
+
+// Swap implements Store.
+func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+	if !ValidKey(key) || key == "latest" {
+		return "", fmt.Errorf("store: invalid key %q", key)
+	}
+	return k.swap(ctx, key, old, value)
+}
+
+// swap creates the ConfigMap, or updates it at the resourceVersion old.
+func (k *Kubernetes) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+	obj := k.object(key, value)
 	var cm *corev1.ConfigMap
 	var err error
 	if old == "" {
@@ -177,7 +202,7 @@ func (k *Kubernetes) SwapLatest(ctx context.Context, old Version, value []byte) 
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("store: kubernetes swap latest: %w", err)
+		return "", fmt.Errorf("store: kubernetes swap %s: %w", key, err)
 	}
 	return Version(cm.ResourceVersion), nil
 }

@@ -14,8 +14,9 @@ import (
 // Errors every backend returns.
 var (
 	ErrNotFound = errors.New("store: not found")
-	// ErrConflict: the latest pointer is not at the version the caller named.
-	ErrConflict = errors.New("store: latest changed since it was read")
+	// ErrConflict: the latest pointer (or the record given to Swap) is not at
+	// the version the caller named.
+	ErrConflict = errors.New("store: changed since it was read")
 )
 
 // Version identifies one value of the latest pointer; opaque, backend-specific.
@@ -38,6 +39,12 @@ type Store interface {
 	// SwapLatest replaces the latest pointer if it is still at old ("" means
 	// there is none yet); otherwise ErrConflict and nothing changes.
 	SwapLatest(ctx context.Context, old Version, value []byte) (Version, error)
+	// GetVersion is Get with the value's version, for Swap.
+	GetVersion(ctx context.Context, key string) ([]byte, Version, error)
+	// Swap replaces the value under key if it is still at old ("" means key
+	// must not exist yet); otherwise ErrConflict and nothing changes. Records
+	// written with Swap are written only with Swap (and Delete).
+	Swap(ctx context.Context, key string, old Version, value []byte) (Version, error)
 	// Watch sends after the latest pointer changes (by anyone), until ctx ends.
 	// Notifications may be merged; readers re-read Latest.
 	Watch(ctx context.Context) <-chan struct{}

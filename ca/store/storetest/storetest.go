@@ -122,6 +122,79 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 			v = next
 		}
 	})
+	t.Run("swap a record", func(t *testing.T) {
+		s := open(t)
+		if _, _, err := s.GetVersion(ctx, "lease-a"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetVersion of a missing key: %v, want ErrNotFound", err)
+		}
+		if _, err := s.Swap(ctx, "lease-a", "bogus", []byte("x")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("swap of a missing key from a version: %v, want ErrConflict", err)
+		}
+		v1, err := s.Swap(ctx, "lease-a", "", []byte("first"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Swap(ctx, "lease-a", "", []byte("again")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("second create: %v, want ErrConflict", err)
+		}
+		got, v, err := s.GetVersion(ctx, "lease-a")
+		if err != nil || string(got) != "first" || v != v1 {
+			t.Fatalf("GetVersion = %q %q %v; want first %q", got, v, err, v1)
+		}
+		v2, err := s.Swap(ctx, "lease-a", v1, []byte("second"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Swap(ctx, "lease-a", v1, []byte("stale")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("swap from a stale version: %v, want ErrConflict", err)
+		}
+		if got, _ := s.Get(ctx, "lease-a"); string(got) != "second" {
+			t.Fatalf("Get = %q after swaps", got)
+		}
+		// Other keys and the latest pointer are separate.
+		if _, err := s.Swap(ctx, "lease-b", "", []byte("b")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SwapLatest(ctx, "", []byte("l")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "lease-a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Swap(ctx, "lease-a", v2, []byte("after delete")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("swap of a deleted record from its old version: %v, want ErrConflict", err)
+		}
+		if _, err := s.Swap(ctx, "lease-a", "", []byte("new")); err != nil {
+			t.Fatalf("create after delete: %v", err)
+		}
+	})
+	t.Run("concurrent record claims: exactly one wins", func(t *testing.T) {
+		s := open(t)
+		for round := 0; round < 5; round++ {
+			key := fmt.Sprintf("lease-%d", round)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			wins := 0
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					_, err := s.Swap(ctx, key, "", []byte(fmt.Sprint(i)))
+					if err == nil {
+						mu.Lock()
+						wins++
+						mu.Unlock()
+					} else if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+					}
+				}(i)
+			}
+			wg.Wait()
+			if wins != 1 {
+				t.Fatalf("%s: %d claims won, want 1", key, wins)
+			}
+		}
+	})
 	t.Run("watch", func(t *testing.T) {
 		s := open(t)
 		wctx, cancel := context.WithCancel(ctx)
