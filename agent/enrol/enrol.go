@@ -6,7 +6,9 @@ package enrol
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/crypto/curve25519"
 
@@ -54,22 +56,58 @@ func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, e
 	})
 }
 
+// Retry bounds how an enrolment moves between coordinators: every coordinator
+// the client knows is tried in turn, for up to Rounds rounds with a backoff
+// between them doubling from Backoff (up to 5 s), until ctx ends.
+var Retry = struct {
+	Rounds  int
+	Backoff time.Duration
+}{Rounds: 6, Backoff: 250 * time.Millisecond}
+
+// run enrols with one key pair: an enrolment that fails on one coordinator is
+// retried on the next with a fresh nonce from that coordinator and the same
+// key, so a retry after a lost answer gets the same address, not a second one.
 func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error) (*Enrolment, error) {
 	priv, pub, err := KeyPair()
 	if err != nil {
 		return nil, err
 	}
+	var errs []error
+	wait := Retry.Backoff
+	for round := 0; round < Retry.Rounds; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("enrol: %w", errors.Join(append(errs, ctx.Err())...))
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 5*time.Second)
+		}
+		for _, one := range c.Coordinators(ctx) {
+			resp, proved, err := once(ctx, one, pub, prove)
+			if err == nil {
+				return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
+			}
+			if !proved || !api.Retryable(err) || ctx.Err() != nil {
+				return nil, fmt.Errorf("enrol: %w", err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return nil, fmt.Errorf("enrol: no coordinator enrolled this workload: %w", errors.Join(errs...))
+}
+
+// once enrols at one coordinator; proved is false when this side could not
+// make its proof (no point in asking another coordinator).
+func once(ctx context.Context, c *api.Client, pub []byte, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, bool, error) {
 	n, err := c.Nonce(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("enrol: %w", err)
+		return nil, true, err
 	}
 	req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
 	if err := prove(req); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	resp, err := c.Enrol(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("enrol: %w", err)
-	}
-	return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
+	return resp, true, err
 }

@@ -357,7 +357,10 @@ func Transport(accept func(*attest.Claims) error, self attest.Issuer) *http.Tran
 			if err != nil {
 				return nil, err
 			}
-			return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+			// A short connect timeout: an unreachable coordinator should
+			// cost seconds before a client moves to the next.
+			d := &tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: 3 * time.Second}}
+			return d.DialContext(ctx, network, addr)
 		},
 		ForceAttemptHTTP2: false,
 	}

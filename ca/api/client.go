@@ -4,27 +4,135 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
-// Client talks to one coordinator.
+// Client talks to the coordinators of one mesh. It knows one or several
+// (a comma-separated list of URLs; a host name with several addresses, such as a
+// headless Service, counts as one coordinator per address) and moves to the
+// next when one cannot be reached or is not ready.
 type Client struct {
-	base string
-	http *http.Client
+	bases []string
+	http  *http.Client
+	mu    sync.Mutex
+	good  string // the last coordinator that answered
 }
 
-// NewClient returns a client for the coordinator at base, e.g. http://10.0.0.1:7080.
-// rt, when not nil, makes its connections (attested TLS: package attested).
+// dialTimeout bounds connecting to one coordinator, so an unreachable one
+// (partitioned, its node gone) costs seconds before the next is tried.
+const dialTimeout = 3 * time.Second
+
+// NewClient returns a client for the coordinators at base, e.g.
+// http://10.0.0.1:7080 or https://a:7080,https://b:7080. rt, when not nil, makes
+// its connections (attested TLS: package attested).
 func NewClient(base string, rt ...http.RoundTripper) *Client {
 	c := &http.Client{Timeout: 30 * time.Second}
 	if len(rt) > 0 && rt[0] != nil {
 		c.Transport = rt[0]
+	} else {
+		c.Transport = &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: dialTimeout}).DialContext,
+			TLSHandshakeTimeout: 10 * time.Second,
+			MaxIdleConnsPerHost: 4,
+		}
 	}
-	return &Client{base: strings.TrimRight(base, "/"), http: c}
+	var bases []string
+	for _, b := range strings.Split(base, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			bases = append(bases, b)
+		}
+	}
+	return &Client{bases: bases, http: c}
+}
+
+// Coordinators returns one client per coordinator, the last one that answered
+// first, for calls that must stay on one coordinator (a nonce is good only
+// where it was issued).
+func (c *Client) Coordinators(ctx context.Context) []*Client {
+	var urls []string
+	for _, b := range c.bases {
+		urls = append(urls, expand(ctx, b)...)
+	}
+	c.mu.Lock()
+	good := c.good
+	c.mu.Unlock()
+	out := make([]*Client, 0, len(urls))
+	for _, u := range urls {
+		one := &Client{bases: []string{u}, http: c.http}
+		if u == good {
+			out = append([]*Client{one}, out...)
+		} else {
+			out = append(out, one)
+		}
+	}
+	return out
+}
+
+// URL is the coordinator a single-coordinator client talks to.
+func (c *Client) URL() string { return strings.Join(c.bases, ",") }
+
+// expand turns a URL whose host name has several addresses into one URL per
+// address; others stay as they are.
+func expand(ctx context.Context, base string) []string {
+	u, err := url.Parse(base)
+	if err != nil || net.ParseIP(u.Hostname()) != nil || u.Hostname() == "" {
+		return []string{base}
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, u.Hostname())
+	if err != nil || len(addrs) < 2 {
+		return []string{base}
+	}
+	slices.Sort(addrs)
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		v := *u
+		v.Host = net.JoinHostPort(a, u.Port())
+		if u.Port() == "" {
+			v.Host = a
+			if strings.Contains(a, ":") {
+				v.Host = "[" + a + "]"
+			}
+		}
+		out = append(out, v.String())
+	}
+	return out
+}
+
+// StatusError is a coordinator's answer other than success.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return e.Msg }
+
+// Retryable reports whether err may succeed at another coordinator or later:
+// one that could not be reached, was not ready, failed inside, or no longer
+// knows the nonce it issued (it restarted). A refusal of the evidence or a bad
+// request is final.
+func Retryable(err error) bool {
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return err != nil && !errors.Is(err, context.Canceled)
+	}
+	switch {
+	case se.Code >= 500:
+		return true
+	case se.Code == http.StatusForbidden && strings.Contains(se.Msg, "nonce"):
+		return true
+	}
+	return false
 }
 
 // SetManifest sets or replaces the manifest.
@@ -108,33 +216,60 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
+// do makes the call at each coordinator in turn until one answers with
+// something other than a retryable failure.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	all := c.Coordinators(ctx)
+	var errs []error
+	for _, one := range all {
+		err := one.doOne(ctx, method, path, body, out)
+		if err == nil {
+			if len(c.bases) > 1 || len(all) > 1 {
+				c.mu.Lock()
+				c.good = one.bases[0]
+				c.mu.Unlock()
+			}
+			return nil
+		}
+		if !Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) doOne(ctx context.Context, method, path string, body []byte, out any) error {
+	base := c.bases[0]
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("coordinator %s: %w", c.base, err)
+		return fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("coordinator %s: %w", c.base, err)
+		return fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return fmt.Errorf("coordinator %s%s: read: %w", c.base, path, err)
+		return fmt.Errorf("coordinator %s%s: read: %w", base, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("coordinator %s%s: %s", c.base, path, e.Error)
+			return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, e.Error)}
 		}
-		return fmt.Errorf("coordinator %s%s: %s", c.base, path, resp.Status)
+		return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, resp.Status)}
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("coordinator %s%s: bad response: %w", c.base, path, err)
+		return fmt.Errorf("coordinator %s%s: bad response: %w", base, path, err)
 	}
 	return nil
 }
