@@ -97,8 +97,8 @@ type FirewallRule struct {
 type ReleaseRequest struct {
 	Fingerprint  string `json:"fingerprint"`
 	ReleaseToken string `json:"releaseToken"`
-	// IP is the certificate's first overlay address, so any coordinator finds
-	// the lease in the store (not only the one that issued it).
+	// IP is the enrolment's IP (address/prefix, as EnrolResponse.IP), so any
+	// coordinator finds the lease in the store, not only the one that issued it.
 	IP string `json:"ip,omitempty"`
 }
 

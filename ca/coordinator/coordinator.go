@@ -783,10 +783,12 @@ func (c *Coordinator) Release(ctx context.Context, req *api.ReleaseRequest) erro
 	}
 	var ip netip.Addr
 	if req.IP != "" {
-		var err error
-		if ip, err = netip.ParseAddr(req.IP); err != nil {
+		// The enrolment's IP as it was sent: an address with its prefix.
+		p, err := netip.ParsePrefix(req.IP)
+		if err != nil {
 			return fmt.Errorf("%w: ip: %v", ErrBadInput, err)
 		}
+		ip = p.Addr()
 	}
 	if err := alloc.Release(ctx, ip, req.Fingerprint, hashHex(req.ReleaseToken)); err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)

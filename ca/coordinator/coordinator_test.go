@@ -388,14 +388,14 @@ func TestAllocationUniqueReleasedAndExhausted(t *testing.T) {
 		t.Fatalf("enrolment past the end: %v", err)
 	}
 	fp := fingerprint(t, first)
-	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: "wrong"}); err == nil {
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: "wrong", IP: first.IP}); err == nil {
 		t.Fatal("release with a wrong token succeeded")
 	}
-	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken}); err != nil {
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken, IP: first.IP}); err != nil {
 		t.Fatal(err)
 	}
 	// Idempotent, like CNI DEL.
-	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken}); err != nil {
+	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken, IP: first.IP}); err != nil {
 		t.Fatal(err)
 	}
 	e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
