@@ -85,6 +85,23 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 	if s.AcceptsSimulated {
 		fmt.Fprintln(w, "WARNING:     this mesh accepts SIMULATED attestation (development only; proves nothing about hardware)")
 	}
+	if len(s.Members) > 0 {
+		// Gossip's view: what each member announces, not verified here.
+		fmt.Fprintf(w, "members:     %d (as announced in gossip)\n", len(s.Members))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tAPI\tSTATE\tGENERATION\tHEAD\tHEALTH")
+		for _, m := range s.Members {
+			name, head := m.Name, m.Head
+			if m.Self {
+				name += " (this)"
+			}
+			if len(head) > 12 {
+				head = head[:12]
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", name, m.API, m.State, m.Generation, head, m.Health)
+		}
+		tw.Flush()
+	}
 	fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
 	if len(s.Hosts) == 0 {
 		return

@@ -206,6 +206,21 @@ type Status struct {
 	CAFingerprint    string `json:"caFingerprint,omitempty"`
 	AcceptsSimulated bool   `json:"acceptsSimulated"`
 	Hosts            []Host `json:"hosts"`
+	// Members are the coordinators of the cluster as gossip announces them:
+	// hints, not proof (this one included, Self).
+	Members []Member `json:"members,omitempty"`
+}
+
+// Member is one coordinator as it announces itself in gossip.
+type Member struct {
+	Name       string `json:"name"`
+	API        string `json:"api"`
+	State      string `json:"state"`
+	Generation uint64 `json:"generation"`
+	Head       string `json:"head,omitempty"`
+	// Health is the membership's view: alive or suspect.
+	Health string `json:"health,omitempty"`
+	Self   bool   `json:"self,omitempty"`
 }
 
 // Host is one live certificate.

@@ -80,7 +80,13 @@ type Config struct {
 	Peers []string
 	// Dial connects to a peer, attesting with Issuer (AttestedPeer if nil).
 	Dial Peer
-	Now  func() time.Time
+	// API is the URL other coordinators and agents reach this one at, as
+	// announced in gossip.
+	API string
+	// Members returns the cluster's members as gossip announces them (package
+	// cluster): where peers are and what they claim, never trusted as such.
+	Members func() []api.Member
+	Now     func() time.Time
 }
 
 // Coordinator serves one mesh.
@@ -101,6 +107,8 @@ type Coordinator struct {
 	// an enrolment presents it, whatever the outcome: single use.
 	nonces      map[string]time.Time
 	recoveryKey *ecdh.PrivateKey
+	// hints wakes Run when gossip says something changed.
+	hints chan struct{}
 }
 
 // sealedState is what the sealed file holds.
@@ -119,7 +127,7 @@ func New(cfg Config) (*Coordinator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: state dir: %w", err)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}}
+	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}, hints: make(chan struct{}, 1)}
 	ctx := context.Background()
 	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
 	switch {
@@ -268,13 +276,24 @@ func (c *Coordinator) Run(ctx context.Context) {
 			if !ok {
 				return
 			}
+		case <-c.hints:
+			if !c.peerAhead() {
+				continue
+			}
 		case <-t.C:
+			if c.alloc != nil {
+				// Other coordinators' leases, for status (allocation
+				// itself settles every address in the store).
+				if err := c.alloc.Refresh(ctx); err != nil {
+					c.log.Warn("refresh leases", "err", err)
+				}
+			}
 		case <-peers.C:
 			c.mu.Lock()
 			recovering := c.state == api.StateRecovering || c.state == api.StateLocked
 			c.mu.Unlock()
-			if recovering && len(c.cfg.Peers) > 0 && c.cfg.Issuer != nil {
-				if err := c.RecoverFromPeers(ctx, c.cfg.Peers, c.dial()); err != nil {
+			if urls := c.peerURLs(); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
+				if err := c.RecoverFromPeers(ctx, urls, c.dial()); err != nil {
 					c.log.Warn("peer recovery", "err", err)
 				}
 			}
@@ -284,27 +303,185 @@ func (c *Coordinator) Run(ctx context.Context) {
 	}
 }
 
+// Hint tells the coordinator that gossip changed (package cluster calls it):
+// a peer may announce a newer generation, so look at the store now rather
+// than at the next watch event or tick.
+func (c *Coordinator) Hint() {
+	select {
+	case c.hints <- struct{}{}:
+	default:
+	}
+}
+
+// Member is what this coordinator announces in gossip.
+func (c *Coordinator) Member() api.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := api.Member{API: c.cfg.API, State: c.state}
+	if c.hist != nil {
+		m.Generation, m.Head = c.hist.Generation(), c.hist.Head
+	}
+	return m
+}
+
+// others returns the other members gossip knows.
+func (c *Coordinator) others() []api.Member {
+	if c.cfg.Members == nil {
+		return nil
+	}
+	var out []api.Member
+	for _, m := range c.cfg.Members() {
+		if !m.Self && m.API != "" && m.API != c.cfg.API {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// peerAhead reports whether some member announces a generation or head this
+// coordinator does not have.
+func (c *Coordinator) peerAhead() bool {
+	c.mu.Lock()
+	gen, head := uint64(0), ""
+	if c.hist != nil {
+		gen, head = c.hist.Generation(), c.hist.Head
+	}
+	c.mu.Unlock()
+	for _, m := range c.others() {
+		if m.Generation > gen || (m.Generation == gen && m.Head != "" && m.Head != head) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerURLs are the coordinators to recover from: the static --peers, then
+// members gossip announces, ready ones first.
+func (c *Coordinator) peerURLs() []string {
+	urls := slices.Clone(c.cfg.Peers)
+	ms := c.others()
+	slices.SortStableFunc(ms, func(a, b api.Member) int {
+		return cmpBool(b.State == api.StateReady, a.State == api.StateReady)
+	})
+	for _, m := range ms {
+		if !slices.Contains(urls, m.API) {
+			urls = append(urls, m.API)
+		}
+	}
+	return urls
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 // AttestedPeer dials a peer coordinator over attested TLS in which both sides
 // attest: the peer to accept, this coordinator with self.
 func AttestedPeer(url string, accept func(*attest.Claims) error, self attest.Issuer) *api.Client {
 	return api.NewClient(url, atls.Transport(accept, self))
 }
 
-// Recheck verifies the store against what this coordinator has seen.
+// Recheck verifies the store against what this coordinator has seen, and
+// against what attested peers run: a store whose latest is older than the
+// generation an attested coordinator reports is a rollback, refused (anti-
+// rollback across the cluster). A coordinator whose state is no longer an
+// ancestor of the store's latest (another branch, written with the mesh's seed:
+// an operator's recovery) stops issuing, and re-syncs to the store only when an
+// attested ready peer runs exactly that latest. A failed coordinator keeps
+// checking, so a repaired store brings it back.
 func (c *Coordinator) Recheck(ctx context.Context) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != api.StateReady {
+	if c.seed == nil || c.hist == nil || (c.state != api.StateReady && c.state != api.StateFailed) {
+		c.mu.Unlock()
 		return
 	}
-	h, err := history.Load(ctx, c.st, *c.seed, c.hist.Floor())
+	seed, floor, m := *c.seed, c.hist.Floor(), c.hist.Manifest
+	c.mu.Unlock()
+
+	// Store and peers are read without the lock: enrolments go on meanwhile.
+	h, err := history.Load(ctx, c.st, seed, floor)
+	resync := false
+	switch {
+	case err == nil:
+		if gen, url := c.attestedAhead(ctx, m, h.Generation()); gen > h.Generation() {
+			// The peer may have written since the read: read once more.
+			if h, err = history.Load(ctx, c.st, seed, floor); err == nil && h.Generation() < gen {
+				err = fmt.Errorf("%w: the store's latest is generation %d, but the attested coordinator at %s runs generation %d", history.ErrRollback, h.Generation(), url, gen)
+			}
+		}
+	case errors.Is(err, history.ErrRollback):
+		if other, lerr := history.Load(ctx, c.st, seed, history.Floor{}); lerr == nil && other.Generation() >= floor.Generation {
+			if url := c.attestedRuns(ctx, m, other.Head, other.Generation()); url != "" {
+				c.log.Warn("the store's latest is not a descendant of this coordinator's state; an attested ready peer runs it: re-syncing",
+					"peer", url, "generation", other.Generation(), "head", other.Head, "was", floor.Head)
+				h, err, resync = other, nil, true
+			}
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seed == nil || *c.seed != seed || c.hist == nil {
+		return // changed meanwhile
+	}
 	if err != nil {
 		c.setState(api.StateFailed, err.Error())
 		return
 	}
-	if h.Head != c.hist.Head {
-		c.adoptLocked(ctx, *c.seed, c.hist.Floor())
+	if resync {
+		floor = history.Floor{}
 	}
+	if c.state != api.StateReady || h.Head != c.hist.Head {
+		c.adoptLocked(ctx, seed, floor)
+	}
+}
+
+// attestedAhead asks the members that announce a generation above gen for
+// their status over attested TLS (accepting only coordinator roles of m), and
+// returns the highest generation one of them confirms, with its URL.
+func (c *Coordinator) attestedAhead(ctx context.Context, m *manifest.Manifest, gen uint64) (uint64, string) {
+	best, where := uint64(0), ""
+	for _, p := range c.others() {
+		if p.Generation <= gen || p.State != api.StateReady {
+			continue
+		}
+		if st := c.peerStatus(ctx, m, p.API); st != nil && st.State == api.StateReady && st.Generation > best {
+			best, where = st.Generation, p.API
+		}
+	}
+	return best, where
+}
+
+// attestedRuns returns the URL of a peer that attests as a coordinator of m and
+// reports itself ready at exactly head and gen, or "".
+func (c *Coordinator) attestedRuns(ctx context.Context, m *manifest.Manifest, head string, gen uint64) string {
+	for _, url := range c.peerURLs() {
+		if st := c.peerStatus(ctx, m, url); st != nil && st.State == api.StateReady && st.Head == head && st.Generation == gen {
+			return url
+		}
+	}
+	return ""
+}
+
+func (c *Coordinator) peerStatus(ctx context.Context, m *manifest.Manifest, url string) *api.Status {
+	if c.cfg.Issuer == nil {
+		return nil // no TEE: no attested TLS to peers
+	}
+	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := c.dial()(url, accept, c.cfg.Issuer).Status(ctx)
+	if err != nil {
+		c.log.Debug("peer status", "peer", url, "err", err)
+		return nil
+	}
+	return st
 }
 
 // SetManifest creates the mesh (no manifest yet) or applies an owner-signed update.
@@ -820,6 +997,9 @@ func (c *Coordinator) statusLocked() *api.Status {
 	}
 	if c.ca != nil {
 		s.CAFingerprint = c.ca.Fingerprint()
+	}
+	if c.cfg.Members != nil {
+		s.Members = c.cfg.Members()
 	}
 	if c.alloc != nil && c.state == api.StateReady {
 		for _, l := range c.alloc.Live(c.now()) {

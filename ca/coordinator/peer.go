@@ -176,7 +176,8 @@ func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, peerFl
 // readyPeerLocked returns the URL of a peer that attests as a coordinator of the
 // store's latest manifest and reports itself ready, or "".
 func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
-	if len(c.cfg.Peers) == 0 {
+	urls := c.peerURLs()
+	if len(urls) == 0 {
 		return ""
 	}
 	m, _, _, err := history.Peek(ctx, c.st)
@@ -184,7 +185,7 @@ func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
 		return ""
 	}
 	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
-	for _, url := range c.cfg.Peers {
+	for _, url := range urls {
 		if st, err := c.dial()(url, accept, c.cfg.Issuer).Status(ctx); err == nil && st.State == api.StateReady {
 			return url
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -21,6 +22,8 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/tee"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -31,7 +34,8 @@ func main() {
 	var listen, healthAddr, stateDir, storeSpec, teeSpec string
 	var tokens, amdKDS, intelPCS bool
 	var vcekCache, tdxCollateral, jwksFile string
-	var peers []string
+	var peers, join []string
+	var gossipAddr, gossipAdvertise, name, apiURL string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -88,12 +92,34 @@ func main() {
 					return err
 				}
 			}
-			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers})
+			if gossipAddr == "" && len(join) > 0 {
+				return errors.New("--join needs --gossip-addr (this coordinator's gossip address)")
+			}
+			if apiURL == "" && gossipAddr != "" {
+				if apiURL, err = defaultAPI(listen, gossipAdvertise, gossipAddr, issuer != nil); err != nil {
+					return err
+				}
+			}
+			var cl *cluster.Cluster
+			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+				API: apiURL, Members: func() []api.Member {
+					if cl == nil {
+						return nil
+					}
+					return cl.Members()
+				}})
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if gossipAddr != "" {
+				if cl, err = cluster.Start(ctx, cluster.Config{Name: name, Bind: gossipAddr, Advertise: gossipAdvertise, Join: join,
+					Local: c.Member, OnChange: c.Hint, Log: log}); err != nil {
+					return err
+				}
+				log.Info("coordinator cluster", "name", cl.Name(), "gossip", gossipAddr, "api", apiURL, "join", join)
+			}
 			go c.Run(ctx)
 			go func() {
 				if err := health.Serve(ctx, healthAddr, c.Ready); err != nil {
@@ -133,7 +159,12 @@ func main() {
 	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz and /readyz (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
-	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering; needs --tee")
+	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering, besides those gossip finds; needs --tee")
+	f.StringVar(&gossipAddr, "gossip-addr", "", "memberlist gossip address (host:port, UDP and TCP) of the coordinator cluster; empty: no cluster")
+	f.StringVar(&gossipAdvertise, "gossip-advertise", "", "gossip address other members reach this one at, when not --gossip-addr's")
+	f.StringSliceVar(&join, "join", nil, "gossip addresses (host:port) of other coordinators; a DNS name stands for all its addresses (a headless Service)")
+	f.StringVar(&name, "name", "", "this coordinator's name in the cluster (default: the host name)")
+	f.StringVar(&apiURL, "api-url", "", "URL others reach this coordinator's API at, announced in gossip (default: the gossip address's host with --listen's port)")
 	f.StringVar(&vcekCache, "vcek-cache", "", "directory of AMD certificates (VCEKs) for SNP evidence that does not carry its own; empty: evidence must carry it")
 	f.BoolVar(&amdKDS, "amd-kds", false, "fetch missing VCEKs from AMD's key distribution service into --vcek-cache (off by default: off-line)")
 	f.StringVar(&tdxCollateral, "tdx-collateral", "", "directory of Intel TDX collateral; with it, TDX quotes are also checked for TCB status")
@@ -145,6 +176,31 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
 	}
+}
+
+// defaultAPI is the URL announced for this coordinator's API: the host of its
+// gossip address and the port of its API.
+func defaultAPI(listen, advertise, bind string, tls bool) (string, error) {
+	host := advertise
+	if host == "" {
+		host = bind
+	}
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		return "", fmt.Errorf("gossip address %q: %w", host, err)
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", errors.New("--api-url is needed when the gossip address names no host (listening on every address)")
+	}
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(h, port), nil
 }
 
 func openStore(spec string) (store.Store, error) {
