@@ -290,6 +290,12 @@ func (c *Coordinator) Run(ctx context.Context) {
 			}
 		case <-peers.C:
 			c.mu.Lock()
+			if c.state == api.StateWaiting {
+				// Another coordinator may have created the mesh meanwhile.
+				if _, _, err := c.st.Latest(ctx); err == nil {
+					c.setState(api.StateRecovering, "another coordinator created the mesh; recovering its seed from a peer (or meshctl recover)")
+				}
+			}
 			recovering := c.state == api.StateRecovering || c.state == api.StateLocked
 			c.mu.Unlock()
 			if urls := c.peerURLs(); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
