@@ -232,7 +232,7 @@ func (l *lab) setManifest(lifetime, parent string) (*api.ManifestResponse, error
 		"coordinators":        []any{map[string]any{"name": "coordinator", "attestation": l.policy}},
 		"networks":            []string{"10.42.0.0/16"},
 		"certificateLifetime": lifetime,
-		"lighthouses": []any{map[string]string{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": strings.Repeat("0", 64)}},
+		"lighthouses":         []any{map[string]string{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": strings.Repeat("0", 64)}},
 		"roles": []any{map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": map[string]any{"simulated": map[string]any{
 			"measurements": []string{hex.EncodeToString(wm[:])}, "rootFingerprint": l.workload.RootFingerprint(),
 		}}}},
