@@ -130,13 +130,19 @@ func (l *lab) path(name string) string { return filepath.Join(l.dir, name) }
 // by gossip (no static peers: recovery finds them through gossip).
 func (l *lab) start(i int, state string) {
 	l.t.Helper()
+	l.startWith(i, state, l.teeDir, "etcd:http://"+etcdIP+":2379")
+}
+
+// startWith runs coordinator i with a TEE and a store of the test's choosing.
+func (l *lab) startWith(i int, state, teeDir, store string) {
+	l.t.Helper()
 	var join []string
 	for j := range l.ns {
 		join = append(join, ip(j)+":7946")
 	}
 	cmd, err := l.net.Start(l.ns[i], l.path(fmt.Sprintf("c%d.log", i+1)), binDir+"/sealmesh-coordinator",
-		"--listen", ip(i)+":7080", "--health-addr", ip(i)+":7081", "--tee", "simulated:"+l.teeDir,
-		"--store", "etcd:http://"+etcdIP+":2379", "--state-dir", state,
+		"--listen", ip(i)+":7080", "--health-addr", ip(i)+":7081", "--tee", "simulated:"+teeDir,
+		"--store", store, "--state-dir", state,
 		"--gossip-addr", ip(i)+":7946", "--join", strings.Join(join, ","), "--name", fmt.Sprintf("c%d", i+1))
 	if err != nil {
 		l.t.Fatal(err)
@@ -212,6 +218,11 @@ func (l *lab) all(k int) *api.Client {
 	return l.client(urls...)
 }
 
+func evilPolicy(d *simulated.Device) manifest.Attestation {
+	m := simulated.MeasurementOf("evil-coordinator")
+	return manifest.Attestation{Simulated: &manifest.SNPPolicy{Measurements: []string{hex.EncodeToString(m[:])}, RootFingerprint: d.RootFingerprint()}}
+}
+
 // create sets the first manifest at coordinator 0.
 func (l *lab) create() *api.ManifestResponse {
 	l.t.Helper()
@@ -224,6 +235,18 @@ func (l *lab) create() *api.ManifestResponse {
 }
 
 func (l *lab) setManifest(lifetime, parent string) (*api.ManifestResponse, error) {
+	req, err := l.manifestRequest(lifetime, parent)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return l.all(0).SetManifest(ctx, req)
+}
+
+// manifestRequest is the mesh's manifest, its coordinator role l.policy,
+// signed by the owner.
+func (l *lab) manifestRequest(lifetime, parent string) (*api.ManifestRequest, error) {
 	wm := simulated.MeasurementOf("sealmesh-workload")
 	man := map[string]any{
 		"version":             1,
@@ -241,13 +264,7 @@ func (l *lab) setManifest(lifetime, parent string) (*api.ManifestResponse, error
 	if err != nil {
 		return nil, err
 	}
-	req, err := owner.Request(raw, parent, l.ownerKey)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return l.all(0).SetManifest(ctx, req)
+	return owner.Request(raw, parent, l.ownerKey)
 }
 
 // recoverWithShare hands coordinator i the seed from bob's share, as meshctl
