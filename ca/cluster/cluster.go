@@ -52,6 +52,9 @@ type Cluster struct {
 	mu      sync.Mutex
 	meta    []byte
 	changed chan struct{}
+	// others is kept from memberlist's events: the nodes its Members returns
+	// are written by its goroutines, so reading them later would race.
+	others map[string]api.Member
 }
 
 // metaLimit is memberlist's bound on a node's metadata.
@@ -70,7 +73,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		cfg.Name = h
 	}
-	c := &Cluster{cfg: cfg, changed: make(chan struct{}, 1)}
+	c := &Cluster{cfg: cfg, changed: make(chan struct{}, 1), others: map[string]api.Member{}}
 	c.meta = c.encode()
 
 	mc := memberlist.DefaultLANConfig()
@@ -168,18 +171,16 @@ func (c *Cluster) encode() []byte {
 // Members returns every member the cluster knows alive or suspect, this one
 // first.
 func (c *Cluster) Members() []api.Member {
-	var out []api.Member
-	for _, n := range c.ml.Members() {
-		var m api.Member
-		if json.Unmarshal(n.Meta, &m) != nil {
-			continue // not a sealmesh coordinator's announcement
-		}
-		m.Name = n.Name
-		m.Health = "alive"
-		if n.State == memberlist.StateSuspect {
-			m.Health = "suspect"
-		}
-		m.Self = n.Name == c.cfg.Name
+	c.mu.Lock()
+	out := make([]api.Member, 0, len(c.others)+1)
+	for _, m := range c.others {
+		out = append(out, m)
+	}
+	self := c.meta
+	c.mu.Unlock()
+	var m api.Member
+	if json.Unmarshal(self, &m) == nil {
+		m.Name, m.Health, m.Self = c.cfg.Name, "alive", true
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b api.Member) int {
@@ -194,15 +195,32 @@ func (c *Cluster) Members() []api.Member {
 	return out
 }
 
-// Name is this member's name.
-func (c *Cluster) Name() string { return c.cfg.Name }
-
-func (c *Cluster) notify() {
+// seen records a node as an event shows it (memberlist holds its lock while
+// calling, so the node is read safely here).
+func (c *Cluster) seen(n *memberlist.Node, gone bool) {
+	if n.Name == c.cfg.Name {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var m api.Member
+	if gone || json.Unmarshal(n.Meta, &m) != nil {
+		delete(c.others, n.Name) // gone, or not a sealmesh coordinator
+	} else {
+		m.Name, m.Health = n.Name, "alive"
+		if n.State == memberlist.StateSuspect {
+			m.Health = "suspect"
+		}
+		c.others[n.Name] = m
+	}
 	select {
 	case c.changed <- struct{}{}:
 	default:
 	}
 }
+
+// Name is this member's name.
+func (c *Cluster) Name() string { return c.cfg.Name }
 
 type delegate struct{ c *Cluster }
 
@@ -223,9 +241,9 @@ func (delegate) MergeRemoteState(buf []byte, join bool) {}
 
 type events struct{ c *Cluster }
 
-func (e events) NotifyJoin(*memberlist.Node)   { e.c.notify() }
-func (e events) NotifyLeave(*memberlist.Node)  { e.c.notify() }
-func (e events) NotifyUpdate(*memberlist.Node) { e.c.notify() }
+func (e events) NotifyJoin(n *memberlist.Node)   { e.c.seen(n, false) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.c.seen(n, true) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.c.seen(n, false) }
 
 // logWriter sends memberlist's log lines to slog at debug level, except
 // its warnings and errors.

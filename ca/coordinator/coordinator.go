@@ -268,6 +268,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 	defer t.Stop()
 	peers := time.NewTicker(5 * time.Second)
 	defer peers.Stop()
+	c.tryPeers(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -276,36 +277,49 @@ func (c *Coordinator) Run(ctx context.Context) {
 			if !ok {
 				return
 			}
+			c.tryPeers(ctx)
 		case <-c.hints:
+			// A member joined or announced something: a recovering
+			// coordinator may now have a peer to ask.
+			c.tryPeers(ctx)
 			if !c.peerAhead() {
 				continue
 			}
 		case <-t.C:
-			if c.alloc != nil {
+			c.mu.Lock()
+			alloc := c.alloc
+			c.mu.Unlock()
+			if alloc != nil {
 				// Other coordinators' leases, for status (allocation
 				// itself settles every address in the store).
-				if err := c.alloc.Refresh(ctx); err != nil {
+				if err := alloc.Refresh(ctx); err != nil {
 					c.log.Warn("refresh leases", "err", err)
 				}
 			}
 		case <-peers.C:
-			c.mu.Lock()
-			if c.state == api.StateWaiting {
-				// Another coordinator may have created the mesh meanwhile.
-				if _, _, err := c.st.Latest(ctx); err == nil {
-					c.setState(api.StateRecovering, "another coordinator created the mesh; recovering its seed from a peer (or meshctl recover)")
-				}
-			}
-			recovering := c.state == api.StateRecovering || c.state == api.StateLocked
-			c.mu.Unlock()
-			if urls := c.peerURLs(); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
-				if err := c.RecoverFromPeers(ctx, urls, c.dial()); err != nil {
-					c.log.Warn("peer recovery", "err", err)
-				}
-			}
+			c.tryPeers(ctx)
 			continue
 		}
 		c.Recheck(ctx)
+	}
+}
+
+// tryPeers recovers a coordinator without secrets from a ready peer, if it
+// has peers (static or from gossip) and a TEE to attest with.
+func (c *Coordinator) tryPeers(ctx context.Context) {
+	c.mu.Lock()
+	if c.state == api.StateWaiting {
+		// Another coordinator may have created the mesh meanwhile.
+		if _, _, err := c.st.Latest(ctx); err == nil {
+			c.setState(api.StateRecovering, "another coordinator created the mesh; recovering its seed from a peer (or meshctl recover)")
+		}
+	}
+	recovering := c.state == api.StateRecovering || c.state == api.StateLocked
+	c.mu.Unlock()
+	if urls := c.peerURLs(); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
+		if err := c.RecoverFromPeers(ctx, urls, c.dial()); err != nil {
+			c.log.Warn("peer recovery", "err", err)
+		}
 	}
 }
 
