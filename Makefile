@@ -55,7 +55,7 @@ test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under 
 
 .PHONY: bench
 bench: tools ## (root) run the benchmarks and write docs/BENCHMARKS.md
-	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x ./test/e2e/=1x
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x ./test/e2e/=1x ./test/ha/=1x
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

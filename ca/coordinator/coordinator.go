@@ -215,6 +215,9 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 		if c.alloc, err = issuer.NewAllocator(c.st, h.Manifest); err != nil {
 			return err
 		}
+		if c.cfg.Members != nil && c.cfg.API != "" {
+			c.alloc.Spread(c.cfg.API)
+		}
 	}
 	c.alloc.SetReserved(h.Manifest)
 	c.seed, c.hist, c.ca = &seed, h, ca

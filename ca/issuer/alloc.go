@@ -91,6 +91,27 @@ type Allocator struct {
 	network  netip.Prefix
 	reserved map[netip.Addr]bool
 	leases   map[netip.Addr]entry
+	// start is where searches begin: the network's first host address, or,
+	// for a member of a coordinator cluster, a point of its own (Spread), so
+	// members enrolling at once do not all race for the same lowest address.
+	start netip.Addr
+}
+
+// Spread makes searches start at a point derived from member (a
+// coordinator's name or URL) instead of the network's first address.
+func (a *Allocator) Spread(member string) {
+	h := sha256.Sum256([]byte(member))
+	n := uint64(h[0])<<24 | uint64(h[1])<<16 | uint64(h[2])<<8 | uint64(h[3])
+	ip := a.network.Addr().Next()
+	for range n % uint64(a.size()) {
+		ip = ip.Next()
+		if !a.network.Contains(ip) {
+			ip = a.network.Addr().Next()
+		}
+	}
+	a.mu.Lock()
+	a.start = ip
+	a.mu.Unlock()
 }
 
 // SetReserved replaces the addresses that are never handed out (the manifest's
@@ -151,9 +172,15 @@ func (a *Allocator) Allocate(ctx context.Context, fixed netip.Addr, holder, role
 	if c, ok, err := a.held(ctx, holder, role, now); err != nil || ok {
 		return c, err
 	}
-	// Lowest free address first: coordinators that pick the same one settle
-	// it by compare-and-swap, and the loser learns the record and moves on.
-	start := a.network.Addr().Next()
+	// Lowest free address (from start) first: coordinators that pick the
+	// same one settle it by compare-and-swap, and the loser learns the record
+	// and moves on.
+	a.mu.Lock()
+	start := a.start
+	a.mu.Unlock()
+	if !a.network.Contains(start) {
+		start = a.network.Addr().Next()
+	}
 	last := manifest.LastAddr(a.network)
 	next := func(ip netip.Addr) netip.Addr {
 		ip = ip.Next()

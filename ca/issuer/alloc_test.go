@@ -67,52 +67,61 @@ func lease(c issuer.Claim, holder string, now time.Time) issuer.Lease {
 // Three allocators (three coordinators) over one store hand out every address
 // of the network exactly once between them, however their calls interleave.
 func TestAllocatorsShareTheStore(t *testing.T) {
-	for name, open := range stores(t) {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			all := allocators(t, open(t), 3)
-			now := time.Now()
-			var mu sync.Mutex
-			got := map[netip.Addr]string{}
-			var wg sync.WaitGroup
-			exhausted := 0
-			for i := range 90 { // more than the 61 free addresses
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					a := all[i%3]
-					holder := fmt.Sprintf("h%d", i)
-					c, err := a.Allocate(ctx, netip.Addr{}, holder, "web", now)
-					if errors.Is(err, issuer.ErrExhausted) {
-						mu.Lock()
-						exhausted++
-						mu.Unlock()
-						return
-					}
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if err := a.Record(ctx, c, lease(c, holder, now)); err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					if other, dup := got[c.IP]; dup {
-						t.Errorf("%s given to %s and %s", c.IP, other, holder)
-					}
-					got[c.IP] = holder
-				}()
+	for _, spread := range []bool{false, true} {
+		for name, open := range stores(t) {
+			t.Run(fmt.Sprintf("%s/spread=%v", name, spread), func(t *testing.T) { shareTheStore(t, open, spread) })
+		}
+	}
+}
+
+func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread bool) {
+	ctx := context.Background()
+	all := allocators(t, open(t), 3)
+	if spread {
+		for i, a := range all {
+			a.Spread(fmt.Sprintf("https://c%d:7080", i))
+		}
+	}
+	now := time.Now()
+	var mu sync.Mutex
+	got := map[netip.Addr]string{}
+	var wg sync.WaitGroup
+	exhausted := 0
+	for i := range 90 { // more than the 61 free addresses
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := all[i%3]
+			holder := fmt.Sprintf("h%d", i)
+			c, err := a.Allocate(ctx, netip.Addr{}, holder, "web", now)
+			if errors.Is(err, issuer.ErrExhausted) {
+				mu.Lock()
+				exhausted++
+				mu.Unlock()
+				return
 			}
-			wg.Wait()
-			if len(got) != 61 || exhausted != 29 {
-				t.Fatalf("%d addresses handed out, %d refused as exhausted; want 61 and 29", len(got), exhausted)
+			if err != nil {
+				t.Error(err)
+				return
 			}
-			if _, ok := got[netip.MustParseAddr("10.42.0.1")]; ok {
-				t.Fatal("the lighthouse's address was handed out")
+			if err := a.Record(ctx, c, lease(c, holder, now)); err != nil {
+				t.Error(err)
+				return
 			}
-		})
+			mu.Lock()
+			defer mu.Unlock()
+			if other, dup := got[c.IP]; dup {
+				t.Errorf("%s given to %s and %s", c.IP, other, holder)
+			}
+			got[c.IP] = holder
+		}()
+	}
+	wg.Wait()
+	if len(got) != 61 || exhausted != 29 {
+		t.Fatalf("%d addresses handed out, %d refused as exhausted; want 61 and 29", len(got), exhausted)
+	}
+	if _, ok := got[netip.MustParseAddr("10.42.0.1")]; ok {
+		t.Fatal("the lighthouse's address was handed out")
 	}
 }
 

@@ -43,7 +43,7 @@ const etcdIP = "10.98.0.1"
 // namespace that routes between them and runs etcd, the shared store. The
 // test's clients (many agents) dial from the hub.
 type lab struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	net    *netlab.Lab
 	hub    *netlab.NS
@@ -62,7 +62,7 @@ func ip(i int) string { return fmt.Sprintf("10.98.%d.2", i+1) }
 
 func apiURL(i int) string { return "https://" + ip(i) + ":7080" }
 
-func newLab(t *testing.T, n int) *lab {
+func newLab(t testing.TB, n int) *lab {
 	testenv.RequireRoot(t)
 	etcd := tools.Bin(t, "etcd")
 	l := &lab{t: t, dir: t.TempDir(), net: netlab.New(fmt.Sprintf("smha%d", os.Getpid()%100000)), procs: make([]*exec.Cmd, n)}
