@@ -53,7 +53,7 @@ func main() {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URL: https (attested TLS) or http (development)")
+	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
 	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
