@@ -1,0 +1,132 @@
+package coordinator_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/test/tools"
+)
+
+// gossip stands in for the cluster: what members announce, settable.
+type gossip struct {
+	mu sync.Mutex
+	ms []api.Member
+}
+
+func (g *gossip) set(ms ...api.Member) { g.mu.Lock(); g.ms = ms; g.mu.Unlock() }
+func (g *gossip) get() []api.Member  { g.mu.Lock(); defer g.mu.Unlock(); return g.ms }
+
+// member runs a coordinator of p's mesh that sees g as its cluster.
+func (p *peerSetup) member(t *testing.T, stateDir string, g *gossip) (*coordinator.Coordinator, string) {
+	t.Helper()
+	st, err := store.OpenFile(p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := p.coordDev.SealingKey()
+	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
+		SealingKey: key, Issuer: p.coordDev, Members: g.get, API: "https://" + filepath.Base(stateDir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, tools.ServeAttested(t, p.coordDev, c.Handler())
+}
+
+func (p *peerSetup) update(t *testing.T, c *coordinator.Coordinator, lifetime string) {
+	t.Helper()
+	req, err := ownerRequest(strings.Replace(withCoordinators("sealmesh-coordinator"), `"1h"`, lifetime, 1), c.Status().Head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetManifest(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Anti-rollback across the cluster: a coordinator that restarts over a store
+// rolled back below what an attested peer runs refuses it, once gossip says a
+// peer is ahead; without that hint it could not know.
+func TestStoreOlderThanAnAttestedPeer(t *testing.T) {
+	ctx := context.Background()
+	p := setupPeers(t)
+	g := &gossip{}
+	bState := t.TempDir()
+	b, _ := p.member(t, bState, g)
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		t.Fatal(err)
+	}
+	// B stops at generation 1; A moves to 2; the store's operator puts 1 back.
+	old, _ := os.ReadFile(filepath.Join(p.store, "latest"))
+	p.update(t, p.a, `"2h"`)
+	os.WriteFile(filepath.Join(p.store, "latest"), old, 0o600)
+
+	b2, _ := p.member(t, bState, g)
+	b2.Recheck(ctx)
+	if st := b2.Status(); st.State != api.StateReady || st.Generation != 1 {
+		t.Fatalf("without a hint B cannot tell: %s at %d", st.State, st.Generation)
+	}
+	// A gossip claim nobody confirms over attested TLS is not believed.
+	g.set(api.Member{Name: "liar", API: "https://127.0.0.1:1", State: api.StateReady, Generation: 9})
+	b2.Recheck(ctx)
+	if st := b2.Status(); st.State != api.StateReady {
+		t.Fatalf("an unconfirmed gossip claim stopped B: %s: %s", st.State, st.Message)
+	}
+	g.set(api.Member{Name: "a", API: p.aURL, State: api.StateReady, Generation: 2})
+	b2.Recheck(ctx)
+	st := b2.Status()
+	if st.State != api.StateFailed || !strings.Contains(st.Message, "runs generation 2") {
+		t.Fatalf("B over a store older than attested A: %s: %s", st.State, st.Message)
+	}
+}
+
+// A coordinator whose state is not an ancestor of the store's latest stops
+// issuing, and re-syncs only to a head an attested ready peer runs.
+func TestOffBranchResync(t *testing.T) {
+	ctx := context.Background()
+	p := setupPeers(t)
+	g := &gossip{}
+	bState := t.TempDir()
+	b, bURL := p.member(t, bState, g)
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		t.Fatal(err)
+	}
+	ga := &gossip{}
+	a, _ := p.member(t, t.TempDir(), ga)
+	if err := a.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		t.Fatal(err)
+	}
+	// a moves to 2a; the store goes back to 1 and b (still at 1) writes 2b:
+	// another branch, signed with the mesh's seed (as an operator's recovery
+	// over an old store would).
+	old, _ := os.ReadFile(filepath.Join(p.store, "latest"))
+	p.update(t, a, `"2h"`)
+	os.WriteFile(filepath.Join(p.store, "latest"), old, 0o600)
+	p.update(t, b, `"3h"`)
+	branch := b.Status().Head
+
+	a.Recheck(ctx)
+	if st := a.Status(); st.State != api.StateFailed || !strings.Contains(st.Message, "another branch") {
+		t.Fatalf("a off the store's branch, no peer vouching: %s: %s", st.State, st.Message)
+	}
+	// A peer announced at another head does not count.
+	ga.set(api.Member{Name: "x", API: p.aURL, State: api.StateReady, Generation: 2})
+	a.Recheck(ctx)
+	if st := a.Status(); st.State != api.StateFailed {
+		t.Fatalf("a re-synced without a peer on the store's head: %s", st.State)
+	}
+	// An attested ready peer runs the store's latest: a re-syncs to it.
+	ga.set(api.Member{Name: "b", API: bURL, State: api.StateReady, Generation: 2, Head: branch})
+	a.Recheck(ctx)
+	if st := a.Status(); st.State != api.StateReady || st.Head != branch {
+		t.Fatalf("a after an attested peer vouched for %s: %s at %s: %s", branch[:12], st.State, st.Head, st.Message)
+	}
+}
