@@ -23,7 +23,7 @@ type gossip struct {
 }
 
 func (g *gossip) set(ms ...api.Member) { g.mu.Lock(); g.ms = ms; g.mu.Unlock() }
-func (g *gossip) get() []api.Member  { g.mu.Lock(); defer g.mu.Unlock(); return g.ms }
+func (g *gossip) get() []api.Member    { g.mu.Lock(); defer g.mu.Unlock(); return g.ms }
 
 // member runs a coordinator of p's mesh that sees g as its cluster.
 func (p *peerSetup) member(t *testing.T, stateDir string, g *gossip) (*coordinator.Coordinator, string) {
