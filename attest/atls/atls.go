@@ -88,11 +88,7 @@ type peerKey struct{}
 // evidence with verify (attest.Verify with no caches if nil). The TLS key is
 // made here and lives only in memory.
 func NewServer(issuer attest.Issuer, verify VerifyFunc) (*Server, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	key, spki, err := newKey()
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +202,16 @@ func (s *Server) handshake(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	}, nil
 }
 
+// newKey makes a TLS key and its SubjectPublicKeyInfo, which evidence binds.
+func newKey() (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	return key, spki, err
+}
+
 // certificate makes a self-signed certificate for key carrying ev.
 func certificate(key *ecdsa.PrivateKey, ev attest.Evidence, usage x509.ExtKeyUsage, exts ...pkix.Extension) (tls.Certificate, error) {
 	ext, err := json.Marshal(ev)
@@ -280,11 +286,7 @@ func Client(accept func(*attest.Claims) error, self attest.Issuer) (*tls.Config,
 			if _, err := asn1.Unmarshal(serverNonce, &n); err != nil || len(n) != 32 {
 				return nil, errors.New("atls: the server sent no nonce to attest to (an attested-TLS server before client attestation?)")
 			}
-			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			if err != nil {
-				return nil, err
-			}
-			spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+			key, spki, err := newKey()
 			if err != nil {
 				return nil, err
 			}

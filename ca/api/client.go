@@ -25,6 +25,9 @@ type Client struct {
 	http  *http.Client
 	mu    sync.Mutex
 	good  string // the last coordinator that answered
+	// one: a single coordinator's client from Coordinators, its URL already
+	// expanded (no name lookup per call).
+	one bool
 }
 
 // dialTimeout bounds connecting to one coordinator, so an unreachable one
@@ -58,6 +61,9 @@ func NewClient(base string, rt ...http.RoundTripper) *Client {
 // first, for calls that must stay on one coordinator (a nonce is good only
 // where it was issued).
 func (c *Client) Coordinators(ctx context.Context) []*Client {
+	if c.one {
+		return []*Client{c}
+	}
 	var urls []string
 	for _, b := range c.bases {
 		urls = append(urls, expand(ctx, b)...)
@@ -67,7 +73,7 @@ func (c *Client) Coordinators(ctx context.Context) []*Client {
 	c.mu.Unlock()
 	out := make([]*Client, 0, len(urls))
 	for _, u := range urls {
-		one := &Client{bases: []string{u}, http: c.http}
+		one := &Client{bases: []string{u}, http: c.http, one: true}
 		if u == good {
 			out = append([]*Client{one}, out...)
 		} else {

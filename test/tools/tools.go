@@ -116,3 +116,25 @@ func freeURL(t testing.TB) string {
 	defer l.Close()
 	return "http://" + l.Addr().String()
 }
+
+// BuildMain builds pkgs (import paths) from this checkout into a temporary
+// directory, runs the package's tests with binDir set to it, removes it, and
+// exits with their code: the TestMain of packages that run real binaries.
+func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
+	dir, err := os.MkdirTemp("", "sealmesh-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*binDir = dir
+	code := 1
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
