@@ -28,6 +28,8 @@ type Client struct {
 	// one: a single coordinator's client from Coordinators, its URL already
 	// expanded (no name lookup per call).
 	one bool
+	// Resolver looks up coordinators' names (net.DefaultResolver if nil).
+	Resolver *net.Resolver
 }
 
 // dialTimeout bounds connecting to one coordinator, so an unreachable one
@@ -66,7 +68,7 @@ func (c *Client) Coordinators(ctx context.Context) []*Client {
 	}
 	var urls []string
 	for _, b := range c.bases {
-		urls = append(urls, expand(ctx, b)...)
+		urls = append(urls, expand(ctx, c.Resolver, b)...)
 	}
 	c.mu.Lock()
 	good := c.good
@@ -88,14 +90,17 @@ func (c *Client) URL() string { return strings.Join(c.bases, ",") }
 
 // expand turns a URL whose host name has several addresses into one URL per
 // address; others stay as they are.
-func expand(ctx context.Context, base string) []string {
+func expand(ctx context.Context, r *net.Resolver, base string) []string {
 	u, err := url.Parse(base)
 	if err != nil || net.ParseIP(u.Hostname()) != nil || u.Hostname() == "" {
 		return []string{base}
 	}
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupHost(ctx, u.Hostname())
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupHost(ctx, u.Hostname())
 	if err != nil || len(addrs) < 2 {
 		return []string{base}
 	}

@@ -35,8 +35,10 @@ type Config struct {
 	// is not Bind's (default: Bind's, or a private address of this host).
 	Advertise string
 	// Join lists host:port of other members; a DNS name stands for all of its
-	// addresses (a headless Service).
+	// addresses (a headless Service), looked up again at every join.
 	Join []string
+	// Resolver looks the names up (net.DefaultResolver if nil).
+	Resolver *net.Resolver
 	// Local returns what this member announces (Name and Health are set here).
 	Local func() api.Member
 	// OnChange is called (never concurrently, never blocking gossip) when
@@ -123,7 +125,7 @@ func (c *Cluster) run(ctx context.Context) {
 			alone := c.ml.NumMembers() <= 1
 			if (alone && time.Since(lastJoin) > 2*time.Second) || time.Since(lastJoin) > 30*time.Second {
 				lastJoin = time.Now()
-				if n, err := c.ml.Join(c.cfg.Join); err != nil && n == 0 {
+				if n, err := c.ml.Join(c.addrs(ctx)); err != nil && n == 0 {
 					c.cfg.Log.Debug("gossip join", "members", c.cfg.Join, "err", err)
 				}
 			}
@@ -150,6 +152,34 @@ func (c *Cluster) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// addrs resolves the join list to addresses: a name stands for all of its
+// addresses, this member's own included (memberlist skips it).
+func (c *Cluster) addrs(ctx context.Context) []string {
+	r := c.cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	var out []string
+	for _, j := range c.cfg.Join {
+		host, port, err := net.SplitHostPort(j)
+		if err != nil || net.ParseIP(host) != nil {
+			out = append(out, j)
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, err := r.LookupHost(lctx, host)
+		cancel()
+		if err != nil {
+			c.cfg.Log.Debug("gossip join: lookup", "name", host, "err", err)
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+	}
+	return out
 }
 
 func (c *Cluster) encode() []byte {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/cluster"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 func freePort(t *testing.T) int {
@@ -96,4 +97,34 @@ func TestMembersSeeEachOther(t *testing.T) {
 	// A member that leaves is gone from the others' view.
 	b.cancel()
 	eventually(t, "b left", func() bool { return len(a.c.Members()) == 2 && len(c.c.Members()) == 2 })
+}
+
+// Members given one DNS name (as a headless Service gives) find each other at
+// all of its addresses.
+func TestJoinByDNSName(t *testing.T) {
+	port := freePort(t)
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	r := tools.ServeDNS(t, map[string][]string{"coordinators.sealmesh.test": ips})
+	var ms []*cluster.Cluster
+	for i, ip := range ips {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		c, err := cluster.Start(ctx, cluster.Config{
+			Name: fmt.Sprintf("m%d", i), Bind: fmt.Sprintf("%s:%d", ip, port),
+			Join: []string{fmt.Sprintf("coordinators.sealmesh.test:%d", port)}, Resolver: r,
+			Local: func() api.Member { return api.Member{API: "https://" + ip, State: api.StateReady} },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, c)
+	}
+	eventually(t, "three members everywhere", func() bool {
+		for _, c := range ms {
+			if len(c.Members()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
 }
