@@ -74,7 +74,7 @@ func (c *Conf) logger() (*slog.Logger, func()) {
 }
 
 func request(args *skel.CmdArgs, c *Conf) *cniapi.Request {
-	r := &cniapi.Request{ContainerID: args.ContainerID, Netns: args.Netns, IfName: c.InterfaceName, MTU: c.MTU}
+	r := &cniapi.Request{ContainerID: args.ContainerID, Netns: args.Netns, IfName: c.InterfaceName, AttachIfName: args.IfName, MTU: c.MTU}
 	for _, kv := range strings.Split(args.Args, ";") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
@@ -193,7 +193,55 @@ func Check(args *skel.CmdArgs) error {
 	return nil
 }
 
+// Status (CNI 1.1) reports whether ADD can succeed now: the agent runs and
+// reaches a ready coordinator. Not ready is error 50, so the runtime holds
+// pods back instead of starting them without their encrypted interface.
+func Status(args *skel.CmdArgs) error {
+	c, err := parseConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "bad configuration", err.Error())
+	}
+	cl, ctx, cancel := c.client()
+	defer cancel()
+	st, err := cl.Status(ctx)
+	switch {
+	case err != nil:
+		return types.NewError(types.ErrPluginNotAvailable, "sealmesh agent not available", err.Error())
+	case !st.Ready:
+		return types.NewError(types.ErrPluginNotAvailable, "sealmesh agent cannot enrol pods", st.Reason)
+	}
+	return nil
+}
+
+// GC (CNI 1.1) removes the attachments the runtime no longer lists. With the
+// agent gone there is nothing running to remove.
+func GC(args *skel.CmdArgs) error {
+	c, err := parseConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "bad configuration", err.Error())
+	}
+	log, done := c.logger()
+	defer done()
+	valid := make([]cniapi.Attachment, 0, len(c.ValidAttachments))
+	for _, a := range c.ValidAttachments {
+		valid = append(valid, cniapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	cl, ctx, cancel := c.client()
+	defer cancel()
+	err = cl.GC(ctx, valid)
+	switch {
+	case errors.Is(err, cniapi.ErrAgentUnreachable):
+		log.Warn("GC: agent not running; nothing to collect here")
+		return nil
+	case err != nil:
+		log.Error("GC", "err", err)
+		return types.NewError(types.ErrInternal, "sealmesh: garbage collection failed", err.Error())
+	}
+	log.Info("GC", "valid", len(valid))
+	return nil
+}
+
 // Main is the plugin's entry point.
 func Main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: Add, Del: Del, Check: Check}, Supported, "sealmesh-cni: attested Nebula interface for pods")
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}, Supported, "sealmesh-cni: attested Nebula interface for pods")
 }

@@ -53,6 +53,8 @@ func TestErrorsWithoutAgent(t *testing.T) {
 				{"DEL with the agent down succeeds", Del, conf(v, socket, true), 0},
 				{"DEL without prevResult succeeds", Del, conf(v, socket, false), 0},
 				{"CHECK without our interface fails", Check, conf(v, socket, true), types.ErrInternal},
+				{"STATUS with the agent down: not available", Status, conf(v, socket, false), types.ErrPluginNotAvailable},
+				{"GC with the agent down succeeds (nothing runs to collect)", GC, conf(v, socket, false), 0},
 				{"garbage config", Add, []byte("{"), types.ErrDecodingFailure},
 			}
 			for _, tt := range tests {

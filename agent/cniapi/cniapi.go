@@ -21,9 +21,12 @@ const DefaultSocket = "/run/sealmesh/agent.sock"
 
 // Request names one pod attachment.
 type Request struct {
-	ContainerID  string `json:"containerID"`
-	Netns        string `json:"netns"`
+	ContainerID string `json:"containerID"`
+	Netns       string `json:"netns"`
+	// IfName is the Nebula interface; AttachIfName the runtime's name of the
+	// attachment (CNI_IFNAME), by which GC lists what to keep.
 	IfName       string `json:"ifName"`
+	AttachIfName string `json:"attachIfName,omitempty"`
 	MTU          int    `json:"mtu,omitempty"`
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
@@ -37,6 +40,25 @@ type AddResult struct {
 	// Addresses are the overlay IPs in every network (Address first).
 	Addresses []string `json:"addresses"`
 	MTU       int      `json:"mtu"`
+}
+
+// Status is the agent's readiness for ADD (CNI STATUS).
+type Status struct {
+	Ready bool `json:"ready"`
+	// Reason says why not.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Attachment names one attachment the runtime still has (CNI GC): the
+// container and the runtime's interface name (CNI_IFNAME).
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// GCRequest lists the attachments to keep; the agent removes every other.
+type GCRequest struct {
+	Valid []Attachment `json:"valid"`
 }
 
 // Error is a failed call's body.
@@ -76,6 +98,17 @@ func (c *Client) Del(ctx context.Context, r *Request) error {
 // Check verifies a pod's attachment is as Add left it.
 func (c *Client) Check(ctx context.Context, r *Request) error {
 	return c.call(ctx, "/v1/check", r, nil)
+}
+
+// Status asks whether the agent can serve ADD now.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var out Status
+	return &out, c.call(ctx, "/v1/status", struct{}{}, &out)
+}
+
+// GC removes every attachment not in valid.
+func (c *Client) GC(ctx context.Context, valid []Attachment) error {
+	return c.call(ctx, "/v1/gc", &GCRequest{Valid: valid}, nil)
 }
 
 func (c *Client) call(ctx context.Context, path string, in, out any) error {

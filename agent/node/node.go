@@ -14,7 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -51,7 +53,13 @@ type Agent struct {
 	cfg  Config
 	mu   sync.Mutex
 	pods map[string]*pod // by containerID/ifName
+	// contact is when a ready coordinator last answered (unix nanoseconds).
+	contact atomic.Int64
 }
+
+// statusFresh is how long a coordinator's answer counts for STATUS: the
+// runtime asks often, and an enrolment or probe within it is proof enough.
+const statusFresh = 10 * time.Second
 
 type pod struct {
 	req          cniapi.Request
@@ -116,6 +124,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	if err != nil {
 		return nil, err
 	}
+	a.contact.Store(time.Now().UnixNano())
 	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator sent a bad certificate: %w", err)
@@ -224,6 +233,57 @@ func (a *Agent) Check(ctx context.Context, r *cniapi.Request) error {
 	})
 }
 
+// Status reports whether ADD can succeed now: some coordinator is reachable
+// and ready (CNI STATUS).
+func (a *Agent) Status(ctx context.Context) *cniapi.Status {
+	if time.Since(time.Unix(0, a.contact.Load())) < statusFresh {
+		return &cniapi.Status{Ready: true}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var why []string
+	for _, c := range a.cfg.Coordinator.Coordinators(ctx) {
+		st, err := c.Status(ctx)
+		switch {
+		case err != nil:
+			why = append(why, err.Error())
+		case st.State != api.StateReady:
+			why = append(why, fmt.Sprintf("coordinator %s is %s", c.URL(), st.State))
+		default:
+			a.contact.Store(time.Now().UnixNano())
+			return &cniapi.Status{Ready: true}
+		}
+	}
+	return &cniapi.Status{Reason: "no ready coordinator: " + strings.Join(why, "; ")}
+}
+
+// GC stops the attachments the runtime no longer lists (CNI GC) and gives
+// their addresses back.
+func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) {
+	keep, keepIDs := map[string]bool{}, map[string]bool{}
+	for _, v := range valid {
+		keep[v.ContainerID+"/"+v.IfName] = true
+		keepIDs[v.ContainerID] = true
+	}
+	a.mu.Lock()
+	var gone []*pod
+	for k, p := range a.pods {
+		kept := keep[p.req.ContainerID+"/"+p.req.AttachIfName]
+		if p.req.AttachIfName == "" { // added by a plugin that did not say
+			kept = keepIDs[p.req.ContainerID]
+		}
+		if !kept {
+			delete(a.pods, k)
+			gone = append(gone, p)
+		}
+	}
+	a.mu.Unlock()
+	for _, p := range gone {
+		a.stop(ctx, p)
+		a.cfg.Log.Info("pod collected (the runtime no longer lists it)", "container", p.req.ContainerID, "ip", p.result.Address)
+	}
+}
+
 // Shutdown stops every pod's Nebula. Node-mode restarts that keep pods running
 // (re-adoption) are the agent-in-depth work.
 func (a *Agent) Shutdown(ctx context.Context) {
@@ -309,6 +369,20 @@ func (a *Agent) handler() http.Handler {
 	route("/v1/add", func(ctx context.Context, r *cniapi.Request) (any, error) { return a.Add(ctx, r) })
 	route("/v1/del", func(ctx context.Context, r *cniapi.Request) (any, error) { return struct{}{}, a.Del(ctx, r) })
 	route("/v1/check", func(ctx context.Context, r *cniapi.Request) (any, error) { return struct{}{}, a.Check(ctx, r) })
+	mux.HandleFunc("POST /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status(r.Context()))
+	})
+	mux.HandleFunc("POST /v1/gc", func(w http.ResponseWriter, r *http.Request) {
+		var req cniapi.GCRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<22))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, cniapi.Error{Error: "bad request: " + err.Error()})
+			return
+		}
+		a.GC(r.Context(), req.Valid)
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	return mux
 }
 

@@ -5,12 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/mesh"
@@ -289,4 +293,61 @@ func TestCNIVersions(t *testing.T) {
 			delete(m.Pods, p.Name)
 		})
 	}
+}
+
+// TestCNIStatusAndGC drives CNI 1.1's STATUS and GC through libcni on the real
+// conflist: GC removes the attachment the runtime no longer lists (its Nebula
+// interface gone, its address released) and keeps the other; STATUS is ready
+// while a coordinator answers and error 50 once none does.
+func TestCNIStatusAndGC(t *testing.T) {
+	m := up(t)
+	ctx := context.Background()
+	if err := m.UseCNIVersion("1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CNIStatus(ctx); err != nil {
+		t.Fatalf("STATUS with the coordinator up: %v", err)
+	}
+	a, err := m.AddPod(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.AddPod(ctx, "pod-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.GC(ctx, a); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if err := m.CheckSealmesh(ctx, a); err != nil {
+		t.Errorf("the kept pod after GC: %v", err)
+	}
+	if err := b.NS.Do(func() error {
+		_, err := netlink.LinkByName(mesh.NebulaIf)
+		return err
+	}); err == nil {
+		t.Errorf("pod-b's %s still exists after GC", mesh.NebulaIf)
+	}
+	s, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range s.Hosts {
+		if h.IP == b.OverlayIP.String() {
+			t.Errorf("pod-b's address %s is still leased after GC", h.IP)
+		}
+	}
+
+	m.StopCoordinator()
+	var last error
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if last = m.CNIStatus(ctx); last != nil {
+			break
+		}
+	}
+	var e *types.Error
+	if !errors.As(last, &e) || e.Code != types.ErrPluginNotAvailable {
+		t.Fatalf("STATUS with no coordinator: %v, want error %d", last, types.ErrPluginNotAvailable)
+	}
+	t.Logf("STATUS with no coordinator: %v", last)
 }

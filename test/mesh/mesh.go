@@ -77,6 +77,7 @@ type Mesh struct {
 	coordURL    string
 	// AgentPID is the node agent's process; its children run the pods' Nebula.
 	AgentPID int
+	coordCmd *exec.Cmd
 }
 
 // Pod is a pod's namespace and what its conflist returned.
@@ -144,7 +145,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	}
 
 	say("starting sealmesh-coordinator in %s (attested TLS on %s:7080)", m.Coord.Name, CoordinatorIP)
-	if _, err := m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
+	if m.coordCmd, err = m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
 		"--listen", CoordinatorIP+":7080", "--health-addr", CoordinatorIP+":7081", "--tee", "simulated:"+m.path("coordinator-tee"),
 		"--store", "file:"+m.path("store"), "--state-dir", m.path("coordinator-state")); err != nil {
 		return m, err
@@ -343,6 +344,24 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 	}
 	return p, nil
 }
+
+// CNIStatus runs the conflist's STATUS (CNI 1.1) from the node's namespace.
+func (m *Mesh) CNIStatus(ctx context.Context) error {
+	return m.Node.Do(func() error { return m.cni.GetStatusNetworkList(ctx, m.conflist) })
+}
+
+// GC runs the conflist's GC (CNI 1.1) with keep as the runtime's valid
+// attachments.
+func (m *Mesh) GC(ctx context.Context, keep ...*Pod) error {
+	args := &libcni.GCArgs{}
+	for _, p := range keep {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: p.rt.ContainerID, IfName: p.rt.IfName})
+	}
+	return m.Node.Do(func() error { return m.cni.GCNetworkList(ctx, m.conflist, args) })
+}
+
+// StopCoordinator stops the coordinator process (by the PID the mesh started).
+func (m *Mesh) StopCoordinator() { netlab.Stop(m.coordCmd, 5*time.Second) }
 
 // PluginVersions asks sealmesh-cni which cniVersions it supports (CNI VERSION).
 func (m *Mesh) PluginVersions(ctx context.Context) ([]string, error) {
