@@ -49,8 +49,17 @@ demo: check-host build plugins ## (root) coordinator, lighthouse and two pods in
 	$(GO) build -o $(BIN)/sealmesh-demo ./test/demo
 	$(BIN)/sealmesh-demo -bin $(BIN)
 
+# Debian packages the tests run: nft for the reference portmap plugin's
+# nftables backend (the CNI chaining test). Installed when root and missing.
+.PHONY: deps
+deps:
+	@if [ "$$(id -u)" = 0 ] && ! command -v nft >/dev/null; then \
+		echo "installing nftables (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; \
+	fi
+
 .PHONY: test
-test: lint tools ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
+test: lint tools deps ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: bench

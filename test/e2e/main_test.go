@@ -19,5 +19,8 @@ func TestMain(m *testing.M) {
 		"github.com/sealmesh/sealmesh/cmd/meshctl",
 		"github.com/containernetworking/plugins/plugins/main/bridge",
 		"github.com/containernetworking/plugins/plugins/ipam/host-local",
+		"github.com/containernetworking/plugins/plugins/main/ptp",
+		"github.com/containernetworking/plugins/plugins/meta/portmap",
+		"github.com/containernetworking/plugins/plugins/meta/tuning",
 	)
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -350,4 +352,98 @@ func TestCNIStatusAndGC(t *testing.T) {
 		t.Fatalf("STATUS with no coordinator: %v, want error %d", last, types.ErrPluginNotAvailable)
 	}
 	t.Logf("STATUS with no coordinator: %v", last)
+}
+
+// TestCNIChains runs sealmesh-cni through libcni in other chains, at every
+// cniVersion: after ptp, and before portmap (nftables) and tuning, whose input
+// is sealmesh-cni's result. The pods reach a bridge pod over Nebula; portmap's
+// host port reaches the pod; tuning's setting is on the pod's eth0.
+func TestCNIChains(t *testing.T) {
+	m := up(t)
+	ctx := context.Background()
+	first, err := m.AddPod(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions, err := m.PluginVersions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, chain := range []string{mesh.ChainPTP, mesh.ChainBridgeThenMeta} {
+		for _, v := range versions {
+			n++
+			t.Run(chain+"/"+v, func(t *testing.T) {
+				if err := m.UseCNIVersion(v); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.UseChain(chain); err != nil {
+					t.Fatal(err)
+				}
+				p, err := m.AddPod(ctx, fmt.Sprintf("pod-c%d", n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.CheckSealmesh(ctx, p); err != nil {
+					t.Errorf("CHECK: %v", err)
+				}
+				if res, err := p.NS.Ping(first.OverlayIP, 3, 5*time.Second); err != nil || res.Received == 0 {
+					t.Errorf("ping %s over nebula: %v %v", first.OverlayIP, res, err)
+				}
+				if chain == mesh.ChainBridgeThenMeta {
+					checkMeta(t, m, p)
+				}
+				if err := m.DelPod(ctx, p); err != nil {
+					t.Errorf("DEL: %v", err)
+				}
+				delete(m.Pods, p.Name)
+			})
+		}
+	}
+}
+
+// checkMeta: tuning made the pod's eth0 promiscuous, and portmap's host port
+// on the node reaches a listener in the pod.
+func checkMeta(t *testing.T, m *mesh.Mesh, p *mesh.Pod) {
+	t.Helper()
+	if err := p.NS.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if l.Attrs().Promisc != 1 {
+			return fmt.Errorf("eth0 not promiscuous (tuning)")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	var ln net.Listener
+	if err := p.NS.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", mesh.PortmapPod))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Write([]byte("pod"))
+			c.Close()
+		}
+	}()
+	var got []byte
+	err := m.Node.Do(func() error {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", mesh.NodeIP, mesh.PortmapHost), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil || string(got) != "pod" {
+		t.Errorf("host port %d → pod port %d (portmap): %q %v", mesh.PortmapHost, mesh.PortmapPod, got, err)
+	}
 }

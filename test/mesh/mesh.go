@@ -39,6 +39,8 @@ import (
 // Addresses of the lab network (inside namespaces the lab creates).
 const (
 	CoordinatorIP = "10.99.0.2"
+	// NodeIP is the node's address on its link to the coordinator.
+	NodeIP        = "10.99.0.1"
 	LighthouseIP  = "10.99.1.2"
 	Overlay       = "10.42.0.0/16"
 	Overlay6      = "fd42:42::/64"
@@ -60,6 +62,8 @@ type Options struct {
 	Say func(format string, args ...any)
 	// CNIVersion of the pods' conflist; "" means 1.0.0.
 	CNIVersion string
+	// Chain is the pods' conflist around sealmesh-cni (ChainBridge if "").
+	Chain string
 	// Image is what the node's simulated guest measures as; the manifest's
 	// pod role accepts "sealmesh-workload".
 	Image string
@@ -116,13 +120,13 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if m.Node, err = m.Lab.NS("node"); err != nil {
 		return m, err
 	}
-	if err := netlab.Veth(m.Node, "smc0", "10.99.0.1/24", m.Coord, "eth0", CoordinatorIP+"/24"); err != nil {
+	if err := netlab.Veth(m.Node, "smc0", NodeIP+"/24", m.Coord, "eth0", CoordinatorIP+"/24"); err != nil {
 		return m, err
 	}
 	if err := netlab.Veth(m.Node, "sml0", "10.99.1.1/24", m.LH, "eth0", LighthouseIP+"/24"); err != nil {
 		return m, err
 	}
-	for _, step := range []error{m.Coord.DefaultRoute("10.99.0.1"), m.LH.DefaultRoute("10.99.1.1"), m.Node.Forward()} {
+	for _, step := range []error{m.Coord.DefaultRoute(NodeIP), m.LH.DefaultRoute("10.99.1.1"), m.Node.Forward()} {
 		if step != nil {
 			return m, step
 		}
@@ -250,10 +254,36 @@ func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map
 	return json.MarshalIndent(man, "", "  ")
 }
 
+// The chains sealmesh-cni is tested in.
+const (
+	// ChainBridge: bridge + host-local, then sealmesh-cni.
+	ChainBridge = "bridge"
+	// ChainPTP: ptp + host-local, then sealmesh-cni.
+	ChainPTP = "ptp"
+	// ChainBridgeThenMeta: bridge + host-local, sealmesh-cni, then portmap
+	// (nftables; host port PortmapHost to the pod's PortmapPod) and tuning
+	// (promiscuous eth0): their input is sealmesh-cni's output.
+	ChainBridgeThenMeta = "bridge+portmap+tuning"
+	// PTPSubnet is the ptp chain's pod subnet.
+	PTPSubnet               = "10.245.0.0/24"
+	PortmapHost, PortmapPod = 8080, 80
+)
+
 // UseCNIVersion switches the pods' conflist to another cniVersion for the pods
 // added after it.
 func (m *Mesh) UseCNIVersion(v string) error {
 	m.opt.CNIVersion = v
+	return m.useConflist()
+}
+
+// UseChain switches the pods' conflist to another chain for the pods added
+// after it.
+func (m *Mesh) UseChain(chain string) error {
+	m.opt.Chain = chain
+	return m.useConflist()
+}
+
+func (m *Mesh) useConflist() error {
 	conf, err := m.Conflist()
 	if err != nil {
 		return err
@@ -269,25 +299,34 @@ func (m *Mesh) Conflist() ([]byte, error) {
 	if v == "" {
 		v = "1.0.0"
 	}
-	return json.MarshalIndent(map[string]any{
-		"cniVersion": v,
-		"name":       "sealmesh-demo",
-		"plugins": []any{
-			map[string]any{
-				"type": "bridge", "bridge": Bridge, "isGateway": true, "ipMasq": false,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": PodSubnet}}},
-					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-					"dataDir": m.path("host-local"),
-				},
-			},
-			map[string]any{
-				"type": "sealmesh-cni", "agentSocket": m.socket(), "interfaceName": NebulaIf,
-				"logFile": m.path("sealmesh-cni.log"),
-			},
-		},
-	}, "", "  ")
+	ipam := func(subnet, dir string) map[string]any {
+		return map[string]any{
+			"type":    "host-local",
+			"ranges":  [][]map[string]string{{{"subnet": subnet}}},
+			"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+			"dataDir": m.path(dir),
+		}
+	}
+	bridge := map[string]any{"type": "bridge", "bridge": Bridge, "isGateway": true, "ipMasq": false, "ipam": ipam(PodSubnet, "host-local")}
+	ours := map[string]any{
+		"type": "sealmesh-cni", "agentSocket": m.socket(), "interfaceName": NebulaIf,
+		"logFile": m.path("sealmesh-cni.log"),
+	}
+	var plugins []any
+	switch m.opt.Chain {
+	case "", ChainBridge:
+		plugins = []any{bridge, ours}
+	case ChainPTP:
+		plugins = []any{map[string]any{"type": "ptp", "ipam": ipam(PTPSubnet, "host-local-ptp")}, ours}
+	case ChainBridgeThenMeta:
+		plugins = []any{bridge, ours,
+			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
+			map[string]any{"type": "tuning", "promisc": true},
+		}
+	default:
+		return nil, fmt.Errorf("unknown chain %q", m.opt.Chain)
+	}
+	return json.MarshalIndent(map[string]any{"cniVersion": v, "name": "sealmesh-demo", "plugins": plugins}, "", "  ")
 }
 
 // AddPod creates a pod namespace and runs the conflist's ADD for it, from the
@@ -301,6 +340,11 @@ func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
 		ContainerID: m.opt.Prefix + "-" + name, NetNS: pns.Path, IfName: "eth0",
 		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "demo"}, {"K8S_POD_NAME", name}},
 	}}
+	if m.opt.Chain == ChainBridgeThenMeta {
+		p.rt.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
+			{"hostPort": PortmapHost, "containerPort": PortmapPod, "protocol": "tcp"},
+		}}
+	}
 	m.Pods[name] = p
 	var res types.Result
 	err = m.Node.Do(func() error {
@@ -390,8 +434,12 @@ func (m *Mesh) CheckPod(ctx context.Context, p *Pod) error {
 // runtime would hand it over.
 func (m *Mesh) CheckSealmesh(ctx context.Context, p *Pod) error {
 	var ours map[string]any
-	if err := json.Unmarshal(m.conflist.Plugins[len(m.conflist.Plugins)-1].Bytes, &ours); err != nil {
-		return err
+	for _, pl := range m.conflist.Plugins {
+		if pl.Network.Type == "sealmesh-cni" {
+			if err := json.Unmarshal(pl.Bytes, &ours); err != nil {
+				return err
+			}
+		}
 	}
 	ours["cniVersion"], ours["name"] = m.conflist.CNIVersion, m.conflist.Name
 	b, err := json.Marshal(ours)
