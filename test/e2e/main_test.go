@@ -22,5 +22,6 @@ func TestMain(m *testing.M) {
 		"github.com/containernetworking/plugins/plugins/main/ptp",
 		"github.com/containernetworking/plugins/plugins/meta/portmap",
 		"github.com/containernetworking/plugins/plugins/meta/tuning",
+		"github.com/containernetworking/cni/cnitool",
 	)
 }
