@@ -41,6 +41,9 @@ type Workload struct {
 	Name        string `json:"name,omitempty"`
 	UID         string `json:"uid,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
+	// ServiceAccount is the pod's, as the node agent read it from the
+	// Kubernetes API.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
 // EnrolRequest asks for a certificate for PublicKey. A workload proves itself

@@ -932,6 +932,12 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 			why = append(why, fmt.Sprintf("role %s: %v", r.Name, err))
 			continue
 		}
+		// In node mode the node's evidence speaks for its pods; the pod it
+		// names (bound into the evidence's report data) picks the role.
+		if w := req.Workload; !r.PodSelector.Matches(w.Namespace, w.ServiceAccount) {
+			why = append(why, fmt.Sprintf("role %s: its podSelector does not select pod %s/%s (service account %q)", r.Name, w.Namespace, w.Name, w.ServiceAccount))
+			continue
+		}
 		groups := r.Groups
 		if claims.Platform == manifest.PlatformOIDC {
 			// The weaker proof is visible to every peer's firewall.

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +79,16 @@ type Role struct {
 type PodSelector struct {
 	Namespaces      []string `json:"namespaces,omitempty"`
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+}
+
+// Matches reports whether a pod in namespace running as serviceAccount is
+// selected; a nil selector selects every pod.
+func (s *PodSelector) Matches(namespace, serviceAccount string) bool {
+	if s == nil {
+		return true
+	}
+	return (len(s.Namespaces) == 0 || slices.Contains(s.Namespaces, namespace)) &&
+		(len(s.ServiceAccounts) == 0 || slices.Contains(s.ServiceAccounts, serviceAccount))
 }
 
 // CoordinatorRole is evidence a coordinator must show.
