@@ -23,13 +23,17 @@ import (
 	"github.com/sealmesh/sealmesh/test/netlab"
 )
 
-func up(t *testing.T) *mesh.Mesh {
+func up(t *testing.T, opts ...func(*mesh.Options)) *mesh.Mesh {
 	t.Helper()
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	work := t.TempDir()
 	prefix := fmt.Sprintf("sme2e%d", os.Getpid()%100000)
-	m, err := mesh.Up(ctx, mesh.Options{BinDir: binDir, WorkDir: work, Prefix: prefix, Say: t.Logf})
+	o := mesh.Options{BinDir: binDir, WorkDir: work, Prefix: prefix, Say: t.Logf}
+	for _, f := range opts {
+		f(&o)
+	}
+	m, err := mesh.Up(ctx, o)
 	t.Cleanup(func() {
 		if err := m.Close(context.Background()); err != nil {
 			t.Errorf("cleanup: %v", err)

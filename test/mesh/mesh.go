@@ -67,6 +67,27 @@ type Options struct {
 	// Image is what the node's simulated guest measures as; the manifest's
 	// pod role accepts "sealmesh-workload".
 	Image string
+	// Roles come before the manifest's "pod" role: pods in their namespaces
+	// take them (podSelector), with the same attestation.
+	Roles []Role
+	// Firewall replaces the manifest's rules (default: pods accept anything
+	// from pods).
+	Firewall []FirewallRule
+}
+
+// Role is a manifest role for the pods of some namespaces.
+type Role struct {
+	Name       string
+	Groups     []string
+	Namespaces []string
+}
+
+// FirewallRule is a manifest firewall rule.
+type FirewallRule struct {
+	From  []string `json:"from"`
+	To    string   `json:"to"`
+	Proto string   `json:"proto"`
+	Port  string   `json:"port"`
 }
 
 // Mesh is a running mesh.
@@ -173,7 +194,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err != nil {
 		return m, err
 	}
-	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation)
+	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation, o.Roles, o.Firewall)
 	if err != nil {
 		return m, err
 	}
@@ -229,27 +250,32 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 // Manifest is the demo's manifest: one pod role accepting the simulated TEE with
 // the image "sealmesh-workload", the coordinator role (what clients' coordinator
 // policy also names), a lighthouse, and pods may reach each other.
-func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any) ([]byte, error) {
+func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule) ([]byte, error) {
 	meas := simulated.MeasurementOf("sealmesh-workload")
 	tok := sha256.Sum256([]byte(lighthouseToken))
+	attestation := map[string]any{"simulated": map[string]any{
+		"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": rootFingerprint,
+	}}
+	var rs []any
+	for _, r := range roles {
+		rs = append(rs, map[string]any{"name": r.Name, "groups": r.Groups, "podSelector": map[string]any{"namespaces": r.Namespaces}, "attestation": attestation})
+	}
+	rs = append(rs, map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": attestation})
+	if firewall == nil {
+		firewall = []FirewallRule{{From: []string{"pods"}, To: "pods", Proto: "any", Port: "any"}}
+	}
 	man := map[string]any{
 		"version":             1,
 		"owners":              []any{map[string]string{"name": "owner", "key": ownerKey}},
 		"coordinators":        []any{map[string]any{"name": "coordinator", "attestation": coordinator}},
 		"networks":            []string{Overlay, Overlay6},
 		"certificateLifetime": "1h",
-		"roles": []any{map[string]any{
-			"name":   "pod",
-			"groups": []string{"pods"},
-			"attestation": map[string]any{"simulated": map[string]any{
-				"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": rootFingerprint,
-			}},
-		}},
+		"roles":               rs,
 		"lighthouses": []any{map[string]any{
 			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": LighthouseIP + ":4242",
 			"tokenSHA256": hex.EncodeToString(tok[:]),
 		}},
-		"firewall": []any{map[string]any{"from": []string{"pods"}, "to": "pods", "proto": "any", "port": "any"}},
+		"firewall": firewall,
 	}
 	return json.MarshalIndent(man, "", "  ")
 }
@@ -332,13 +358,18 @@ func (m *Mesh) Conflist() ([]byte, error) {
 // AddPod creates a pod namespace and runs the conflist's ADD for it, from the
 // node's namespace as the runtime would.
 func (m *Mesh) AddPod(ctx context.Context, name string) (*Pod, error) {
+	return m.AddPodIn(ctx, name, "demo")
+}
+
+// AddPodIn is AddPod for a pod in a Kubernetes namespace of its own.
+func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, error) {
 	pns, err := m.Lab.NS(name)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pod{Name: name, NS: pns, rt: &libcni.RuntimeConf{
 		ContainerID: m.opt.Prefix + "-" + name, NetNS: pns.Path, IfName: "eth0",
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "demo"}, {"K8S_POD_NAME", name}},
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace}, {"K8S_POD_NAME", name}},
 	}}
 	if m.opt.Chain == ChainBridgeThenMeta {
 		p.rt.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
