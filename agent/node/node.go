@@ -28,6 +28,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/kube"
 )
 
 // nebulaOverhead is what Nebula adds to each packet on an IPv6 underlay (40 IP +
@@ -46,6 +47,16 @@ type Config struct {
 	// print tunnel.ReadyLine when up (`sealmesh-agent tunnel`).
 	TunnelCommand []string
 	StartTimeout  time.Duration
+	// Pods, when set, is the Kubernetes API: before enrolling a pod the agent
+	// requires it to exist on NodeName with the UID the runtime gave, and
+	// takes its service account from it (for the roles' podSelector).
+	Pods     PodSource
+	NodeName string
+}
+
+// PodSource reads pods from the Kubernetes API (kube.Cluster).
+type PodSource interface {
+	Pod(ctx context.Context, namespace, name string) (kube.Pod, error)
 }
 
 // Agent is the node agent.
@@ -111,16 +122,20 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	a.mu.Unlock()
 
 	mtu := r.MTU
+	var err error
 	if mtu == 0 {
-		var err error
 		if mtu, err = podMTU(r.Netns); err != nil {
 			return nil, err
 		}
 	}
 
-	e, err := enrol.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, api.Workload{
-		Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID,
-	})
+	w := api.Workload{Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID}
+	if a.cfg.Pods != nil {
+		if w.ServiceAccount, err = a.checkPod(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	e, err := enrol.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, w)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +186,26 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		"name", e.Name, "role", e.Role, "ip", e.IP, "pid", proc.Pid(), "mtu", mtu)
 	res := p.result
 	return &res, nil
+}
+
+// checkPod requires the pod the runtime names to exist on this node with that
+// UID, and returns its service account: the node's evidence speaks for the
+// pod, so the agent must not speak for one that is not here.
+func (a *Agent) checkPod(ctx context.Context, r *cniapi.Request) (string, error) {
+	if r.PodNamespace == "" || r.PodName == "" || r.PodUID == "" {
+		return "", fmt.Errorf("pod identity: the runtime passed no K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID")
+	}
+	p, err := a.cfg.Pods.Pod(ctx, r.PodNamespace, r.PodName)
+	if err != nil {
+		return "", fmt.Errorf("pod identity: pod %s/%s: %w", r.PodNamespace, r.PodName, err)
+	}
+	switch {
+	case p.UID != r.PodUID:
+		return "", fmt.Errorf("pod identity: pod %s/%s has UID %s, the runtime says %s", r.PodNamespace, r.PodName, p.UID, r.PodUID)
+	case p.Node != a.cfg.NodeName:
+		return "", fmt.Errorf("pod identity: pod %s/%s runs on node %q, not on this node %q", r.PodNamespace, r.PodName, p.Node, a.cfg.NodeName)
+	}
+	return p.ServiceAccount, nil
 }
 
 // Del stops the pod's Nebula and gives its IP back. Unknown pods succeed.

@@ -1,6 +1,7 @@
-// Package kube is what the coordinator asks of a Kubernetes API server when it
-// verifies service-account tokens: the issuer's signing keys and whether a pod
-// still exists (SPIRE's k8s_psat asks the same).
+// Package kube is what sealmesh asks of a Kubernetes API server: for the
+// coordinator verifying service-account tokens, the issuer's signing keys and
+// whether a pod still exists (SPIRE's k8s_psat asks the same); for the node
+// agent, whether the pod the runtime names exists on its node, and as whom.
 package kube
 
 import (
@@ -52,9 +53,23 @@ func (c *Cluster) JWKS(ctx context.Context) ([]byte, error) {
 
 // PodUID implements attest.Cluster.
 func (c *Cluster) PodUID(ctx context.Context, namespace, name string) (string, error) {
+	p, err := c.Pod(ctx, namespace, name)
+	return p.UID, err
+}
+
+// Pod is what the API server says of one pod.
+type Pod struct {
+	UID            string
+	Node           string
+	ServiceAccount string
+}
+
+// Pod reads one pod (the node agent needs get on pods; list and watch are not
+// needed).
+func (c *Cluster) Pod(ctx context.Context, namespace, name string) (Pod, error) {
 	p, err := c.cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return "", err
+		return Pod{}, err
 	}
-	return string(p.UID), nil
+	return Pod{UID: string(p.UID), Node: p.Spec.NodeName, ServiceAccount: p.Spec.ServiceAccountName}, nil
 }

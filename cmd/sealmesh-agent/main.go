@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
+	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/internal/health"
 )
 
@@ -35,7 +37,8 @@ func main() {
 }
 
 func nodeCmd() *cobra.Command {
-	var coordinator, policy, socket, teeSpec, stateDir, healthAddr string
+	var coordinator, policy, socket, teeSpec, stateDir, healthAddr, nodeName string
+	var kubePods bool
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
@@ -53,10 +56,24 @@ func nodeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a := node.New(node.Config{
+			cfg := node.Config{
 				Log: log, Coordinator: client, Issuer: issuer,
 				StateDir: stateDir, TunnelCommand: []string{self, "tunnel"},
-			})
+			}
+			if kubePods {
+				if nodeName == "" {
+					return errors.New("--kubernetes-pods needs --node-name (or $NODE_NAME, from the downward API)")
+				}
+				kc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+				if err != nil {
+					return fmt.Errorf("--kubernetes-pods: credentials: %w", err)
+				}
+				if cfg.Pods, err = kube.New(kc); err != nil {
+					return err
+				}
+				cfg.NodeName = nodeName
+			}
+			a := node.New(cfg)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("agent serving", "socket", socket, "coordinator", coordinator, "tee", issuer.Platform())
@@ -97,6 +114,8 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&teeSpec, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
+	f.BoolVar(&kubePods, "kubernetes-pods", false, "before enrolling a pod, require it to exist on this node with the runtime's UID (Kubernetes API, in-cluster or $KUBECONFIG; needs get on pods) and take its service account")
+	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
 	cmd.MarkFlagRequired("tee")
 	return cmd
 }
