@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/kube"
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
 // nebulaOverhead is what Nebula adds to each packet on an IPv6 underlay (40 IP +
@@ -92,14 +94,16 @@ func New(cfg Config) *Agent {
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 
+var ifRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)
+
 func key(r *cniapi.Request) string { return r.ContainerID + "/" + r.IfName }
 
 func validate(r *cniapi.Request) error {
 	if !idRE.MatchString(r.ContainerID) {
 		return fmt.Errorf("containerID %q: want letters, digits, '_', '.', '-'", r.ContainerID)
 	}
-	if r.IfName == "" || len(r.IfName) > 15 {
-		return fmt.Errorf("ifName %q: want 1 to 15 characters", r.IfName)
+	if !ifRE.MatchString(r.IfName) {
+		return fmt.Errorf("ifName %q: want 1 to 15 letters, digits, '_', '.', '-'", r.IfName)
 	}
 	return nil
 }
@@ -179,6 +183,12 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
 	}
+	if err := a.save(p); err != nil {
+		proc.Stop(5 * time.Second)
+		logFile.Close()
+		release()
+		return nil, err
+	}
 	a.mu.Lock()
 	a.pods[key(r)] = p
 	a.mu.Unlock()
@@ -229,7 +239,10 @@ func (a *Agent) stop(ctx context.Context, p *pod) {
 	if err := p.proc.Stop(5 * time.Second); err != nil {
 		a.cfg.Log.Warn("stop tunnel", "container", p.req.ContainerID, "err", err)
 	}
-	p.logFile.Close()
+	if p.logFile != nil {
+		p.logFile.Close()
+	}
+	a.forget(&p.req)
 	if err := a.cfg.Coordinator.Release(ctx, &api.ReleaseRequest{Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken, IP: p.ip}); err != nil {
 		// The lease ends with the certificate anyway; DEL must not fail for it.
 		a.cfg.Log.Warn("release IP", "ip", p.result.Address, "err", err)
@@ -319,15 +332,102 @@ func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) {
 	}
 }
 
-// Shutdown stops every pod's Nebula. Node-mode restarts that keep pods running
-// (re-adoption) are the agent-in-depth work.
-func (a *Agent) Shutdown(ctx context.Context) {
+// Shutdown lets go of the pods without stopping them: their tunnels keep
+// running, and the next agent adopts them (Restore), so an agent upgrade or
+// crash does not cut pods off.
+func (a *Agent) Shutdown() {
 	a.mu.Lock()
-	pods := a.pods
-	a.pods = map[string]*pod{}
-	a.mu.Unlock()
-	for _, p := range pods {
-		a.stop(ctx, p)
+	defer a.mu.Unlock()
+	for _, p := range a.pods {
+		if p.logFile != nil {
+			p.logFile.Close()
+		}
+	}
+}
+
+// record is what the agent keeps on disk of one attachment (StateDir/pods,
+// mode 0600), so that a restarted agent finds its pods.
+type record struct {
+	Request      cniapi.Request   `json:"request"`
+	Result       cniapi.AddResult `json:"result"`
+	Fingerprint  string           `json:"fingerprint"`
+	ReleaseToken string           `json:"releaseToken"`
+	IP           string           `json:"ip"`
+	PID          int              `json:"pid"`
+	PIDStart     uint64           `json:"pidStart"`
+}
+
+func (a *Agent) podsDir() string { return filepath.Join(a.cfg.StateDir, "pods") }
+
+func recordName(r *cniapi.Request) string { return r.ContainerID + "-" + r.IfName + ".json" }
+
+func (a *Agent) save(p *pod) error {
+	b, err := json.Marshal(record{Request: p.req, Result: p.result, Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken,
+		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime()})
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(a.podsDir(), recordName(&p.req), b)
+}
+
+func (a *Agent) forget(r *cniapi.Request) {
+	if err := os.Remove(filepath.Join(a.podsDir(), recordName(r))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.cfg.Log.Warn("forget pod", "container", r.ContainerID, "err", err)
+	}
+}
+
+// Restore takes up the pods a previous agent attached: a tunnel still
+// running is adopted; one that stopped while its pod's network namespace
+// still exists is restored (enrolled again, started again); the rest are
+// forgotten and their addresses released. Call it before Serve.
+func (a *Agent) Restore(ctx context.Context) {
+	entries, err := os.ReadDir(a.podsDir())
+	if err != nil {
+		return // no pods yet
+	}
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) != ".json" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(a.podsDir(), e.Name()))
+		var rec record
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err == nil {
+			err = validate(&rec.Request)
+		}
+		if err != nil {
+			a.cfg.Log.Error("unreadable pod record; left in place", "file", e.Name(), "err", err)
+			continue
+		}
+		r := &rec.Request
+		if proc, err := tunnel.Adopt(rec.PID, rec.PIDStart); err == nil {
+			a.mu.Lock()
+			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP}
+			a.mu.Unlock()
+			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
+			continue
+		}
+		// Its tunnel is gone: give the address back, then attach it anew
+		// if the pod is still there.
+		a.forget(r)
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: rec.Fingerprint, ReleaseToken: rec.ReleaseToken, IP: rec.IP}); err != nil {
+			a.cfg.Log.Warn("release IP", "ip", rec.IP, "err", err)
+		}
+		if _, err := os.Stat(r.Netns); err != nil {
+			cancel()
+			a.cfg.Log.Info("pod gone while the agent was down; forgotten", "container", r.ContainerID, "ip", rec.Result.Address)
+			continue
+		}
+		res, err := a.Add(rctx, r)
+		cancel()
+		if err != nil {
+			a.cfg.Log.Error("pod could not be restored; its runtime will see CHECK fail", "container", r.ContainerID, "err", err)
+			continue
+		}
+		a.cfg.Log.Warn("pod restored: its tunnel had stopped; enrolled again", "container", r.ContainerID, "was", rec.Result.Address, "ip", res.Address)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,11 +19,16 @@ import (
 // ReadyLine is what the child prints on stdout once Nebula is up.
 const ReadyLine = "sealmesh-tunnel-ready"
 
-// Process is a Nebula child running inside a pod's network namespace.
+// Process is a Nebula process running inside a pod's network namespace: the
+// agent's child, or one a previous agent started (adopted after a restart).
 type Process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	pid int
+	// start is the process's start time (clock ticks after boot): with the
+	// PID it names the process, so a reused PID is never mistaken for it.
+	start uint64
+	cmd   *exec.Cmd // nil when adopted
+	done  chan struct{}
+	err   error
 }
 
 // Start runs `<binary> <args...>` inside the network namespace at netnsPath, hands it
@@ -42,7 +48,8 @@ func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.
 	if err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return cmd.Start() }); err != nil {
 		return nil, fmt.Errorf("tunnel: start in %s: %w", netnsPath, err)
 	}
-	p := &Process{cmd: cmd, done: make(chan struct{})}
+	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	p.start, _, _ = stat(p.pid)
 
 	ready := make(chan struct{})
 	go func() {
@@ -70,10 +77,53 @@ func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.
 	}
 }
 
-// Pid is the child's process ID.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+// Adopt takes over a tunnel a previous agent started, named by its PID and
+// start time; it fails if that process no longer runs.
+func Adopt(pid int, start uint64) (*Process, error) {
+	if st, alive, err := stat(pid); err != nil || !alive || st != start {
+		return nil, fmt.Errorf("tunnel: pid %d (start %d) is not running", pid, start)
+	}
+	p := &Process{pid: pid, start: start, done: make(chan struct{})}
+	go func() {
+		// Not our child: nothing to wait on, so look.
+		for {
+			time.Sleep(500 * time.Millisecond)
+			if st, alive, err := stat(pid); err != nil || !alive || st != start {
+				close(p.done)
+				return
+			}
+		}
+	}()
+	return p, nil
+}
 
-// Alive reports whether the child still runs.
+// stat reads a process's start time and whether it runs (a zombie does not).
+func stat(pid int) (start uint64, alive bool, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false, err
+	}
+	// The command name may hold spaces and parentheses: fields start after
+	// the last ')'. Then: state (3), ..., starttime (22).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false, fmt.Errorf("tunnel: /proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, false, fmt.Errorf("tunnel: /proc/%d/stat: unexpected format", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return start, f[0] != "Z" && f[0] != "X", err
+}
+
+// Pid is the process ID.
+func (p *Process) Pid() int { return p.pid }
+
+// StartTime is the process's start time, for Adopt.
+func (p *Process) StartTime() uint64 { return p.start }
+
+// Alive reports whether the process still runs.
 func (p *Process) Alive() bool {
 	select {
 	case <-p.done:
@@ -83,19 +133,31 @@ func (p *Process) Alive() bool {
 	}
 }
 
-// Stop asks the child to stop (SIGTERM), and kills it after grace.
+// Stop asks the process to stop (SIGTERM), and kills it after grace.
 func (p *Process) Stop(grace time.Duration) error {
 	if !p.Alive() {
 		return nil
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("tunnel: stop pid %d: %w", p.Pid(), err)
+	if err := p.signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("tunnel: stop pid %d: %w", p.pid, err)
 	}
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		p.cmd.Process.Kill()
+		p.signal(syscall.SIGKILL)
 		<-p.done
+	}
+	return nil
+}
+
+// signal signals the process if it is still the one started (a PID reused by
+// another process is left alone).
+func (p *Process) signal(sig syscall.Signal) error {
+	if st, alive, err := stat(p.pid); err != nil || !alive || st != p.start {
+		return nil
+	}
+	if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
 	}
 	return nil
 }

@@ -100,10 +100,11 @@ func nodeCmd() *cobra.Command {
 					log.Error("health server", "err", err)
 				}
 			}()
+			// Pods a previous agent attached are taken up before the
+			// runtime can ask about them.
+			a.Restore(ctx)
 			err = a.Serve(ctx, socket)
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			a.Shutdown(sctx)
+			a.Shutdown() // the pods' tunnels keep running for the next agent
 			return err
 		},
 	}

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -221,16 +222,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	}
 
 	say("starting sealmesh-agent in %s (node mode, CNI socket %s)", m.Node.Name, m.socket())
-	agent, err := m.Lab.Start(m.Node, m.path("agent.log"), m.bin("sealmesh-agent"), "node",
-		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
-		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
-		"--state-dir", m.path("agent-state"))
-	if err != nil {
+	if err := m.startAgent(ctx, "agent.log"); err != nil {
 		return m, err
-	}
-	m.AgentPID = agent.Process.Pid
-	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7081/readyz"); err != nil {
-		return m, fmt.Errorf("agent not ready: %w\n%s", err, m.Tail("agent.log"))
 	}
 
 	conf, err := m.Conflist()
@@ -419,6 +412,47 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 	}
 	return p, nil
 }
+
+func (m *Mesh) startAgent(ctx context.Context, log string) error {
+	agent, err := m.Lab.Start(m.Node, m.path(log), m.bin("sealmesh-agent"), "node",
+		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
+		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
+		"--state-dir", m.path("agent-state"))
+	if err != nil {
+		return err
+	}
+	m.AgentPID = agent.Process.Pid
+	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7081/readyz"); err != nil {
+		return fmt.Errorf("agent not ready: %w\n%s", err, m.Tail(log))
+	}
+	return nil
+}
+
+// KillAgent ends the node agent with SIGKILL (by the PID the mesh started),
+// leaving the pods' tunnels, its children, running; RestartAgent starts a new
+// one, logging to log.
+func (m *Mesh) KillAgent() {
+	syscall.Kill(m.AgentPID, syscall.SIGKILL)
+	for range 200 {
+		if syscall.Kill(m.AgentPID, 0) != nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// AgentRecord is what the node agent keeps on disk of a pod's attachment.
+func (m *Mesh) AgentRecord(p *Pod) (map[string]any, error) {
+	b, err := os.ReadFile(filepath.Join(m.path("agent-state"), "pods", p.rt.ContainerID+"-"+NebulaIf+".json"))
+	if err != nil {
+		return nil, err
+	}
+	var rec map[string]any
+	return rec, json.Unmarshal(b, &rec)
+}
+
+// RestartAgent starts a new node agent over the same state, logging to log.
+func (m *Mesh) RestartAgent(ctx context.Context, log string) error { return m.startAgent(ctx, log) }
 
 // CNIStatus runs the conflist's STATUS (CNI 1.1) from the node's namespace.
 func (m *Mesh) CNIStatus(ctx context.Context) error {

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/sealmesh/sealmesh/test/mesh"
+)
+
+// TestAgentRestart: kill -9 of the node agent does not cut pods off (their
+// tunnels keep running); the next agent re-adopts a running tunnel, restores
+// one that stopped meanwhile (enrolled again), and a DEL after the restart
+// still cleans up.
+func TestAgentRestart(t *testing.T) {
+	m := up(t)
+	ctx := context.Background()
+	a, err := m.AddPod(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.AddPod(ctx, "pod-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := func(from *mesh.Pod, to netip.Addr) {
+		t.Helper()
+		if r, err := from.NS.Ping(to, 3, 5*time.Second); err != nil || r.Received == 0 {
+			t.Fatalf("ping %s → %s over nebula: %v %v", from.Name, to, r, err)
+		}
+	}
+	ping(a, b.OverlayIP)
+
+	m.KillAgent()
+	ping(a, b.OverlayIP) // no agent, pods still talk
+
+	// pod-b's tunnel dies too while no agent watches.
+	rec, err := m.AgentRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(int(rec["pid"].(float64)), syscall.SIGKILL)
+
+	if err := m.RestartAgent(ctx, "agent-2.log"); err != nil {
+		t.Fatal(err)
+	}
+	log := m.Tail("agent-2.log")
+	if !strings.Contains(log, "pod re-adopted") || !strings.Contains(log, "pod restored") {
+		t.Fatalf("the restarted agent neither re-adopted pod-a nor restored pod-b:\n%s", log)
+	}
+	for _, p := range []*mesh.Pod{a, b} {
+		if err := m.CheckSealmesh(ctx, p); err != nil {
+			t.Errorf("CHECK %s after the restart: %v", p.Name, err)
+		}
+	}
+	rec, err = m.AgentRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bIP := netip.MustParsePrefix(rec["result"].(map[string]any)["address"].(string)).Addr()
+	ping(a, bIP)
+
+	// DEL after the restart: the adopted tunnel stops, its record and lease go.
+	if err := m.DelPod(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	delete(m.Pods, a.Name)
+	if err := a.NS.Do(func() error { _, err := netlink.LinkByName(mesh.NebulaIf); return err }); err == nil {
+		t.Errorf("pod-a's %s still exists after DEL", mesh.NebulaIf)
+	}
+	if _, err := m.AgentRecord(a); err == nil {
+		t.Error("pod-a's record outlived its DEL")
+	}
+	s, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range s.Hosts {
+		if h.IP == a.OverlayIP.String() {
+			t.Errorf("pod-a's address %s still leased after DEL", h.IP)
+		}
+	}
+}
