@@ -33,5 +33,5 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 	if err != nil {
 		return err
 	}
-	return tunnel.Run(ctx, log, cfg, o.Version, ready)
+	return tunnel.Run(ctx, log, cfg, o.Version, ready, "")
 }

@@ -37,7 +37,11 @@ func KeyPair() (priv, pub []byte, err error) {
 
 // Workload enrols with TEE evidence from issuer.
 func Workload(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload) (*Enrolment, error) {
-	return run(ctx, c, func(req *api.EnrolRequest) error {
+	return run(ctx, c, proveWorkload(issuer, w))
+}
+
+func proveWorkload(issuer attest.Issuer, w api.Workload) func(*api.EnrolRequest) error {
+	return func(req *api.EnrolRequest) error {
 		req.Workload = w
 		ev, err := issuer.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 		if err != nil {
@@ -45,7 +49,14 @@ func Workload(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Wo
 		}
 		req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
 		return nil
-	})
+	}
+}
+
+// Renew enrols the same public key again with fresh evidence: a renewed
+// certificate (same address, as the key holds its lease) or a manifest's
+// changes for a running tunnel. The private key stays where it is.
+func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload, pub []byte) (*api.EnrolResponse, error) {
+	return runWithKey(ctx, c, pub, proveWorkload(issuer, w))
 }
 
 // Lighthouse enrols with a join token.
@@ -72,6 +83,14 @@ func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error
 	if err != nil {
 		return nil, err
 	}
+	resp, err := runWithKey(ctx, c, pub, prove)
+	if err != nil {
+		return nil, err
+	}
+	return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
+}
+
+func runWithKey(ctx context.Context, c *api.Client, pub []byte, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, error) {
 	var errs []error
 	wait := Retry.Backoff
 	for round := 0; round < Retry.Rounds; round++ {
@@ -86,7 +105,7 @@ func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error
 		for _, one := range c.Coordinators(ctx) {
 			resp, proved, err := once(ctx, one, pub, prove)
 			if err == nil {
-				return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
+				return resp, nil
 			}
 			if !proved || !api.Retryable(err) || ctx.Err() != nil {
 				return nil, fmt.Errorf("enrol: %w", err)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,7 +69,12 @@ type Agent struct {
 	pods map[string]*pod // by containerID/ifName
 	// contact is when a ready coordinator last answered (unix nanoseconds).
 	contact atomic.Int64
+	// serving is set once the CNI socket answers (after Restore).
+	serving atomic.Bool
 }
+
+// Ready reports whether the agent serves the CNI plugin.
+func (a *Agent) Ready() bool { return a.serving.Load() }
 
 // statusFresh is how long a coordinator's answer counts for STATUS: the
 // runtime asks often, and an enrolment or probe within it is proof enough.
@@ -82,6 +88,11 @@ type pod struct {
 	releaseToken string
 	ip           string
 	logFile      *os.File
+	// certificate is the tunnel's current one (PEM): its key is the pod's,
+	// its lifetime says when to renew.
+	certificate string
+	// retry, when set, holds renewal back after a failure.
+	retry time.Time
 }
 
 // New returns an agent.
@@ -172,7 +183,8 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		release()
 		return nil, err
 	}
-	proc, err := tunnel.Start(a.cfg.TunnelCommand[0], a.cfg.TunnelCommand[1:], r.Netns, cfg, logFile, a.cfg.StartTimeout)
+	args := append(slices.Clone(a.cfg.TunnelCommand[1:]), "--control", a.control(r))
+	proc, err := tunnel.Start(a.cfg.TunnelCommand[0], args, r.Netns, cfg, logFile, a.cfg.StartTimeout)
 	if err != nil {
 		logFile.Close()
 		release()
@@ -182,6 +194,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
+		certificate: e.Certificate,
 	}
 	if err := a.save(p); err != nil {
 		proc.Stop(5 * time.Second)
@@ -332,6 +345,122 @@ func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) {
 	}
 }
 
+// Run keeps the pods' certificates fresh until ctx ends: each is renewed, with
+// fresh evidence for the same key, once two thirds of its lifetime have
+// passed, and every pod is renewed when the mesh's manifest changes, so new
+// firewall rules, lighthouses and revocations reach running tunnels. Renewal
+// reloads the tunnel's configuration: its tunnels stay up.
+func (a *Agent) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var head string
+	var lastLook time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		all := false
+		if time.Since(lastLook) >= ManifestPoll {
+			lastLook = time.Now()
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			info, err := a.cfg.Coordinator.Manifest(lctx)
+			cancel()
+			if err == nil {
+				a.contact.Store(time.Now().UnixNano())
+				if head != "" && info.Head != head {
+					a.cfg.Log.Info("the manifest changed: renewing every pod", "head", info.Head)
+					all = true
+				}
+				head = info.Head
+			}
+		}
+		a.mu.Lock()
+		var due []*pod
+		now := time.Now()
+		for _, p := range a.pods {
+			if all || (now.After(renewAt(p.certificate)) && now.After(p.retry)) {
+				due = append(due, p)
+			}
+		}
+		a.mu.Unlock()
+		for _, p := range due {
+			if err := a.renew(ctx, p); err != nil {
+				a.cfg.Log.Error("renewal", "container", p.req.ContainerID, "err", err)
+				a.mu.Lock()
+				p.retry = time.Now().Add(5 * time.Second)
+				a.mu.Unlock()
+			}
+		}
+	}
+}
+
+// ManifestPoll is how often the agent looks for a new manifest.
+var ManifestPoll = 5 * time.Second
+
+// renewAt is two thirds into the certificate's lifetime (never, for one that
+// does not parse: there is nothing to renew).
+func renewAt(pemCert string) time.Time {
+	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(pemCert))
+	if err != nil {
+		return time.Unix(1<<40, 0)
+	}
+	return c.NotBefore().Add(c.NotAfter().Sub(c.NotBefore()) * 2 / 3)
+}
+
+// renew enrols the pod's key again and hands its tunnel the new certificate
+// and the manifest's current rules.
+func (a *Agent) renew(ctx context.Context, p *pod) error {
+	a.mu.Lock()
+	r, old := p.req, p.certificate
+	a.mu.Unlock()
+	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(old))
+	if err != nil {
+		return err
+	}
+	w := api.Workload{Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID}
+	if a.cfg.Pods != nil {
+		if w.ServiceAccount, err = a.checkPod(ctx, &r); err != nil {
+			return err
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	e, err := enrol.Renew(rctx, a.cfg.Coordinator, a.cfg.Issuer, w, c.PublicKey())
+	if err != nil {
+		return err
+	}
+	a.contact.Store(time.Now().UnixNano())
+	if e.IP != p.result.Address {
+		return fmt.Errorf("the renewed certificate carries %s, the tunnel %s", e.IP, p.result.Address)
+	}
+	cfg, err := tunnel.Config(&enrol.Enrolment{EnrolResponse: e}, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
+	if err != nil {
+		return err
+	}
+	if err := tunnel.Update(rctx, a.control(&r), cfg); err != nil {
+		return err
+	}
+	nc, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
+	if err != nil {
+		return err
+	}
+	fp, _ := nc.Fingerprint()
+	a.mu.Lock()
+	p.certificate, p.fingerprint, p.releaseToken, p.retry = e.Certificate, fp, e.ReleaseToken, time.Time{}
+	current := a.pods[key(&r)] == p
+	a.mu.Unlock()
+	if !current {
+		return nil // deleted meanwhile: no record to write
+	}
+	if err := a.save(p); err != nil {
+		return err
+	}
+	a.cfg.Log.Info("certificate renewed", "container", r.ContainerID, "ip", e.IP, "fingerprint", fp, "notAfter", e.NotAfter)
+	return nil
+}
+
 // Shutdown lets go of the pods without stopping them: their tunnels keep
 // running, and the next agent adopts them (Restore), so an agent upgrade or
 // crash does not cut pods off.
@@ -355,15 +484,23 @@ type record struct {
 	IP           string           `json:"ip"`
 	PID          int              `json:"pid"`
 	PIDStart     uint64           `json:"pidStart"`
+	Certificate  string           `json:"certificate"`
 }
 
 func (a *Agent) podsDir() string { return filepath.Join(a.cfg.StateDir, "pods") }
 
 func recordName(r *cniapi.Request) string { return r.ContainerID + "-" + r.IfName + ".json" }
 
+// control is the pod's tunnel's control socket.
+func (a *Agent) control(r *cniapi.Request) string {
+	return filepath.Join(a.podsDir(), r.ContainerID+"-"+r.IfName+".sock")
+}
+
 func (a *Agent) save(p *pod) error {
+	a.mu.Lock()
 	b, err := json.Marshal(record{Request: p.req, Result: p.result, Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken,
-		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime()})
+		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate})
+	a.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -404,7 +541,8 @@ func (a *Agent) Restore(ctx context.Context) {
 		r := &rec.Request
 		if proc, err := tunnel.Adopt(rec.PID, rec.PIDStart); err == nil {
 			a.mu.Lock()
-			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP}
+			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP,
+				certificate: rec.Certificate}
 			a.mu.Unlock()
 			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
 			continue
@@ -476,6 +614,8 @@ func (a *Agent) Serve(ctx context.Context, socket string) error {
 		<-ctx.Done()
 		srv.Close()
 	}()
+	a.serving.Store(true)
+	defer a.serving.Store(false)
 	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

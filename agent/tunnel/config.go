@@ -34,6 +34,8 @@ type Options struct {
 
 // Config renders Nebula's configuration as JSON (which Nebula's YAML loader reads).
 // The private key is inlined: it goes to Nebula through memory, never a file.
+// Without a private key (a renewal or a manifest change sent to a running
+// tunnel, see Update) the key is left empty and the tunnel keeps its own.
 // Never pass the result to nebula.Main with configTest set: that path logs the
 // whole configuration, key included.
 func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
@@ -59,6 +61,14 @@ func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
 		}
 		inbound = append(inbound, rule)
 	}
+	key := ""
+	if e.PrivateKey != nil {
+		key = string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, e.PrivateKey))
+	}
+	blocklist := e.Blocklist
+	if blocklist == nil {
+		blocklist = []string{}
+	}
 	tun := map[string]any{"disabled": o.Device == ""}
 	if o.Device != "" {
 		tun["dev"] = o.Device
@@ -79,7 +89,11 @@ func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
 		"pki": map[string]any{
 			"ca":   e.CA,
 			"cert": e.Certificate,
-			"key":  string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, e.PrivateKey)),
+			"key":  key,
+			// Revoked certificates: refused, and (disconnect_invalid) the
+			// tunnels that carry them closed, as are expired ones.
+			"blocklist":          blocklist,
+			"disconnect_invalid": true,
 		},
 		"static_host_map": staticHosts,
 		"lighthouse":      lh,

@@ -77,6 +77,9 @@ type EnrolResponse struct {
 	CA          string         `json:"ca"`          // PEM
 	Lighthouses []Lighthouse   `json:"lighthouses"`
 	Inbound     []FirewallRule `json:"inbound"`
+	// Blocklist are the fingerprints of revoked certificates: refuse them and
+	// close their tunnels.
+	Blocklist []string `json:"blocklist,omitempty"`
 	// ReleaseToken lets the holder give the IP back before the certificate
 	// expires (CNI DEL). Only its hash is stored.
 	ReleaseToken string `json:"releaseToken,omitempty"`
@@ -235,6 +238,8 @@ type Host struct {
 	NotAfter    time.Time `json:"notAfter"`
 	Fingerprint string    `json:"fingerprint"`
 	Workload    string    `json:"workload,omitempty"`
+	// Holder names the certificate's public key (for meshctl revoke).
+	Holder string `json:"holder,omitempty"`
 }
 
 // Error is the body of every failed request.

@@ -844,6 +844,10 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.En
 
 	now := c.now()
 	holder := issuer.Holder(req.PublicKey)
+	if m.RevokedHolder(holder) {
+		c.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
+		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", ErrRefused, m.Hash()[:12])
+	}
 	claim, err := alloc.Allocate(ctx, id.fixed, holder, id.role, now)
 	if err != nil {
 		return nil, err
@@ -890,7 +894,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.En
 	resp := &api.EnrolResponse{
 		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
-		Inbound: inbound(m, id), ReleaseToken: releaseToken,
+		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(),
 	}
 	for _, a := range addrs {
 		resp.IPs = append(resp.IPs, a.String())
@@ -1034,7 +1038,7 @@ func (c *Coordinator) statusLocked() *api.Status {
 		for _, l := range c.alloc.Live(c.now()) {
 			s.Hosts = append(s.Hosts, api.Host{
 				Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
-				NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload,
+				NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,
 			})
 		}
 	}

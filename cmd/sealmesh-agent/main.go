@@ -94,15 +94,16 @@ func nodeCmd() *cobra.Command {
 				}()
 			}
 			go func() {
-				// Ready while the CNI socket answers.
-				ready := func() bool { _, err := os.Stat(socket); return err == nil }
-				if err := health.Serve(ctx, healthAddr, ready); err != nil {
+				// Ready while the CNI socket answers (after the pods of a
+				// previous agent are taken up).
+				if err := health.Serve(ctx, healthAddr, a.Ready); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
 			// Pods a previous agent attached are taken up before the
 			// runtime can ask about them.
 			a.Restore(ctx)
+			go a.Run(ctx)
 			err = a.Serve(ctx, socket)
 			a.Shutdown() // the pods' tunnels keep running for the next agent
 			return err
@@ -122,7 +123,8 @@ func nodeCmd() *cobra.Command {
 }
 
 func tunnelCmd() *cobra.Command {
-	return &cobra.Command{
+	var control string
+	cmd := &cobra.Command{
 		Use:    "tunnel",
 		Short:  "run one Nebula instance from a configuration on stdin (started by the agent)",
 		Hidden: true,
@@ -134,11 +136,13 @@ func tunnelCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			err = tunnel.Run(ctx, log, cfg, version, func() { fmt.Println(tunnel.ReadyLine) })
+			err = tunnel.Run(ctx, log, cfg, version, func() { fmt.Println(tunnel.ReadyLine) }, control)
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
 			return err
 		},
 	}
+	cmd.Flags().StringVar(&control, "control", "", "unix socket on which the agent sends renewed certificates and manifest changes")
+	return cmd
 }
