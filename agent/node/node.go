@@ -88,9 +88,11 @@ type pod struct {
 	releaseToken string
 	ip           string
 	logFile      *os.File
-	// certificate is the tunnel's current one (PEM): its key is the pod's,
-	// its lifetime says when to renew.
+	// certificate is the tunnel's current one (PEM): its key is the pod's.
 	certificate string
+	// renewAt is two thirds of the way from its receipt to its end (its
+	// NotBefore is backdated for clock skew, so it would say too early).
+	renewAt time.Time
 	// retry, when set, holds renewal back after a failure.
 	retry time.Time
 }
@@ -194,7 +196,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
-		certificate: e.Certificate,
+		certificate: e.Certificate, renewAt: renewAt(e.NotAfter),
 	}
 	if err := a.save(p); err != nil {
 		proc.Stop(5 * time.Second)
@@ -380,7 +382,7 @@ func (a *Agent) Run(ctx context.Context) {
 		var due []*pod
 		now := time.Now()
 		for _, p := range a.pods {
-			if all || (now.After(renewAt(p.certificate)) && now.After(p.retry)) {
+			if all || (now.After(p.renewAt) && now.After(p.retry)) {
 				due = append(due, p)
 			}
 		}
@@ -399,14 +401,10 @@ func (a *Agent) Run(ctx context.Context) {
 // ManifestPoll is how often the agent looks for a new manifest.
 var ManifestPoll = 5 * time.Second
 
-// renewAt is two thirds into the certificate's lifetime (never, for one that
-// does not parse: there is nothing to renew).
-func renewAt(pemCert string) time.Time {
-	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(pemCert))
-	if err != nil {
-		return time.Unix(1<<40, 0)
-	}
-	return c.NotBefore().Add(c.NotAfter().Sub(c.NotBefore()) * 2 / 3)
+// renewAt is two thirds of the way from now to notAfter.
+func renewAt(notAfter time.Time) time.Time {
+	now := time.Now()
+	return now.Add(notAfter.Sub(now) * 2 / 3)
 }
 
 // renew enrols the pod's key again and hands its tunnel the new certificate
@@ -448,7 +446,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	}
 	fp, _ := nc.Fingerprint()
 	a.mu.Lock()
-	p.certificate, p.fingerprint, p.releaseToken, p.retry = e.Certificate, fp, e.ReleaseToken, time.Time{}
+	p.certificate, p.fingerprint, p.releaseToken, p.retry, p.renewAt = e.Certificate, fp, e.ReleaseToken, time.Time{}, renewAt(e.NotAfter)
 	current := a.pods[key(&r)] == p
 	a.mu.Unlock()
 	if !current {
@@ -485,6 +483,7 @@ type record struct {
 	PID          int              `json:"pid"`
 	PIDStart     uint64           `json:"pidStart"`
 	Certificate  string           `json:"certificate"`
+	RenewAt      time.Time        `json:"renewAt"`
 }
 
 func (a *Agent) podsDir() string { return filepath.Join(a.cfg.StateDir, "pods") }
@@ -499,7 +498,7 @@ func (a *Agent) control(r *cniapi.Request) string {
 func (a *Agent) save(p *pod) error {
 	a.mu.Lock()
 	b, err := json.Marshal(record{Request: p.req, Result: p.result, Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken,
-		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate})
+		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate, RenewAt: p.renewAt})
 	a.mu.Unlock()
 	if err != nil {
 		return err
@@ -542,7 +541,7 @@ func (a *Agent) Restore(ctx context.Context) {
 		if proc, err := tunnel.Adopt(rec.PID, rec.PIDStart); err == nil {
 			a.mu.Lock()
 			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP,
-				certificate: rec.Certificate}
+				certificate: rec.Certificate, renewAt: rec.RenewAt}
 			a.mu.Unlock()
 			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
 			continue

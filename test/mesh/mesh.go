@@ -74,6 +74,8 @@ type Options struct {
 	// Firewall replaces the manifest's rules (default: pods accept anything
 	// from pods).
 	Firewall []FirewallRule
+	// Lifetime of the certificates ("" means 1h).
+	Lifetime string
 }
 
 // Role is a manifest role for the pods of some namespaces.
@@ -195,7 +197,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if err != nil {
 		return m, err
 	}
-	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation, o.Roles, o.Firewall)
+	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation, o.Roles, o.Firewall, o.Lifetime)
 	if err != nil {
 		return m, err
 	}
@@ -243,7 +245,10 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 // Manifest is the demo's manifest: one pod role accepting the simulated TEE with
 // the image "sealmesh-workload", the coordinator role (what clients' coordinator
 // policy also names), a lighthouse, and pods may reach each other.
-func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule) ([]byte, error) {
+func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime string) ([]byte, error) {
+	if lifetime == "" {
+		lifetime = "1h"
+	}
 	meas := simulated.MeasurementOf("sealmesh-workload")
 	tok := sha256.Sum256([]byte(lighthouseToken))
 	attestation := map[string]any{"simulated": map[string]any{
@@ -262,7 +267,7 @@ func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map
 		"owners":              []any{map[string]string{"name": "owner", "key": ownerKey}},
 		"coordinators":        []any{map[string]any{"name": "coordinator", "attestation": coordinator}},
 		"networks":            []string{Overlay, Overlay6},
-		"certificateLifetime": "1h",
+		"certificateLifetime": lifetime,
 		"roles":               rs,
 		"lighthouses": []any{map[string]any{
 			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": LighthouseIP + ":4242",
