@@ -41,7 +41,7 @@ func Command() *cobra.Command {
 		}
 		return cached
 	}
-	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), revokeCmd(client), simTEECmd())
 	return root
 }
 

@@ -1,0 +1,96 @@
+package meshctl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/owner"
+)
+
+func revokeCmd(client func() *api.Client) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "revoke POD|NAME|IP|FINGERPRINT",
+		Short: "revoke a host's certificate and key, signed with an owner key",
+		Long: `Finds the enrolled host (a pod as namespace/name, its certificate name, overlay IP or
+certificate fingerprint), adds its certificate and key to the manifest's revoked list and
+sets the manifest, signed with an owner key. Every host refuses the certificate and closes
+its tunnels once its agent sees the new manifest (within seconds), and no coordinator
+issues another certificate to the key: the workload must start again with a new key.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := owner.LoadOwnerKey(keyFile)
+			if err != nil {
+				return err
+			}
+			ctx, c, what := cmd.Context(), client(), args[0]
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			var found []api.Host
+			for _, h := range st.Hosts {
+				if what == h.Fingerprint || what == h.Name || what == h.IP || (h.Workload != "" && what == h.Workload) {
+					found = append(found, h)
+				}
+			}
+			switch len(found) {
+			case 0:
+				return fmt.Errorf("no enrolled host is %q (give a pod as namespace/name, a certificate name, an overlay IP or a fingerprint; meshctl status lists them)", what)
+			case 1:
+			default:
+				var names []string
+				for _, h := range found {
+					names = append(names, h.Name+" "+h.Fingerprint)
+				}
+				return fmt.Errorf("%q names %d hosts (%s): give the fingerprint", what, len(found), strings.Join(names, ", "))
+			}
+			h := found[0]
+			info, err := c.Manifest(ctx)
+			if err != nil {
+				return err
+			}
+			m, err := manifest.ParseJSON(info.Manifest)
+			if err != nil {
+				return fmt.Errorf("the coordinator's manifest: %w", err)
+			}
+			if m.Hash() != info.Hash {
+				return errors.New("the coordinator sent a manifest that does not match its hash")
+			}
+			if slices.ContainsFunc(m.Revoked, func(r manifest.Revoked) bool { return r.Fingerprint == h.Fingerprint }) {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is already revoked\n", h.Name, h.Fingerprint)
+				return nil
+			}
+			name := h.Name
+			if h.Workload != "" {
+				name += " (" + h.Workload + ")"
+			}
+			m.Revoked = append(m.Revoked, manifest.Revoked{Fingerprint: h.Fingerprint, Holder: h.Holder, Name: name})
+			raw, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			req, err := owner.Request(raw, info.Head, key)
+			if err != nil {
+				return err
+			}
+			resp, err := c.SetManifest(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s, certificate %s: manifest generation %d; hosts close its tunnels when their agents see it\n",
+				name, h.Fingerprint, resp.Status.Generation)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.MarkFlagRequired("key")
+	return cmd
+}
