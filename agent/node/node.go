@@ -95,6 +95,8 @@ type pod struct {
 	renewAt time.Time
 	// retry, when set, holds renewal back after a failure.
 	retry time.Time
+	// head is the manifest transition the tunnel's configuration comes from.
+	head string
 }
 
 // New returns an agent.
@@ -196,7 +198,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
-		certificate: e.Certificate, renewAt: renewAt(e.NotAfter),
+		certificate: e.Certificate, renewAt: renewAt(e.NotAfter), head: e.Head,
 	}
 	if err := a.save(p); err != nil {
 		proc.Stop(5 * time.Second)
@@ -349,8 +351,9 @@ func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) {
 
 // Run keeps the pods' certificates fresh until ctx ends: each is renewed, with
 // fresh evidence for the same key, once two thirds of its lifetime have
-// passed, and every pod is renewed when the mesh's manifest changes, so new
-// firewall rules, lighthouses and revocations reach running tunnels. Renewal
+// passed, and every pod whose rules come from another manifest than the
+// current one is renewed, so new firewall rules, lighthouses and revocations
+// reach running tunnels. Renewal
 // reloads the tunnel's configuration: its tunnels stay up.
 func (a *Agent) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
@@ -363,17 +366,17 @@ func (a *Agent) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		all := false
 		if time.Since(lastLook) >= ManifestPoll {
 			lastLook = time.Now()
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			info, err := a.cfg.Coordinator.Manifest(lctx)
 			cancel()
-			if err == nil {
+			if err != nil {
+				a.cfg.Log.Warn("manifest", "err", err)
+			} else {
 				a.contact.Store(time.Now().UnixNano())
-				if head != "" && info.Head != head {
-					a.cfg.Log.Info("the manifest changed: renewing every pod", "head", info.Head)
-					all = true
+				if info.Head != head {
+					a.cfg.Log.Info("manifest", "head", info.Head, "generation", info.Generation)
 				}
 				head = info.Head
 			}
@@ -382,7 +385,10 @@ func (a *Agent) Run(ctx context.Context) {
 		var due []*pod
 		now := time.Now()
 		for _, p := range a.pods {
-			if all || (now.After(p.renewAt) && now.After(p.retry)) {
+			// A pod whose rules come from another manifest than the
+			// current one, or whose certificate is two thirds through.
+			stale := head != "" && p.head != "" && p.head != head
+			if now.After(p.retry) && (stale || now.After(p.renewAt)) {
 				due = append(due, p)
 			}
 		}
@@ -446,7 +452,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	}
 	fp, _ := nc.Fingerprint()
 	a.mu.Lock()
-	p.certificate, p.fingerprint, p.releaseToken, p.retry, p.renewAt = e.Certificate, fp, e.ReleaseToken, time.Time{}, renewAt(e.NotAfter)
+	p.certificate, p.fingerprint, p.releaseToken, p.retry, p.renewAt, p.head = e.Certificate, fp, e.ReleaseToken, time.Time{}, renewAt(e.NotAfter), e.Head
 	current := a.pods[key(&r)] == p
 	a.mu.Unlock()
 	if !current {
@@ -484,6 +490,7 @@ type record struct {
 	PIDStart     uint64           `json:"pidStart"`
 	Certificate  string           `json:"certificate"`
 	RenewAt      time.Time        `json:"renewAt"`
+	Head         string           `json:"head"`
 }
 
 func (a *Agent) podsDir() string { return filepath.Join(a.cfg.StateDir, "pods") }
@@ -498,7 +505,7 @@ func (a *Agent) control(r *cniapi.Request) string {
 func (a *Agent) save(p *pod) error {
 	a.mu.Lock()
 	b, err := json.Marshal(record{Request: p.req, Result: p.result, Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken,
-		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate, RenewAt: p.renewAt})
+		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate, RenewAt: p.renewAt, Head: p.head})
 	a.mu.Unlock()
 	if err != nil {
 		return err
@@ -541,7 +548,7 @@ func (a *Agent) Restore(ctx context.Context) {
 		if proc, err := tunnel.Adopt(rec.PID, rec.PIDStart); err == nil {
 			a.mu.Lock()
 			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP,
-				certificate: rec.Certificate, renewAt: rec.RenewAt}
+				certificate: rec.Certificate, renewAt: rec.RenewAt, head: rec.Head}
 			a.mu.Unlock()
 			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
 			continue

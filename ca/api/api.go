@@ -80,6 +80,9 @@ type EnrolResponse struct {
 	// Blocklist are the fingerprints of revoked certificates: refuse them and
 	// close their tunnels.
 	Blocklist []string `json:"blocklist,omitempty"`
+	// Head is the manifest transition this answer was made from: a host whose
+	// configuration comes from an older one enrols again for the new rules.
+	Head string `json:"head,omitempty"`
 	// ReleaseToken lets the holder give the IP back before the certificate
 	// expires (CNI DEL). Only its hash is stored.
 	ReleaseToken string `json:"releaseToken,omitempty"`

@@ -894,7 +894,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.En
 	resp := &api.EnrolResponse{
 		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
-		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(),
+		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(), Head: sv.hist.Head,
 	}
 	for _, a := range addrs {
 		resp.IPs = append(resp.IPs, a.String())
