@@ -71,6 +71,7 @@ type Agent struct {
 	contact atomic.Int64
 	// serving is set once the CNI socket answers (after Restore).
 	serving atomic.Bool
+	metrics *metrics
 }
 
 // Ready reports whether the agent serves the CNI plugin.
@@ -104,7 +105,9 @@ func New(cfg Config) *Agent {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 20 * time.Second
 	}
-	return &Agent{cfg: cfg, pods: map[string]*pod{}}
+	a := &Agent{cfg: cfg, pods: map[string]*pod{}}
+	a.initMetrics()
+	return a
 }
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
@@ -139,7 +142,13 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		return &res, nil
 	}
 	a.mu.Unlock()
+	res, err := a.attach(ctx, r)
+	a.metrics.enrolments.WithLabelValues(result(err)).Inc()
+	return res, err
+}
 
+// attach enrols the pod and starts its tunnel.
+func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, error) {
 	mtu := r.MTU
 	var err error
 	if mtu == 0 {
@@ -394,7 +403,9 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		a.mu.Unlock()
 		for _, p := range due {
-			if err := a.renew(ctx, p); err != nil {
+			err := a.renew(ctx, p)
+			a.metrics.renewals.WithLabelValues(result(err)).Inc()
+			if err != nil {
 				a.cfg.Log.Error("renewal", "container", p.req.ContainerID, "err", err)
 				a.mu.Lock()
 				p.retry = time.Now().Add(5 * time.Second)

@@ -15,6 +15,10 @@ import (
 	"sync"
 	"time"
 
+	gometricsprom "github.com/nbrownus/go-metrics-prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rcrowley/go-metrics"
 	"github.com/slackhq/nebula"
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
@@ -98,6 +102,16 @@ func serveControl(path string, log *slog.Logger, apply func([]byte) error) (stop
 	}
 	var mu sync.Mutex
 	mux := http.NewServeMux()
+	// Nebula's own metrics (go-metrics, process-wide: this process is one
+	// pod's), for the agent to gather under its /metrics: no listener per pod
+	// on any network.
+	reg := prometheus.NewRegistry()
+	nm := gometricsprom.NewPrometheusProvider(metrics.DefaultRegistry, "nebula", "", reg, 0)
+	promh := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		nm.UpdatePrometheusMetricsOnce()
+		promh.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("POST /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 		if err == nil {
@@ -137,4 +151,25 @@ func Update(ctx context.Context, control string, cfg []byte) error {
 		return fmt.Errorf("tunnel: update %s: %s", control, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+// Metrics fetches a running tunnel's metrics (Prometheus text) from its
+// control socket.
+func Metrics(ctx context.Context, control string) (io.ReadCloser, error) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", control)
+	}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tunnel/v1/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("tunnel: metrics %s: %s", control, resp.Status)
+	}
+	return resp.Body, nil
 }

@@ -96,7 +96,7 @@ func nodeCmd() *cobra.Command {
 			go func() {
 				// Ready while the CNI socket answers (after the pods of a
 				// previous agent are taken up).
-				if err := health.Serve(ctx, healthAddr, a.Ready); err != nil {
+				if err := health.Serve(ctx, healthAddr, a.Ready, a.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()

@@ -122,7 +122,7 @@ func main() {
 			}
 			go c.Run(ctx)
 			go func() {
-				if err := health.Serve(ctx, healthAddr, c.Ready); err != nil {
+				if err := health.Serve(ctx, healthAddr, c.Ready, nil); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()

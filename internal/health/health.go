@@ -1,4 +1,5 @@
-// Package health serves /healthz (the process answers) and /readyz (it can do its job).
+// Package health serves /healthz (the process answers), /readyz (it can do its
+// job) and, where given, /metrics.
 package health
 
 import (
@@ -8,9 +9,12 @@ import (
 	"time"
 )
 
-// Serve answers on addr until ctx is done.
-func Serve(ctx context.Context, addr string, ready func() bool) error {
+// Serve answers on addr until ctx is done; with metrics, also /metrics.
+func Serve(ctx context.Context, addr string, ready func() bool, metrics http.Handler) error {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {

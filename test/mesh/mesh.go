@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -586,10 +587,11 @@ func (m *Mesh) path(name string) string { return filepath.Join(m.opt.WorkDir, na
 func (m *Mesh) bin(name string) string  { return filepath.Join(m.opt.BinDir, name) }
 func (m *Mesh) socket() string          { return m.path("agent.sock") }
 
-func (m *Mesh) waitHTTP(ctx context.Context, n *netlab.NS, url string) error {
+// httpIn is an HTTP client whose connections start in namespace n.
+func httpIn(n *netlab.NS, timeout time.Duration) *http.Client {
 	// net/http dials on a goroutine of its own; the dialer enters the
 	// namespace itself so the socket is made there.
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
@@ -601,6 +603,24 @@ func (m *Mesh) waitHTTP(ctx context.Context, n *netlab.NS, url string) error {
 			return conn, err
 		},
 	}}
+}
+
+// AgentMetrics fetches the node agent's /metrics.
+func (m *Mesh) AgentMetrics() (string, error) {
+	resp, err := httpIn(m.Node, 10*time.Second).Get("http://127.0.0.1:7081/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("agent /metrics: %s", resp.Status)
+	}
+	return string(b), err
+}
+
+func (m *Mesh) waitHTTP(ctx context.Context, n *netlab.NS, url string) error {
+	c := httpIn(n, time.Second)
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
