@@ -72,6 +72,8 @@ type Agent struct {
 	// serving is set once the CNI socket answers (after Restore).
 	serving atomic.Bool
 	metrics *metrics
+	// self is the pod this agent runs in (pod mode).
+	self *cniapi.Request
 }
 
 // Ready reports whether the agent serves the CNI plugin.
@@ -242,6 +244,35 @@ func (a *Agent) checkPod(ctx context.Context, r *cniapi.Request) (string, error)
 		return "", fmt.Errorf("pod identity: pod %s/%s runs on node %q, not on this node %q", r.PodNamespace, r.PodName, p.Node, a.cfg.NodeName)
 	}
 	return p.ServiceAccount, nil
+}
+
+// Pod names the pod an agent in pod mode runs in.
+type Pod struct {
+	ContainerID, IfName, Namespace, Name, UID string
+}
+
+// selfNetns is this process's own network namespace.
+const selfNetns = "/proc/self/ns/net"
+
+// Self attaches the pod this agent runs in (pod mode): its own TEE's evidence,
+// its own network namespace, no CNI. A tunnel an earlier run of this agent
+// left running is taken up (Restore) instead.
+func (a *Agent) Self(ctx context.Context, p Pod) (*cniapi.AddResult, error) {
+	a.self = &cniapi.Request{ContainerID: p.ContainerID, Netns: selfNetns, IfName: p.IfName,
+		PodNamespace: p.Namespace, PodName: p.Name, PodUID: p.UID}
+	a.Restore(ctx)
+	res, err := a.Add(ctx, a.self)
+	a.serving.Store(err == nil)
+	return res, err
+}
+
+// Leave detaches the pod this agent runs in (pod mode, when it stops).
+func (a *Agent) Leave(ctx context.Context) error {
+	a.serving.Store(false)
+	if a.self == nil {
+		return nil
+	}
+	return a.Del(ctx, a.self)
 }
 
 // Del stops the pod's Nebula and gives its IP back. Unknown pods succeed.

@@ -29,7 +29,7 @@ var version = "dev"
 
 func main() {
 	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(nodeCmd(), tunnelCmd())
+	root.AddCommand(nodeCmd(), podCmd(), tunnelCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
 		os.Exit(1)
@@ -118,6 +118,65 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	f.BoolVar(&kubePods, "kubernetes-pods", false, "before enrolling a pod, require it to exist on this node with the runtime's UID (Kubernetes API, in-cluster or $KUBECONFIG; needs get on pods) and take its service account")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
+	cmd.MarkFlagRequired("tee")
+	return cmd
+}
+
+func podCmd() *cobra.Command {
+	var coordinator, policy, teeSpec, stateDir, healthAddr, ifName, namespace, name, uid string
+	cmd := &cobra.Command{
+		Use:   "pod",
+		Short: "attach this pod (its own TEE, its own network namespace) to the mesh: a sidecar, no CNI",
+		Long: `Pod mode: the agent runs inside a confidential pod, attests with the pod's own TEE,
+and brings the Nebula interface up in the pod's own network namespace; it renews the
+certificate and follows manifest changes like the node agent, and gives the address back
+when the pod stops (SIGTERM).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			issuer, err := tee.Open(teeSpec, true)
+			if err != nil {
+				return err
+			}
+			client, _, err := attested.Client(coordinator, policy)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			host, _ := os.Hostname()
+			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{self, "tunnel"}})
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				if err := health.Serve(ctx, healthAddr, a.Ready, a.Metrics()); err != nil {
+					log.Error("health server", "err", err)
+				}
+			}()
+			res, err := a.Self(ctx, node.Pod{ContainerID: "pod-" + host, IfName: ifName, Namespace: namespace, Name: name, UID: uid})
+			if err != nil {
+				return err
+			}
+			log.Info("pod attached to the mesh", "interface", res.Interface, "ip", res.Address, "tee", issuer.Platform())
+			go a.Run(ctx)
+			<-ctx.Done()
+			// The pod is stopping: give the address back.
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return a.Leave(dctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses")
+	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&teeSpec, "tee", "", "this pod's evidence source: snp, tdx, or simulated:<dir> (development)")
+	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "state and the tunnel's log (an emptyDir)")
+	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz, /readyz and /metrics")
+	f.StringVar(&ifName, "interface", "nebula1", "the Nebula interface")
+	f.StringVar(&namespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "this pod's namespace (default $POD_NAMESPACE, from the downward API)")
+	f.StringVar(&name, "pod-name", os.Getenv("POD_NAME"), "this pod's name (default $POD_NAME)")
+	f.StringVar(&uid, "pod-uid", os.Getenv("POD_UID"), "this pod's UID (default $POD_UID)")
 	cmd.MarkFlagRequired("tee")
 	return cmd
 }

@@ -580,6 +580,15 @@ func (m *Mesh) Tail(name string) string {
 	return string(b)
 }
 
+// CoordinatorURL is where the coordinator serves attested TLS.
+func (m *Mesh) CoordinatorURL() string { return m.coordURL }
+
+// Bin names a binary under test.
+func (m *Mesh) Bin(name string) string { return m.bin(name) }
+
+// WaitHTTP waits until url answers 200 from inside n.
+func (m *Mesh) WaitHTTP(ctx context.Context, n *netlab.NS, url string) error { return m.waitHTTP(ctx, n, url) }
+
 // Path names a file in the work directory.
 func (m *Mesh) Path(name string) string { return m.path(name) }
 
