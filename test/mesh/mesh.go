@@ -587,7 +587,9 @@ func (m *Mesh) CoordinatorURL() string { return m.coordURL }
 func (m *Mesh) Bin(name string) string { return m.bin(name) }
 
 // WaitHTTP waits until url answers 200 from inside n.
-func (m *Mesh) WaitHTTP(ctx context.Context, n *netlab.NS, url string) error { return m.waitHTTP(ctx, n, url) }
+func (m *Mesh) WaitHTTP(ctx context.Context, n *netlab.NS, url string) error {
+	return m.waitHTTP(ctx, n, url)
+}
 
 // Path names a file in the work directory.
 func (m *Mesh) Path(name string) string { return m.path(name) }
