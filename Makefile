@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-CMDS    := sealmesh-coordinator sealmesh-agent sealmesh-cni sealmesh-lighthouse meshctl
+CMDS    := sealmesh-coordinator sealmesh-agent sealmesh-tunnel sealmesh-cni sealmesh-lighthouse meshctl
 # The reference CNI plugins, at the version go.mod pins (tool directives).
 PLUGINS := github.com/containernetworking/plugins/plugins/main/bridge \
            github.com/containernetworking/plugins/plugins/ipam/host-local
@@ -32,7 +32,7 @@ $(TOOLS_BIN)/kube-apiserver: tools/kube/go.mod tools/kube/main.go
 	cd tools/kube && $(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34' -o $@ .
 
 .PHONY: build
-build: ## build the five binaries into bin/
+build: ## build the binaries into bin/
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 .PHONY: plugins

@@ -29,7 +29,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
-	cfg, err := tunnel.Config(e, tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true})
+	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true})
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 		}
 	}
 
-	cfg, err := tunnel.Config(e, tunnel.Options{Device: r.IfName, MTU: mtu})
+	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: r.IfName, MTU: mtu})
 	if err != nil {
 		release()
 		return nil, err
@@ -481,7 +481,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	if e.IP != p.result.Address {
 		return fmt.Errorf("the renewed certificate carries %s, the tunnel %s", e.IP, p.result.Address)
 	}
-	cfg, err := tunnel.Config(&enrol.Enrolment{EnrolResponse: e}, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
+	cfg, err := tunnel.Config(e, nil, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/slackhq/nebula/cert"
 
-	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // DefaultDevice is the name of the Nebula interface in a pod.
@@ -38,7 +38,7 @@ type Options struct {
 // tunnel, see Update) the key is left empty and the tunnel keeps its own.
 // Never pass the result to nebula.Main with configTest set: that path logs the
 // whole configuration, key included.
-func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
+func Config(e *api.EnrolResponse, privateKey []byte, o Options) ([]byte, error) {
 	if o.ListenPort == 0 {
 		o.ListenPort = DefaultPort
 	}
@@ -62,8 +62,8 @@ func Config(e *enrol.Enrolment, o Options) ([]byte, error) {
 		inbound = append(inbound, rule)
 	}
 	key := ""
-	if e.PrivateKey != nil {
-		key = string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, e.PrivateKey))
+	if privateKey != nil {
+		key = string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, privateKey))
 	}
 	blocklist := e.Blocklist
 	if blocklist == nil {

@@ -6,10 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -18,7 +18,6 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/node"
-	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/ca/kube"
@@ -29,7 +28,7 @@ var version = "dev"
 
 func main() {
 	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(nodeCmd(), podCmd(), tunnelCmd())
+	root.AddCommand(nodeCmd(), podCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
 		os.Exit(1)
@@ -52,13 +51,13 @@ func nodeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			self, err := os.Executable()
+			tunnelBin, err := tunnelBinary()
 			if err != nil {
 				return err
 			}
 			cfg := node.Config{
 				Log: log, Coordinator: client, Issuer: issuer,
-				StateDir: stateDir, TunnelCommand: []string{self, "tunnel"},
+				StateDir: stateDir, TunnelCommand: []string{tunnelBin},
 			}
 			if kubePods {
 				if nodeName == "" {
@@ -141,12 +140,12 @@ when the pod stops (SIGTERM).`,
 			if err != nil {
 				return err
 			}
-			self, err := os.Executable()
+			tunnelBin, err := tunnelBinary()
 			if err != nil {
 				return err
 			}
 			host, _ := os.Hostname()
-			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{self, "tunnel"}})
+			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{tunnelBin}})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
@@ -181,27 +180,17 @@ when the pod stops (SIGTERM).`,
 	return cmd
 }
 
-func tunnelCmd() *cobra.Command {
-	var control string
-	cmd := &cobra.Command{
-		Use:    "tunnel",
-		Short:  "run one Nebula instance from a configuration on stdin (started by the agent)",
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			cfg, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			err = tunnel.Run(ctx, log, cfg, version, func() { fmt.Println(tunnel.ReadyLine) }, control)
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
-		},
+
+// tunnelBinary is sealmesh-tunnel, installed beside this binary: one runs per
+// pod, so it is a small binary of its own rather than this one re-executed.
+func tunnelBinary() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
 	}
-	cmd.Flags().StringVar(&control, "control", "", "unix socket on which the agent sends renewed certificates and manifest changes")
-	return cmd
+	p := filepath.Join(filepath.Dir(self), "sealmesh-tunnel")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("sealmesh-tunnel is not installed beside sealmesh-agent (%s): install both", p)
+	}
+	return p, nil
 }

@@ -14,6 +14,7 @@ func TestMain(m *testing.M) {
 	tools.BuildMain(m, &binDir,
 		"github.com/sealmesh/sealmesh/cmd/sealmesh-coordinator",
 		"github.com/sealmesh/sealmesh/cmd/sealmesh-agent",
+		"github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel",
 		"github.com/sealmesh/sealmesh/cmd/sealmesh-cni",
 		"github.com/sealmesh/sealmesh/cmd/sealmesh-lighthouse",
 		"github.com/sealmesh/sealmesh/cmd/meshctl",
