@@ -180,7 +180,6 @@ when the pod stops (SIGTERM).`,
 	return cmd
 }
 
-
 // tunnelBinary is sealmesh-tunnel, installed beside this binary: one runs per
 // pod, so it is a small binary of its own rather than this one re-executed.
 func tunnelBinary() (string, error) {
