@@ -27,7 +27,7 @@ import (
 var version = "dev"
 
 func main() {
-	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", SilenceUsage: true, SilenceErrors: true}
+	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", Version: version, SilenceUsage: true, SilenceErrors: true}
 	root.AddCommand(nodeCmd(), podCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
