@@ -422,9 +422,14 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		}
 		a.mu.Lock()
-		var due []*pod
+		var due, dead []*pod
 		now := time.Now()
-		for _, p := range a.pods {
+		for k, p := range a.pods {
+			if !p.proc.Alive() {
+				delete(a.pods, k)
+				dead = append(dead, p)
+				continue
+			}
 			// A pod whose rules come from another manifest than the
 			// current one, or whose certificate is two thirds through.
 			stale := head != "" && p.head != "" && p.head != head
@@ -433,6 +438,12 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		}
 		a.mu.Unlock()
+		for _, p := range dead {
+			if p.logFile != nil {
+				p.logFile.Close()
+			}
+			a.reattach(ctx, &p.req, p.fingerprint, p.releaseToken, p.ip, p.result.Address)
+		}
 		for _, p := range due {
 			err := a.renew(ctx, p)
 			a.metrics.renewals.WithLabelValues(result(err)).Inc()
@@ -595,26 +606,29 @@ func (a *Agent) Restore(ctx context.Context) {
 			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
 			continue
 		}
-		// Its tunnel is gone: give the address back, then attach it anew
-		// if the pod is still there.
-		a.forget(r)
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: rec.Fingerprint, ReleaseToken: rec.ReleaseToken, IP: rec.IP}); err != nil {
-			a.cfg.Log.Warn("release IP", "ip", rec.IP, "err", err)
-		}
-		if _, err := os.Stat(r.Netns); err != nil {
-			cancel()
-			a.cfg.Log.Info("pod gone while the agent was down; forgotten", "container", r.ContainerID, "ip", rec.Result.Address)
-			continue
-		}
-		res, err := a.Add(rctx, r)
-		cancel()
-		if err != nil {
-			a.cfg.Log.Error("pod could not be restored; its runtime will see CHECK fail", "container", r.ContainerID, "err", err)
-			continue
-		}
-		a.cfg.Log.Warn("pod restored: its tunnel had stopped; enrolled again", "container", r.ContainerID, "was", rec.Result.Address, "ip", res.Address)
+		a.reattach(ctx, r, rec.Fingerprint, rec.ReleaseToken, rec.IP, rec.Result.Address)
 	}
+}
+
+// reattach handles a pod whose tunnel is gone: its address is given back, and
+// the pod is attached anew (enrolled again) if its netns still exists.
+func (a *Agent) reattach(ctx context.Context, r *cniapi.Request, fingerprint, releaseToken, ip, was string) {
+	a.forget(r)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.cfg.Coordinator.Release(rctx, &api.ReleaseRequest{Fingerprint: fingerprint, ReleaseToken: releaseToken, IP: ip}); err != nil {
+		a.cfg.Log.Warn("release IP", "ip", ip, "err", err)
+	}
+	if _, err := os.Stat(r.Netns); err != nil {
+		a.cfg.Log.Info("pod gone; forgotten", "container", r.ContainerID, "ip", was)
+		return
+	}
+	res, err := a.Add(rctx, r)
+	if err != nil {
+		a.cfg.Log.Error("pod could not be restored; its runtime will see CHECK fail", "container", r.ContainerID, "err", err)
+		return
+	}
+	a.cfg.Log.Warn("pod restored: its tunnel had stopped; enrolled again", "container", r.ContainerID, "was", was, "ip", res.Address)
 }
 
 // podMTU is the MTU of the pod's default-route link less Nebula's overhead.

@@ -65,6 +65,27 @@ func TestAgentRestart(t *testing.T) {
 	bIP := netip.MustParsePrefix(rec["result"].(map[string]any)["address"].(string)).Addr()
 	ping(a, bIP)
 
+	// A tunnel that dies while the agent runs is restored too.
+	old, err := m.AgentRecord(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(int(old["pid"].(float64)), syscall.SIGKILL)
+	var restored bool
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !restored; time.Sleep(200 * time.Millisecond) {
+		now, err := m.AgentRecord(a)
+		restored = err == nil && now["pid"] != old["pid"]
+	}
+	if !restored {
+		t.Fatalf("pod-a's tunnel was not restored after it died:\n%s", m.Tail("agent-2.log"))
+	}
+	now, _ := m.AgentRecord(a)
+	aIP := netip.MustParsePrefix(now["result"].(map[string]any)["address"].(string)).Addr()
+	if r, err := b.NS.Ping(aIP, 5, 10*time.Second); err != nil || r.Received == 0 {
+		t.Fatalf("pod-b → restored pod-a %s: %v %v", aIP, r, err)
+	}
+	a.OverlayIP = aIP
+
 	// DEL after the restart: the adopted tunnel stops, its record and lease go.
 	if err := m.DelPod(ctx, a); err != nil {
 		t.Fatal(err)
