@@ -11,12 +11,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/mesh"
@@ -341,6 +343,23 @@ func TestCNIStatusAndGC(t *testing.T) {
 	for _, h := range s.Hosts {
 		if h.IP == b.OverlayIP.String() {
 			t.Errorf("pod-b's address %s is still leased after GC", h.IP)
+		}
+	}
+
+	// DEL succeeds when the pod's netns is already gone (a runtime that lost
+	// it), and cleans up the attachment.
+	if err := netns.DeleteNamed(filepath.Base(a.NS.Path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DelPod(ctx, a); err != nil {
+		t.Fatalf("DEL with the netns gone: %v", err)
+	}
+	delete(m.Pods, a.Name)
+	if s, err := m.Status(ctx); err == nil {
+		for _, h := range s.Hosts {
+			if h.IP == a.OverlayIP.String() {
+				t.Errorf("pod-a's address %s still leased after DEL without its netns", h.IP)
+			}
 		}
 	}
 
