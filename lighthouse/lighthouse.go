@@ -6,6 +6,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/curve25519"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
@@ -23,15 +28,80 @@ type Options struct {
 }
 
 // Run enrols and serves until ctx is done. ready is called once Nebula is up.
+// The certificate is renewed (same key) two thirds of the way to its expiry,
+// and whenever the manifest changes (revocations, lighthouses), through
+// Nebula's reload: relayed and direct tunnels stay up.
 func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready func()) error {
 	e, err := enrol.Lighthouse(ctx, c, o.Token)
 	if err != nil {
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
-	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true})
+	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true}
+	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, opts)
 	if err != nil {
 		return err
 	}
-	return tunnel.Run(ctx, log, cfg, o.Version, ready, "")
+	dir, err := os.MkdirTemp("", "sealmesh-lighthouse-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	control := filepath.Join(dir, "control.sock")
+	pub, err := curve25519.X25519(e.PrivateKey, curve25519.Basepoint)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go renew(rctx, log, c, o.Token, pub, e.EnrolResponse, opts, control)
+	return tunnel.Run(ctx, log, cfg, o.Version, ready, control)
+}
+
+// renew keeps the lighthouse's certificate and rules current.
+func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, pub []byte, cur *api.EnrolResponse, opts tunnel.Options, control string) {
+	at := renewAt(cur.NotAfter)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var looked time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Now().Before(at) {
+			if time.Since(looked) < 5*time.Second {
+				continue
+			}
+			looked = time.Now()
+			mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			info, err := c.Manifest(mctx)
+			cancel()
+			if err != nil || info.Head == cur.Head {
+				continue
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		e, err := enrol.RenewLighthouse(rctx, c, token, pub)
+		if err == nil {
+			var cfg []byte
+			if cfg, err = tunnel.Config(e, nil, opts); err == nil {
+				err = tunnel.Update(rctx, control, cfg)
+			}
+		}
+		cancel()
+		if err != nil {
+			log.Error("renewal", "err", err)
+			continue
+		}
+		cur, at = e, renewAt(e.NotAfter)
+		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
+	}
+}
+
+// renewAt is two thirds of the way from now to notAfter.
+func renewAt(notAfter time.Time) time.Time {
+	now := time.Now()
+	return now.Add(notAfter.Sub(now) * 2 / 3)
 }

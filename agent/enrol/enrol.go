@@ -61,10 +61,19 @@ func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workl
 
 // Lighthouse enrols with a join token.
 func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, error) {
-	return run(ctx, c, func(req *api.EnrolRequest) error {
+	return run(ctx, c, proveToken(token))
+}
+
+// RenewLighthouse enrols a lighthouse's same public key again.
+func RenewLighthouse(ctx context.Context, c *api.Client, token string, pub []byte) (*api.EnrolResponse, error) {
+	return runWithKey(ctx, c, pub, proveToken(token))
+}
+
+func proveToken(token string) func(*api.EnrolRequest) error {
+	return func(req *api.EnrolRequest) error {
 		req.JoinToken = token
 		return nil
-	})
+	}
 }
 
 // Retry bounds how an enrolment moves between coordinators: every coordinator

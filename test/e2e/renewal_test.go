@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -78,11 +79,26 @@ func TestRenewalKeepsStreams(t *testing.T) {
 		}
 		sent++
 	}
-	renewals := strings.Count(m.Tail("agent.log"), "certificate renewed")
+	agentLog, _ := os.ReadFile(m.Path("agent.log"))
+	renewals := strings.Count(string(agentLog), "certificate renewed")
 	t.Logf("%d lines over the stream; %d renewals", sent, renewals)
 	if renewals < 4 { // two pods, about three renewals each in 35 s
 		t.Fatalf("%d renewals in 35 s of 15 s certificates; want at least 4\n%s", renewals, m.Tail("agent.log"))
 	}
+	// The lighthouse renews too: a pod that joins now still finds the others
+	// through it.
+	lhLog, _ := os.ReadFile(m.Path("lighthouse.log"))
+	if n := strings.Count(string(lhLog), "certificate renewed"); n < 2 {
+		t.Errorf("the lighthouse renewed %d times in 35 s of 15 s certificates", n)
+	}
+	c, err := m.AddPod(ctx, "pod-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.NS.Ping(a.OverlayIP, 5, 10*time.Second); err != nil || r.Received == 0 {
+		t.Errorf("a pod that joined after several renewals cannot reach pod-a through the lighthouse: %v %v", r, err)
+	}
+
 	last, err := m.AgentRecord(a)
 	if err != nil {
 		t.Fatal(err)
