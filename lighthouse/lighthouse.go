@@ -60,7 +60,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 
 // renew keeps the lighthouse's certificate and rules current.
 func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, pub []byte, cur *api.EnrolResponse, opts tunnel.Options, control string) {
-	at := renewAt(cur.NotAfter)
+	at := enrol.RenewAt(cur.NotAfter)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var looked time.Time
@@ -95,13 +95,8 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, p
 			log.Error("renewal", "err", err)
 			continue
 		}
-		cur, at = e, renewAt(e.NotAfter)
+		cur, at = e, enrol.RenewAt(e.NotAfter)
 		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
 	}
 }
 
-// renewAt is two thirds of the way from now to notAfter.
-func renewAt(notAfter time.Time) time.Time {
-	now := time.Now()
-	return now.Add(notAfter.Sub(now) * 2 / 3)
-}

@@ -59,6 +59,14 @@ func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workl
 	return runWithKey(ctx, c, pub, proveWorkload(issuer, w))
 }
 
+// RenewAt is when to renew a certificate received now: two thirds of the way
+// to its expiry (its NotBefore is backdated for clock skew, so the lifetime it
+// states would say too early).
+func RenewAt(notAfter time.Time) time.Time {
+	now := time.Now()
+	return now.Add(notAfter.Sub(now) * 2 / 3)
+}
+
 // Lighthouse enrols with a join token.
 func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, error) {
 	return run(ctx, c, proveToken(token))

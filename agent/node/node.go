@@ -209,7 +209,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
-		certificate: e.Certificate, renewAt: renewAt(e.NotAfter), head: e.Head,
+		certificate: e.Certificate, renewAt: enrol.RenewAt(e.NotAfter), head: e.Head,
 	}
 	if err := a.save(p); err != nil {
 		proc.Stop(5 * time.Second)
@@ -460,11 +460,6 @@ func (a *Agent) Run(ctx context.Context) {
 // ManifestPoll is how often the agent looks for a new manifest.
 var ManifestPoll = 5 * time.Second
 
-// renewAt is two thirds of the way from now to notAfter.
-func renewAt(notAfter time.Time) time.Time {
-	now := time.Now()
-	return now.Add(notAfter.Sub(now) * 2 / 3)
-}
 
 // renew enrols the pod's key again and hands its tunnel the new certificate
 // and the manifest's current rules.
@@ -505,7 +500,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	}
 	fp, _ := nc.Fingerprint()
 	a.mu.Lock()
-	p.certificate, p.fingerprint, p.releaseToken, p.retry, p.renewAt, p.head = e.Certificate, fp, e.ReleaseToken, time.Time{}, renewAt(e.NotAfter), e.Head
+	p.certificate, p.fingerprint, p.releaseToken, p.retry, p.renewAt, p.head = e.Certificate, fp, e.ReleaseToken, time.Time{}, enrol.RenewAt(e.NotAfter), e.Head
 	current := a.pods[key(&r)] == p
 	a.mu.Unlock()
 	if !current {
