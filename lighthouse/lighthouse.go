@@ -99,4 +99,3 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, p
 		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
 	}
 }
-

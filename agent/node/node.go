@@ -460,7 +460,6 @@ func (a *Agent) Run(ctx context.Context) {
 // ManifestPoll is how often the agent looks for a new manifest.
 var ManifestPoll = 5 * time.Second
 
-
 // renew enrols the pod's key again and hands its tunnel the new certificate
 // and the manifest's current rules.
 func (a *Agent) renew(ctx context.Context, p *pod) error {
