@@ -135,6 +135,14 @@ const notes = `
   dependency of Nebula (gopacket) fills at init, so the goal needs several Nebula
   instances per process (docs/architecture.md, "One Nebula process per pod").
 
+- **test/e2e BenchmarkCNILatency**: CNI ADD and DEL of the whole chain through libcni on
+  one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
+  making the pod's netns): the reference bridge + host-local alone, and with sealmesh-cni
+  chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
+  lease claimed in the store, a Nebula process started in the pod's netns). The
+  difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
+  coordinator and the pods' Nebula processes.
+
 - **attest BenchmarkVerify/snp, /tdx, BenchmarkVerifySimulated**: one evidence
   verification (certificate chain, report or quote signature, report data) of the real
   Milan SNP report with its VCEK, the real TDX quote, and simulated SNP evidence. The

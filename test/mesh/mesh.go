@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -107,6 +108,7 @@ type Mesh struct {
 	// AgentPID is the node agent's process; its children run the pods' Nebula.
 	AgentPID int
 	coordCmd *exec.Cmd
+	mu       sync.Mutex // Pods, for pods added concurrently
 }
 
 // Pod is a pod's namespace and what its conflist returned.
@@ -285,6 +287,9 @@ const (
 	ChainBridge = "bridge"
 	// ChainPTP: ptp + host-local, then sealmesh-cni.
 	ChainPTP = "ptp"
+	// ChainBridgeOnly: bridge + host-local without sealmesh-cni, the
+	// baseline for CNI latency.
+	ChainBridgeOnly = "bridge-only"
 	// ChainBridgeThenMeta: bridge + host-local, sealmesh-cni, then portmap
 	// (nftables; host port PortmapHost to the pod's PortmapPod) and tuning
 	// (promiscuous eth0): their input is sealmesh-cni's output.
@@ -343,6 +348,8 @@ func (m *Mesh) Conflist() ([]byte, error) {
 		plugins = []any{bridge, ours}
 	case ChainPTP:
 		plugins = []any{map[string]any{"type": "ptp", "ipam": ipam(PTPSubnet, "host-local-ptp")}, ours}
+	case ChainBridgeOnly:
+		plugins = []any{bridge}
 	case ChainBridgeThenMeta:
 		plugins = []any{bridge, ours,
 			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
@@ -375,7 +382,9 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 			{"hostPort": PortmapHost, "containerPort": PortmapPod, "protocol": "tcp"},
 		}}
 	}
+	m.mu.Lock()
 	m.Pods[name] = p
+	m.mu.Unlock()
 	var res types.Result
 	err = m.Node.Do(func() error {
 		var err error
@@ -413,7 +422,7 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 			p.HostVeth = i.Name
 		}
 	}
-	if !p.OverlayIP.IsValid() || !p.OverlayIP6.IsValid() {
+	if m.opt.Chain != ChainBridgeOnly && (!p.OverlayIP.IsValid() || !p.OverlayIP6.IsValid()) {
 		return p, fmt.Errorf("CNI result for %s lacks an IPv4 or IPv6 %s address: %+v", name, NebulaIf, r)
 	}
 	return p, nil

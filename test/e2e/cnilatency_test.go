@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealmesh/sealmesh/internal/testenv"
+	"github.com/sealmesh/sealmesh/test/mesh"
+)
+
+// BenchmarkCNILatency: CNI ADD and DEL of the whole chain, with sealmesh-cni
+// (bridge + host-local + sealmesh: enrolment with simulated SNP evidence and a
+// Nebula start per pod) and without it (bridge + host-local), for 100 pods in
+// sequence and 100 in parallel batches of 10; p50 and p99 per operation.
+func BenchmarkCNILatency(b *testing.B) {
+	testenv.RequireRoot(b)
+	ctx := context.Background()
+	prefix := fmt.Sprintf("smlat%d", os.Getpid()%100000)
+	m, err := mesh.Up(ctx, mesh.Options{BinDir: binDir, WorkDir: b.TempDir(), Prefix: prefix})
+	defer func() {
+		if err := m.Close(context.Background()); err != nil {
+			b.Errorf("cleanup: %v", err)
+		}
+	}()
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := 0
+	for _, chain := range []string{mesh.ChainBridgeOnly, mesh.ChainBridge} {
+		for _, batch := range []int{1, 10} {
+			b.Run(fmt.Sprintf("chain=%s/parallel=%d", chain, batch), func(b *testing.B) {
+				if err := m.UseChain(chain); err != nil {
+					b.Fatal(err)
+				}
+				var adds, dels []time.Duration
+				for range b.N {
+					run++
+					a, d := cniRound(b, m, ctx, fmt.Sprintf("l%d", run), 100, batch)
+					adds, dels = append(adds, a...), append(dels, d...)
+				}
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(ms(pct(adds, 50)), "ADD-p50-ms")
+				b.ReportMetric(ms(pct(adds, 99)), "ADD-p99-ms")
+				b.ReportMetric(ms(pct(dels, 50)), "DEL-p50-ms")
+				b.ReportMetric(ms(pct(dels, 99)), "DEL-p99-ms")
+			})
+		}
+	}
+}
+
+// cniRound adds n pods, batch at a time, then deletes them the same way,
+// timing each ADD and DEL.
+func cniRound(b *testing.B, m *mesh.Mesh, ctx context.Context, tag string, n, batch int) (adds, dels []time.Duration) {
+	var mu sync.Mutex
+	pods := make([]*mesh.Pod, n)
+	do := func(f func(i int)) {
+		for start := 0; start < n; start += batch {
+			var wg sync.WaitGroup
+			for i := start; i < min(start+batch, n); i++ {
+				wg.Add(1)
+				go func() { defer wg.Done(); f(i) }()
+			}
+			wg.Wait()
+		}
+	}
+	do(func(i int) {
+		t0 := time.Now()
+		p, err := m.AddPod(ctx, fmt.Sprintf("%s-%d", tag, i))
+		d := time.Since(t0)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		mu.Lock()
+		pods[i], adds = p, append(adds, d)
+		mu.Unlock()
+	})
+	if b.Failed() {
+		b.FailNow()
+	}
+	do(func(i int) {
+		t0 := time.Now()
+		err := m.DelPod(ctx, pods[i])
+		d := time.Since(t0)
+		if err != nil {
+			b.Error(err)
+		}
+		mu.Lock()
+		dels = append(dels, d)
+		mu.Unlock()
+	})
+	for _, p := range pods {
+		delete(m.Pods, p.Name)
+	}
+	return adds, dels
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
