@@ -61,29 +61,61 @@ func result(err error) string {
 	return "ok"
 }
 
-// Metrics serves the agent's metrics and every pod's Nebula metrics (labelled
-// with the pod), gathered from the tunnels' control sockets at scrape time.
+// Metrics serves the agent's metrics and Nebula's, gathered from the tunnel
+// processes' control sockets at scrape time: Nebula's own counters and
+// histograms per tunnel process (labelled tunnel; Nebula keeps them
+// process-wide), and each pod's number of Nebula tunnels (labelled with the
+// pod).
 func (a *Agent) Metrics() http.Handler {
-	return promhttp.HandlerFor(prometheus.Gatherers{a.metrics.reg, prometheus.GathererFunc(a.gatherPods)},
+	return promhttp.HandlerFor(prometheus.Gatherers{a.metrics.reg, prometheus.GathererFunc(a.gatherTunnels)},
 		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// gatherPods reads each pod's Nebula metrics and labels them with the pod.
-func (a *Agent) gatherPods() ([]*dto.MetricFamily, error) {
+// gatherTunnels reads each tunnel process's Nebula metrics and instances.
+func (a *Agent) gatherTunnels() ([]*dto.MetricFamily, error) {
+	a.hostsMu.Lock()
+	ids := make([]string, 0, len(a.hosts))
+	for id := range a.hosts {
+		ids = append(ids, id)
+	}
+	a.hostsMu.Unlock()
 	a.mu.Lock()
-	reqs := make([]*cniapi.Request, 0, len(a.pods))
+	byInstance := map[string]cniapi.Request{}
 	for _, p := range a.pods {
-		r := p.req
-		reqs = append(reqs, &r)
+		byInstance[p.host.id+"/"+p.instance] = p.req
 	}
 	a.mu.Unlock()
+	slices.Sort(ids)
+
 	families := map[string]*dto.MetricFamily{}
-	for _, r := range reqs {
+	podTunnels := &dto.MetricFamily{
+		Name: proto.String("sealmesh_agent_pod_nebula_tunnels"),
+		Help: proto.String("Nebula tunnels (peers with a tunnel) of each pod's instance."),
+		Type: dto.MetricType_GAUGE.Enum(),
+	}
+	for _, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		body, err := tunnel.Metrics(ctx, a.control(r))
+		list, err := tunnel.Instances(ctx, a.hostControl(id))
+		if err == nil {
+			for _, in := range list {
+				r, ok := byInstance[id+"/"+in.ID]
+				if !ok {
+					continue
+				}
+				podTunnels.Metric = append(podTunnels.Metric, &dto.Metric{
+					Label: []*dto.LabelPair{
+						{Name: proto.String("container"), Value: proto.String(r.ContainerID)},
+						{Name: proto.String("pod_name"), Value: proto.String(r.PodName)},
+						{Name: proto.String("pod_namespace"), Value: proto.String(r.PodNamespace)},
+					},
+					Gauge: &dto.Gauge{Value: proto.Float64(float64(in.Tunnels))},
+				})
+			}
+		}
+		body, err := tunnel.Metrics(ctx, a.hostControl(id))
 		if err != nil {
 			cancel()
-			a.cfg.Log.Debug("pod metrics", "container", r.ContainerID, "err", err)
+			a.cfg.Log.Debug("tunnel metrics", "tunnel", id, "err", err)
 			continue
 		}
 		parser := expfmt.NewTextParser(model.UTF8Validation)
@@ -91,17 +123,13 @@ func (a *Agent) gatherPods() ([]*dto.MetricFamily, error) {
 		body.Close()
 		cancel()
 		if err != nil {
-			a.cfg.Log.Debug("pod metrics", "container", r.ContainerID, "err", err)
+			a.cfg.Log.Debug("tunnel metrics", "tunnel", id, "err", err)
 			continue
 		}
-		labels := []*dto.LabelPair{
-			{Name: proto.String("pod_namespace"), Value: proto.String(r.PodNamespace)},
-			{Name: proto.String("pod_name"), Value: proto.String(r.PodName)},
-			{Name: proto.String("container"), Value: proto.String(r.ContainerID)},
-		}
+		label := &dto.LabelPair{Name: proto.String("tunnel"), Value: proto.String(id)}
 		for name, f := range got {
 			for _, m := range f.Metric {
-				m.Label = append(m.Label, labels...)
+				m.Label = append(m.Label, label)
 			}
 			if have, ok := families[name]; ok {
 				have.Metric = append(have.Metric, f.Metric...)
@@ -110,9 +138,12 @@ func (a *Agent) gatherPods() ([]*dto.MetricFamily, error) {
 			}
 		}
 	}
-	out := make([]*dto.MetricFamily, 0, len(families))
+	out := make([]*dto.MetricFamily, 0, len(families)+1)
 	for _, f := range families {
 		out = append(out, f)
+	}
+	if len(podTunnels.Metric) > 0 {
+		out = append(out, podTunnels)
 	}
 	slices.SortFunc(out, func(x, y *dto.MetricFamily) int { return strings.Compare(x.GetName(), y.GetName()) })
 	return out, nil

@@ -46,10 +46,13 @@ type Config struct {
 	Issuer      attest.Issuer
 	// StateDir holds per-pod Nebula logs.
 	StateDir string
-	// TunnelCommand runs one pod's Nebula: it must read the config on stdin and
-	// print tunnel.ReadyLine when up (`sealmesh-agent tunnel`).
+	// TunnelCommand starts a tunnel process (sealmesh-tunnel), which runs
+	// pods' Nebula instances; it gets --control <socket> appended.
 	TunnelCommand []string
-	StartTimeout  time.Duration
+	// PodsPerProcess is how many pods share a tunnel process; 0 means
+	// DefaultPodsPerProcess.
+	PodsPerProcess int
+	StartTimeout   time.Duration
 	// Pods, when set, is the Kubernetes API: before enrolling a pod the agent
 	// requires it to exist on NodeName with the UID the runtime gave, and
 	// takes its service account from it (for the roles' podSelector).
@@ -74,6 +77,9 @@ type Agent struct {
 	metrics *metrics
 	// self is the pod this agent runs in (pod mode).
 	self *cniapi.Request
+
+	hostsMu sync.Mutex
+	hosts   map[string]*tunnelHost
 }
 
 // Ready reports whether the agent serves the CNI plugin.
@@ -84,13 +90,14 @@ func (a *Agent) Ready() bool { return a.serving.Load() }
 const statusFresh = 10 * time.Second
 
 type pod struct {
-	req          cniapi.Request
-	result       cniapi.AddResult
-	proc         *tunnel.Process
+	req    cniapi.Request
+	result cniapi.AddResult
+	// host runs the pod's Nebula instance, named instance.
+	host         *tunnelHost
+	instance     string
 	fingerprint  string
 	releaseToken string
 	ip           string
-	logFile      *os.File
 	// certificate is the tunnel's current one (PEM): its key is the pod's.
 	certificate string
 	// renewAt is two thirds of the way from its receipt to its end (its
@@ -107,7 +114,10 @@ func New(cfg Config) *Agent {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 20 * time.Second
 	}
-	a := &Agent{cfg: cfg, pods: map[string]*pod{}}
+	if cfg.PodsPerProcess <= 0 {
+		cfg.PodsPerProcess = DefaultPodsPerProcess
+	}
+	a := &Agent{cfg: cfg, pods: map[string]*pod{}, hosts: map[string]*tunnelHost{}}
 	a.initMetrics()
 	return a
 }
@@ -117,6 +127,9 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 var ifRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)
 
 func key(r *cniapi.Request) string { return r.ContainerID + "/" + r.IfName }
+
+// instanceID names a pod's Nebula instance in its tunnel process.
+func instanceID(r *cniapi.Request) string { return r.ContainerID + "-" + r.IfName }
 
 func validate(r *cniapi.Request) error {
 	if !idRE.MatchString(r.ContainerID) {
@@ -138,7 +151,7 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		return nil, errors.New("netns is required")
 	}
 	a.mu.Lock()
-	if p, ok := a.pods[key(r)]; ok && p.proc.Alive() {
+	if p, ok := a.pods[key(r)]; ok && p.host.proc.Alive() {
 		a.mu.Unlock()
 		res := p.result
 		return &res, nil
@@ -188,32 +201,36 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 		release()
 		return nil, err
 	}
-	logPath := filepath.Join(a.cfg.StateDir, "pods", r.ContainerID+"-"+r.IfName+".log")
+	logPath := filepath.Join(a.podsDir(), r.ContainerID+"-"+r.IfName+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
 		release()
 		return nil, err
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	h, err := a.place()
 	if err != nil {
 		release()
 		return nil, err
 	}
-	args := append(slices.Clone(a.cfg.TunnelCommand[1:]), "--control", a.control(r))
-	proc, err := tunnel.Start(a.cfg.TunnelCommand[0], args, r.Netns, cfg, logFile, a.cfg.StartTimeout)
+	id := instanceID(r)
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
+	err = tunnel.AddInstance(sctx, a.hostControl(h.id), id, &tunnel.AddRequest{Netns: r.Netns, Log: logPath, Config: cfg})
+	cancel()
 	if err != nil {
-		logFile.Close()
+		// It may have started after all (a timeout): stop it either way.
+		a.removeInstance(h, id)
+		a.unplace(h)
 		release()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	p := &pod{
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
-		proc:   proc, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP, logFile: logFile,
+		host:   h, instance: id, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP,
 		certificate: e.Certificate, renewAt: enrol.RenewAt(e.NotAfter), head: e.Head,
 	}
 	if err := a.save(p); err != nil {
-		proc.Stop(5 * time.Second)
-		logFile.Close()
+		a.removeInstance(h, id)
+		a.unplace(h)
 		release()
 		return nil, err
 	}
@@ -221,7 +238,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 	a.pods[key(r)] = p
 	a.mu.Unlock()
 	a.cfg.Log.Info("pod attached", "container", r.ContainerID, "pod", r.PodNamespace+"/"+r.PodName,
-		"name", e.Name, "role", e.Role, "ip", e.IP, "pid", proc.Pid(), "mtu", mtu)
+		"name", e.Name, "role", e.Role, "ip", e.IP, "tunnel", h.id, "mtu", mtu)
 	res := p.result
 	return &res, nil
 }
@@ -293,12 +310,8 @@ func (a *Agent) Del(ctx context.Context, r *cniapi.Request) error {
 }
 
 func (a *Agent) stop(ctx context.Context, p *pod) {
-	if err := p.proc.Stop(5 * time.Second); err != nil {
-		a.cfg.Log.Warn("stop tunnel", "container", p.req.ContainerID, "err", err)
-	}
-	if p.logFile != nil {
-		p.logFile.Close()
-	}
+	a.removeInstance(p.host, p.instance)
+	a.unplace(p.host)
 	a.forget(&p.req)
 	if err := a.cfg.Coordinator.Release(ctx, &api.ReleaseRequest{Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken, IP: p.ip}); err != nil {
 		// The lease ends with the certificate anyway; DEL must not fail for it.
@@ -317,7 +330,7 @@ func (a *Agent) Check(ctx context.Context, r *cniapi.Request) error {
 	if !ok {
 		return fmt.Errorf("no sealmesh attachment for container %s interface %s", r.ContainerID, r.IfName)
 	}
-	if !p.proc.Alive() {
+	if !a.running(ctx, p) {
 		return fmt.Errorf("nebula for container %s is not running", r.ContainerID)
 	}
 	return ns.WithNetNSPath(r.Netns, func(ns.NetNS) error {
@@ -421,15 +434,13 @@ func (a *Agent) Run(ctx context.Context) {
 				head = info.Head
 			}
 		}
+		for _, p := range a.dead(ctx) {
+			a.reattach(ctx, &p.req, p.fingerprint, p.releaseToken, p.ip, p.result.Address)
+		}
 		a.mu.Lock()
-		var due, dead []*pod
+		var due []*pod
 		now := time.Now()
-		for k, p := range a.pods {
-			if !p.proc.Alive() {
-				delete(a.pods, k)
-				dead = append(dead, p)
-				continue
-			}
+		for _, p := range a.pods {
 			// A pod whose rules come from another manifest than the
 			// current one, or whose certificate is two thirds through.
 			stale := head != "" && p.head != "" && p.head != head
@@ -438,12 +449,6 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		}
 		a.mu.Unlock()
-		for _, p := range dead {
-			if p.logFile != nil {
-				p.logFile.Close()
-			}
-			a.reattach(ctx, &p.req, p.fingerprint, p.releaseToken, p.ip, p.result.Address)
-		}
 		for _, p := range due {
 			err := a.renew(ctx, p)
 			a.metrics.renewals.WithLabelValues(result(err)).Inc()
@@ -490,7 +495,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	if err != nil {
 		return err
 	}
-	if err := tunnel.Update(rctx, a.control(&r), cfg); err != nil {
+	if err := tunnel.UpdateInstance(rctx, a.hostControl(p.host.id), p.instance, cfg); err != nil {
 		return err
 	}
 	nc, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
@@ -515,15 +520,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 // Shutdown lets go of the pods without stopping them: their tunnels keep
 // running, and the next agent adopts them (Restore), so an agent upgrade or
 // crash does not cut pods off.
-func (a *Agent) Shutdown() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, p := range a.pods {
-		if p.logFile != nil {
-			p.logFile.Close()
-		}
-	}
-}
+func (a *Agent) Shutdown() {}
 
 // record is what the agent keeps on disk of one attachment (StateDir/pods,
 // mode 0600), so that a restarted agent finds its pods.
@@ -533,26 +530,21 @@ type record struct {
 	Fingerprint  string           `json:"fingerprint"`
 	ReleaseToken string           `json:"releaseToken"`
 	IP           string           `json:"ip"`
-	PID          int              `json:"pid"`
-	PIDStart     uint64           `json:"pidStart"`
-	Certificate  string           `json:"certificate"`
-	RenewAt      time.Time        `json:"renewAt"`
-	Head         string           `json:"head"`
+	// Tunnel is the tunnel process running the pod's Nebula instance.
+	Tunnel      string    `json:"tunnel"`
+	Certificate string    `json:"certificate"`
+	RenewAt     time.Time `json:"renewAt"`
+	Head        string    `json:"head"`
 }
 
 func (a *Agent) podsDir() string { return filepath.Join(a.cfg.StateDir, "pods") }
 
 func recordName(r *cniapi.Request) string { return r.ContainerID + "-" + r.IfName + ".json" }
 
-// control is the pod's tunnel's control socket.
-func (a *Agent) control(r *cniapi.Request) string {
-	return filepath.Join(a.podsDir(), r.ContainerID+"-"+r.IfName+".sock")
-}
-
 func (a *Agent) save(p *pod) error {
 	a.mu.Lock()
 	b, err := json.Marshal(record{Request: p.req, Result: p.result, Fingerprint: p.fingerprint, ReleaseToken: p.releaseToken,
-		IP: p.ip, PID: p.proc.Pid(), PIDStart: p.proc.StartTime(), Certificate: p.certificate, RenewAt: p.renewAt, Head: p.head})
+		IP: p.ip, Tunnel: p.host.id, Certificate: p.certificate, RenewAt: p.renewAt, Head: p.head})
 	a.mu.Unlock()
 	if err != nil {
 		return err
@@ -571,6 +563,8 @@ func (a *Agent) forget(r *cniapi.Request) {
 // still exists is restored (enrolled again, started again); the rest are
 // forgotten and their addresses released. Call it before Serve.
 func (a *Agent) Restore(ctx context.Context) {
+	running := a.adoptHosts(ctx)
+	defer a.settleHosts(ctx, running)
 	entries, err := os.ReadDir(a.podsDir())
 	if err != nil {
 		return // no pods yet
@@ -592,12 +586,16 @@ func (a *Agent) Restore(ctx context.Context) {
 			continue
 		}
 		r := &rec.Request
-		if proc, err := tunnel.Adopt(rec.PID, rec.PIDStart); err == nil {
+		if running[rec.Tunnel][instanceID(r)] {
+			a.hostsMu.Lock()
+			h := a.hosts[rec.Tunnel]
+			h.pods++
+			a.hostsMu.Unlock()
 			a.mu.Lock()
-			a.pods[key(r)] = &pod{req: *r, result: rec.Result, proc: proc, fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP,
+			a.pods[key(r)] = &pod{req: *r, result: rec.Result, host: h, instance: instanceID(r), fingerprint: rec.Fingerprint, releaseToken: rec.ReleaseToken, ip: rec.IP,
 				certificate: rec.Certificate, renewAt: rec.RenewAt, head: rec.Head}
 			a.mu.Unlock()
-			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "pid", rec.PID)
+			a.cfg.Log.Info("pod re-adopted", "container", r.ContainerID, "ip", rec.Result.Address, "tunnel", rec.Tunnel)
 			continue
 		}
 		a.reattach(ctx, r, rec.Fingerprint, rec.ReleaseToken, rec.IP, rec.Result.Address)
@@ -649,6 +647,73 @@ func podMTU(netnsPath string) (int, error) {
 		return 0, fmt.Errorf("pod netns %s: %w", netnsPath, err)
 	}
 	return mtu - nebulaOverhead, nil
+}
+
+// removeInstance stops a pod's Nebula instance in its tunnel process.
+func (a *Agent) removeInstance(h *tunnelHost, id string) {
+	if !h.proc.Alive() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tunnel.RemoveInstance(ctx, a.hostControl(h.id), id); err != nil {
+		a.cfg.Log.Warn("stop tunnel", "tunnel", h.id, "instance", id, "err", err)
+	}
+}
+
+// running reports whether the pod's instance runs.
+func (a *Agent) running(ctx context.Context, p *pod) bool {
+	if !p.host.proc.Alive() {
+		return false
+	}
+	list, err := tunnel.Instances(ctx, a.hostControl(p.host.id))
+	return err == nil && slices.ContainsFunc(list, func(in tunnel.InstanceInfo) bool { return in.ID == p.instance })
+}
+
+// dead takes out of the agent's pods those whose instance no longer runs:
+// its tunnel process is gone, or lists it no more (its Nebula stopped).
+func (a *Agent) dead(ctx context.Context) []*pod {
+	a.mu.Lock()
+	pods := make([]*pod, 0, len(a.pods))
+	for _, p := range a.pods {
+		pods = append(pods, p)
+	}
+	a.mu.Unlock()
+	// Listed after the snapshot: a pod in it was up before the listing.
+	listed := map[*tunnelHost]map[string]bool{}
+	for _, p := range pods {
+		if _, ok := listed[p.host]; ok || !p.host.proc.Alive() {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := tunnel.Instances(lctx, a.hostControl(p.host.id))
+		cancel()
+		if err != nil {
+			// Alive but not answering (busy): not taken for dead.
+			a.cfg.Log.Warn("tunnel process does not answer", "tunnel", p.host.id, "err", err)
+			listed[p.host] = nil
+			continue
+		}
+		listed[p.host] = map[string]bool{}
+		for _, in := range list {
+			listed[p.host][in.ID] = true
+		}
+	}
+	var dead []*pod
+	a.mu.Lock()
+	for _, p := range pods {
+		l, looked := listed[p.host]
+		gone := !p.host.proc.Alive() || (looked && l != nil && !l[p.instance])
+		if gone && a.pods[key(&p.req)] == p {
+			delete(a.pods, key(&p.req))
+			dead = append(dead, p)
+		}
+	}
+	a.mu.Unlock()
+	for _, p := range dead {
+		a.unplace(p.host)
+	}
+	return dead
 }
 
 // Serve answers the CNI plugin on the unix socket until ctx is done.

@@ -16,11 +16,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// ReadyLine is what the child prints on stdout once Nebula is up.
+// ReadyLine is what the child prints on stdout once it serves.
 const ReadyLine = "sealmesh-tunnel-ready"
 
-// Process is a Nebula process running inside a pod's network namespace: the
-// agent's child, or one a previous agent started (adopted after a restart).
+// Process is a tunnel process (a host of pods' Nebula instances): the agent's
+// child, or one a previous agent started (adopted after a restart).
 type Process struct {
 	pid int
 	// start is the process's start time (clock ticks after boot): with the
@@ -31,9 +31,10 @@ type Process struct {
 	err   error
 }
 
-// Start runs `<binary> <args...>` inside the network namespace at netnsPath, hands it
-// cfg on stdin (the private key travels through a pipe, never a file), and waits
-// until it reports Nebula up. Its stderr (Nebula's log) goes to logTo.
+// Start runs `<binary> <args...>` (inside the network namespace at netnsPath,
+// unless that is ""), hands it cfg on stdin (a private key travels through a
+// pipe, never a file), and waits until it prints ReadyLine. Its stderr (its
+// log) goes to logTo.
 func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.Writer, timeout time.Duration) (*Process, error) {
 	cmd := exec.Command(binary, args...)
 	cmd.Stdin = bytes.NewReader(cfg)
@@ -45,8 +46,13 @@ func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.
 	// fork/exec happens on the calling OS thread, which ns.WithNetNSPath has
 	// locked and moved into the pod's namespace: the child starts there, and
 	// so does every thread it makes.
-	if err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return cmd.Start() }); err != nil {
-		return nil, fmt.Errorf("tunnel: start in %s: %w", netnsPath, err)
+	if netnsPath == "" {
+		err = cmd.Start()
+	} else {
+		err = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return cmd.Start() })
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: start %s: %w", binary, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
 	p.start, _, _ = stat(p.pid)
@@ -70,10 +76,10 @@ func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.
 	case <-ready:
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("tunnel: nebula exited before it was up (%v); see its log", p.err)
+		return nil, fmt.Errorf("tunnel: %s exited before it was up (%v); see its log", binary, p.err)
 	case <-time.After(timeout):
 		p.Stop(time.Second)
-		return nil, fmt.Errorf("tunnel: nebula not up after %s; see its log", timeout)
+		return nil, fmt.Errorf("tunnel: %s not up after %s; see its log", binary, timeout)
 	}
 }
 

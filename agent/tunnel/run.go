@@ -102,16 +102,7 @@ func serveControl(path string, log *slog.Logger, apply func([]byte) error) (stop
 	}
 	var mu sync.Mutex
 	mux := http.NewServeMux()
-	// Nebula's own metrics (go-metrics, process-wide: this process is one
-	// pod's), for the agent to gather under its /metrics: no listener per pod
-	// on any network.
-	reg := prometheus.NewRegistry()
-	nm := gometricsprom.NewPrometheusProvider(metrics.DefaultRegistry, "nebula", "", reg, 0)
-	promh := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	mux.HandleFunc("GET /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
-		nm.UpdatePrometheusMetricsOnce()
-		promh.ServeHTTP(w, r)
-	})
+	mux.Handle("GET /v1/metrics", nebulaMetrics(true))
 	mux.HandleFunc("POST /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 		if err == nil {
@@ -131,45 +122,117 @@ func serveControl(path string, log *slog.Logger, apply func([]byte) error) (stop
 	return func() { srv.Close(); os.Remove(path) }, nil
 }
 
-// Update sends a running tunnel a new configuration (Config without the
-// private key) on its control socket; the tunnel keeps its key and its tunnels.
-func Update(ctx context.Context, control string, cfg []byte) error {
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+// nebulaMetrics serves Nebula's own metrics (go-metrics, process-wide), for
+// the agent to gather under its /metrics: no listener per pod on any network.
+// Without gauges, only what adds up over several instances in one process is
+// served: each instance overwrites the gauges (hostmap sizes, socket buffers,
+// certificate TTL), which then describe none of them.
+func nebulaMetrics(gauges bool) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src := metrics.DefaultRegistry
+		if !gauges {
+			src = metrics.NewRegistry()
+			metrics.DefaultRegistry.Each(func(name string, m any) {
+				switch m.(type) {
+				case metrics.Gauge, metrics.GaugeFloat64, metrics.FunctionalGauge, metrics.FunctionalGaugeFloat64:
+				default:
+					src.Register(name, m)
+				}
+			})
+		}
+		reg := prometheus.NewRegistry()
+		mu.Lock()
+		gometricsprom.NewPrometheusProvider(src, "nebula", "", reg, 0).UpdatePrometheusMetricsOnce()
+		mu.Unlock()
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	})
+}
+
+// call makes one request on a control socket; a status other than 200 is an
+// error carrying the answer's text.
+func call(ctx context.Context, control, method, path string, body []byte) (io.ReadCloser, error) {
+	// One connection per call: a transport per call that kept its idle
+	// connections would leak one for every call the agent makes.
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", control)
 	}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://tunnel/v1/config", bytes.NewReader(cfg))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://tunnel"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: %s: %w", control, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		err := fmt.Errorf("tunnel: %s %s: %s", method, path, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w (%v)", errNoInstance, err)
+		}
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+func do(ctx context.Context, control, method, path string, body []byte) error {
+	rc, err := call(ctx, control, method, path, body)
 	if err != nil {
 		return err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("tunnel: update %s: %w", control, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("tunnel: update %s: %s", control, strings.TrimSpace(string(b)))
-	}
+	rc.Close()
 	return nil
 }
 
-// Metrics fetches a running tunnel's metrics (Prometheus text) from its
-// control socket.
+// Update sends a running tunnel (Run) a new configuration (Config without the
+// private key) on its control socket; the tunnel keeps its key and its tunnels.
+func Update(ctx context.Context, control string, cfg []byte) error {
+	return do(ctx, control, http.MethodPost, "/v1/config", cfg)
+}
+
+// Metrics fetches a running tunnel's or host's Nebula metrics (Prometheus
+// text) from its control socket.
 func Metrics(ctx context.Context, control string) (io.ReadCloser, error) {
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", control)
-	}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tunnel/v1/metrics", nil)
+	return call(ctx, control, http.MethodGet, "/v1/metrics", nil)
+}
+
+// AddInstance starts a pod's instance, named id, in the host answering on
+// control; it returns once the pod's interface is up.
+func AddInstance(ctx context.Context, control, id string, req *AddRequest) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	return do(ctx, control, http.MethodPut, "/v1/tunnels/"+id, b)
+}
+
+// UpdateInstance hands a running instance a new configuration (Config without
+// the private key); it keeps its key and its tunnels.
+func UpdateInstance(ctx context.Context, control, id string, cfg []byte) error {
+	return do(ctx, control, http.MethodPost, "/v1/tunnels/"+id+"/config", cfg)
+}
+
+// RemoveInstance stops an instance; one the host does not run is gone already.
+func RemoveInstance(ctx context.Context, control, id string) error {
+	return do(ctx, control, http.MethodDelete, "/v1/tunnels/"+id, nil)
+}
+
+// Instances lists what a host runs.
+func Instances(ctx context.Context, control string) ([]InstanceInfo, error) {
+	rc, err := call(ctx, control, http.MethodGet, "/v1/tunnels", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
+	defer rc.Close()
+	var out []InstanceInfo
+	if err := json.NewDecoder(rc).Decode(&out); err != nil {
+		return nil, fmt.Errorf("tunnel: list %s: %w", control, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("tunnel: metrics %s: %s", control, resp.Status)
-	}
-	return resp.Body, nil
+	return out, nil
 }

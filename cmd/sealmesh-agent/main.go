@@ -38,6 +38,7 @@ func main() {
 func nodeCmd() *cobra.Command {
 	var coordinator, policy, socket, teeSpec, stateDir, healthAddr, nodeName string
 	var kubePods bool
+	var perProcess int
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
@@ -57,7 +58,7 @@ func nodeCmd() *cobra.Command {
 			}
 			cfg := node.Config{
 				Log: log, Coordinator: client, Issuer: issuer,
-				StateDir: stateDir, TunnelCommand: []string{tunnelBin},
+				StateDir: stateDir, TunnelCommand: []string{tunnelBin}, PodsPerProcess: perProcess,
 			}
 			if kubePods {
 				if nodeName == "" {
@@ -117,6 +118,7 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	f.BoolVar(&kubePods, "kubernetes-pods", false, "before enrolling a pod, require it to exist on this node with the runtime's UID (Kubernetes API, in-cluster or $KUBECONFIG; needs get on pods) and take its service account")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
+	f.IntVar(&perProcess, "pods-per-process", node.DefaultPodsPerProcess, "pods whose Nebula instances share one sealmesh-tunnel process: more saves memory, fewer limits what one crash takes down (the agent restores them)")
 	cmd.MarkFlagRequired("tee")
 	return cmd
 }
@@ -181,7 +183,8 @@ when the pod stops (SIGTERM).`,
 }
 
 // tunnelBinary is sealmesh-tunnel, installed beside this binary: one runs per
-// pod, so it is a small binary of its own rather than this one re-executed.
+// few pods and outlives the agent, so it is a small binary of its own rather
+// than this one re-executed.
 func tunnelBinary() (string, error) {
 	self, err := os.Executable()
 	if err != nil {

@@ -1,7 +1,8 @@
-// Command sealmesh-tunnel runs one pod's Nebula, started by the agent in the
-// pod's network namespace with its configuration on stdin. It is a binary of
-// its own, linking Nebula and little else, because one runs per pod: every
-// package linked in costs each pod its initialised globals.
+// Command sealmesh-tunnel hosts pods' Nebula instances for the node agent: the
+// agent starts it, then asks it on its control socket to start, update and
+// stop instances, each in its pod's network namespace. It is a binary of its
+// own, linking Nebula and little else: the agent runs one for every few pods,
+// and an agent upgrade or crash leaves it (and the pods' tunnels) running.
 package main
 
 import (
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,15 +21,16 @@ import (
 var version = "dev"
 
 func main() {
-	control := flag.String("control", "", "unix socket on which the agent sends renewed certificates and manifest changes")
+	control := flag.String("control", "", "unix socket on which the agent starts, updates and stops instances")
 	flag.Parse()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
-	if err == nil {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		err = tunnel.Run(ctx, log, cfg, version, func() { fmt.Println(tunnel.ReadyLine) }, *control)
-		stop()
+	if *control == "" {
+		fmt.Fprintln(os.Stderr, "sealmesh-tunnel: --control is required")
+		os.Exit(2)
 	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := tunnel.Serve(ctx, log, *control, version, func() { fmt.Println(tunnel.ReadyLine) })
+	stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "sealmesh-tunnel:", err)
 		os.Exit(1)

@@ -9,18 +9,27 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/mesh"
 )
 
-// BenchmarkPodMemory measures what each pod costs on a node: the pods' Nebula
-// processes (children of the agent), their resident and proportional memory and
-// their file descriptors, at 10, 50 and 100 pods on one node.
+// BenchmarkPodMemory measures what each pod costs on a node: the tunnel
+// processes running the pods' Nebula instances (children of the agent), their
+// resident and proportional memory and their file descriptors, at 10, 50 and
+// 100 pods on one node; with one pod per process (per-process=1) and with the
+// agent's default sharing.
 func BenchmarkPodMemory(b *testing.B) {
 	testenv.RequireRoot(b)
+	for _, per := range []int{1, node.DefaultPodsPerProcess} {
+		b.Run(fmt.Sprintf("per-process=%d", per), func(b *testing.B) { podMemory(b, per) })
+	}
+}
+
+func podMemory(b *testing.B, per int) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("smbench%d", os.Getpid()%100000)
-	m, err := mesh.Up(ctx, mesh.Options{BinDir: binDir, WorkDir: b.TempDir(), Prefix: prefix})
+	m, err := mesh.Up(ctx, mesh.Options{BinDir: binDir, WorkDir: b.TempDir(), Prefix: prefix, PodsPerProcess: per})
 	defer func() {
 		if err := m.Close(context.Background()); err != nil {
 			b.Errorf("cleanup: %v", err)
@@ -39,8 +48,8 @@ func BenchmarkPodMemory(b *testing.B) {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
 			var rss, pss, fds float64
 			children := childrenOf(m.AgentPID)
-			if len(children) != n {
-				b.Fatalf("%d Nebula processes for %d pods", len(children), n)
+			if want := (n + per - 1) / per; len(children) != want {
+				b.Fatalf("%d tunnel processes for %d pods, want %d", len(children), n, want)
 			}
 			for _, pid := range children {
 				rss += kib(pid, "status", "VmRSS:")

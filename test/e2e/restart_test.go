@@ -10,13 +10,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/test/mesh"
 )
 
 // TestAgentRestart: kill -9 of the node agent does not cut pods off (their
 // tunnels keep running); the next agent re-adopts a running tunnel, restores
-// one that stopped meanwhile (enrolled again), and a DEL after the restart
-// still cleans up.
+// one that stopped meanwhile (enrolled again); a killed tunnel process has all
+// its pods restored; a DEL after the restart still cleans up.
 func TestAgentRestart(t *testing.T) {
 	m := up(t)
 	ctx := context.Background()
@@ -35,16 +36,26 @@ func TestAgentRestart(t *testing.T) {
 		}
 	}
 	ping(a, b.OverlayIP)
+	overlay := func(p *mesh.Pod) netip.Addr {
+		rec, err := m.AgentRecord(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return netip.MustParsePrefix(rec["result"].(map[string]any)["address"].(string)).Addr()
+	}
 
 	m.KillAgent()
 	ping(a, b.OverlayIP) // no agent, pods still talk
 
-	// pod-b's tunnel dies too while no agent watches.
-	rec, err := m.AgentRecord(b)
+	// pod-b's Nebula stops too while no agent watches (its tunnel process,
+	// shared with pod-a, keeps running).
+	tb, err := m.Tunnel(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	syscall.Kill(int(rec["pid"].(float64)), syscall.SIGKILL)
+	if err := tunnel.RemoveInstance(ctx, tb.Control, tb.Instance); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := m.RestartAgent(ctx, "agent-2.log"); err != nil {
 		t.Fatal(err)
@@ -58,29 +69,31 @@ func TestAgentRestart(t *testing.T) {
 			t.Errorf("CHECK %s after the restart: %v", p.Name, err)
 		}
 	}
-	rec, err = m.AgentRecord(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bIP := netip.MustParsePrefix(rec["result"].(map[string]any)["address"].(string)).Addr()
-	ping(a, bIP)
+	b.OverlayIP = overlay(b)
+	ping(a, b.OverlayIP)
 
-	// A tunnel that dies while the agent runs is restored too.
-	old, err := m.AgentRecord(a)
+	// A tunnel process killed while the agent runs: every pod in it is
+	// restored, in a new one.
+	ta, err := m.Tunnel(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	syscall.Kill(int(old["pid"].(float64)), syscall.SIGKILL)
-	var restored bool
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !restored; time.Sleep(200 * time.Millisecond) {
-		now, err := m.AgentRecord(a)
-		restored = err == nil && now["pid"] != old["pid"]
+	if tb, err = m.Tunnel(b); err != nil || tb.ID != ta.ID {
+		t.Fatalf("pod-a and pod-b should share a tunnel process: %+v %+v %v", ta, tb, err)
 	}
-	if !restored {
-		t.Fatalf("pod-a's tunnel was not restored after it died:\n%s", m.Tail("agent-2.log"))
+	syscall.Kill(ta.PID, syscall.SIGKILL)
+	restored := func(p *mesh.Pod) bool {
+		now, err := m.Tunnel(p)
+		return err == nil && now.ID != ta.ID
 	}
-	now, _ := m.AgentRecord(a)
-	aIP := netip.MustParsePrefix(now["result"].(map[string]any)["address"].(string)).Addr()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !(restored(a) && restored(b)); time.Sleep(200 * time.Millisecond) {
+	}
+	if !restored(a) || !restored(b) {
+		t.Fatalf("the pods' tunnels were not restored after their process died:\n%s", m.Tail("agent-2.log"))
+	}
+	aIP := overlay(a)
+	b.OverlayIP = overlay(b)
+	ping(a, b.OverlayIP)
 	if r, err := b.NS.Ping(aIP, 5, 10*time.Second); err != nil || r.Received == 0 {
 		t.Fatalf("pod-b → restored pod-a %s: %v %v", aIP, r, err)
 	}

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,6 +79,8 @@ type Options struct {
 	Firewall []FirewallRule
 	// Lifetime of the certificates ("" means 1h).
 	Lifetime string
+	// PodsPerProcess is the agent's --pods-per-process (0: its default).
+	PodsPerProcess int
 }
 
 // Role is a manifest role for the pods of some namespaces.
@@ -432,7 +435,7 @@ func (m *Mesh) startAgent(ctx context.Context, log string) error {
 	agent, err := m.Lab.Start(m.Node, m.path(log), m.bin("sealmesh-agent"), "node",
 		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
 		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
-		"--state-dir", m.path("agent-state"))
+		"--state-dir", m.path("agent-state"), "--pods-per-process", strconv.Itoa(m.opt.PodsPerProcess))
 	if err != nil {
 		return err
 	}
@@ -464,6 +467,35 @@ func (m *Mesh) AgentRecord(p *Pod) (map[string]any, error) {
 	}
 	var rec map[string]any
 	return rec, json.Unmarshal(b, &rec)
+}
+
+// TunnelInfo names the tunnel process running a pod's Nebula instance.
+type TunnelInfo struct {
+	ID       string // the process's name in the agent's state
+	PID      int
+	Control  string // its control socket
+	Instance string // the pod's instance in it
+}
+
+// Tunnel reads from the agent's state where the pod's Nebula runs.
+func (m *Mesh) Tunnel(p *Pod) (TunnelInfo, error) {
+	rec, err := m.AgentRecord(p)
+	if err != nil {
+		return TunnelInfo{}, err
+	}
+	id, _ := rec["tunnel"].(string)
+	dir := filepath.Join(m.path("agent-state"), "tunnels")
+	b, err := os.ReadFile(filepath.Join(dir, id+".json"))
+	if err != nil {
+		return TunnelInfo{}, err
+	}
+	var h struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return TunnelInfo{}, err
+	}
+	return TunnelInfo{ID: id, PID: h.PID, Control: filepath.Join(dir, id+".sock"), Instance: p.rt.ContainerID + "-" + NebulaIf}, nil
 }
 
 // RestartAgent starts a new node agent over the same state, logging to log.

@@ -1,0 +1,388 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slackhq/nebula"
+	"github.com/slackhq/nebula/config"
+	"github.com/slackhq/nebula/overlay"
+)
+
+// A host runs many pods' Nebula instances in one process. Each instance is
+// created on a thread inside its pod's network namespace, so its TUN device and
+// UDP sockets live there; after that Nebula's goroutines run on any thread of
+// the process (they are in the node's namespace) and only use those
+// descriptors. The few things Nebula would otherwise do by namespace rather
+// than by descriptor are taken away from it here (see netnsSafe) or run back
+// inside the pod's namespace (reloads).
+type host struct {
+	log     *slog.Logger
+	version string
+	mu      sync.Mutex
+	inst    map[string]*instance
+}
+
+type instance struct {
+	ctrl      *nebula.Control
+	c         *config.C
+	key       string   // the pod's private key (PEM), kept for reloads
+	advertise []string // the pod's underlay addresses with Nebula's port
+	netns     ns.NetNS
+	logFile   *os.File
+}
+
+// AddRequest asks a host for a pod's instance.
+type AddRequest struct {
+	// Netns is the pod's network namespace (a path).
+	Netns string `json:"netns"`
+	// Log is where the instance writes Nebula's log (appended).
+	Log string `json:"log"`
+	// Config is Nebula's configuration, private key included (Config).
+	Config json.RawMessage `json:"config"`
+}
+
+// InstanceInfo is one running instance in a host's listing.
+type InstanceInfo struct {
+	ID string `json:"id"`
+	// Tunnels is the number of hosts this instance has a tunnel with.
+	Tunnels int `json:"tunnels"`
+}
+
+var instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,300}$`)
+
+// Serve runs a host answering on the unix socket control until ctx is done,
+// then stops every instance. ready is called once the socket answers.
+func Serve(ctx context.Context, log *slog.Logger, control, version string, ready func()) error {
+	h := &host{log: log, version: version, inst: map[string]*instance{}}
+	os.Remove(control) // left by a host that died
+	l, err := net.Listen("unix", control)
+	if err != nil {
+		return fmt.Errorf("tunnel: control socket: %w", err)
+	}
+	if err := os.Chmod(control, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	if ready != nil {
+		ready()
+	}
+	<-ctx.Done()
+	srv.Close()
+	os.Remove(control)
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.inst))
+	for id := range h.inst {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		h.remove(id)
+	}
+	return nil
+}
+
+func (h *host) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/tunnels/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var req AddRequest
+		err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req)
+		if err == nil {
+			err = h.add(r.PathValue("id"), &req)
+		}
+		reply(w, err)
+	})
+	mux.HandleFunc("POST /v1/tunnels/{id}/config", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err == nil {
+			err = h.reload(r.PathValue("id"), b)
+		}
+		reply(w, err)
+	})
+	mux.HandleFunc("DELETE /v1/tunnels/{id}", func(w http.ResponseWriter, r *http.Request) {
+		h.remove(r.PathValue("id"))
+	})
+	mux.HandleFunc("GET /v1/tunnels", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(h.list())
+	})
+	mux.Handle("GET /v1/metrics", nebulaMetrics(false))
+	return mux
+}
+
+func reply(w http.ResponseWriter, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, errNoInstance):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	default:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	}
+}
+
+var errNoInstance = errors.New("no such tunnel")
+
+// add starts an instance in the pod's namespace.
+func (h *host) add(id string, req *AddRequest) error {
+	if !instanceRE.MatchString(id) {
+		return fmt.Errorf("tunnel id %q: want letters, digits, '_', '.', '-'", id)
+	}
+	h.mu.Lock()
+	_, dup := h.inst[id]
+	if !dup {
+		h.inst[id] = nil // reserved while it starts
+	}
+	h.mu.Unlock()
+	if dup {
+		return fmt.Errorf("tunnel %s already runs", id)
+	}
+	in, err := h.start(req)
+	h.mu.Lock()
+	if err != nil {
+		delete(h.inst, id)
+	} else {
+		h.inst[id] = in
+	}
+	h.mu.Unlock()
+	if err != nil {
+		h.log.Error("tunnel start failed", "tunnel", id, "err", err)
+		return err
+	}
+	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise)
+	return nil
+}
+
+func (h *host) start(req *AddRequest) (*instance, error) {
+	netns, err := ns.GetNS(req.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: pod netns: %w", err)
+	}
+	in := &instance{netns: netns}
+	fail := func(err error) (*instance, error) {
+		netns.Close()
+		if in.logFile != nil {
+			in.logFile.Close()
+		}
+		return nil, err
+	}
+	if in.logFile, err = os.OpenFile(req.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		return fail(fmt.Errorf("tunnel: log: %w", err))
+	}
+	var m map[string]any
+	if err := json.Unmarshal(req.Config, &m); err != nil {
+		return fail(fmt.Errorf("tunnel: config: %w", err))
+	}
+	pki, _ := m["pki"].(map[string]any)
+	in.key, _ = pki["key"].(string)
+	log := slog.New(slog.NewJSONHandler(in.logFile, &slog.HandlerOptions{Level: logLevel(m)}))
+	err = netns.Do(func(ns.NetNS) error {
+		if in.advertise, err = underlayAddrs(listenPort(m)); err != nil {
+			return err
+		}
+		b, err := netnsSafe(m, in.advertise)
+		if err != nil {
+			return err
+		}
+		in.c = config.NewC(log)
+		if err := in.c.LoadString(string(b)); err != nil {
+			return fmt.Errorf("tunnel: load config: %w", err)
+		}
+		// On this thread, inside the pod's namespace: the TUN device and
+		// the UDP sockets are made here, and the interface is configured
+		// (addresses, routes) before Start returns.
+		in.ctrl, err = nebula.Main(in.c, false, h.version, log, overlay.NewDeviceFromConfig)
+		if err != nil {
+			return fmt.Errorf("tunnel: start nebula: %w", err)
+		}
+		if err := in.ctrl.Start(); err != nil {
+			return fmt.Errorf("tunnel: start nebula: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return in, nil
+}
+
+// netnsSafe renders the instance's configuration with what Nebula would
+// otherwise learn from the thread it runs on: its lighthouse updates list
+// the node's interfaces (net.Interfaces, by namespace), so the list is shut
+// and the pod's underlay addresses, read inside its namespace, are advertised
+// instead.
+func netnsSafe(m map[string]any, advertise []string) ([]byte, error) {
+	lh, _ := m["lighthouse"].(map[string]any)
+	if lh == nil {
+		lh = map[string]any{}
+		m["lighthouse"] = lh
+	}
+	lh["advertise_addrs"] = advertise
+	lh["local_allow_list"] = map[string]any{"interfaces": map[string]any{".*": false}}
+	return json.Marshal(m)
+}
+
+// underlayAddrs are the calling thread's namespace's unicast addresses
+// (neither loopback nor link-local) with port.
+func underlayAddrs(port int) ([]string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: pod interfaces: %w", err)
+	}
+	out := []string{}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := i.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: pod interface %s: %w", i.Name, err)
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || !ip.Unmap().IsGlobalUnicast() {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(port)).String())
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func listenPort(m map[string]any) int {
+	if l, ok := m["listen"].(map[string]any); ok {
+		switch p := l["port"].(type) {
+		case float64:
+			return int(p)
+		case string:
+			n, _ := strconv.Atoi(p)
+			return n
+		}
+	}
+	return DefaultPort
+}
+
+func logLevel(m map[string]any) slog.Level {
+	var lv slog.Level
+	if l, ok := m["logging"].(map[string]any); ok {
+		if s, ok := l["level"].(string); ok {
+			lv.UnmarshalText([]byte(s))
+		}
+	}
+	return lv
+}
+
+// reload applies a configuration sent without a key to an instance, inside
+// its pod's namespace (a reload that changes the interface's routes or MTU
+// talks netlink by namespace).
+func (h *host) reload(id string, next []byte) error {
+	h.mu.Lock()
+	in := h.inst[id]
+	h.mu.Unlock()
+	if in == nil {
+		return fmt.Errorf("%w: %s", errNoInstance, id)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(next, &m); err != nil {
+		return fmt.Errorf("tunnel: update: %w", err)
+	}
+	pki, ok := m["pki"].(map[string]any)
+	if !ok {
+		return errors.New("tunnel: update: no pki section")
+	}
+	pki["key"] = in.key
+	b, err := netnsSafe(m, in.advertise)
+	if err != nil {
+		return err
+	}
+	err = in.netns.Do(func(ns.NetNS) error { return in.c.ReloadConfigString(string(b)) })
+	if err != nil {
+		h.log.Error("tunnel update refused", "tunnel", id, "err", err)
+		return err
+	}
+	h.log.Info("tunnel updated", "tunnel", id)
+	return nil
+}
+
+// remove stops an instance and waits for its readers; an unknown one is gone
+// already.
+func (h *host) remove(id string) {
+	h.mu.Lock()
+	in := h.inst[id]
+	if in != nil {
+		delete(h.inst, id)
+	}
+	h.mu.Unlock()
+	if in == nil {
+		return
+	}
+	in.ctrl.Stop()
+	done := make(chan struct{})
+	go func() { in.ctrl.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		h.log.Warn("tunnel readers still running after stop", "tunnel", id)
+	}
+	in.netns.Close()
+	in.logFile.Close()
+	h.log.Info("tunnel stopped", "tunnel", id)
+}
+
+// list reports the running instances; one whose Nebula stopped by itself is
+// dropped here, so the agent sees it gone.
+func (h *host) list() []InstanceInfo {
+	h.mu.Lock()
+	var dead []string
+	out := []InstanceInfo{}
+	for id, in := range h.inst {
+		if in == nil {
+			continue // starting
+		}
+		if in.ctrl.Context().Err() != nil {
+			dead = append(dead, id)
+			continue
+		}
+		// One entry per overlay address: count hosts by their tunnel index.
+		peers := map[uint32]bool{}
+		for _, hi := range in.ctrl.ListHostmapHosts(false) {
+			peers[hi.LocalIndex] = true
+		}
+		out = append(out, InstanceInfo{ID: id, Tunnels: len(peers)})
+	}
+	h.mu.Unlock()
+	for _, id := range dead {
+		h.log.Error("tunnel stopped by itself", "tunnel", id)
+		h.remove(id)
+	}
+	slices.SortFunc(out, func(a, b InstanceInfo) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
