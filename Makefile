@@ -63,8 +63,12 @@ test: lint tools deps ## lint, then unit and end-to-end tests (e2e needs root; u
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: bench
-bench: tools ## (root) run the benchmarks and write docs/BENCHMARKS.md
-	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x ./test/e2e/=1x ./test/ha/=1x
+bench: tools deps ## (root) run the benchmarks and write docs/BENCHMARKS.md and its plots
+	@if ! command -v iperf3 >/dev/null; then \
+		echo "installing iperf3 (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3; \
+	fi
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/...=3x ./test/e2e/=1x ./test/ha/=1x ./test/dataplane/=1x
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

@@ -23,6 +23,10 @@ const DefaultDevice = "nebula1"
 // DefaultPort is Nebula's UDP port.
 const DefaultPort = 4242
 
+// socketBuffer is the UDP socket's receive and send buffer size (Nebula sets
+// it with SO_RCVBUFFORCE/SO_SNDBUFFORCE, past net.core.rmem_max, as root).
+const socketBuffer = 10 << 20
+
 // Options are the local choices the coordinator does not make.
 type Options struct {
 	Device     string // TUN device name; "" disables the TUN (a lighthouse may run without)
@@ -98,10 +102,15 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) ([]byte, error) 
 		"static_host_map": staticHosts,
 		"lighthouse":      lh,
 		"relay":           relay,
-		"listen":          map[string]any{"host": "0.0.0.0", "port": o.ListenPort},
-		"punchy":          map[string]any{"punch": true},
-		"tun":             tun,
-		"logging":         map[string]any{"level": o.LogLevel, "format": "json"},
+		// Socket buffers sized for bursts: at the kernel's default (208 KiB)
+		// the receiving socket overflows under one TCP stream and the
+		// losses cap throughput (docs/BENCHMARKS.md, data plane). They
+		// are limits, not allocations: an idle pod costs nothing more.
+		"listen": map[string]any{"host": "0.0.0.0", "port": o.ListenPort,
+			"read_buffer": socketBuffer, "write_buffer": socketBuffer},
+		"punchy":  map[string]any{"punch": true},
+		"tun":     tun,
+		"logging": map[string]any{"level": o.LogLevel, "format": "json"},
 		"firewall": map[string]any{
 			"outbound": []map[string]any{{"port": "any", "proto": "any", "host": "any"}},
 			"inbound":  inbound,

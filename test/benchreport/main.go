@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -50,7 +51,7 @@ func main() {
 		}
 	}
 	cmdline := strings.Join(cmdlines, "\n")
-	if err := os.WriteFile(*out, report(buf.String(), cmdline), 0o644); err != nil {
+	if err := os.WriteFile(*out, report(buf.String(), cmdline, *out), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -61,7 +62,7 @@ var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
 type key struct{ pkg, name, unit string }
 
-func report(raw, cmdline string) []byte {
+func report(raw, cmdline, out string) []byte {
 	samples := map[key][]float64{}
 	var order []key
 	pkg, cpu := "", ""
@@ -92,8 +93,9 @@ func report(raw, cmdline string) []byte {
 		}
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` on %s, %s, %d cores (%s/%s). Each figure is the median of\nthe runs, with min–max; these machines are shared and noisy, so compare figures of one run.\n\n",
-		time.Now().UTC().Format("2006-01-02"), cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` at commit %s on %s, %s, %d cores (%s/%s). Each figure is the\nmedian of the runs, with min–max; these machines are shared and noisy, so compare figures of one run.\n\n",
+		strings.TrimSpace(string(commit)), time.Now().UTC().Format("2006-01-02"), cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(&b, "Commands (`make bench` runs them):\n\n```\n%s\n```\n\n", cmdline)
 	fmt.Fprintf(&b, "| package | benchmark | metric | median | min – max | runs |\n|---|---|---|---|---|---|\n")
 	for _, k := range order {
@@ -104,8 +106,48 @@ func report(raw, cmdline string) []byte {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s – %s | %d |\n", strings.TrimPrefix(k.pkg, "github.com/sealmesh/sealmesh/"),
 			k.name, k.unit, human(median(v), k.unit), human(v[0], k.unit), human(v[len(v)-1], k.unit), len(v))
 	}
+	b.WriteString(plots(samples, order, filepath.Join(filepath.Dir(out), "bench")))
 	b.WriteString(notes)
 	return b.Bytes()
+}
+
+// plots draws a bar chart for every metric of a benchmark with several
+// sub-benchmarks whose names differ in their last part (contenders, sizes),
+// and returns the Markdown that shows them.
+func plots(samples map[key][]float64, order []key, dir string) string {
+	type group struct{ pkg, bench, unit string }
+	subs := map[group][]string{}
+	values := map[group]map[string][]float64{}
+	var groups []group
+	for _, k := range order {
+		i := strings.LastIndex(k.name, "/")
+		if i < 0 || k.unit == "ns/op" {
+			continue
+		}
+		g := group{k.pkg, k.name[:i], k.unit}
+		if _, ok := values[g]; !ok {
+			groups = append(groups, g)
+			values[g] = map[string][]float64{}
+		}
+		subs[g] = append(subs[g], k.name[i+1:])
+		values[g][k.name[i+1:]] = samples[k]
+	}
+	var b strings.Builder
+	for _, g := range groups {
+		if len(subs[g]) < 2 {
+			continue
+		}
+		name, err := bars(dir, g.bench, g.unit, subs[g], values[g])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n## Plots\n\n")
+		}
+		fmt.Fprintf(&b, "![%s %s](bench/%s)\n\n", g.bench, g.unit, name)
+	}
+	return b.String()
 }
 
 func median(v []float64) float64 {
@@ -139,6 +181,34 @@ const notes = `
   Nebula in one tunnel process". What would move it: more pods per process (the
   per-process part shrinks toward the instance's own ≈1.5 MiB) at the price of a larger
   crash radius.
+
+- **test/dataplane BenchmarkDataPlane**: two pods of a real mesh, each in its network
+  namespace behind the node's bridge (veth pairs, MTU 1500), pod-a → pod-b, the
+  contenders one after the other in each run (interleaved, so a noisy minute hits all):
+  *veth* the raw underlay (the physical limit here); *sealmesh* the pods' Nebula
+  instances as the agent configures them (MTU from the pod's link: 1420; 10 MiB socket
+  buffers; one tunnel process per pod, as on two nodes); *nebula-equal* the stock
+  ` + "`nebula`" + ` binary built from the same module version (v1.11.1) with the
+  configuration sealmesh renders (same MTU, buffers, cipher, firewall); *nebula-default*
+  the stock binary with Nebula's defaults (MTU 1300, kernel-default buffers);
+  *wireguard-go* (its default MTU 1420). tcp-Gb/s: one iperf3 TCP stream for 10 s,
+  what the receiver got; tcp-retrans: the sender's retransmissions; udp-Gb/s: iperf3
+  UDP at full rate with 1200-byte datagrams for 5 s, what arrived; rtt-ms: median ICMP
+  round trip; cpu-s/GB: user+system seconds of both ends' tunnel processes per GB the
+  TCP receiver got; rss-idle/load-MiB: both ends' resident memory before and at the peak
+  of the TCP run. *Limits:* Nebula moves one packet per system call on TUN and UDP
+  (read, decrypt, write) and runs its inside and outside paths on one goroutine each, so
+  per-packet cost, not crypto, sets its rate on two cores; at the kernel's default
+  socket buffer the receiver's UDP socket overflows under a TCP stream (the
+  retransmissions), which sealmesh's buffers remove, and MTU 1420 instead of 1300 moves
+  8% more per packet. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go
+  reads and writes 64 KiB TSO/GRO super-packets through virtio-net headers, Nebula one
+  MTU-sized packet per read), UDP GSO/GRO (wireguard-go sends and receives batches of
+  datagrams per system call; Nebula batches receives with recvmmsg but sends one by one),
+  and its parallel crypto pipeline across cores. What would move sealmesh: the TUN and
+  UDP offloads in Nebula (upstream work), not settings. wireguard-go's memory under load
+  is its pools of 64 KiB buffers. UDP at full rate measures how much a sender that does
+  not slow down loses: wireguard-go drops more of a flood than Nebula.
 
 - **test/e2e BenchmarkCNILatency**: CNI ADD and DEL of the whole chain through libcni on
   one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
