@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -302,15 +303,10 @@ func (h *host) reload(id string, next []byte) error {
 	if in == nil {
 		return fmt.Errorf("%w: %s", errNoInstance, id)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(next, &m); err != nil {
-		return fmt.Errorf("tunnel: update: %w", err)
+	m, err := withKey(next, in.key)
+	if err != nil {
+		return err
 	}
-	pki, ok := m["pki"].(map[string]any)
-	if !ok {
-		return errors.New("tunnel: update: no pki section")
-	}
-	pki["key"] = in.key
 	b, err := netnsSafe(m, in.advertise)
 	if err != nil {
 		return err
@@ -375,14 +371,6 @@ func (h *host) list() []InstanceInfo {
 		h.log.Error("tunnel stopped by itself", "tunnel", id)
 		h.remove(id)
 	}
-	slices.SortFunc(out, func(a, b InstanceInfo) int {
-		if a.ID < b.ID {
-			return -1
-		}
-		if a.ID > b.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b InstanceInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }

@@ -73,20 +73,30 @@ func Run(ctx context.Context, log *slog.Logger, cfg []byte, version string, read
 
 // reload applies a configuration sent without a key, with this tunnel's key.
 func reload(c *config.C, next []byte, key string) error {
-	var m map[string]any
-	if err := json.Unmarshal(next, &m); err != nil {
-		return fmt.Errorf("tunnel: update: %w", err)
+	m, err := withKey(next, key)
+	if err != nil {
+		return err
 	}
-	pki, ok := m["pki"].(map[string]any)
-	if !ok {
-		return errors.New("tunnel: update: no pki section")
-	}
-	pki["key"] = key
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	return c.ReloadConfigString(string(b))
+}
+
+// withKey parses a configuration sent without a key (Update) and puts the
+// running tunnel's key back in.
+func withKey(next []byte, key string) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(next, &m); err != nil {
+		return nil, fmt.Errorf("tunnel: update: %w", err)
+	}
+	pki, ok := m["pki"].(map[string]any)
+	if !ok {
+		return nil, errors.New("tunnel: update: no pki section")
+	}
+	pki["key"] = key
+	return m, nil
 }
 
 // serveControl answers Update on a unix socket (mode 0600) until stop.

@@ -43,6 +43,9 @@ func nodeCmd() *cobra.Command {
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if perProcess < 1 {
+				return fmt.Errorf("--pods-per-process %d: want at least 1", perProcess)
+			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			issuer, err := tee.Open(teeSpec, true)
 			if err != nil {

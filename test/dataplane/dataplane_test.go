@@ -235,7 +235,9 @@ func stockNebula(m *mesh.Mesh, a, b *mesh.Pod, mtu int, work string) ([]contende
 				if err != nil {
 					return nil, err
 				}
-				json.Unmarshal(b, &cfg)
+				if err := json.Unmarshal(b, &cfg); err != nil {
+					return nil, err
+				}
 			} else {
 				cfg = map[string]any{
 					"pki": map[string]any{"ca": string(ca.PEM()), "cert": string(crtPEM),

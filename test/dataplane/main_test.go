@@ -14,16 +14,8 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	tools.BuildMain(m, &binDir,
-		"github.com/sealmesh/sealmesh/cmd/sealmesh-coordinator",
-		"github.com/sealmesh/sealmesh/cmd/sealmesh-agent",
-		"github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel",
-		"github.com/sealmesh/sealmesh/cmd/sealmesh-cni",
-		"github.com/sealmesh/sealmesh/cmd/sealmesh-lighthouse",
-		"github.com/sealmesh/sealmesh/cmd/meshctl",
-		"github.com/containernetworking/plugins/plugins/main/bridge",
-		"github.com/containernetworking/plugins/plugins/ipam/host-local",
+	tools.BuildMain(m, &binDir, append(tools.MeshPackages,
 		"github.com/slackhq/nebula/cmd/nebula",
 		"golang.zx2c4.com/wireguard",
-	)
+	)...)
 }

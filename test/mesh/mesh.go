@@ -432,10 +432,14 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 }
 
 func (m *Mesh) startAgent(ctx context.Context, log string) error {
-	agent, err := m.Lab.Start(m.Node, m.path(log), m.bin("sealmesh-agent"), "node",
+	args := []string{"node",
 		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
-		"--socket", m.socket(), "--tee", "simulated:"+m.path("sim-tee"),
-		"--state-dir", m.path("agent-state"), "--pods-per-process", strconv.Itoa(m.opt.PodsPerProcess))
+		"--socket", m.socket(), "--tee", "simulated:" + m.path("sim-tee"),
+		"--state-dir", m.path("agent-state")}
+	if m.opt.PodsPerProcess > 0 {
+		args = append(args, "--pods-per-process", strconv.Itoa(m.opt.PodsPerProcess))
+	}
+	agent, err := m.Lab.Start(m.Node, m.path(log), m.bin("sealmesh-agent"), args...)
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,19 @@ func freeURL(t testing.TB) string {
 	return "http://" + l.Addr().String()
 }
 
+// MeshPackages are the binaries test/mesh starts: sealmesh's and the
+// reference plugins of the pods' primary network.
+var MeshPackages = []string{
+	"github.com/sealmesh/sealmesh/cmd/sealmesh-coordinator",
+	"github.com/sealmesh/sealmesh/cmd/sealmesh-agent",
+	"github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel",
+	"github.com/sealmesh/sealmesh/cmd/sealmesh-cni",
+	"github.com/sealmesh/sealmesh/cmd/sealmesh-lighthouse",
+	"github.com/sealmesh/sealmesh/cmd/meshctl",
+	"github.com/containernetworking/plugins/plugins/main/bridge",
+	"github.com/containernetworking/plugins/plugins/ipam/host-local",
+}
+
 // BuildMain builds pkgs (import paths) from this checkout into a temporary
 // directory, runs the package's tests with binDir set to it, removes it, and
 // exits with their code: the TestMain of packages that run real binaries.
