@@ -350,20 +350,96 @@ func parseName(name string) ([]byte, error) {
 // Transport is an HTTP transport that makes every request on a fresh
 // attested-TLS handshake (no connection reuse), accepting servers whose claims
 // pass accept: a change of what accept allows takes effect at once. With self,
-// the client attests in the handshake too.
+// the client attests in the handshake too. For the rare calls where that
+// matters most (coordinator to coordinator); agents use Pool.
 func Transport(accept func(*attest.Claims) error, self attest.Issuer) *http.Transport {
+	t := pooled(accept, self, nil)
+	t.DisableKeepAlives = true
+	return t
+}
+
+// Dialer makes the TCP connection an attested handshake runs over.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func pooled(accept func(*attest.Claims) error, self attest.Issuer, dial Dialer) *http.Transport {
+	if dial == nil {
+		// A short connect timeout: an unreachable coordinator should
+		// cost seconds before a client moves to the next.
+		dial = (&net.Dialer{Timeout: 3 * time.Second}).DialContext
+	}
 	return &http.Transport{
-		DisableKeepAlives: true,
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			cfg, err := Client(accept, self)
 			if err != nil {
 				return nil, err
 			}
-			// A short connect timeout: an unreachable coordinator should
-			// cost seconds before a client moves to the next.
-			d := &tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: 3 * time.Second}}
-			return d.DialContext(ctx, network, addr)
+			raw, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(raw, cfg)
+			if err := c.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return c, nil
 		},
-		ForceAttemptHTTP2: false,
+		ForceAttemptHTTP2:   false,
+		MaxIdleConnsPerHost: poolPerHost,
+		IdleConnTimeout:     poolIdle,
 	}
+}
+
+const (
+	// An agent enrolling a node's pods at once keeps a few connections.
+	poolPerHost = 16
+	poolIdle    = 30 * time.Second
+)
+
+// Pool is an HTTP transport that reuses attested connections: a handshake
+// costs the server an evidence report and the client its verification, so
+// a busy agent should not pay them per request. Reset ends the reuse of every
+// connection made so far; call it when what accept allows changes, and the
+// next request makes a fresh handshake that is checked against the new rule.
+// A request already under way on an old connection finishes there, and that
+// connection is never used again.
+type Pool struct {
+	accept func(*attest.Claims) error
+	self   attest.Issuer
+	dial   Dialer
+	mu     sync.Mutex
+	cur    *http.Transport
+}
+
+// NewPool is a Pool accepting servers whose claims pass accept (and attesting
+// as self, when not nil), connecting with dial (nil: TCP with a 3 s timeout).
+func NewPool(accept func(*attest.Claims) error, self attest.Issuer, dial Dialer) *Pool {
+	return &Pool{accept: accept, self: self, dial: dial, cur: pooled(accept, self, dial)}
+}
+
+// RoundTrip sends req on a connection made since the last Reset.
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	p.mu.Lock()
+	t := p.cur
+	p.mu.Unlock()
+	return t.RoundTrip(req)
+}
+
+// Reset retires every connection: idle ones close now, busy ones when their
+// request ends (their transport is no longer used, so its idle connections
+// time out).
+func (p *Pool) Reset() {
+	p.mu.Lock()
+	old := p.cur
+	p.cur = pooled(p.accept, p.self, p.dial)
+	p.mu.Unlock()
+	old.CloseIdleConnections()
+}
+
+// CloseIdleConnections closes the idle connections (http.Client calls it).
+func (p *Pool) CloseIdleConnections() {
+	p.mu.Lock()
+	t := p.cur
+	p.mu.Unlock()
+	t.CloseIdleConnections()
 }

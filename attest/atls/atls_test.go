@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -301,4 +302,101 @@ func getWith(url string, client func() (*tls.Config, error)) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// TestPool: a Pool reuses its attested connection, and after Reset no request
+// goes on a connection made before it, not even one that was busy at the time;
+// a rule tightened before Reset is checked on the next request.
+func TestPool(t *testing.T) {
+	d := coordinatorTEE(t)
+	s := server(t, d)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		w.Write([]byte(r.RemoteAddr))
+	}))
+	s.Configure(srv.Config)
+	srv.TLS = s.TLS
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	var mu sync.Mutex
+	handshakes, refuse := 0, false
+	want := policy(d, "sealmesh-coordinator")
+	accept := func(c *attest.Claims) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handshakes++
+		if refuse {
+			return errors.New("no longer trusted")
+		}
+		return c.Satisfies(want)
+	}
+	pool := atls.NewPool(accept, nil, nil)
+	client := &http.Client{Transport: pool, Timeout: 10 * time.Second}
+	from := func(path string) (string, error) {
+		resp, err := client.Get(srv.URL + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return handshakes
+	}
+
+	a, err := from("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := from("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b || count() != 1 {
+		t.Fatalf("two requests: connections %s and %s, %d handshakes; want one reused connection", a, b, count())
+	}
+
+	// A request busy across Reset finishes on its connection, which is not
+	// used afterwards.
+	slow := make(chan string, 1)
+	go func() {
+		addr, err := from("/slow")
+		if err != nil {
+			addr = "error: " + err.Error()
+		}
+		slow <- addr
+	}()
+	<-arrived
+	pool.Reset()
+	close(release)
+	if got := <-slow; got != a {
+		t.Fatalf("the busy request went on %s, want %s", got, a)
+	}
+	c, err := from("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == a || count() != 2 {
+		t.Fatalf("after Reset: connection %s (before: %s), %d handshakes; want a fresh handshake", c, a, count())
+	}
+
+	// The rule changes: after Reset the next request is checked against it.
+	mu.Lock()
+	refuse = true
+	mu.Unlock()
+	if _, err := from("/"); err != nil {
+		t.Fatalf("without Reset the established connection should still serve: %v", err)
+	}
+	pool.Reset()
+	if _, err := from("/"); err == nil || !strings.Contains(err.Error(), "no longer trusted") {
+		t.Fatalf("after Reset with the rule tightened: %v, want the handshake refused", err)
+	}
 }

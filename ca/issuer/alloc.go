@@ -91,9 +91,17 @@ type Allocator struct {
 	network  netip.Prefix
 	reserved map[netip.Addr]bool
 	leases   map[netip.Addr]entry
-	// start is where searches begin: the network's first host address, or,
-	// for a member of a coordinator cluster, a point of its own (Spread), so
-	// members enrolling at once do not all race for the same lowest address.
+	// busy are the addresses this coordinator's own enrolments are claiming
+	// right now: concurrent enrolments pass over each other's pick instead
+	// of racing for it in the store (each lost race costs a read and a try).
+	busy map[netip.Addr]bool
+	// start is where the next search begins: just after the address this
+	// allocator handed out last (next fit, as host-local IPAM does: a search
+	// costs the free addresses it passes, not every lease below it, and a
+	// released address is not handed out again at once). It begins at the
+	// network's first host address or, for a member of a coordinator
+	// cluster, at a point of its own (Spread), so members enrolling at once
+	// do not all race for the same address.
 	start netip.Addr
 }
 
@@ -127,7 +135,7 @@ func (a *Allocator) SetReserved(m *manifest.Manifest) {
 
 // NewAllocator loads existing leases from st.
 func NewAllocator(st store.Store, m *manifest.Manifest) (*Allocator, error) {
-	a := &Allocator{st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}}
+	a := &Allocator{st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}, busy: map[netip.Addr]bool{}}
 	a.SetReserved(m)
 	if err := a.Refresh(context.Background()); err != nil {
 		return nil, err
@@ -172,9 +180,9 @@ func (a *Allocator) Allocate(ctx context.Context, fixed netip.Addr, holder, role
 	if c, ok, err := a.held(ctx, holder, role, now); err != nil || ok {
 		return c, err
 	}
-	// Lowest free address (from start) first: coordinators that pick the
-	// same one settle it by compare-and-swap, and the loser learns the record
-	// and moves on.
+	// The first free address from start: coordinators that pick the same
+	// one settle it by compare-and-swap, and the loser learns the record and
+	// moves on.
 	a.mu.Lock()
 	start := a.start
 	a.mu.Unlock()
@@ -193,17 +201,37 @@ func (a *Allocator) Allocate(ctx context.Context, fixed netip.Addr, holder, role
 	for tries := 0; visited < a.size() && tries < 2*a.size()+64; tries++ {
 		a.mu.Lock()
 		e, known := a.leases[ip]
-		busy := a.reserved[ip] || (known && e.lease.NotAfter.After(now))
-		a.mu.Unlock()
-		if ip.Is4() && ip == last {
-			busy = true
+		busy := a.reserved[ip] || a.busy[ip] || (known && e.lease.NotAfter.After(now)) || (ip.Is4() && ip == last)
+		if !busy {
+			a.busy[ip] = true
 		}
+		a.mu.Unlock()
 		if busy {
 			ip, visited = next(ip), visited+1
 			continue
 		}
 		l := Lease{IP: ip, Holder: holder, Role: role, NotAfter: now.Add(claimHold)}
+		// The holder's pointer goes to the store alongside the claim, not
+		// after it: it is only a hint (held checks the lease it points
+		// to), so one that points at a claim lost here misleads no one,
+		// and the enrolment waits for one write instead of two.
+		var pointed chan error
+		if holder != "" {
+			pointed = make(chan error, 1)
+			go func() { pointed <- a.st.Put(ctx, holderPrefix+holder, []byte(ip.String())) }()
+		}
 		v, err := a.swap(ctx, e.version, l)
+		var perr error
+		if pointed != nil {
+			perr = <-pointed
+		}
+		a.mu.Lock()
+		delete(a.busy, ip)
+		if err == nil {
+			a.leases[ip] = entry{lease: l, version: v}
+			a.start = next(ip)
+		}
+		a.mu.Unlock()
 		if errors.Is(err, store.ErrConflict) {
 			// Another coordinator got there first, or the guess was stale:
 			// learn the record and look at this address again.
@@ -229,13 +257,8 @@ func (a *Allocator) Allocate(ctx context.Context, fixed netip.Addr, holder, role
 		if err != nil {
 			return Claim{}, err
 		}
-		a.mu.Lock()
-		a.leases[ip] = entry{lease: l, version: v}
-		a.mu.Unlock()
-		if holder != "" {
-			if err := a.st.Put(ctx, holderPrefix+holder, []byte(ip.String())); err != nil {
-				return Claim{}, err
-			}
+		if perr != nil {
+			return Claim{}, perr
 		}
 		return Claim{IP: ip, version: v}, nil
 	}

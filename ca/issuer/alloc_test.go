@@ -165,11 +165,14 @@ func TestAllocatorClaims(t *testing.T) {
 	if c5, _ := b.Allocate(ctx, netip.Addr{}, "key3", "web", now); c5.IP == c3.IP {
 		t.Fatalf("key3 got %s while key2's claim holds it", c5.IP)
 	}
-	// After the hold another key may take it, and the first claim is lost.
+	// After the hold another key may take it (once the search comes round
+	// to it), and the first claim is lost.
 	later := now.Add(2 * time.Minute)
 	var taken issuer.Claim
-	for range 4 {
-		c, err := b.Allocate(ctx, netip.Addr{}, "key4", "web", later)
+	var holder string
+	for i := range 62 {
+		holder = fmt.Sprintf("key4-%d", i)
+		c, err := b.Allocate(ctx, netip.Addr{}, holder, "web", later)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,14 +180,14 @@ func TestAllocatorClaims(t *testing.T) {
 			taken = c
 			break
 		}
-		if err := b.Record(ctx, c, lease(c, "key4", later)); err != nil {
+		if err := b.Record(ctx, c, lease(c, holder, later)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if taken.IP != c3.IP {
 		t.Fatalf("the expired claim on %s was never reused", c3.IP)
 	}
-	if err := b.Record(ctx, taken, lease(taken, "key4", later)); err != nil {
+	if err := b.Record(ctx, taken, lease(taken, holder, later)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Record(ctx, c3, lease(c3, "key2", now)); !errors.Is(err, issuer.ErrClaimLost) {
@@ -203,5 +206,68 @@ func TestAllocatorClaims(t *testing.T) {
 	}
 	if err := a.Release(ctx, c1.IP, "fp-key1", "r-key1"); err != nil {
 		t.Fatalf("second release: %v", err)
+	}
+}
+
+// racing is a real store whose Swap waits until n swaps are under way at once
+// (or a second passes), so concurrent allocations overlap in the store every
+// time, and which counts the swaps.
+type racing struct {
+	store.Store
+	n     int
+	mu    sync.Mutex
+	swaps int
+	gate  chan struct{}
+}
+
+func (r *racing) Swap(ctx context.Context, key string, old store.Version, value []byte) (store.Version, error) {
+	r.mu.Lock()
+	r.swaps++
+	if r.swaps == r.n {
+		close(r.gate)
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.gate:
+	case <-time.After(time.Second):
+	}
+	return r.Store.Swap(ctx, key, old, value)
+}
+
+// One coordinator's concurrent enrolments claim different addresses instead
+// of racing each other for the lowest free one in the store.
+func TestAllocatorConcurrentClaims(t *testing.T) {
+	const n = 8
+	fs, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &racing{Store: fs, n: n, gate: make(chan struct{})}
+	a := allocators(t, st, 1)[0]
+	now := time.Now()
+	var wg sync.WaitGroup
+	ips := make([]netip.Addr, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := a.Allocate(context.Background(), netip.Addr{}, fmt.Sprintf("key%d", i), "web", now)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ips[i] = c.IP
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if seen[ip] {
+			t.Fatalf("%s claimed twice: %v", ip, ips)
+		}
+		seen[ip] = true
+	}
+	if st.swaps != n {
+		t.Fatalf("%d concurrent claims took %d compare-and-swaps, want %d (no lost races)", n, st.swaps, n)
 	}
 }

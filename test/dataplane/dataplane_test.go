@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +29,7 @@ import (
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/mesh"
 	"github.com/sealmesh/sealmesh/test/netlab"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // contender is one way for pod a to reach pod b.
@@ -124,15 +124,15 @@ func BenchmarkDataPlane(b *testing.B) {
 
 	for _, c := range contenders {
 		b.Run(c.name, func(b *testing.B) {
-			rssIdle := rss(c.pids)
-			cpu0 := cpuSeconds(c.pids)
+			rssIdle := tools.RSS(c.pids)
+			cpu0 := tools.CPUSeconds(c.pids)
 			stop := sampleRSS(c.pids)
 			tcp, err := runIperf(pa.NS, iperf, c.dst, "-t", "10")
 			peak := stop()
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu := cpuSeconds(c.pids) - cpu0
+			cpu := tools.CPUSeconds(c.pids) - cpu0
 			udp, err := runIperf(pa.NS, iperf, c.dst, "-u", "-b", "0", "-l", "1200", "-t", "5")
 			if err != nil {
 				b.Fatal(err)
@@ -327,43 +327,10 @@ func wireguardGo(m *mesh.Mesh, a, b *mesh.Pod, work string) (contender, error) {
 	return c, nil
 }
 
-// cpuSeconds is the user and system time of the processes so far.
-func cpuSeconds(pids []int) float64 {
-	var ticks float64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndex(s, ")")+1:])
-		// After the command: state (0), ..., utime (11), stime (12).
-		u, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		ticks += u + st
-	}
-	return ticks / 100 // USER_HZ
-}
-
-// rss is the processes' resident memory, KiB.
-func rss(pids []int) float64 {
-	var kib float64
-	for _, pid := range pids {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				v, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-				kib += v
-			}
-		}
-	}
-	return kib
-}
-
 // sampleRSS samples rss every 100 ms until stop, which returns the peak.
 func sampleRSS(pids []int) (stop func() float64) {
 	var mu sync.Mutex
-	peak := rss(pids)
+	peak := tools.RSS(pids)
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
@@ -373,7 +340,7 @@ func sampleRSS(pids []int) (stop func() float64) {
 			case <-done:
 				return
 			case <-t.C:
-				v := rss(pids)
+				v := tools.RSS(pids)
 				mu.Lock()
 				peak = max(peak, v)
 				mu.Unlock()

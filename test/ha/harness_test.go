@@ -204,9 +204,9 @@ func (l *lab) ready(i int) error { return l.get("http://" + ip(i) + ":7081/ready
 
 // client reaches the coordinators at urls over attested TLS, from the hub.
 func (l *lab) client(urls ...string) *api.Client {
-	tr := atls.Transport(func(c *attest.Claims) error { return c.Satisfies(l.policy) }, nil)
-	tr.DialTLSContext = l.dial(tr.DialTLSContext)
-	return api.NewClient(strings.Join(urls, ","), tr)
+	// Connections are kept, as an agent's are (atls.Pool).
+	pool := atls.NewPool(func(c *attest.Claims) error { return c.Satisfies(l.policy) }, nil, l.dial((&net.Dialer{Timeout: 3 * time.Second}).DialContext))
+	return api.NewClient(strings.Join(urls, ","), pool)
 }
 
 // all is a client for every coordinator, starting at the k-th, so load spreads.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 
@@ -42,18 +43,24 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 		return nil, nil, err
 	}
 	t := &Trust{initial: p}
-	return api.NewClient(url, atls.Transport(t.Accept, nil)), t, nil
+	pool := atls.NewPool(t.Accept, nil, nil)
+	t.changed = pool.Reset
+	return api.NewClient(url, pool), t, nil
 }
 
 // Trust decides which coordinators a client accepts: at first the policy it was
 // given; once it has read the manifest from an attested coordinator, that
 // manifest's coordinator roles. A manifest change (a new coordinator image in a
-// rolling upgrade, an old one removed) takes effect on the next handshake.
+// rolling upgrade, an old one removed) takes effect at once: the client's
+// connections are retired and its next request makes a handshake checked
+// against the new roles.
 type Trust struct {
 	mu      sync.Mutex
 	initial manifest.Attestation
 	roles   []manifest.CoordinatorRole
 	head    string
+	// changed retires the connections made under the old roles.
+	changed func()
 }
 
 // Accept reports whether claims are those of a coordinator to trust.
@@ -89,10 +96,16 @@ func (t *Trust) Refresh(ctx context.Context, c *api.Client) error {
 	if m.Hash() != info.Hash {
 		return errors.New("coordinator sent a manifest that does not match its hash")
 	}
+	if len(m.Coordinators) == 0 {
+		return nil
+	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(m.Coordinators) > 0 {
-		t.roles, t.head = m.Coordinators, info.Head
+	same := reflect.DeepEqual(t.roles, m.Coordinators)
+	t.roles, t.head = m.Coordinators, info.Head
+	changed := t.changed
+	t.mu.Unlock()
+	if !same && changed != nil {
+		changed()
 	}
 	return nil
 }
