@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +59,9 @@ type lab struct {
 	share    []byte
 }
 
+// labs numbers the labs of this process, whose namespaces must not collide.
+var labs atomic.Int32
+
 func ip(i int) string { return fmt.Sprintf("10.98.%d.2", i+1) }
 
 func apiURL(i int) string { return "https://" + ip(i) + ":7080" }
@@ -65,7 +69,7 @@ func apiURL(i int) string { return "https://" + ip(i) + ":7080" }
 func newLab(t testing.TB, n int) *lab {
 	testenv.RequireRoot(t)
 	etcd := tools.Bin(t, "etcd")
-	l := &lab{t: t, dir: t.TempDir(), net: netlab.New(fmt.Sprintf("smha%d", os.Getpid()%100000)), procs: make([]*exec.Cmd, n)}
+	l := &lab{t: t, dir: t.TempDir(), net: netlab.New(fmt.Sprintf("smha%d-%d", os.Getpid()%100000, labs.Add(1))), procs: make([]*exec.Cmd, n)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i := range l.procs {
