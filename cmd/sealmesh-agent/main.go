@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
+	"github.com/sealmesh/sealmesh/agent/cniinstall"
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
@@ -28,7 +29,7 @@ var version = "dev"
 
 func main() {
 	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", Version: version, SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(nodeCmd(), podCmd())
+	root.AddCommand(nodeCmd(), podCmd(), installCNICmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
 		os.Exit(1)
@@ -198,4 +199,78 @@ func tunnelBinary() (string, error) {
 		return "", fmt.Errorf("sealmesh-tunnel is not installed beside sealmesh-agent (%s): install both", p)
 	}
 	return p, nil
+}
+
+func installCNICmd() *cobra.Command {
+	var confDir, binDir, plugin, socket, healthAddr string
+	var mtu int
+	var watch, uninstall bool
+	cmd := &cobra.Command{
+		Use:   "install-cni",
+		Short: "put sealmesh-cni into this node's CNI bin directory and chain it into the primary network configuration",
+		Long: `install-cni copies sealmesh-cni into the CNI bin directory and appends it to the
+plugin list of the configuration the runtime loads (the first valid .conf, .conflist or
+.json in name order; a .conf becomes a .conflist). With --watch it stays, puts the
+plugin back whenever the primary CNI rewrites its file, and serves /readyz only while
+the plugin is chained. It never removes the plugin on exit: pods created while the
+agent is down fail with a retryable error instead of starting unencrypted.
+--uninstall removes the plugin and restores the file as it was.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			if uninstall {
+				changed, err := cniinstall.Remove(confDir)
+				for _, f := range changed {
+					log.Info("sealmesh-cni removed", "file", f)
+				}
+				if err != nil {
+					return err
+				}
+				if err := os.Remove(filepath.Join(binDir, cniinstall.PluginType)); err != nil && !os.IsNotExist(err) {
+					return err
+				}
+				return nil
+			}
+			if plugin == "" {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				plugin = filepath.Join(filepath.Dir(self), cniinstall.PluginType)
+			}
+			entry := map[string]any{"agentSocket": socket}
+			if mtu > 0 {
+				entry["mtu"] = mtu
+			}
+			in, err := cniinstall.New(cniinstall.Config{ConfDir: confDir, BinDir: binDir, Binary: plugin, Entry: entry, Log: log})
+			if err != nil {
+				return err
+			}
+			if !watch {
+				return in.Once()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := in.Once(); err != nil {
+				log.Warn("sealmesh-cni not installed yet; waiting for the primary network configuration", "err", err)
+			}
+			if healthAddr != "" {
+				go func() {
+					if err := health.Serve(ctx, healthAddr, func() bool { return in.Ready() == nil }, nil); err != nil {
+						log.Error("health server", "err", err)
+					}
+				}()
+			}
+			return in.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&confDir, "cni-conf-dir", "/etc/cni/net.d", "the runtime's network configuration directory")
+	f.StringVar(&binDir, "cni-bin-dir", "/opt/cni/bin", "the runtime's CNI plugin directory")
+	f.StringVar(&plugin, "plugin", "", "the sealmesh-cni binary to install (default: next to this binary)")
+	f.StringVar(&socket, "agent-socket", cniapi.DefaultSocket, "the agent's socket, written into the plugin's configuration")
+	f.IntVar(&mtu, "mtu", 0, "the pods' Nebula MTU (0: derived from each pod's link)")
+	f.BoolVar(&watch, "watch", false, "keep running and re-install when the configuration changes")
+	f.StringVar(&healthAddr, "health-addr", "", "with --watch: address for /healthz and /readyz (ready while installed)")
+	f.BoolVar(&uninstall, "uninstall", false, "remove the plugin from every configuration and the bin directory")
+	return cmd
 }
