@@ -325,6 +325,29 @@ func (m *Mesh) useConflist() error {
 	return err
 }
 
+// UseConfFile switches the pods' network to the configuration in path, as a
+// runtime loads it (a .conflist, or a single plugin's .conf), with plugins
+// looked up in binDirs before the mesh's own.
+func (m *Mesh) UseConfFile(path string, binDirs ...string) error {
+	var err error
+	if filepath.Ext(path) == ".conflist" {
+		m.conflist, err = libcni.ConfListFromFile(path)
+	} else {
+		var c *libcni.NetworkConfig
+		if c, err = libcni.ConfFromFile(path); err == nil {
+			m.conflist, err = libcni.ConfListFromConf(c)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	m.cni = libcni.NewCNIConfigWithCacheDir(append(binDirs, m.opt.BinDir), m.path("cni-cache"), nil)
+	return nil
+}
+
+// AgentSocket is the node agent's CNI socket.
+func (m *Mesh) AgentSocket() string { return m.socket() }
+
 // Conflist is the pods' network: the reference bridge with host-local, then
 // sealmesh-cni chained after it.
 func (m *Mesh) Conflist() ([]byte, error) {
