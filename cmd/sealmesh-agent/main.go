@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
@@ -202,7 +204,7 @@ func tunnelBinary() (string, error) {
 }
 
 func installCNICmd() *cobra.Command {
-	var confDir, binDir, plugin, socket, healthAddr string
+	var confDir, binDir, plugin, socket, healthAddr, owner string
 	var mtu int
 	var watch, uninstall bool
 	cmd := &cobra.Command{
@@ -214,10 +216,12 @@ plugin list of the configuration the runtime loads (the first valid .conf, .conf
 plugin back whenever the primary CNI rewrites its file, and serves /readyz only while
 the plugin is chained. It never removes the plugin on exit: pods created while the
 agent is down fail with a retryable error instead of starting unencrypted.
---uninstall removes the plugin and restores the file as it was.`,
+--uninstall removes the plugin and restores the file as it was; with
+--uninstall-when-gone, a watching install-cni does so when it stops because its
+DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			if uninstall {
+			remove := func() error {
 				changed, err := cniinstall.Remove(confDir)
 				for _, f := range changed {
 					log.Info("sealmesh-cni removed", "file", f)
@@ -229,6 +233,9 @@ agent is down fail with a retryable error instead of starting unencrypted.
 					return err
 				}
 				return nil
+			}
+			if uninstall {
+				return remove()
 			}
 			if plugin == "" {
 				self, err := os.Executable()
@@ -260,7 +267,10 @@ agent is down fail with a retryable error instead of starting unencrypted.
 					}
 				}()
 			}
-			return in.Run(ctx)
+			if err := in.Run(ctx); err != nil || owner == "" {
+				return err
+			}
+			return uninstallIfGone(owner, log, remove)
 		},
 	}
 	f := cmd.Flags()
@@ -272,5 +282,37 @@ agent is down fail with a retryable error instead of starting unencrypted.
 	f.BoolVar(&watch, "watch", false, "keep running and re-install when the configuration changes")
 	f.StringVar(&healthAddr, "health-addr", "", "with --watch: address for /healthz and /readyz (ready while installed)")
 	f.BoolVar(&uninstall, "uninstall", false, "remove the plugin from every configuration and the bin directory")
+	f.StringVar(&owner, "uninstall-when-gone", "", "with --watch: namespace/name of the DaemonSet running this; on exit, uninstall if it is deleted (in-cluster or $KUBECONFIG credentials)")
 	return cmd
+}
+
+// uninstallIfGone runs remove when the DaemonSet ns/name is deleted or being
+// deleted. When that cannot be read, the plugin stays: a node whose pods wait
+// for the agent is safe, one whose pods start unencrypted is not.
+func uninstallIfGone(owner string, log *slog.Logger, remove func() error) error {
+	ns, name, ok := strings.Cut(owner, "/")
+	if !ok || ns == "" || name == "" {
+		return fmt.Errorf("--uninstall-when-gone %q: want namespace/name", owner)
+	}
+	kc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		return fmt.Errorf("--uninstall-when-gone: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(kc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gone, err := cniinstall.DaemonSetGone(ctx, cs, ns, name)
+	if err != nil {
+		log.Warn("leaving sealmesh-cni installed: cannot tell an uninstall from an update", "err", err)
+		return nil
+	}
+	if !gone {
+		log.Info("leaving sealmesh-cni installed: its DaemonSet remains (an update); pods wait for the agent meanwhile")
+		return nil
+	}
+	log.Info("DaemonSet deleted: uninstalling sealmesh-cni from this node")
+	return remove()
 }
