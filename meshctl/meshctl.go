@@ -46,7 +46,7 @@ func Command() *cobra.Command {
 }
 
 func statusCmd(client func() *api.Client) *cobra.Command {
-	var output string
+	var output, host string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "show the coordinator's state and the enrolled hosts",
@@ -54,6 +54,9 @@ func statusCmd(client func() *api.Client) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
 			s, err := client().Status(ctx)
+			if host != "" {
+				s, err = client().StatusOf(ctx, host)
+			}
 			if err != nil {
 				return err
 			}
@@ -67,6 +70,7 @@ func statusCmd(client func() *api.Client) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint")
 	return cmd
 }
 
@@ -102,7 +106,11 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
-	fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
+	if s.HostCount > len(s.Hosts) {
+		fmt.Fprintf(w, "hosts:       %d (the first %d listed; meshctl status --host X shows one)\n\n", s.HostCount, len(s.Hosts))
+	} else {
+		fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
+	}
 	if len(s.Hosts) == 0 {
 		return
 	}

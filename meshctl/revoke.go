@@ -31,7 +31,7 @@ issues another certificate to the key: the workload must start again with a new 
 				return err
 			}
 			ctx, c, what := cmd.Context(), client(), args[0]
-			st, err := c.Status(ctx)
+			st, err := c.StatusOf(ctx, what)
 			if err != nil {
 				return err
 			}

@@ -214,11 +214,19 @@ type Status struct {
 	Head             string `json:"head,omitempty"`
 	CAFingerprint    string `json:"caFingerprint,omitempty"`
 	AcceptsSimulated bool   `json:"acceptsSimulated"`
-	Hosts            []Host `json:"hosts"`
+	// Hosts are the live certificates, at most MaxStatusHosts of them (or
+	// those a status request for one host matched); HostCount is how many
+	// are live in all.
+	Hosts     []Host `json:"hosts"`
+	HostCount int    `json:"hostCount"`
 	// Members are the coordinators of the cluster as gossip announces them:
 	// hints, not proof (this one included, Self).
 	Members []Member `json:"members,omitempty"`
 }
+
+// MaxStatusHosts bounds the hosts a status lists, so a status stays small at
+// any mesh size (a client reads at most 4 MiB of an answer).
+const MaxStatusHosts = 1000
 
 // Member is one coordinator as it announces itself in gossip.
 type Member struct {

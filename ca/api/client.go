@@ -227,6 +227,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
+// StatusOf is Status listing only the live hosts host names (a certificate
+// fingerprint or name, an overlay IP, or a pod as namespace/name).
+func (c *Client) StatusOf(ctx context.Context, host string) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status?host="+url.QueryEscape(host), nil, &s)
+}
+
 // do makes the call at each coordinator in turn until one answers with
 // something other than a retryable failure.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {

@@ -1013,6 +1013,21 @@ func (c *Coordinator) Status() *api.Status {
 	return c.statusLocked()
 }
 
+// StatusOf is Status listing only the live hosts that host names: a
+// certificate fingerprint or name, an overlay IP or a pod (namespace/name).
+func (c *Coordinator) StatusOf(host string) *api.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status(host)
+}
+
+// State is the coordinator's state (api.State*).
+func (c *Coordinator) State() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
 // Ready reports whether the coordinator can enrol.
 func (c *Coordinator) Ready() bool {
 	c.mu.Lock()
@@ -1020,7 +1035,12 @@ func (c *Coordinator) Ready() bool {
 	return c.state == api.StateReady
 }
 
-func (c *Coordinator) statusLocked() *api.Status {
+func (c *Coordinator) statusLocked() *api.Status { return c.status("") }
+
+// maxStatusHosts is api.MaxStatusHosts; tests lower it.
+var maxStatusHosts = api.MaxStatusHosts
+
+func (c *Coordinator) status(match string) *api.Status {
 	s := &api.Status{State: c.state, Message: c.msg, Hosts: []api.Host{}}
 	if c.hist != nil {
 		s.ManifestHash = c.hist.Manifest.Hash()
@@ -1035,7 +1055,15 @@ func (c *Coordinator) statusLocked() *api.Status {
 		s.Members = c.cfg.Members()
 	}
 	if c.alloc != nil && c.state == api.StateReady {
-		for _, l := range c.alloc.Live(c.now()) {
+		live := c.alloc.Live(c.now())
+		s.HostCount = len(live)
+		for _, l := range live {
+			if match != "" && match != l.Fingerprint && match != l.Name && match != l.IP.String() && (l.Workload == "" || match != l.Workload) {
+				continue
+			}
+			if len(s.Hosts) == maxStatusHosts {
+				break
+			}
 			s.Hosts = append(s.Hosts, api.Host{
 				Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
 				NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,

@@ -509,3 +509,35 @@ func TestTokensRefusedWithoutCluster(t *testing.T) {
 		t.Fatalf("token enrolment without cluster access: %v", err)
 	}
 }
+
+// A status lists a bounded number of hosts and says how many there are; a
+// status for one host finds it however many there are.
+func TestStatusIsBounded(t *testing.T) {
+	defer coordinator.SetMaxStatusHosts(3)()
+	h := readyHarness(t)
+	ctx := context.Background()
+	var last *enrol.Enrolment
+	for i := range 5 {
+		e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{Namespace: "ns", Name: fmt.Sprintf("pod-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = e
+	}
+	st, err := h.client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Hosts) != 3 || st.HostCount != 5 {
+		t.Fatalf("status lists %d hosts of %d, want 3 of 5", len(st.Hosts), st.HostCount)
+	}
+	for _, q := range []string{"ns/pod-4", last.IP[:strings.Index(last.IP, "/")], last.Name} {
+		one, err := h.client.StatusOf(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(one.Hosts) != 1 || one.Hosts[0].Workload != "ns/pod-4" {
+			t.Fatalf("status of %q: %+v", q, one.Hosts)
+		}
+	}
+}

@@ -36,13 +36,19 @@ func (c *Coordinator) Handler() http.Handler {
 		k, err := c.RecoveryKey()
 		return &api.RecoveryKey{PublicKey: k}, err
 	}))
-	mux.HandleFunc("GET /v1/status", get(func(context.Context) (*api.Status, error) { return c.Status(), nil }))
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if h := r.URL.Query().Get("host"); h != "" {
+			reply(w, c.StatusOf(h), nil)
+			return
+		}
+		reply(w, c.Status(), nil)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !c.Ready() {
-			http.Error(w, c.Status().State, http.StatusServiceUnavailable)
+			http.Error(w, c.State(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))

@@ -181,7 +181,7 @@ func (l *lab) failover(b *testing.B, k, agents int) (time.Duration, time.Duratio
 	clients := make([]*api.Client, agents)
 	for a := range clients {
 		clients[a] = l.client(urls...)
-		if _, err := clients[a].Status(context.Background()); err != nil {
+		if _, err := clients[a].Nonce(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -299,7 +299,7 @@ func (l *lab) agents(b *testing.B, n int, urls []string) []*api.Client {
 	out := make([]*api.Client, n)
 	for k := range out {
 		out[k] = l.client(append(append([]string{}, urls[k%len(urls):]...), urls[:k%len(urls)]...)...)
-		if _, err := out[k].Status(context.Background()); err != nil {
+		if _, err := out[k].Nonce(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 	}
