@@ -21,15 +21,31 @@ TOOLS_BIN := $(CURDIR)/.cache/bin
 export SEALMESH_TOOLS_BIN := $(TOOLS_BIN)
 
 .PHONY: tools
-tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver ## build the servers the tests use (etcd, kube-apiserver) into .cache/bin
+tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/helm ## build the servers and CLIs the tests use (etcd, kube-apiserver, kubectl, helm) into .cache/bin
 
 $(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && $(GO) build -o $@ .
 
 # kube-apiserver v1.34.2 from k8s.io/kubernetes: about 7 minutes cold on 2 cores.
 KUBE_VERSION := v1.34.2
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34
 $(TOOLS_BIN)/kube-apiserver: tools/kube/go.mod tools/kube/main.go
-	cd tools/kube && $(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34' -o $@ .
+	cd tools/kube && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $@ .
+
+# The rest of a node for make e2e-k8s, and kubectl for the chart's tests:
+# each a few minutes cold, cached in .cache/bin.
+KUBE_CMDS := kubectl kubelet kube-controller-manager kube-scheduler kube-proxy
+$(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS)): tools/kube/go.mod
+	cd tools/kube && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+$(TOOLS_BIN)/helm: tools/helm/go.mod
+	cd tools/helm && CGO_ENABLED=0 $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+
+# The plain manifests are the chart rendered with deploy/manifests/values.yaml
+# (test/deploy checks they are in sync).
+.PHONY: manifests
+manifests: $(TOOLS_BIN)/helm ## render the Helm chart into deploy/manifests/sealmesh.yaml
+	$(TOOLS_BIN)/helm template sealmesh deploy/helm/sealmesh --namespace sealmesh -f deploy/manifests/values.yaml > deploy/manifests/sealmesh.yaml
 
 .PHONY: build
 build: ## build the binaries into bin/
