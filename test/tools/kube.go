@@ -63,7 +63,7 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 		"--cert-dir", filepath.Join(dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", pubFile, "--service-account-signing-key-file", keyFile,
-		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
+		"--token-auth-file", tokens, "--authorization-mode", "RBAC", "--allow-privileged=true",
 		"--service-cluster-ip-range", "10.96.0.0/24", "--v", "1")
 
 	host := fmt.Sprintf("https://127.0.0.1:%d", port)

@@ -1,0 +1,228 @@
+// Package deploy tests the Helm chart and the manifests rendered from it: in
+// sync, lint-clean, least privilege as documented, and accepted by a real
+// kube-apiserver (kubectl apply --dry-run=server).
+package deploy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/sealmesh/sealmesh/test/tools"
+)
+
+func root() string {
+	_, f, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(f), "..", "..")
+}
+
+var (
+	chart     = filepath.Join(root(), "deploy", "helm", "sealmesh")
+	manifests = filepath.Join(root(), "deploy", "manifests")
+)
+
+// helm runs the pinned helm CLI.
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(tools.Bin(t, "helm"), args...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out.String(), nil
+}
+
+// render is the chart rendered as make manifests does, with extra values.
+func render(t *testing.T, set ...string) string {
+	t.Helper()
+	args := []string{"template", "sealmesh", chart, "--namespace", "sealmesh", "-f", filepath.Join(manifests, "values.yaml")}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// objects splits rendered YAML into objects, by kind/name.
+func objects(t *testing.T, rendered string) map[string]*unstructured.Unstructured {
+	t.Helper()
+	out := map[string]*unstructured.Unstructured{}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(rendered), 4096)
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if o == nil {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: o}
+		out[u.GetKind()+"/"+u.GetName()] = u
+	}
+	return out
+}
+
+func TestManifestsInSync(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join(manifests, "sealmesh.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := render(t); got != string(want) {
+		t.Fatal("deploy/manifests/sealmesh.yaml is not the chart rendered: run make manifests")
+	}
+}
+
+func TestChartLint(t *testing.T) {
+	for _, set := range [][]string{nil, {"tee=simulated", "agent.tee=simulated", "simulatedTEE.secret=sim", "lighthouse.enabled=true", "lighthouse.tokenSecret=lh", "coordinator.persistence.enabled=true", "metrics.podMonitor.enabled=true"}} {
+		args := []string{"lint", "--strict", chart, "-f", filepath.Join(manifests, "values.yaml")}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		if out, err := helm(t, args...); err != nil {
+			t.Errorf("%v\n%s", err, out)
+		}
+	}
+}
+
+// What the chart must refuse to render, and why.
+func TestChartRequires(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no coordinator policy", []string{"template", "x", chart}, "coordinator.policy is required"},
+		{"simulated TEE without its files", []string{"template", "x", chart, "-f", filepath.Join(manifests, "values.yaml"), "--set", "tee=simulated"}, "simulatedTEE.secret"},
+		{"lighthouse without a token", []string{"template", "x", chart, "-f", filepath.Join(manifests, "values.yaml"), "--set", "lighthouse.enabled=true"}, "lighthouse.tokenSecret is required"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := helm(t, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+// The permissions and pod security the chart documents.
+func TestChartLeastPrivilege(t *testing.T) {
+	objs := objects(t, render(t, "tee=simulated", "agent.tee=simulated", "simulatedTEE.secret=sim", "lighthouse.enabled=true", "lighthouse.tokenSecret=lh"))
+	rules := func(key string) string {
+		o, ok := objs[key]
+		if !ok {
+			t.Fatalf("%s not rendered", key)
+		}
+		r, _, _ := unstructured.NestedSlice(o.Object, "rules")
+		return fmt.Sprint(r)
+	}
+	for key, want := range map[string]string{
+		"Role/sealmesh-coordinator": "[map[apiGroups:[] resources:[configmaps] verbs:[get list watch create update delete]]]",
+		"ClusterRole/sealmesh-agent": "[map[apiGroups:[] resources:[pods] verbs:[get]]]",
+		"Role/sealmesh-agent":        "[map[apiGroups:[apps] resourceNames:[sealmesh-agent] resources:[daemonsets] verbs:[get]]]",
+	} {
+		if got := rules(key); got != want {
+			t.Errorf("%s rules %s, want %s", key, got, want)
+		}
+	}
+	if _, ok := objs["ClusterRole/sealmesh-coordinator"]; ok {
+		t.Error("the coordinators have a ClusterRole")
+	}
+
+	container := func(key, name string) map[string]any {
+		cs, _, _ := unstructured.NestedSlice(objs[key].Object, "spec", "template", "spec", "containers")
+		for _, c := range cs {
+			if c.(map[string]any)["name"] == name {
+				return c.(map[string]any)
+			}
+		}
+		t.Fatalf("%s has no container %s", key, name)
+		return nil
+	}
+	// Pod Security "restricted" for the coordinator (with a TEE that needs no
+	// device), and the capabilities the others need, no more.
+	coord := container("StatefulSet/sealmesh-coordinator", "coordinator")["securityContext"].(map[string]any)
+	if coord["runAsNonRoot"] != true || coord["allowPrivilegeEscalation"] != false || fmt.Sprint(coord["capabilities"]) != "map[drop:[ALL]]" || fmt.Sprint(coord["seccompProfile"]) != "map[type:RuntimeDefault]" {
+		t.Errorf("coordinator securityContext %v is not restricted", coord)
+	}
+	lh := container("Deployment/sealmesh-lighthouse", "lighthouse")["securityContext"].(map[string]any)
+	if fmt.Sprint(lh["capabilities"]) != "map[add:[NET_ADMIN] drop:[ALL]]" || lh["privileged"] != nil {
+		t.Errorf("lighthouse securityContext %v", lh)
+	}
+	install := container("DaemonSet/sealmesh-agent", "install-cni")
+	if sc := install["securityContext"].(map[string]any); sc["privileged"] != nil || sc["allowPrivilegeEscalation"] != false {
+		t.Errorf("install-cni securityContext %v", sc)
+	}
+	if !strings.Contains(fmt.Sprint(install["args"]), "--uninstall-when-gone=sealmesh/sealmesh-agent") {
+		t.Errorf("install-cni args %v", install["args"])
+	}
+	if p, _, _ := unstructured.NestedString(install, "readinessProbe", "httpGet", "path"); p != "/readyz" {
+		t.Error("install-cni has no readiness probe: the node would report ready without the plugin")
+	}
+
+	sts := objs["StatefulSet/sealmesh-coordinator"]
+	if n, _, _ := unstructured.NestedInt64(sts.Object, "spec", "replicas"); n != 3 {
+		t.Errorf("coordinator replicas %d, want 3", n)
+	}
+	if _, ok := objs["PodDisruptionBudget/sealmesh-coordinator"]; !ok {
+		t.Error("no PodDisruptionBudget for the coordinators")
+	}
+	if p, _, _ := unstructured.NestedBool(objs["Service/sealmesh-coordinator-peers"].Object, "spec", "publishNotReadyAddresses"); !p {
+		t.Error("the gossip Service hides recovering coordinators")
+	}
+}
+
+// kubeconfig writes a kubeconfig for cfg.
+func kubeconfig(t *testing.T, cfg *rest.Config) string {
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	data := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: test, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`, cfg.Host, cfg.BearerToken)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Every rendered object is accepted by a real kube-apiserver's validation
+// and admission (kubectl apply --dry-run=server), for the plain manifests and
+// for the chart with its options on.
+func TestManifestsServerDryRun(t *testing.T) {
+	kubectl := tools.Bin(t, "kubectl")
+	cfg := tools.StartKubeAPIServer(t)
+	tools.CreateNamespace(t, cfg, "sealmesh")
+	kc := kubeconfig(t, cfg)
+	withOptions := filepath.Join(t.TempDir(), "options.yaml")
+	if err := os.WriteFile(withOptions, []byte(render(t, "tee=simulated", "agent.tee=oidc", "simulatedTEE.secret=sim",
+		"lighthouse.enabled=true", "lighthouse.tokenSecret=lh", "coordinator.persistence.enabled=true")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(manifests, "sealmesh.yaml"), withOptions} {
+		out, err := exec.Command(kubectl, "--kubeconfig", kc, "apply", "--dry-run=server", "-n", "sealmesh", "-f", f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl apply --dry-run=server -f %s: %v\n%s", filepath.Base(f), err, out)
+		}
+		if !strings.Contains(string(out), "daemonset.apps/sealmesh-agent created (server dry run)") {
+			t.Fatalf("kubectl apply --dry-run=server -f %s:\n%s", filepath.Base(f), out)
+		}
+	}
+}
