@@ -38,8 +38,12 @@ KUBE_CMDS := kubectl kubelet kube-controller-manager kube-scheduler kube-proxy
 $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS)): tools/kube/go.mod
 	cd tools/kube && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
 
+# helm renders for (and lints against) the Kubernetes version the tests run,
+# as upstream's Makefile sets it.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=v3.22.0 \
+	$(foreach p,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/$(p).k8sVersionMinor=34)
 $(TOOLS_BIN)/helm: tools/helm/go.mod
-	cd tools/helm && CGO_ENABLED=0 $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+	cd tools/helm && CGO_ENABLED=0 $(GO) build -ldflags '$(HELM_LDFLAGS)' -o $@ helm.sh/helm/v3/cmd/helm
 
 # The plain manifests are the chart rendered with deploy/manifests/values.yaml
 # (test/deploy checks they are in sync).

@@ -108,7 +108,8 @@ type Coordinator struct {
 	nonces      map[string]time.Time
 	recoveryKey *ecdh.PrivateKey
 	// hints wakes Run when gossip says something changed.
-	hints chan struct{}
+	hints   chan struct{}
+	metrics *metrics
 }
 
 // sealedState is what the sealed file holds.
@@ -128,6 +129,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: state dir: %w", err)
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}, hints: make(chan struct{}, 1)}
+	c.initMetrics()
 	ctx := context.Background()
 	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
 	switch {
@@ -829,7 +831,8 @@ func (c *Coordinator) serve(publicKey []byte, fresh func() error) (served, error
 }
 
 // Enrol checks the request and issues a certificate.
-func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.EnrolResponse, error) {
+func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.EnrolResponse, err error) {
+	defer func(start time.Time) { c.observe(start, err) }(time.Now())
 	sv, err := c.redeem(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err
@@ -891,7 +894,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (*api.En
 	issued = true
 	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", fp, "workload", workloadString(req.Workload))
 
-	resp := &api.EnrolResponse{
+	resp = &api.EnrolResponse{
 		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
 		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(), Head: sv.hist.Head,

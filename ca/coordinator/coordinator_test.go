@@ -541,3 +541,31 @@ func TestStatusIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// The coordinator's metrics count enrolments by result and show its state.
+func TestMetrics(t *testing.T) {
+	h := readyHarness(t)
+	ctx := context.Background()
+	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err != nil {
+		t.Fatal(err)
+	}
+	_, pub, _ := enrol.KeyPair()
+	if _, err := h.client.Enrol(ctx, request(t, h, strangerDev, pub)); err == nil {
+		t.Fatal("a stranger's evidence was accepted")
+	}
+	rec := httptest.NewRecorder()
+	h.c.Metrics().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`sealmesh_coordinator_enrolments_total{result="issued"} 1`,
+		`sealmesh_coordinator_enrolments_total{result="refused"} 1`,
+		`sealmesh_coordinator_enrolment_seconds_count 1`,
+		"sealmesh_coordinator_ready 1",
+		"sealmesh_coordinator_manifest_generation 1",
+		"sealmesh_coordinator_hosts 1",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

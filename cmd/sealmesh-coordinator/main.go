@@ -122,7 +122,7 @@ func main() {
 			}
 			go c.Run(ctx)
 			go func() {
-				if err := health.Serve(ctx, healthAddr, c.Ready, nil); err != nil {
+				if err := health.Serve(ctx, healthAddr, c.Ready, c.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
@@ -156,7 +156,7 @@ func main() {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API (attested TLS with --tee, else plain HTTP)")
-	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz and /readyz (probes cannot do attested TLS)")
+	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz, /readyz and /metrics (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
 	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering, besides those gossip finds; needs --tee")

@@ -176,8 +176,8 @@ func TestChartLeastPrivilege(t *testing.T) {
 	}
 
 	sts := objs["StatefulSet/sealmesh-coordinator"]
-	if n, _, _ := unstructured.NestedInt64(sts.Object, "spec", "replicas"); n != 3 {
-		t.Errorf("coordinator replicas %d, want 3", n)
+	if n, _, _ := unstructured.NestedFieldNoCopy(sts.Object, "spec", "replicas"); fmt.Sprint(n) != "3" {
+		t.Errorf("coordinator replicas %v, want 3", n)
 	}
 	if _, ok := objs["PodDisruptionBudget/sealmesh-coordinator"]; !ok {
 		t.Error("no PodDisruptionBudget for the coordinators")
