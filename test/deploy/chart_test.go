@@ -15,8 +15,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/rest"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
 
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -132,7 +132,7 @@ func TestChartLeastPrivilege(t *testing.T) {
 		return fmt.Sprint(r)
 	}
 	for key, want := range map[string]string{
-		"Role/sealmesh-coordinator": "[map[apiGroups:[] resources:[configmaps] verbs:[get list watch create update delete]]]",
+		"Role/sealmesh-coordinator":  "[map[apiGroups:[] resources:[configmaps] verbs:[get list watch create update delete]]]",
 		"ClusterRole/sealmesh-agent": "[map[apiGroups:[] resources:[pods] verbs:[get]]]",
 		"Role/sealmesh-agent":        "[map[apiGroups:[apps] resourceNames:[sealmesh-agent] resources:[daemonsets] verbs:[get]]]",
 	} {
