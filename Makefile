@@ -38,6 +38,9 @@ KUBE_CMDS := kubectl kubelet kube-controller-manager kube-scheduler kube-proxy
 $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS)): tools/kube/go.mod
 	cd tools/kube && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
 
+$(TOOLS_BIN)/coredns: tools/coredns/go.mod
+	cd tools/coredns && CGO_ENABLED=0 $(GO) build -o $@ github.com/coredns/coredns
+
 # helm renders for (and lints against) the Kubernetes version the tests run,
 # as upstream's Makefile sets it.
 HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=v3.22.0 \
@@ -81,6 +84,19 @@ deps:
 .PHONY: test
 test: lint tools deps ## lint, then unit and end-to-end tests (e2e needs root; under CI=true it fails instead of skipping)
 	$(GO) test -count=1 -timeout 30m ./...
+
+# A single-node Kubernetes for make e2e-k8s: containerd and runc from
+# Debian, the rest built from Go modules into .cache/bin.
+.PHONY: deps-k8s
+deps-k8s: deps
+	@if [ "$$(id -u)" = 0 ] && ! { command -v containerd && command -v runc && command -v ctr; } >/dev/null; then \
+		echo "installing containerd and runc (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc; \
+	fi
+
+.PHONY: e2e-k8s
+e2e-k8s: check-host tools deps-k8s $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS) coredns) ## (root) sealmesh's Helm chart on a single-node Kubernetes built here; pods talk over Nebula
+	SEALMESH_E2E_K8S=1 $(GO) test -count=1 -timeout 45m -v -run TestKubernetes ./test/k8s/
 
 .PHONY: bench
 bench: tools deps ## (root) run the benchmarks and write docs/BENCHMARKS.md and its plots

@@ -2,7 +2,10 @@ package cniinstall_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -45,8 +48,22 @@ func TestDaemonSetGone(t *testing.T) {
 		}
 	}
 	check(false, "DaemonSet present")
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := cniinstall.WatchDaemonSet(wctx, cs, "default", "sealmesh-agent", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	time.Sleep(500 * time.Millisecond) // the watch is established (not a timing goal)
+	if w.Gone() {
+		t.Fatal("the watch saw a present DaemonSet gone")
+	}
+	// helm uninstall: the DaemonSet goes first, then the Role that let
+	// install-cni read it. The watch saw the first.
 	if err := cs.AppsV1().DaemonSets("default").Delete(ctx, "sealmesh-agent", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !w.Gone(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch did not see the DaemonSet being deleted")
+		}
 	}
 	check(true, "DaemonSet being deleted")
 	if _, err := cs.AppsV1().DaemonSets("default").Patch(ctx, "sealmesh-agent", types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil {

@@ -267,10 +267,16 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 					}
 				}()
 			}
-			if err := in.Run(ctx); err != nil || owner == "" {
+			var ds *daemonSet
+			if owner != "" {
+				if ds, err = followDaemonSet(ctx, owner, log); err != nil {
+					return err
+				}
+			}
+			if err := in.Run(ctx); err != nil || ds == nil {
 				return err
 			}
-			return uninstallIfGone(owner, log, remove)
+			return ds.uninstallIfGone(log, remove)
 		},
 	}
 	f := cmd.Flags()
@@ -286,28 +292,44 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 	return cmd
 }
 
-// uninstallIfGone runs remove when the DaemonSet ns/name is deleted or being
-// deleted. When that cannot be read, the plugin stays: a node whose pods wait
-// for the agent is safe, one whose pods start unencrypted is not.
-func uninstallIfGone(owner string, log *slog.Logger, remove func() error) error {
+// daemonSet is the DaemonSet running install-cni, followed from its start.
+type daemonSet struct {
+	cs       kubernetes.Interface
+	ns, name string
+	watch    *cniinstall.DaemonSetWatch
+}
+
+func followDaemonSet(ctx context.Context, owner string, log *slog.Logger) (*daemonSet, error) {
 	ns, name, ok := strings.Cut(owner, "/")
 	if !ok || ns == "" || name == "" {
-		return fmt.Errorf("--uninstall-when-gone %q: want namespace/name", owner)
+		return nil, fmt.Errorf("--uninstall-when-gone %q: want namespace/name", owner)
 	}
 	kc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	if err != nil {
-		return fmt.Errorf("--uninstall-when-gone: %w", err)
+		return nil, fmt.Errorf("--uninstall-when-gone: %w", err)
 	}
 	cs, err := kubernetes.NewForConfig(kc)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	gone, err := cniinstall.DaemonSetGone(ctx, cs, ns, name)
-	if err != nil {
-		log.Warn("leaving sealmesh-cni installed: cannot tell an uninstall from an update", "err", err)
-		return nil
+	return &daemonSet{cs: cs, ns: ns, name: name, watch: cniinstall.WatchDaemonSet(ctx, cs, ns, name, log)}, nil
+}
+
+// uninstallIfGone runs remove when the DaemonSet was seen deleted or being
+// deleted (helm uninstall removes the permission to read it soon after, so
+// what the watch saw counts), or is gone now. When neither can be told, the
+// plugin stays: a node whose pods wait for the agent is safe, one whose pods
+// start unencrypted is not.
+func (d *daemonSet) uninstallIfGone(log *slog.Logger, remove func() error) error {
+	gone := d.watch.Gone()
+	if !gone {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if gone, err = cniinstall.DaemonSetGone(ctx, d.cs, d.ns, d.name); err != nil {
+			log.Warn("leaving sealmesh-cni installed: cannot tell an uninstall from an update", "err", err)
+			return nil
+		}
 	}
 	if !gone {
 		log.Info("leaving sealmesh-cni installed: its DaemonSet remains (an update); pods wait for the agent meanwhile")

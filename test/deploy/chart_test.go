@@ -134,7 +134,7 @@ func TestChartLeastPrivilege(t *testing.T) {
 	for key, want := range map[string]string{
 		"Role/sealmesh-coordinator":  "[map[apiGroups:[] resources:[configmaps] verbs:[get list watch create update delete]]]",
 		"ClusterRole/sealmesh-agent": "[map[apiGroups:[] resources:[pods] verbs:[get]]]",
-		"Role/sealmesh-agent":        "[map[apiGroups:[apps] resourceNames:[sealmesh-agent] resources:[daemonsets] verbs:[get]]]",
+		"Role/sealmesh-agent":        "[map[apiGroups:[apps] resourceNames:[sealmesh-agent] resources:[daemonsets] verbs:[get watch]]]",
 	} {
 		if got := rules(key); got != want {
 			t.Errorf("%s rules %s, want %s", key, got, want)

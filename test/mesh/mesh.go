@@ -252,6 +252,16 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 // the image "sealmesh-workload", the coordinator role (what clients' coordinator
 // policy also names), a lighthouse, and pods may reach each other.
 func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime string) ([]byte, error) {
+	return manifest(rootFingerprint, lighthouseToken, ownerKey, coordinator, roles, firewall, lifetime, LighthouseIP+":4242")
+}
+
+// ManifestFor is the demo's manifest with the lighthouse at underlay
+// (host:port), for a mesh laid out elsewhere (make e2e-k8s).
+func ManifestFor(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, underlay string) ([]byte, error) {
+	return manifest(rootFingerprint, lighthouseToken, ownerKey, coordinator, nil, nil, "", underlay)
+}
+
+func manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime, underlay string) ([]byte, error) {
 	if lifetime == "" {
 		lifetime = "1h"
 	}
@@ -276,7 +286,7 @@ func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map
 		"certificateLifetime": lifetime,
 		"roles":               rs,
 		"lighthouses": []any{map[string]any{
-			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": LighthouseIP + ":4242",
+			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": underlay,
 			"tokenSHA256": hex.EncodeToString(tok[:]),
 		}},
 		"firewall": firewall,
