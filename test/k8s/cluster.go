@@ -187,7 +187,9 @@ func Up(t testing.TB, o Options) *Cluster {
 	return c
 }
 
-func (c *Cluster) path(elem ...string) string { return filepath.Join(append([]string{c.Dir}, elem...)...) }
+func (c *Cluster) path(elem ...string) string {
+	return filepath.Join(append([]string{c.Dir}, elem...)...)
+}
 
 // Log is the tail of one component's log.
 func (c *Cluster) Log(name string) string { return tools.Tail(c.path(name + ".log")) }
