@@ -77,26 +77,42 @@ func Primary(dir string) (string, error) {
 }
 
 // parse reads a configuration file as the runtime does: a .conflist as a list,
-// anything else as a single plugin.
+// anything else as a single plugin, which becomes a list of one.
 func parse(path string, b []byte) (*libcni.NetworkConfigList, error) {
-	if filepath.Ext(path) == ".conflist" {
-		l, err := libcni.ConfListFromBytes(b)
+	if filepath.Ext(path) != ".conflist" {
+		c, err := libcni.NetworkPluginConfFromBytes(b)
 		if err != nil {
 			return nil, err
 		}
-		if len(l.Plugins) == 0 {
-			return nil, errors.New("no plugins")
+		if c.Network.Type == "" {
+			return nil, errors.New("no type")
 		}
-		return l, nil
+		var head struct {
+			CNIVersion string `json:"cniVersion"`
+			Name       string `json:"name"`
+		}
+		json.Unmarshal(b, &head)
+		if b, err = json.Marshal(map[string]any{"cniVersion": head.CNIVersion, "name": head.Name, "plugins": []json.RawMessage{b}}); err != nil {
+			return nil, err
+		}
 	}
-	c, err := libcni.ConfFromBytes(b)
+	l, err := libcni.NetworkConfFromBytes(b)
 	if err != nil {
 		return nil, err
 	}
-	if c.Network.Type == "" {
-		return nil, errors.New("no type")
+	if len(l.Plugins) == 0 {
+		return nil, errors.New("no plugins")
 	}
-	return libcni.ConfListFromConf(c)
+	return l, nil
+}
+
+// Load reads the configuration file at path as the runtime does.
+func Load(path string) (*libcni.NetworkConfigList, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parse(path, b)
 }
 
 // Insert puts entry (sealmesh-cni's plugin configuration; its type is set to

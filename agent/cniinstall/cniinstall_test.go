@@ -54,15 +54,7 @@ func chain(t *testing.T, dir string) (string, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var l *libcni.NetworkConfigList
-	if filepath.Ext(path) == ".conflist" {
-		l, err = libcni.ConfListFromFile(path)
-	} else {
-		var c *libcni.NetworkConfig
-		if c, err = libcni.ConfFromFile(path); err == nil {
-			l, err = libcni.ConfListFromConf(c)
-		}
-	}
+	l, err := cniinstall.Load(path)
 	if err != nil {
 		t.Fatalf("the runtime could not load %s: %v", path, err)
 	}

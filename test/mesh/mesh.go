@@ -35,6 +35,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/sealmesh/sealmesh/agent/cniinstall"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/test/netlab"
@@ -340,15 +341,7 @@ func (m *Mesh) useConflist() error {
 // looked up in binDirs before the mesh's own.
 func (m *Mesh) UseConfFile(path string, binDirs ...string) error {
 	var err error
-	if filepath.Ext(path) == ".conflist" {
-		m.conflist, err = libcni.ConfListFromFile(path)
-	} else {
-		var c *libcni.NetworkConfig
-		if c, err = libcni.ConfFromFile(path); err == nil {
-			m.conflist, err = libcni.ConfListFromConf(c)
-		}
-	}
-	if err != nil {
+	if m.conflist, err = cniinstall.Load(path); err != nil {
 		return err
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(append(binDirs, m.opt.BinDir), m.path("cni-cache"), nil)
