@@ -102,8 +102,8 @@ func BenchmarkRestartToReady(b *testing.B) {
 					b.Fatal(err)
 				}
 				s, err := c2.Unlock(ctx, created.UnlockKey)
-				if err != nil || s.State != api.StateReady || s.Generation != uint64(n) || len(s.Hosts) != n {
-					b.Fatalf("restart: %v, state %s generation %d hosts %d", err, s.State, s.Generation, len(s.Hosts))
+				if err != nil || s.State != api.StateReady || s.Generation != uint64(n) || s.HostCount != n {
+					b.Fatalf("restart: %v, state %s generation %d hosts %d", err, s.State, s.Generation, s.HostCount)
 				}
 				runtime.GC()
 				var after runtime.MemStats
