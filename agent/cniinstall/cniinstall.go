@@ -172,7 +172,8 @@ func Insert(dir string, entry map[string]any) (string, error) {
 		want[originalKey] = original{Data: string(raw)}
 	}
 	// Compare through JSON: the entry read back holds decoded values.
-	if prev != nil && plugins[len(plugins)-1].(map[string]any)["type"] == PluginType && jsonEqual(prev, want) {
+	last, _ := plugins[len(plugins)-1].(map[string]any)
+	if prev != nil && last["type"] == PluginType && jsonEqual(prev, want) {
 		return path, nil
 	}
 	doc["plugins"] = append(kept, want)
