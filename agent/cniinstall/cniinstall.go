@@ -172,7 +172,10 @@ func Insert(dir string, entry map[string]any) (string, error) {
 		want[originalKey] = original{Data: string(raw)}
 	}
 	// Compare through JSON: the entry read back holds decoded values.
-	last, _ := plugins[len(plugins)-1].(map[string]any)
+	var last map[string]any
+	if len(plugins) > 0 {
+		last, _ = plugins[len(plugins)-1].(map[string]any)
+	}
 	if prev != nil && last["type"] == PluginType && jsonEqual(prev, want) {
 		return path, nil
 	}
