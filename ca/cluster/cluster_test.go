@@ -14,13 +14,24 @@ import (
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
+// freePort is a loopback port free for both UDP and TCP, as memberlist binds
+// both (a UDP-only check raced outgoing connections' TCP ports in CI).
 func freePort(t *testing.T) int {
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return 0
 }
 
 type member struct {
