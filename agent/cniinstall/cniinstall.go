@@ -59,9 +59,15 @@ type original struct {
 // the first, in name order, that parses as a network configuration with at
 // least one plugin.
 func Primary(dir string) (string, error) {
+	path, _, _, err := primary(dir)
+	return path, err
+}
+
+// primary is Primary with what it read: the file's bytes and their parse.
+func primary(dir string) (string, []byte, *libcni.NetworkConfigList, error) {
 	files, err := libcni.ConfFiles(dir, Extensions)
 	if err != nil {
-		return "", fmt.Errorf("cniinstall: list %s: %w", dir, err)
+		return "", nil, nil, fmt.Errorf("cniinstall: list %s: %w", dir, err)
 	}
 	sort.Strings(files)
 	for _, f := range files {
@@ -69,11 +75,11 @@ func Primary(dir string) (string, error) {
 		if err != nil {
 			continue
 		}
-		if _, err := parse(f, b); err == nil {
-			return f, nil
+		if l, err := parse(f, b); err == nil {
+			return f, b, l, nil
 		}
 	}
-	return "", fmt.Errorf("%w in %s", ErrNoPrimary, dir)
+	return "", nil, nil, fmt.Errorf("%w in %s", ErrNoPrimary, dir)
 }
 
 // parse reads a configuration file as the runtime does: a .conflist as a list,
@@ -120,13 +126,9 @@ func Load(path string) (*libcni.NetworkConfigList, error) {
 // .conf into a .conflist. It writes only when something changes, and returns
 // the file that now holds the entry.
 func Insert(dir string, entry map[string]any) (string, error) {
-	path, err := Primary(dir)
+	path, raw, _, err := primary(dir)
 	if err != nil {
 		return "", err
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("cniinstall: %w", err)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
@@ -329,15 +331,7 @@ func CopyBinary(src, dir, name string) (bool, error) {
 // Installed reports whether the primary configuration in dir chains
 // sealmesh-cni last and binDir holds the plugin: what readiness means.
 func Installed(dir, binDir string) error {
-	path, err := Primary(dir)
-	if err != nil {
-		return err
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	l, err := parse(path, b)
+	path, _, l, err := primary(dir)
 	if err != nil {
 		return err
 	}
