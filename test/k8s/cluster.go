@@ -135,7 +135,7 @@ func Up(t testing.TB, o Options) *Cluster {
 		"--kubelet-client-certificate", p.path("apiserver-kubelet-client.crt"), "--kubelet-client-key", p.path("apiserver-kubelet-client.key"),
 		"--kubelet-certificate-authority", p.path("ca.crt"), "--kubelet-preferred-address-types", "InternalIP",
 		"--enable-admission-plugins", "NodeRestriction")
-	must(c.waitFor("the API server", 90*time.Second, func() error { _, err := c.Kubectl("get", "--raw", "/readyz"); return err }))
+	must(c.WaitFor("the API server", 90*time.Second, func() error { _, err := c.Kubectl("get", "--raw", "/readyz"); return err }))
 	start("kube-controller-manager", "--kubeconfig", kc["controller-manager"], "--authentication-kubeconfig", kc["controller-manager"],
 		"--authorization-kubeconfig", kc["controller-manager"], "--leader-elect=false", "--bind-address", "127.0.0.1",
 		"--service-account-private-key-file", p.path("sa.key"), "--root-ca-file", p.path("ca.crt"),
@@ -160,7 +160,7 @@ func Up(t testing.TB, o Options) *Cluster {
 	var cmdErr error
 	c.containerd, cmdErr = c.Lab.Start(c.Node, c.path("containerd.log"), "containerd", "--config", c.path("containerd", "config.toml"))
 	must(cmdErr)
-	must(c.waitFor("containerd", 30*time.Second, func() error { _, err := c.ctr("version"); return err }))
+	must(c.WaitFor("containerd", 30*time.Second, func() error { _, err := c.ctr("version"); return err }))
 	for _, img := range o.Images {
 		archive := c.path(strings.NewReplacer("/", "_", ":", "_").Replace(img.Ref) + ".tar")
 		must(img.WriteArchive(archive))
@@ -177,7 +177,7 @@ func Up(t testing.TB, o Options) *Cluster {
 		"--root-dir", c.path("kubelet"), "--hostname-override", NodeName, "--node-ip", NodeIP, "--v", "1")
 	start("kube-proxy", "--kubeconfig", kc["kube-proxy"], "--hostname-override", NodeName, "--proxy-mode", "nftables",
 		"--cluster-cidr", PodCIDR, "--conntrack-max-per-core", "0", "--metrics-bind-address", "127.0.0.1:10249", "--healthz-bind-address", "127.0.0.1:10256")
-	must(c.waitFor("the node Ready", 2*time.Minute, func() error {
+	must(c.WaitFor("the node Ready", 2*time.Minute, func() error {
 		out, err := c.Kubectl("get", "node", NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err == nil && out != "True" {
 			err = fmt.Errorf("Ready=%q", out)
@@ -196,22 +196,20 @@ func (c *Cluster) Log(name string) string { return tools.Tail(c.path(name + ".lo
 
 // Kubectl runs kubectl as the admin from the node's netns.
 func (c *Cluster) Kubectl(args ...string) (string, error) {
-	return c.run(tools.Bin(c.t, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	return c.Run(tools.Bin(c.t, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
 // Helm runs helm as the admin from the node's netns.
 func (c *Cluster) Helm(args ...string) (string, error) {
-	return c.run(tools.Bin(c.t, "helm"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	return c.Run(tools.Bin(c.t, "helm"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
 func (c *Cluster) ctr(args ...string) (string, error) {
-	return c.run("ctr", append([]string{"--address", c.sock, "--namespace", "k8s.io"}, args...)...)
+	return c.Run("ctr", append([]string{"--address", c.sock, "--namespace", "k8s.io"}, args...)...)
 }
 
 // Run runs a program in the node's netns and returns its trimmed output.
-func (c *Cluster) Run(name string, args ...string) (string, error) { return c.run(name, args...) }
-
-func (c *Cluster) run(name string, args ...string) (string, error) {
+func (c *Cluster) Run(name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "HOME="+c.path("home"), "HELM_CACHE_HOME="+c.path("helm", "cache"),
 		"HELM_CONFIG_HOME="+c.path("helm", "config"), "HELM_DATA_HOME="+c.path("helm", "data"))
@@ -225,9 +223,9 @@ func (c *Cluster) run(name string, args ...string) (string, error) {
 	return s, nil
 }
 
-// waitFor polls cond every 500 ms until it holds or d passes (a bound
+// WaitFor polls cond every 500 ms until it holds or d passes (a bound
 // against hangs, not a timing goal).
-func (c *Cluster) waitFor(what string, d time.Duration, cond func() error) error {
+func (c *Cluster) WaitFor(what string, d time.Duration, cond func() error) error {
 	var err error
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if err = cond(); err == nil {
@@ -235,11 +233,6 @@ func (c *Cluster) waitFor(what string, d time.Duration, cond func() error) error
 		}
 	}
 	return fmt.Errorf("%s: not within %s: %w", what, d, err)
-}
-
-// WaitFor is waitFor for tests.
-func (c *Cluster) WaitFor(what string, d time.Duration, cond func() error) error {
-	return c.waitFor(what, d, cond)
 }
 
 // down removes the pods' sandboxes through the runtime (so their networks

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -21,23 +22,18 @@ func (c *Cluster) CoreDNS() error {
 	if _, err := c.Kubectl("apply", "-f", path); err != nil {
 		return err
 	}
-	return c.waitFor("CoreDNS ready", 3*time.Minute, func() error {
-		return readyCount(c, "kube-system", "k8s-app=kube-dns", 1)
+	return c.WaitFor("CoreDNS ready", 3*time.Minute, func() error {
+		return podsReady(c, "kube-system", "k8s-app=kube-dns", 1)
 	})
 }
 
-func readyCount(c *Cluster, ns, selector string, n int) error {
+// podsReady checks that n pods matching selector are Ready.
+func podsReady(c *Cluster, ns, selector string, n int) error {
 	out, err := c.Kubectl("-n", ns, "get", "pods", "-l", selector, "-o", `jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {end}`)
 	if err != nil {
 		return err
 	}
-	got := 0
-	for i := 0; i+4 <= len(out); i++ {
-		if out[i:i+4] == "True" {
-			got++
-		}
-	}
-	if got != n {
+	if got := strings.Count(out, "True"); got != n {
 		return fmt.Errorf("%s: %d of %d ready (%q)", selector, got, n, out)
 	}
 	return nil

@@ -231,14 +231,3 @@ func podsPhase(c *Cluster, ns, selector string, n int, phase string) error {
 	}
 	return nil
 }
-
-func podsReady(c *Cluster, ns, selector string, n int) error {
-	out, err := c.Kubectl("-n", ns, "get", "pods", "-l", selector, "-o", `jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {end}`)
-	if err != nil {
-		return err
-	}
-	if strings.Count(out, "True") != n {
-		return fmt.Errorf("%s pods ready: %q", selector, out)
-	}
-	return nil
-}
