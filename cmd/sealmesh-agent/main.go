@@ -237,6 +237,22 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 			if uninstall {
 				return remove()
 			}
+			// Bad flags change nothing on the node.
+			if mtu < 0 {
+				return fmt.Errorf("--mtu %d: want 0 (from each pod's link) or a positive MTU", mtu)
+			}
+			if owner != "" && !watch {
+				return errors.New("--uninstall-when-gone needs --watch (it acts when the watching install-cni stops)")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			var ds *daemonSet
+			if owner != "" {
+				var err error
+				if ds, err = followDaemonSet(ctx, owner, log); err != nil {
+					return err
+				}
+			}
 			if plugin == "" {
 				self, err := os.Executable()
 				if err != nil {
@@ -255,11 +271,6 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 			if !watch {
 				return in.Once()
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			if err := in.Once(); err != nil {
-				log.Warn("sealmesh-cni not installed yet; waiting for the primary network configuration", "err", err)
-			}
 			if healthAddr != "" {
 				go func() {
 					if err := health.Serve(ctx, healthAddr, func() bool { return in.Ready() == nil }, nil); err != nil {
@@ -267,12 +278,7 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 					}
 				}()
 			}
-			var ds *daemonSet
-			if owner != "" {
-				if ds, err = followDaemonSet(ctx, owner, log); err != nil {
-					return err
-				}
-			}
+			// Run installs at once, then on every change.
 			if err := in.Run(ctx); err != nil || ds == nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,19 @@ func TestInstallCNI(t *testing.T) {
 		cmd := exec.Command(m.Bin("sealmesh-agent"), append([]string{"install-cni", "--cni-conf-dir", confDir, "--cni-bin-dir", binDirPods}, args...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("sealmesh-agent %v: %v\n%s", cmd.Args[1:], err, out)
+		}
+	}
+	// Bad flags: a clear error, and the node's files untouched.
+	for _, bad := range [][]string{{"--mtu", "-1"}, {"--uninstall-when-gone", "sealmesh/agent"}, {"--watch", "--uninstall-when-gone", "no-slash"}} {
+		cmd := exec.Command(m.Bin("sealmesh-agent"), append([]string{"install-cni", "--cni-conf-dir", confDir, "--cni-bin-dir", binDirPods, "--plugin", m.Bin("sealmesh-cni")}, bad...)...)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "--") {
+			t.Fatalf("install-cni %v: %v %s, want a clear error", bad, err, out)
+		}
+		if got, _ := os.ReadFile(primary); string(got) != string(orig) {
+			t.Fatalf("install-cni %v changed %s", bad, primary)
+		}
+		if ents, _ := os.ReadDir(binDirPods); len(ents) != 0 {
+			t.Fatalf("install-cni %v installed the plugin", bad)
 		}
 	}
 	install("--plugin", m.Bin("sealmesh-cni"), "--agent-socket", m.AgentSocket())
