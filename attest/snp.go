@@ -46,53 +46,26 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTT
 	}
 
 	opts := &verify.Options{DisableCertFetching: true, Now: now()}
-	if certs != nil && !simulated {
-		// Missing VCEK (and ASK/ARK) come from the cache, or from AMD when
-		// allowed; they are verified against AMD's roots like any other.
-		opts.DisableCertFetching, opts.Getter = false, certs
-	}
-	var rootDER []byte
-	if simulated {
-		roots, der, err := chainRoots(chain)
-		if err != nil {
-			return nil, fmt.Errorf("attest: simulated evidence: %w", err)
-		}
-		opts.TrustedRoots = roots
-		rootDER = der
-	}
 	// A chain verified before (same root, intermediate and VCEK bytes, still
-	// within its validity) is not verified again; the report's own signature
-	// always is.
+	// within its validity) is neither parsed nor verified again; the report's
+	// own signature always is.
 	ck := chainKey(simulated, chain)
 	if len(chain.GetVcekCert()) == 0 {
 		ck = [32]byte{} // nothing to key on before fetching: verify in full
 	}
-	if vcek := chains.get(ck, opts.Now); vcek != nil {
-		if err := verify.SnpProtoReportSignature(att.GetReport(), vcek); err != nil {
+	known := chains.get(ck, opts.Now)
+	if known != nil {
+		if err := verify.SnpProtoReportSignature(att.GetReport(), known.vcek); err != nil {
 			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
 		}
 	} else {
-		if err := verify.SnpAttestation(&att, opts); err != nil {
-			return nil, fmt.Errorf("attest: %s evidence signature: %w", ev.Platform, err)
+		v, err := verifyChain(&att, simulated, certs, opts)
+		if err != nil {
+			return nil, fmt.Errorf("attest: %s evidence: %w", ev.Platform, err)
 		}
 		// Key on the VCEK actually verified (fetched ones included).
-		chain = att.GetCertificateChain()
-		if vcek, err := x509.ParseCertificate(chain.GetVcekCert()); err == nil {
-			chains.put(chainKey(simulated, chain), vcek)
-		}
-	}
-	if !simulated {
-		// The library picked one of its embedded AMD roots; name it by the product
-		// line's ARK so a policy may pin it too.
-		line, err := productLine(chain.GetVcekCert())
-		if err != nil {
-			return nil, fmt.Errorf("attest: snp evidence: %w", err)
-		}
-		r, err := trust.GetDefaultRootCerts(line)
-		if err != nil {
-			return nil, fmt.Errorf("attest: snp evidence: no AMD root for %s: %w", line, err)
-		}
-		rootDER = r.ProductCerts.Ark.Raw
+		chains.put(chainKey(simulated, att.GetCertificateChain()), v)
+		known = v
 	}
 
 	// Debug and migration-agent policy bits become claims, refused per role
@@ -108,7 +81,7 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTT
 	if err != nil {
 		return nil, fmt.Errorf("attest: %s guest policy: %w", ev.Platform, err)
 	}
-	fp := sha256.Sum256(rootDER)
+	fp := sha256.Sum256(known.root)
 	r := att.GetReport()
 	tcb := kds.DecomposeTCBVersion(kds.TCBVersion(r.GetReportedTcb()))
 	return &Claims{
@@ -123,6 +96,48 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTT
 		VMPL:            int(r.GetVmpl()),
 		TCB:             manifest.SNPTCB{Bootloader: tcb.BlSpl, TEE: tcb.TeeSpl, SNP: tcb.SnpSpl, Microcode: tcb.UcodeSpl},
 	}, nil
+}
+
+// verifyChain verifies the report with its whole chain, up to the evidence's
+// own ARK (simulated: pinned later by the role) or AMD's embedded roots, and
+// returns the VCEK and the root it chains to.
+func verifyChain(att *spb.Attestation, simulated bool, certs trust.HTTPSGetter, opts *verify.Options) (*verifiedChain, error) {
+	if certs != nil && !simulated {
+		// Missing VCEK (and ASK/ARK) come from the cache, or from AMD when
+		// allowed; they are verified against AMD's roots like any other.
+		opts.DisableCertFetching, opts.Getter = false, certs
+	}
+	var rootDER []byte
+	if simulated {
+		roots, der, err := chainRoots(att.GetCertificateChain())
+		if err != nil {
+			return nil, err
+		}
+		opts.TrustedRoots = roots
+		rootDER = der
+	}
+	if err := verify.SnpAttestation(att, opts); err != nil {
+		return nil, fmt.Errorf("signature: %w", err)
+	}
+	chain := att.GetCertificateChain()
+	vcek, err := x509.ParseCertificate(chain.GetVcekCert())
+	if err != nil {
+		return nil, fmt.Errorf("VCEK certificate: %w", err)
+	}
+	if !simulated {
+		// The library picked one of its embedded AMD roots; name it by the
+		// product line's ARK so a policy may pin it too.
+		line, err := productLine(chain.GetVcekCert())
+		if err != nil {
+			return nil, err
+		}
+		r, err := trust.GetDefaultRootCerts(line)
+		if err != nil {
+			return nil, fmt.Errorf("no AMD root for %s: %w", line, err)
+		}
+		rootDER = r.ProductCerts.Ark.Raw
+	}
+	return &verifiedChain{vcek: vcek, root: rootDER}, nil
 }
 
 // chainRoots takes the ARK and ASK from the evidence's own chain as the trust roots.
@@ -162,12 +177,19 @@ func productLine(vcekDER []byte) (string, error) {
 }
 
 // chains caches verified VCEK chains: the expensive, report-independent half of
-// verification.
-var chains = &chainCache{m: map[[32]byte]*x509.Certificate{}}
+// verification (parsing three certificates, two RSA and one ECDSA signature).
+var chains = &chainCache{m: map[[32]byte]*verifiedChain{}}
 
 type chainCache struct {
 	mu sync.Mutex
-	m  map[[32]byte]*x509.Certificate
+	m  map[[32]byte]*verifiedChain
+}
+
+// verifiedChain is a VCEK whose chain verified, and the DER of the root
+// (ARK) it chains to.
+type verifiedChain struct {
+	vcek *x509.Certificate
+	root []byte
 }
 
 // chainKey names a chain by every certificate it trusts: for simulated evidence
@@ -192,21 +214,21 @@ func chainKey(simulated bool, c *spb.CertificateChain) [32]byte {
 	return k
 }
 
-func (c *chainCache) get(k [32]byte, now time.Time) *x509.Certificate {
+func (c *chainCache) get(k [32]byte, now time.Time) *verifiedChain {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.m[k]
-	if v == nil || now.Before(v.NotBefore) || now.After(v.NotAfter) {
+	if v == nil || now.Before(v.vcek.NotBefore) || now.After(v.vcek.NotAfter) {
 		return nil
 	}
 	return v
 }
 
-func (c *chainCache) put(k [32]byte, vcek *x509.Certificate) {
+func (c *chainCache) put(k [32]byte, v *verifiedChain) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= 4096 { // one entry per chip and TCB: a bound, not an LRU
 		clear(c.m)
 	}
-	c.m[k] = vcek
+	c.m[k] = v
 }
