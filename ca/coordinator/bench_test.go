@@ -81,12 +81,10 @@ func BenchmarkRestartToReady(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := 0; i < n; i++ {
-				claim, err := alloc.Allocate(context.Background(), netip.Addr{}, "", "web", time.Now())
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := alloc.Record(context.Background(), claim, issuer.Lease{IP: claim.IP, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
-					Fingerprint: fmt.Sprintf("%064x", i), NotAfter: time.Now().Add(time.Hour), Workload: "ns/pod", ReleaseHash: fmt.Sprintf("%064x", i)}); err != nil {
+				if _, err := alloc.Issue(context.Background(), netip.Addr{}, "", "web", time.Now(), func(ip netip.Addr) (issuer.Lease, error) {
+					return issuer.Lease{IP: ip, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
+						Fingerprint: fmt.Sprintf("%064x", i), NotAfter: time.Now().Add(time.Hour), Workload: "ns/pod", ReleaseHash: fmt.Sprintf("%064x", i)}, nil
+				}); err != nil {
 					b.Fatal(err)
 				}
 			}

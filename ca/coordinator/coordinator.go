@@ -26,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/slackhq/nebula/cert"
+
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -755,14 +757,33 @@ func (c *Coordinator) Nonce() (*api.NonceResponse, error) {
 	if c.state != api.StateReady {
 		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
 	}
+	return c.nonceLocked(maxNonces)
+}
+
+// spareNonce is a nonce for the requester's next enrolment here, sent with
+// this one's answer so that it need not ask (api.EnrolResponse.Next). Spares
+// take at most half the nonce table, so nonces asked for are never crowded
+// out by spares nobody uses; past that, none is sent.
+func (c *Coordinator) spareNonce() *api.NonceResponse {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.nonceLocked(maxNonces / 2)
+	if err != nil {
+		return nil
+	}
+	return n
+}
+
+// nonceLocked issues a nonce while fewer than limit are outstanding.
+func (c *Coordinator) nonceLocked(limit int) (*api.NonceResponse, error) {
 	now := c.now()
-	if len(c.nonces) >= maxNonces {
+	if len(c.nonces) >= limit {
 		for n, exp := range c.nonces {
 			if !exp.After(now) {
 				delete(c.nonces, n)
 			}
 		}
-		if len(c.nonces) >= maxNonces {
+		if len(c.nonces) >= limit {
 			return nil, fmt.Errorf("%w: too many outstanding nonces, retry shortly", ErrNotReady)
 		}
 	}
@@ -851,24 +872,36 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		c.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
 		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", ErrRefused, m.Hash()[:12])
 	}
-	claim, err := alloc.Allocate(ctx, id.fixed, holder, id.role, now)
-	if err != nil {
-		return nil, err
-	}
-	ip := claim.IP
-	issued := false
-	defer func() {
-		if !issued {
-			alloc.Forget(claim)
+	// The certificate is signed for the address chosen, and handed out only
+	// once its lease is recorded (Issue signs again if another coordinator
+	// recorded that address first).
+	var crt cert.Certificate
+	var addrs []netip.Prefix
+	release := make([]byte, 32)
+	rand.Read(release) // never fails (crypto/rand)
+	releaseToken := hex.EncodeToString(release)
+	lease, err := alloc.Issue(ctx, id.fixed, holder, id.role, now, func(ip netip.Addr) (issuer.Lease, error) {
+		name := id.name
+		if name == "" {
+			name = id.role + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
 		}
-	}()
-	if id.name == "" {
-		id.name = id.role + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
-	}
-	addrs := m.HostAddrs(ip)
-	crt, err := ca.Sign(issuer.Host{
-		Name: id.name, Networks: addrs, Groups: id.groups, PublicKey: req.PublicKey, NotAfter: now.Add(id.ttl),
-	}, now)
+		addrs = m.HostAddrs(ip)
+		var err error
+		crt, err = ca.Sign(issuer.Host{
+			Name: name, Networks: addrs, Groups: id.groups, PublicKey: req.PublicKey, NotAfter: now.Add(id.ttl),
+		}, now)
+		if err != nil {
+			return issuer.Lease{}, err
+		}
+		fp, err := crt.Fingerprint()
+		if err != nil {
+			return issuer.Lease{}, err
+		}
+		return issuer.Lease{
+			IP: ip, Name: name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
+			NotAfter: crt.NotAfter(), Workload: workloadString(req.Workload), ReleaseHash: hashHex(releaseToken),
+		}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -876,28 +909,14 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 	if err != nil {
 		return nil, err
 	}
-	fp, err := crt.Fingerprint()
-	if err != nil {
-		return nil, err
-	}
-	release := make([]byte, 32)
-	if _, err := rand.Read(release); err != nil {
-		return nil, err
-	}
-	releaseToken := hex.EncodeToString(release)
-	if err := alloc.Record(ctx, claim, issuer.Lease{
-		IP: ip, Name: id.name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
-		NotAfter: crt.NotAfter(), Workload: workloadString(req.Workload), ReleaseHash: hashHex(releaseToken),
-	}); err != nil {
-		return nil, err
-	}
-	issued = true
-	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", fp, "workload", workloadString(req.Workload))
+	id.name = lease.Name
+	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", lease.Fingerprint, "workload", workloadString(req.Workload))
 
 	resp = &api.EnrolResponse{
 		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
 		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(), Head: sv.hist.Head,
+		Next: c.spareNonce(),
 	}
 	for _, a := range addrs {
 		resp.IPs = append(resp.IPs, a.String())

@@ -2,7 +2,9 @@ package issuer
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,9 +22,9 @@ import (
 // ErrExhausted means every host address of the network is leased.
 var ErrExhausted = errors.New("issuer: overlay network has no free address")
 
-// ErrClaimLost means a claimed address was taken by another coordinator before
-// its certificate was recorded (the claim outlived claimHold); retry.
-var ErrClaimLost = errors.New("issuer: the address claim was lost to another coordinator")
+// ErrClaimLost means every address an enrolment chose was recorded by another
+// coordinator before its own record; retry.
+var ErrClaimLost = errors.New("issuer: the addresses chosen were taken by other coordinators meanwhile")
 
 const (
 	// leasePrefix names lease records: one per lease, so an enrolment writes
@@ -32,9 +34,6 @@ const (
 	// retried enrolment of the same key (on any coordinator) gets the same
 	// address instead of a second one.
 	holderPrefix = "holder-"
-	// claimHold is how long a claim made for a certificate being signed keeps
-	// its address when the coordinator dies before recording the certificate.
-	claimHold = time.Minute
 )
 
 func leaseKey(ip netip.Addr) string {
@@ -67,12 +66,14 @@ type Lease struct {
 	ReleaseHash string `json:"releaseHash,omitempty"`
 }
 
-// Claim is an address held for a certificate being signed.
-type Claim struct {
-	IP netip.Addr
-	// version is the lease record's, for the compare-and-swap that records
-	// the certificate.
+// choice is an address chosen for a certificate, not yet recorded.
+type choice struct {
+	ip netip.Addr
+	// version is the lease record's the choice was made from ("" for none),
+	// for the compare-and-swap that records the certificate.
 	version store.Version
+	// held: the holder's pointer already names this address.
+	held bool
 }
 
 type entry struct {
@@ -109,14 +110,7 @@ type Allocator struct {
 // coordinator's name or URL) instead of the network's first address.
 func (a *Allocator) Spread(member string) {
 	h := sha256.Sum256([]byte(member))
-	n := uint64(h[0])<<24 | uint64(h[1])<<16 | uint64(h[2])<<8 | uint64(h[3])
-	ip := a.network.Addr().Next()
-	for range n % uint64(a.size()) {
-		ip = ip.Next()
-		if !a.network.Contains(ip) {
-			ip = a.network.Addr().Next()
-		}
-	}
+	ip := a.nth(binary.BigEndian.Uint64(h[:8]) % uint64(a.size()))
 	a.mu.Lock()
 	a.start = ip
 	a.mu.Unlock()
@@ -165,134 +159,199 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// Allocate claims an address for a certificate being issued to holder (see
-// Holder) in role; commit it with Record once signed. fixed, when valid, asks
-// for that address (a lighthouse's) instead. A holder that already has a live
-// lease in this role gets its address back.
-func (a *Allocator) Allocate(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time) (Claim, error) {
-	if fixed.IsValid() {
-		_, v, err := a.read(ctx, fixed)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return Claim{}, err
+// Issue leases an address to holder in role: it chooses one, has sign make
+// the lease (the certificate signed for that address) and records it by
+// compare-and-swap against the record the choice was made from. A certificate
+// counts only once its lease is recorded: if another coordinator recorded
+// the address first, this one's certificate is thrown away (it was never
+// handed out) and another address is chosen. So two live certificates never
+// share an address, and an enrolment costs one write, not a claim and then a
+// record. fixed, when valid, asks for that address (a lighthouse's). A holder
+// that already has a live lease in this role gets its address back.
+func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time, sign func(ip netip.Addr) (Lease, error)) (Lease, error) {
+	// Each address lost teaches this allocator the record it lost to, so
+	// losses are bounded by the network's size; the bound is for a store
+	// that misbehaves.
+	for range 2*a.size() + 64 {
+		c, err := a.choose(ctx, fixed, holder, role, now)
+		if err != nil {
+			return Lease{}, err
 		}
-		return Claim{IP: fixed, version: v}, nil
-	}
-	if c, ok, err := a.held(ctx, holder, role, now); err != nil || ok {
-		return c, err
-	}
-	// The first free address from start: coordinators that pick the same
-	// one settle it by compare-and-swap, and the loser learns the record and
-	// moves on.
-	a.mu.Lock()
-	start := a.start
-	a.mu.Unlock()
-	if !a.network.Contains(start) {
-		start = a.network.Addr().Next()
-	}
-	last := manifest.LastAddr(a.network)
-	next := func(ip netip.Addr) netip.Addr {
-		ip = ip.Next()
-		if !a.network.Contains(ip) || (ip.Is4() && ip == last) {
-			return a.network.Addr().Next()
-		}
-		return ip
-	}
-	ip, visited := start, 0
-	for tries := 0; visited < a.size() && tries < 2*a.size()+64; tries++ {
-		a.mu.Lock()
-		e, known := a.leases[ip]
-		busy := a.reserved[ip] || a.busy[ip] || (known && e.lease.NotAfter.After(now)) || (ip.Is4() && ip == last)
-		if !busy {
-			a.busy[ip] = true
-		}
-		a.mu.Unlock()
-		if busy {
-			ip, visited = next(ip), visited+1
-			continue
-		}
-		l := Lease{IP: ip, Holder: holder, Role: role, NotAfter: now.Add(claimHold)}
-		// The holder's pointer goes to the store alongside the claim, not
-		// after it: it is only a hint (held checks the lease it points
-		// to), so one that points at a claim lost here misleads no one,
-		// and the enrolment waits for one write instead of two.
-		var pointed chan error
-		if holder != "" {
-			pointed = make(chan error, 1)
-			go func() { pointed <- a.st.Put(ctx, holderPrefix+holder, []byte(ip.String())) }()
-		}
-		v, err := a.swap(ctx, e.version, l)
-		var perr error
-		if pointed != nil {
-			perr = <-pointed
-		}
-		a.mu.Lock()
-		delete(a.busy, ip)
+		l, err := sign(c.ip)
 		if err == nil {
-			a.leases[ip] = entry{lease: l, version: v}
-			a.start = next(ip)
+			if l.IP != c.ip || l.Holder != holder {
+				err = fmt.Errorf("issuer: a lease for %s (holder %q) was signed for %s (holder %q)", c.ip, holder, l.IP, l.Holder)
+			} else {
+				err = a.record(ctx, c, l)
+			}
+		}
+		a.mu.Lock()
+		delete(a.busy, c.ip)
+		if errors.Is(err, errLost) && !c.held && !fixed.IsValid() {
+			// Another coordinator is handing out addresses here: searching
+			// on from this one would trail it, losing address after
+			// address. A random point elsewhere is most likely free.
+			a.start = a.random()
 		}
 		a.mu.Unlock()
-		if errors.Is(err, store.ErrConflict) {
-			// Another coordinator got there first, or the guess was stale:
-			// learn the record and look at this address again.
-			got, gv, err := a.read(ctx, ip)
-			if errors.Is(err, store.ErrNotFound) {
-				a.mu.Lock()
-				delete(a.leases, ip)
-				a.mu.Unlock()
-				continue
-			}
-			if err != nil {
-				return Claim{}, err
-			}
-			a.mu.Lock()
-			a.leases[ip] = entry{lease: got, version: gv}
-			a.mu.Unlock()
-			if !got.NotAfter.After(now) && gv != e.version {
-				continue // expired: claim it from its current version
-			}
-			ip, visited = next(ip), visited+1
+		if errors.Is(err, errLost) {
 			continue
 		}
 		if err != nil {
-			return Claim{}, err
+			return Lease{}, err
 		}
-		if perr != nil {
-			return Claim{}, perr
-		}
-		return Claim{IP: ip, version: v}, nil
+		return l, nil
 	}
-	return Claim{}, ErrExhausted
+	return Lease{}, ErrClaimLost
 }
 
-// held returns a claim on the address holder already leases in role, if any.
-func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time) (Claim, bool, error) {
+// errLost: the record changed since the choice was made.
+var errLost = errors.New("issuer: lost the address to another coordinator")
+
+// choose picks the address for an enrolment and marks it busy, so this
+// coordinator's concurrent enrolments pass over it. Nothing is written.
+func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time) (choice, error) {
+	if fixed.IsValid() {
+		_, v, err := a.read(ctx, fixed)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return choice{}, err
+		}
+		a.mu.Lock()
+		a.busy[fixed] = true
+		a.mu.Unlock()
+		return choice{ip: fixed, version: v}, nil
+	}
+	if c, ok, err := a.held(ctx, holder, role, now); err != nil || ok {
+		if ok {
+			a.mu.Lock()
+			a.busy[c.ip] = true
+			a.mu.Unlock()
+		}
+		return c, err
+	}
+	// The first free address from start: coordinators that pick the same
+	// one settle it by compare-and-swap when they record.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ip := a.start
+	if !a.network.Contains(ip) {
+		ip = a.network.Addr().Next()
+	}
+	for range a.size() {
+		e, known := a.leases[ip]
+		if !a.reserved[ip] && !a.busy[ip] && (!known || !e.lease.NotAfter.After(now)) && !a.last(ip) {
+			a.busy[ip] = true
+			return choice{ip: ip, version: e.version}, nil
+		}
+		ip = a.next(ip)
+	}
+	return choice{}, ErrExhausted
+}
+
+// record writes the lease over the record choice c was made from, and with
+// it the holder's pointer (a hint: held checks the lease it points to).
+func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
+	var pointer []store.Record
+	if l.Holder != "" && !c.held {
+		pointer = append(pointer, store.Record{Key: holderPrefix + l.Holder, Value: []byte(c.ip.String())})
+	}
+	v, err := a.swap(ctx, c.version, l, pointer...)
+	if errors.Is(err, store.ErrConflict) {
+		// Another coordinator recorded it, or the guess was stale: learn
+		// the record, so the next choice knows it.
+		got, gv, rerr := a.read(ctx, c.ip)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		switch {
+		case errors.Is(rerr, store.ErrNotFound):
+			delete(a.leases, c.ip)
+		case rerr != nil:
+			return rerr
+		default:
+			a.leases[c.ip] = entry{lease: got, version: gv}
+		}
+		return errLost
+	}
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.leases[c.ip] = entry{lease: l, version: v}
+	if !c.held {
+		a.start = a.next(c.ip)
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+// random is a host address of the network picked at random.
+func (a *Allocator) random() netip.Addr {
+	var b [8]byte
+	rand.Read(b[:])
+	return a.nth(binary.BigEndian.Uint64(b[:]) % uint64(a.size()))
+}
+
+// nth is the network's n-th host address (counting from its first), wrapping
+// round.
+func (a *Allocator) nth(n uint64) netip.Addr {
+	b := a.network.Masked().Addr().AsSlice()
+	// Add n+1 to the address, from its last byte up (a.size() is at most
+	// 2^20, so the host part is never overflowed into the network's).
+	carry := n + 1
+	for i := len(b) - 1; i >= 0 && carry > 0; i-- {
+		sum := uint64(b[i]) + carry%256
+		b[i] = byte(sum)
+		carry = carry/256 + sum/256
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	if !a.network.Contains(ip) || a.last(ip) {
+		return a.network.Addr().Next()
+	}
+	return ip
+}
+
+// next is the address after ip in the search's order, wrapping round.
+func (a *Allocator) next(ip netip.Addr) netip.Addr {
+	ip = ip.Next()
+	if !a.network.Contains(ip) || a.last(ip) {
+		return a.network.Addr().Next()
+	}
+	return ip
+}
+
+// last: ip is the IPv4 network's broadcast address, never a host's.
+func (a *Allocator) last(ip netip.Addr) bool {
+	return ip.Is4() && ip == manifest.LastAddr(a.network)
+}
+
+// held returns the address holder already leases in role, if any.
+func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time) (choice, bool, error) {
 	if holder == "" {
-		return Claim{}, false, nil
+		return choice{}, false, nil
 	}
 	b, err := a.st.Get(ctx, holderPrefix+holder)
 	if errors.Is(err, store.ErrNotFound) {
-		return Claim{}, false, nil
+		return choice{}, false, nil
 	}
 	if err != nil {
-		return Claim{}, false, err
+		return choice{}, false, err
 	}
 	ip, err := netip.ParseAddr(string(b))
 	if err != nil || !a.network.Contains(ip) {
-		return Claim{}, false, nil
+		return choice{}, false, nil
 	}
 	l, v, err := a.read(ctx, ip)
 	if errors.Is(err, store.ErrNotFound) {
-		return Claim{}, false, nil
+		return choice{}, false, nil
 	}
 	if err != nil {
-		return Claim{}, false, err
+		return choice{}, false, err
 	}
 	// The pointer is only a hint: the lease itself must name this holder.
 	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) {
-		return Claim{}, false, nil
+		return choice{}, false, nil
 	}
-	return Claim{IP: ip, version: v}, true, nil
+	return choice{ip: ip, version: v, held: true}, true, nil
 }
 
 func (a *Allocator) size() int {
@@ -315,38 +374,12 @@ func (a *Allocator) read(ctx context.Context, ip netip.Addr) (Lease, store.Versi
 	return l, v, nil
 }
 
-func (a *Allocator) swap(ctx context.Context, old store.Version, l Lease) (store.Version, error) {
+func (a *Allocator) swap(ctx context.Context, old store.Version, l Lease, also ...store.Record) (store.Version, error) {
 	b, err := json.Marshal(l)
 	if err != nil {
 		return "", err
 	}
-	return a.st.Swap(ctx, leaseKey(l.IP), old, b)
-}
-
-// Record persists a signed certificate's lease over its claim.
-func (a *Allocator) Record(ctx context.Context, c Claim, l Lease) error {
-	v, err := a.swap(ctx, c.version, l)
-	if errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("%w: %s; retry", ErrClaimLost, c.IP)
-	}
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	a.leases[l.IP] = entry{lease: l, version: v}
-	a.mu.Unlock()
-	return nil
-}
-
-// Forget gives up a claim whose certificate was not issued. The claim record
-// stays in the store until it expires (claimHold): deleting it could delete a
-// record another coordinator wrote since.
-func (a *Allocator) Forget(c Claim) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if e, ok := a.leases[c.IP]; ok && e.version == c.version && e.lease.Fingerprint == "" {
-		delete(a.leases, c.IP)
-	}
+	return a.st.Swap(ctx, leaseKey(l.IP), old, b, also...)
 }
 
 // Release ends the lease of the certificate with this fingerprint at ip if

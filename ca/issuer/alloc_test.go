@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,8 +62,15 @@ func allocators(t *testing.T, st store.Store, n int) []*issuer.Allocator {
 	return out
 }
 
-func lease(c issuer.Claim, holder string, now time.Time) issuer.Lease {
-	return issuer.Lease{IP: c.IP, Name: "web-" + c.IP.String(), Role: "web", Holder: holder, Fingerprint: "fp-" + holder, ReleaseHash: "r-" + holder, NotAfter: now.Add(time.Hour)}
+func lease(ip netip.Addr, holder string, now time.Time) issuer.Lease {
+	return issuer.Lease{IP: ip, Name: "web-" + ip.String(), Role: "web", Holder: holder, Fingerprint: "fp-" + holder, ReleaseHash: "r-" + holder, NotAfter: now.Add(time.Hour)}
+}
+
+// issue leases an address to holder through a, as an enrolment does.
+func issue(a *issuer.Allocator, holder string, now time.Time) (issuer.Lease, error) {
+	return a.Issue(context.Background(), netip.Addr{}, holder, "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+		return lease(ip, holder, now), nil
+	})
 }
 
 // Three allocators (three coordinators) over one store hand out every address
@@ -75,7 +84,6 @@ func TestAllocatorsShareTheStore(t *testing.T) {
 }
 
 func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread bool) {
-	ctx := context.Background()
 	all := allocators(t, open(t), 3)
 	if spread {
 		for i, a := range all {
@@ -93,7 +101,7 @@ func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread boo
 			defer wg.Done()
 			a := all[i%3]
 			holder := fmt.Sprintf("h%d", i)
-			c, err := a.Allocate(ctx, netip.Addr{}, holder, "web", now)
+			l, err := issue(a, holder, now)
 			if errors.Is(err, issuer.ErrExhausted) {
 				mu.Lock()
 				exhausted++
@@ -104,16 +112,12 @@ func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread boo
 				t.Error(err)
 				return
 			}
-			if err := a.Record(ctx, c, lease(c, holder, now)); err != nil {
-				t.Error(err)
-				return
-			}
 			mu.Lock()
 			defer mu.Unlock()
-			if other, dup := got[c.IP]; dup {
-				t.Errorf("%s given to %s and %s", c.IP, other, holder)
+			if other, dup := got[l.IP]; dup {
+				t.Errorf("%s given to %s and %s", l.IP, other, holder)
 			}
-			got[c.IP] = holder
+			got[l.IP] = holder
 		}()
 	}
 	wg.Wait()
@@ -125,7 +129,7 @@ func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread boo
 	}
 }
 
-func TestAllocatorClaims(t *testing.T) {
+func TestAllocatorIssue(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	st, err := store.OpenFile(t.TempDir())
@@ -136,76 +140,139 @@ func TestAllocatorClaims(t *testing.T) {
 	a, b := all[0], all[1]
 
 	// The same key enrolling again, at another coordinator, keeps its address.
-	c1, err := a.Allocate(ctx, netip.Addr{}, "key1", "web", now)
+	l1, err := issue(a, "key1", now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Record(ctx, c1, lease(c1, "key1", now)); err != nil {
-		t.Fatal(err)
+	if l2, err := issue(b, "key1", now); err != nil || l2.IP != l1.IP {
+		t.Fatalf("the same key got %s (%v) at the second coordinator, had %s", l2.IP, err, l1.IP)
 	}
-	c2, err := b.Allocate(ctx, netip.Addr{}, "key1", "web", now)
+
+	// Two coordinators sign certificates for the same address at once: the
+	// one recorded first counts, and the other is signed again for another
+	// address (b does not know a's choice; its search starts where a's does).
+	var signed []netip.Addr
+	var l3 issuer.Lease
+	l2, err := a.Issue(ctx, netip.Addr{}, "key2", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+		signed = append(signed, ip)
+		if len(signed) == 1 {
+			if l3, err = issue(b, "key3", now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return lease(ip, "key2", now), nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2.IP != c1.IP {
-		t.Fatalf("the same key got %s at the second coordinator, had %s", c2.IP, c1.IP)
+	if len(signed) != 2 || signed[0] != l3.IP || l2.IP == l3.IP || l2.IP != signed[1] {
+		t.Fatalf("key2 signed for %v and got %s; key3 got %s", signed, l2.IP, l3.IP)
 	}
-	if err := b.Record(ctx, c2, lease(c2, "key1", now)); err != nil {
-		t.Fatal(err)
-	}
-	// A claim whose coordinator died before signing holds the address for a
-	// minute, and the same key retried elsewhere gets it.
-	c3, err := a.Allocate(ctx, netip.Addr{}, "key2", "web", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c4, _ := b.Allocate(ctx, netip.Addr{}, "key2", "web", now); c4.IP != c3.IP {
-		t.Fatalf("a retry of key2 got %s, its claim is on %s", c4.IP, c3.IP)
-	}
-	if c5, _ := b.Allocate(ctx, netip.Addr{}, "key3", "web", now); c5.IP == c3.IP {
-		t.Fatalf("key3 got %s while key2's claim holds it", c5.IP)
-	}
-	// After the hold another key may take it (once the search comes round
-	// to it), and the first claim is lost.
-	later := now.Add(2 * time.Minute)
-	var taken issuer.Claim
-	var holder string
-	for i := range 62 {
-		holder = fmt.Sprintf("key4-%d", i)
-		c, err := b.Allocate(ctx, netip.Addr{}, holder, "web", later)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.IP == c3.IP {
-			taken = c
-			break
-		}
-		if err := b.Record(ctx, c, lease(c, holder, later)); err != nil {
-			t.Fatal(err)
+	for _, l := range []issuer.Lease{l2, l3} {
+		if b, err := st.Get(ctx, "lease-"+strings.ReplaceAll(l.IP.String(), ".", "-")); err != nil || !strings.Contains(string(b), l.Fingerprint) {
+			t.Fatalf("the store's record of %s: %s, %v; want %s's", l.IP, b, err, l.Holder)
 		}
 	}
-	if taken.IP != c3.IP {
-		t.Fatalf("the expired claim on %s was never reused", c3.IP)
+
+	// A certificate that is never signed (the coordinator failed, or died
+	// before recording) leaves nothing behind: the next enrolment gets the
+	// address it was for.
+	var lost netip.Addr
+	boom := errors.New("signing failed")
+	if _, err := a.Issue(ctx, netip.Addr{}, "key4", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+		lost = ip
+		return issuer.Lease{}, boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("a failed signature: %v", err)
 	}
-	if err := b.Record(ctx, taken, lease(taken, holder, later)); err != nil {
-		t.Fatal(err)
+	if _, err := st.Get(ctx, "lease-"+strings.ReplaceAll(lost.String(), ".", "-")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a record for %s, whose certificate was never signed: %v", lost, err)
 	}
-	if err := a.Record(ctx, c3, lease(c3, "key2", now)); !errors.Is(err, issuer.ErrClaimLost) {
-		t.Fatalf("recording over a lost claim: %v, want ErrClaimLost", err)
+	if l5, err := issue(a, "key5", now); err != nil || l5.IP != lost {
+		t.Fatalf("the next enrolment got %s (%v), want %s", l5.IP, err, lost)
 	}
 
 	// A lease issued by one coordinator is released at another.
-	if err := b.Release(ctx, c1.IP, "fp-key1", "wrong"); err == nil {
+	if err := b.Release(ctx, l1.IP, "fp-key1", "wrong"); err == nil {
 		t.Fatal("release with a wrong token succeeded")
 	}
-	if err := b.Release(ctx, c1.IP, "fp-key1", "r-key1"); err != nil {
+	if err := b.Release(ctx, l1.IP, "fp-key1", "r-key1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Get(ctx, "lease-10-42-0-2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("lease after release: %v", err)
 	}
-	if err := a.Release(ctx, c1.IP, "fp-key1", "r-key1"); err != nil {
+	if err := a.Release(ctx, l1.IP, "fp-key1", "r-key1"); err != nil {
 		t.Fatalf("second release: %v", err)
+	}
+}
+
+// counting is a real store that counts compare-and-swaps.
+type counting struct {
+	store.Store
+	swaps atomic.Int32
+}
+
+func (c *counting) Swap(ctx context.Context, key string, old store.Version, value []byte, also ...store.Record) (store.Version, error) {
+	c.swaps.Add(1)
+	return c.Store.Swap(ctx, key, old, value, also...)
+}
+
+// A coordinator whose search runs into addresses another one handed out
+// meanwhile moves elsewhere instead of trailing it, losing one address after
+// another.
+func TestAllocatorMovesAwayFromAnother(t *testing.T) {
+	fs, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &counting{Store: fs}
+	m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []*issuer.Allocator
+	for range 2 {
+		a, err := issuer.NewAllocator(st, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, a)
+	}
+	now := time.Now()
+	for i := range 20 { // a's, from the start b's search begins at too
+		if _, err := issue(all[0], fmt.Sprintf("a%d", i), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.swaps.Store(0)
+	for i := range 20 {
+		if _, err := issue(all[1], fmt.Sprintf("b%d", i), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := st.swaps.Load(); n > 25 {
+		t.Fatalf("20 enrolments at the second coordinator took %d compare-and-swaps (trailing the first's 20 addresses takes 40)", n)
+	}
+}
+
+// conflicting is a store on which every compare-and-swap loses.
+type conflicting struct{ store.Store }
+
+func (conflicting) Swap(context.Context, string, store.Version, []byte, ...store.Record) (store.Version, error) {
+	return "", store.ErrConflict
+}
+
+// An enrolment that keeps losing its address gives up, with an error that
+// says to retry, instead of searching for ever.
+func TestAllocatorGivesUp(t *testing.T) {
+	fs, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := allocators(t, conflicting{fs}, 1)[0]
+	if _, err := issue(a, "key", time.Now()); !errors.Is(err, issuer.ErrClaimLost) {
+		t.Fatalf("every swap lost: %v, want ErrClaimLost", err)
 	}
 }
 
@@ -220,7 +287,7 @@ type racing struct {
 	gate  chan struct{}
 }
 
-func (r *racing) Swap(ctx context.Context, key string, old store.Version, value []byte) (store.Version, error) {
+func (r *racing) Swap(ctx context.Context, key string, old store.Version, value []byte, also ...store.Record) (store.Version, error) {
 	r.mu.Lock()
 	r.swaps++
 	if r.swaps == r.n {
@@ -231,10 +298,10 @@ func (r *racing) Swap(ctx context.Context, key string, old store.Version, value 
 	case <-r.gate:
 	case <-time.After(time.Second):
 	}
-	return r.Store.Swap(ctx, key, old, value)
+	return r.Store.Swap(ctx, key, old, value, also...)
 }
 
-// One coordinator's concurrent enrolments claim different addresses instead
+// One coordinator's concurrent enrolments choose different addresses instead
 // of racing each other for the lowest free one in the store.
 func TestAllocatorConcurrentClaims(t *testing.T) {
 	const n = 8
@@ -251,12 +318,12 @@ func TestAllocatorConcurrentClaims(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := a.Allocate(context.Background(), netip.Addr{}, fmt.Sprintf("key%d", i), "web", now)
+			l, err := issue(a, fmt.Sprintf("key%d", i), now)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			ips[i] = c.IP
+			ips[i] = l.IP
 		}()
 	}
 	wg.Wait()
@@ -268,6 +335,6 @@ func TestAllocatorConcurrentClaims(t *testing.T) {
 		seen[ip] = true
 	}
 	if st.swaps != n {
-		t.Fatalf("%d concurrent claims took %d compare-and-swaps, want %d (no lost races)", n, st.swaps, n)
+		t.Fatalf("%d concurrent enrolments took %d compare-and-swaps, want %d (no lost races)", n, st.swaps, n)
 	}
 }

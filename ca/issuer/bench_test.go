@@ -35,7 +35,7 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// BenchmarkAllocate is one address claimed and recorded (Allocate + Record)
+// BenchmarkAllocate is one address chosen and its lease recorded (Issue)
 // in a /16 that already holds n leases, over the file store on tmpfs: the
 // allocator's own cost, not a disk's or a network's.
 func BenchmarkAllocate(b *testing.B) {
@@ -65,11 +65,9 @@ func BenchmarkAllocate(b *testing.B) {
 			ctx, now := context.Background(), time.Now()
 			alloc := func(i int) {
 				holder := fmt.Sprintf("key%d", i)
-				c, err := a.Allocate(ctx, netip.Addr{}, holder, "web", now)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := a.Record(ctx, c, lease(c, holder, now)); err != nil {
+				if _, err := a.Issue(ctx, netip.Addr{}, holder, "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+					return lease(ip, holder, now), nil
+				}); err != nil {
 					b.Fatal(err)
 				}
 			}

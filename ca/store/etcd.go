@@ -120,15 +120,17 @@ func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, err
 }
 
 // Swap implements Store.
-func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
-	if !ValidKey(key) || key == "latest" {
-		return "", fmt.Errorf("store: invalid key %q", key)
+func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
+	for _, k := range append([]string{key}, keys(also)...) {
+		if !ValidKey(k) || k == "latest" {
+			return "", fmt.Errorf("store: invalid key %q", k)
+		}
 	}
-	return e.swap(ctx, e.prefix+key, old, value)
+	return e.swap(ctx, e.prefix+key, old, value, also...)
 }
 
-// swap is one etcd transaction on the key's revisions.
-func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+// swap is one etcd transaction on the key's revisions, which also puts also.
+func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
 	var cmp clientv3.Cmp
 	if old == "" {
 		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
@@ -139,7 +141,11 @@ func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) 
 		}
 		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
 	}
-	r, err := e.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(value))).Commit()
+	ops := []clientv3.Op{clientv3.OpPut(key, string(value))}
+	for _, a := range also {
+		ops = append(ops, clientv3.OpPut(e.prefix+a.Key, string(a.Value)))
+	}
+	r, err := e.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
 	if err != nil {
 		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(key, e.prefix), err)
 	}

@@ -131,16 +131,18 @@ func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error
 }
 
 // Swap implements Store.
-func (f *File) Swap(_ context.Context, key string, old Version, value []byte) (Version, error) {
-	if !ValidKey(key) || key == latestFile {
-		return "", fmt.Errorf("store: invalid key %q", key)
+func (f *File) Swap(_ context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
+	for _, k := range append([]string{key}, keys(also)...) {
+		if !ValidKey(k) || k == latestFile {
+			return "", fmt.Errorf("store: invalid key %q", k)
+		}
 	}
-	return f.swap(key, old, value)
+	return f.swap(key, old, value, also...)
 }
 
 // swap compares and swaps the file name under the store's lock (one lock for
 // every key: swaps are short and rare next to reads).
-func (f *File) swap(name string, old Version, value []byte) (Version, error) {
+func (f *File) swap(name string, old Version, value []byte, also ...Record) (Version, error) {
 	lock, err := os.OpenFile(filepath.Join(f.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("store: %w", err)
@@ -163,6 +165,11 @@ func (f *File) swap(name string, old Version, value []byte) (Version, error) {
 	}
 	if err := atomicfile.Write(f.dir, name, value); err != nil {
 		return "", fmt.Errorf("store: %w", err)
+	}
+	for _, a := range also {
+		if err := atomicfile.Write(f.dir, a.Key, a.Value); err != nil {
+			return "", fmt.Errorf("store: %w", err)
+		}
 	}
 	return version(value), nil
 }

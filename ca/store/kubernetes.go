@@ -177,11 +177,23 @@ func (k *Kubernetes) GetVersion(ctx context.Context, key string) ([]byte, Versio
 }
 
 // Swap implements Store.
-func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
-	if !ValidKey(key) || key == "latest" {
-		return "", fmt.Errorf("store: invalid key %q", key)
+func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
+	for _, n := range append([]string{key}, keys(also)...) {
+		if !ValidKey(n) || n == "latest" {
+			return "", fmt.Errorf("store: invalid key %q", n)
+		}
 	}
-	return k.swap(ctx, key, old, value)
+	v, err := k.swap(ctx, key, old, value)
+	if err != nil {
+		return "", err
+	}
+	// ConfigMaps have no transaction across objects: the hints follow.
+	for _, a := range also {
+		if err := k.Put(ctx, a.Key, a.Value); err != nil {
+			return "", err
+		}
+	}
+	return v, nil
 }
 
 // swap creates the ConfigMap, or updates it at the resourceVersion old.

@@ -43,14 +43,31 @@ type Store interface {
 	GetVersion(ctx context.Context, key string) ([]byte, Version, error)
 	// Swap replaces the value under key if it is still at old ("" means key
 	// must not exist yet); otherwise ErrConflict and nothing changes. Records
-	// written with Swap are written only with Swap (and Delete).
-	Swap(ctx context.Context, key string, old Version, value []byte) (Version, error)
+	// written with Swap are written only with Swap (and Delete). also are
+	// records of the Put kind set when the swap succeeds, in the same
+	// transaction where the backend has one (etcd) and right after it
+	// otherwise: hints their readers check, never what decides a swap.
+	Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error)
 	// Watch sends after the latest pointer changes (by anyone), until ctx ends.
 	// Notifications may be merged; readers re-read Latest.
 	Watch(ctx context.Context) <-chan struct{}
 }
 
+// Record is a key and its value.
+type Record struct {
+	Key   string
+	Value []byte
+}
+
 var keyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,200}$`)
+
+func keys(rs []Record) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Key
+	}
+	return out
+}
 
 // ValidKey reports whether key is usable in every backend.
 func ValidKey(key string) bool { return keyRE.MatchString(key) }

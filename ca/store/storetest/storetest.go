@@ -167,6 +167,23 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		if _, err := s.Swap(ctx, "lease-a", "", []byte("new")); err != nil {
 			t.Fatalf("create after delete: %v", err)
 		}
+		// A swap's other records are set when it succeeds, never when it fails.
+		hint := store.Record{Key: "holder-x", Value: []byte("10.0.0.1")}
+		if _, err := s.Swap(ctx, "lease-a", "", []byte("lost"), hint); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("create over an existing record: %v, want ErrConflict", err)
+		}
+		if _, err := s.Get(ctx, "holder-x"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a failed swap's other record: %v, want ErrNotFound", err)
+		}
+		if _, err := s.Swap(ctx, "lease-c", "", []byte("c"), hint); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, "holder-x"); err != nil || string(got) != "10.0.0.1" {
+			t.Fatalf("a swap's other record = %q, %v", got, err)
+		}
+		if _, err := s.Swap(ctx, "lease-d", "", []byte("d"), store.Record{Key: "latest", Value: []byte("x")}); err == nil {
+			t.Fatal("a swap set the latest pointer as another record")
+		}
 	})
 	t.Run("concurrent record claims: exactly one wins", func(t *testing.T) {
 		s := open(t)
