@@ -86,6 +86,9 @@ type EnrolResponse struct {
 	// ReleaseToken lets the holder give the IP back before the certificate
 	// expires (CNI DEL). Only its hash is stored.
 	ReleaseToken string `json:"releaseToken,omitempty"`
+	// Next is a nonce for the requester's next enrolment at this coordinator,
+	// so that it need not ask for one (Client.EnrolNonce keeps it).
+	Next *NonceResponse `json:"next,omitempty"`
 }
 
 // Lighthouse is where a host finds the others.

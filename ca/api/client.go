@@ -28,6 +28,8 @@ type Client struct {
 	// one: a single coordinator's client from Coordinators, its URL already
 	// expanded (no name lookup per call).
 	one bool
+	// spares are shared with the clients Coordinators hands out.
+	spares *spares
 	// Resolver looks up coordinators' names (net.DefaultResolver if nil).
 	Resolver *net.Resolver
 }
@@ -56,7 +58,7 @@ func NewClient(base string, rt ...http.RoundTripper) *Client {
 			bases = append(bases, b)
 		}
 	}
-	return &Client{bases: bases, http: c}
+	return &Client{bases: bases, http: c, spares: &spares{m: map[string][]spare{}}}
 }
 
 // Coordinators returns one client per coordinator, the last one that answered
@@ -75,7 +77,7 @@ func (c *Client) Coordinators(ctx context.Context) []*Client {
 	c.mu.Unlock()
 	out := make([]*Client, 0, len(urls))
 	for _, u := range urls {
-		one := &Client{bases: []string{u}, http: c.http, one: true}
+		one := &Client{bases: []string{u}, http: c.http, one: true, spares: c.spares}
 		if u == good {
 			out = append([]*Client{one}, out...)
 		} else {
@@ -140,10 +142,17 @@ func Retryable(err error) bool {
 	switch {
 	case se.Code >= 500:
 		return true
-	case se.Code == http.StatusForbidden && strings.Contains(se.Msg, "nonce"):
+	case NonceRefused(err):
 		return true
 	}
 	return false
+}
+
+// NonceRefused reports whether a coordinator refused a request for its nonce
+// (unknown, used or expired), not for what the request proved.
+func NonceRefused(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code == http.StatusForbidden && strings.Contains(se.Msg, "nonce")
 }
 
 // SetManifest sets or replaces the manifest.
@@ -210,10 +219,78 @@ func (c *Client) Nonce(ctx context.Context) (*NonceResponse, error) {
 	return &n, c.do(ctx, http.MethodPost, "/v1/nonce", nil, &n)
 }
 
-// Enrol asks for a certificate.
+// Enrol asks for a certificate. The nonce the answer carries for the next
+// enrolment is kept for EnrolNonce (by a client for one coordinator, as
+// Coordinators hands out), not passed on.
 func (c *Client) Enrol(ctx context.Context, req *EnrolRequest) (*EnrolResponse, error) {
 	var r EnrolResponse
-	return &r, c.post(ctx, "/v1/enrol", req, &r)
+	if err := c.post(ctx, "/v1/enrol", req, &r); err != nil {
+		return &r, err
+	}
+	if r.Next != nil && c.one {
+		c.spares.put(c.bases[0], *r.Next)
+	}
+	r.Next = nil
+	return &r, nil
+}
+
+// EnrolNonce returns a nonce for an enrolment at this coordinator: one that
+// an earlier answer of it carried, if one is still fresh (spare is true:
+// the coordinator may have forgotten it since, by restarting; ask Nonce
+// then), else a new one from Nonce.
+func (c *Client) EnrolNonce(ctx context.Context) (n *NonceResponse, spare bool, err error) {
+	if c.one {
+		if s, ok := c.spares.take(c.bases[0]); ok {
+			return &s, true, nil
+		}
+	}
+	n, err = c.Nonce(ctx)
+	return n, false, err
+}
+
+// SpareNonceAge is how long a client keeps a nonce an answer carried,
+// counted from its arrival on the client's own clock (so clock skew does not
+// matter); a coordinator's nonces live longer than this.
+const SpareNonceAge = 30 * time.Second
+
+// maxSpares bounds the nonces kept per coordinator: as many as a busy agent
+// has enrolments under way there at once.
+const maxSpares = 64
+
+type spares struct {
+	mu sync.Mutex
+	m  map[string][]spare
+}
+
+type spare struct {
+	n     NonceResponse
+	until time.Time
+}
+
+func (s *spares) put(url string, n NonceResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m[url]) < maxSpares {
+		s.m[url] = append(s.m[url], spare{n: n, until: time.Now().Add(SpareNonceAge)})
+	}
+}
+
+// take returns the oldest fresh spare for url, dropping the stale ones
+// (they arrived in order, so those are the oldest).
+func (s *spares) take(url string) (NonceResponse, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.m[url]
+	now := time.Now()
+	for len(l) > 0 && !now.Before(l[0].until) {
+		l = l[1:]
+	}
+	if len(l) == 0 {
+		delete(s.m, url)
+		return NonceResponse{}, false
+	}
+	s.m[url] = l[1:]
+	return l[0].n, true
 }
 
 // Release gives an IP back.

@@ -6,3 +6,6 @@ func SetMaxStatusHosts(n int) func() {
 	maxStatusHosts = n
 	return func() { maxStatusHosts = old }
 }
+
+// MaxNonces is the bound on outstanding nonces.
+const MaxNonces = maxNonces
