@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,12 +46,15 @@ const etcdIP = "10.98.0.1"
 // namespace that routes between them and runs etcd, the shared store. The
 // test's clients (many agents) dial from the hub.
 type lab struct {
-	t      testing.TB
-	dir    string
-	net    *netlab.Lab
-	hub    *netlab.NS
-	ns     []*netlab.NS
-	procs  []*exec.Cmd
+	t     testing.TB
+	dir   string
+	net   *netlab.Lab
+	hub   *netlab.NS
+	ns    []*netlab.NS
+	procs []*exec.Cmd
+	store *exec.Cmd // etcd
+	// conns counts the attested connections the clients made.
+	conns  atomic.Int64
 	teeDir string
 	policy manifest.Attestation
 	// workload is the simulated TEE the agents' evidence comes from.
@@ -104,7 +109,7 @@ func newLab(t testing.TB, n int) *lab {
 		must(ns.DefaultRoute(fmt.Sprintf("10.98.%d.1", i+1)))
 		l.ns = append(l.ns, ns)
 	}
-	_, err = l.net.Start(l.hub, l.path("etcd.log"), etcd, "--data-dir", l.path("etcd"), "--name", "ha",
+	l.store, err = l.net.Start(l.hub, l.path("etcd.log"), etcd, "--data-dir", l.path("etcd"), "--name", "ha",
 		"--listen-client-urls", "http://"+etcdIP+":2379", "--advertise-client-urls", "http://"+etcdIP+":2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "ha=http://127.0.0.1:2380", "--log-level", "error")
@@ -193,6 +198,30 @@ func (l *lab) get(url string) error {
 	return nil
 }
 
+// storeOps is how many key-value operations etcd has served (its own gRPC
+// counters: Range, Txn, Put, DeleteRange).
+func (l *lab) storeOps(b testing.TB) int {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
+	resp, err := c.Get("http://" + etcdIP + ":2379/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_service="etcdserverpb.KV"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
+		}
+	}
+	return n
+}
+
 // wait polls cond for up to 60 s (a bound against hangs, not a timing goal).
 func (l *lab) wait(cond func() error, what string) error {
 	var err error
@@ -209,7 +238,11 @@ func (l *lab) ready(i int) error { return l.get("http://" + ip(i) + ":7081/ready
 // client reaches the coordinators at urls over attested TLS, from the hub.
 func (l *lab) client(urls ...string) *api.Client {
 	// Connections are kept, as an agent's are (atls.Pool).
-	pool := atls.NewPool(func(c *attest.Claims) error { return c.Satisfies(l.policy) }, nil, l.dial((&net.Dialer{Timeout: 3 * time.Second}).DialContext))
+	dial := l.dial((&net.Dialer{Timeout: 3 * time.Second}).DialContext)
+	pool := atls.NewPool(func(c *attest.Claims) error { return c.Satisfies(l.policy) }, nil, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		l.conns.Add(1)
+		return dial(ctx, network, addr)
+	})
 	return api.NewClient(strings.Join(urls, ","), pool)
 }
 

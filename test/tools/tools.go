@@ -148,6 +148,10 @@ func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
 	} else {
 		code = m.Run()
 	}
-	os.RemoveAll(dir)
+	// Profiling a test's processes needs their binaries after it ends
+	// (perf report names symbols from them).
+	if os.Getenv("SEALMESH_KEEP_TEST_BINARIES") == "" {
+		os.RemoveAll(dir)
+	}
 	os.Exit(code)
 }
