@@ -145,9 +145,9 @@ func once(ctx context.Context, c *api.Client, pub []byte, prove func(*api.EnrolR
 		if err := prove(req); err != nil {
 			return nil, false, err
 		}
-		resp, err := c.Enrol(ctx, req)
-		if !spare || !api.NonceRefused(err) {
-			return resp, true, err
+		resp, enrolErr := c.Enrol(ctx, req)
+		if !spare || !api.NonceRefused(enrolErr) {
+			return resp, true, enrolErr
 		}
 		n, err = c.Nonce(ctx)
 		spare = false
