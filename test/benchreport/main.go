@@ -214,7 +214,7 @@ const notes = `
   one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
   making the pod's netns): the reference bridge + host-local alone, and with sealmesh-cni
   chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
-  lease claimed in the store, a Nebula process started in the pod's netns). The
+  lease recorded in the store, a Nebula process started in the pod's netns). The
   difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
   coordinator and the pods' Nebula processes.
 
@@ -236,25 +236,36 @@ const notes = `
   this machine's two cores. *CryptoFloor*: what an enrolment cannot avoid, on one core:
   verifying simulated SNP evidence (report signature and the ARK/ASK/VCEK chain) and
   signing the Nebula certificate, as enrolments per second. *Enrol*: 24 agents (each
-  with its kept attested connections, as an agent has) enrolling one pod after another
-  for 3 s against one coordinator and against three: enrolments per second,
-  *floor-ratio* (that rate over the floor's), the latency of one enrolment (nonce,
-  evidence, verification, address claimed by compare-and-swap in etcd, certificate),
-  *cpu-ms/enrol* (the coordinators' user+system time per enrolment; the floor is
-  ms/enrol of CryptoFloor), then *half-rate* latencies: enrolments started at half the
-  measured peak rate, open loop, each timed from when it was due. Issue 7's goals are a
-  floor ratio of 0.7 and a half-rate p99 under 20 ms; both are missed here, and why is
-  in the figures: the coordinator spends 1.5–2× the floor's CPU per enrolment
-  (HTTP and JSON, three etcd round trips, the Go runtime), and it shares the two cores
-  with the 24 agents making their evidence (a P-384 signature each) and with etcd, so it
-  gets about one core; the half-rate tail is not queueing at the coordinator (p50 stays
-  near 10 ms), and our reading, not measured apart, is that it is that sharing (GC and
-  scheduling pauses of three busy processes on two cores). What moved it: kept attested connections (a handshake costs the coordinator an
-  evidence report and the agent its verification; per request, that was a third of the
-  coordinator's CPU), one coordinator's concurrent enrolments claiming different
-  addresses, and next-fit allocation: 114 → about 600 enrolments/s. What would move it
-  further: agents on machines of their own; batching the store's writes. Three
-  coordinators add availability here, not throughput: the cores are shared. *Failover*:
+  with the attested connections a few enrolments at once need already made and kept, as
+  an agent's pool keeps them) enrolling one pod after another for 3 s against one
+  coordinator and against three: enrolments per second, *floor-ratio* (that rate over
+  the floor's), the latency of one enrolment (evidence, verification, an address chosen
+  and its lease recorded by one compare-and-swap in etcd, certificate; the nonce came
+  with the agent's previous answer), *cpu-ms/enrol* (the coordinators' user+system time
+  per enrolment; the floor is ms/enrol of CryptoFloor), *agents-cpu-ms/enrol* and
+  *store-cpu-ms/enrol* (where the rest of the two cores goes: this process, which makes
+  the agents' keys and evidence, and etcd), *store-ops/enrol* (etcd's own operation
+  counters), then *half-rate* latencies: enrolments started at half the measured peak
+  rate, open loop, each timed from when it was due, and *half-rate-handshakes*, the
+  attested handshakes made during that run (0: the latencies are of enrolments, not of
+  connection set-up). Issue 7's goals are a floor ratio of at least 0.7 and a half-rate
+  p99 under 20 ms. Throughput is CPU-bound across three processes: an enrolment costs
+  the two cores about 1.7 ms, of which the coordinator about 1.0 (verification is most
+  of it; the rest is HTTP, JSON, two etcd round trips and the Go runtime), the agents
+  about 0.45 (a third of it the simulated TEE's P-384 signature, which on real SNP the
+  security processor makes, not the guest's CPU) and etcd about 0.25. What moved it
+  from 0.54 to about 0.75 of the floor: each answer carries the agent's next nonce (one
+  request per enrolment, not two), the certificate is signed before its lease is
+  recorded in one write (three writes before), a cached VCEK chain skips parsing its
+  certificates, and the agent derives its X25519 public key once. Before that: kept
+  attested connections (per request, handshakes were a third of the coordinator's CPU),
+  one coordinator's concurrent enrolments choosing different addresses, and next-fit
+  allocation (114 → about 600 enrolments/s). The half-rate tail was attested handshakes
+  made during bursts, before the agents' connections were warmed; what is left is GC
+  and scheduling of four busy processes on two cores. What would move it further:
+  agents on machines of their own; HTTP/2, so that a burst never needs a new
+  connection. Three coordinators add availability here, not throughput: the cores are
+  shared, and each process brings its own runtime (more CPU per enrolment than one). *Failover*:
   four agents enrolling through one client listing all three coordinators, the one they
   use killed with SIGKILL: from the signal to each agent's first enrolment completed
   elsewhere (the one in flight fails, is retried with a fresh nonce at the next
@@ -270,8 +281,8 @@ const notes = `
   the convergence; the seven members are a fresh cluster.
 
 - **ca/issuer BenchmarkSign, BenchmarkAllocate**: the two other hot paths of an
-  enrolment, on one core: signing a Nebula host certificate (Ed25519), and claiming and
-  recording an address (` + "`Allocate` + `Record`" + `) in a /16 holding 0 or 10,000 leases, over the
+  enrolment, on one core: signing a Nebula host certificate (Ed25519), and choosing an
+  address and recording its lease (` + "`Issue`" + `) in a /16 holding 0 or 10,000 leases, over the
   file store on tmpfs, so the figure is the allocator and the store's encoding, not a
   disk.
 `
