@@ -72,8 +72,12 @@ type choice struct {
 	// version is the lease record's the choice was made from ("" for none),
 	// for the compare-and-swap that records the certificate.
 	version store.Version
-	// held: the holder's pointer already names this address.
+	// held: the address is the holder's already (its pointer names it, or
+	// it is fixed): no pointer is written and the search does not move.
 	held bool
+	// pointer is the version of the holder's pointer to replace ("" for
+	// none) when the choice is not held.
+	pointer store.Version
 }
 
 type entry struct {
@@ -172,8 +176,12 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 	// Each address lost teaches this allocator the record it lost to, so
 	// losses are bounded by the network's size; the bound is for a store
 	// that misbehaves.
+	// A key is assumed new, so its lease costs one write: its pointer is
+	// recorded on condition that there is none. If there is one, it is
+	// looked up and the search starts again from what it says.
+	lookup := false
 	for range 2*a.size() + 64 {
-		c, err := a.choose(ctx, fixed, holder, role, now)
+		c, err := a.choose(ctx, fixed, holder, role, now, lookup)
 		if err != nil {
 			return Lease{}, err
 		}
@@ -194,6 +202,10 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 			a.start = a.random()
 		}
 		a.mu.Unlock()
+		if errors.Is(err, errPointer) {
+			lookup = true
+			continue
+		}
 		if errors.Is(err, errLost) {
 			continue
 		}
@@ -205,12 +217,18 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 	return Lease{}, ErrClaimLost
 }
 
-// errLost: the record changed since the choice was made.
-var errLost = errors.New("issuer: lost the address to another coordinator")
+var (
+	// errLost: the record changed since the choice was made.
+	errLost = errors.New("issuer: lost the address to another coordinator")
+	// errPointer: the holder's pointer is not what the choice assumed.
+	errPointer = errors.New("issuer: the holder's pointer changed")
+)
 
 // choose picks the address for an enrolment and marks it busy, so this
-// coordinator's concurrent enrolments pass over it. Nothing is written.
-func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time) (choice, error) {
+// coordinator's concurrent enrolments pass over it. Nothing is written; the
+// store is read only for a fixed address, or for the holder's pointer when
+// lookup is set.
+func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time, lookup bool) (choice, error) {
 	if fixed.IsValid() {
 		_, v, err := a.read(ctx, fixed)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -219,15 +237,21 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 		a.mu.Lock()
 		a.busy[fixed] = true
 		a.mu.Unlock()
-		return choice{ip: fixed, version: v}, nil
+		return choice{ip: fixed, version: v, held: true}, nil
 	}
-	if c, ok, err := a.held(ctx, holder, role, now); err != nil || ok {
+	var pointer store.Version
+	if lookup {
+		c, ok, pv, err := a.held(ctx, holder, role, now)
+		if err != nil {
+			return choice{}, err
+		}
 		if ok {
 			a.mu.Lock()
 			a.busy[c.ip] = true
 			a.mu.Unlock()
+			return c, nil
 		}
-		return c, err
+		pointer = pv
 	}
 	// The first free address from start: coordinators that pick the same
 	// one settle it by compare-and-swap when they record.
@@ -241,7 +265,7 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 		e, known := a.leases[ip]
 		if !a.reserved[ip] && !a.busy[ip] && (!known || !e.lease.NotAfter.After(now)) && !a.last(ip) {
 			a.busy[ip] = true
-			return choice{ip: ip, version: e.version}, nil
+			return choice{ip: ip, version: e.version, pointer: pointer}, nil
 		}
 		ip = a.next(ip)
 	}
@@ -249,11 +273,13 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 }
 
 // record writes the lease over the record choice c was made from, and with
-// it the holder's pointer (a hint: held checks the lease it points to).
+// it the holder's pointer over the one c assumed (a hint: held checks the
+// lease it points to). A fixed address needs no pointer: it is the holder's
+// whatever the key.
 func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
 	var pointer []store.Record
 	if l.Holder != "" && !c.held {
-		pointer = append(pointer, store.Record{Key: holderPrefix + l.Holder, Value: []byte(c.ip.String())})
+		pointer = append(pointer, store.Record{Key: holderPrefix + l.Holder, Old: c.pointer, Value: []byte(c.ip.String())})
 	}
 	v, err := a.swap(ctx, c.version, l, pointer...)
 	if errors.Is(err, store.ErrConflict) {
@@ -269,6 +295,13 @@ func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
 			return rerr
 		default:
 			a.leases[c.ip] = entry{lease: got, version: gv}
+		}
+		switch {
+		case len(pointer) == 0:
+		case gv == c.version || (errors.Is(rerr, store.ErrNotFound) && c.version == ""):
+			return errPointer // the record is as chosen: the pointer was not
+		case got.Holder == l.Holder:
+			return errPointer // this key's own lease, recorded elsewhere
 		}
 		return errLost
 	}
@@ -324,34 +357,36 @@ func (a *Allocator) last(ip netip.Addr) bool {
 	return ip.Is4() && ip == manifest.LastAddr(a.network)
 }
 
-// held returns the address holder already leases in role, if any.
-func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time) (choice, bool, error) {
+// held returns the address holder already leases in role, if any, and
+// otherwise the version of its pointer ("" for none), for the lease that
+// replaces it.
+func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time) (choice, bool, store.Version, error) {
 	if holder == "" {
-		return choice{}, false, nil
+		return choice{}, false, "", nil
 	}
-	b, err := a.st.Get(ctx, holderPrefix+holder)
+	b, pv, err := a.st.GetVersion(ctx, holderPrefix+holder)
 	if errors.Is(err, store.ErrNotFound) {
-		return choice{}, false, nil
+		return choice{}, false, "", nil
 	}
 	if err != nil {
-		return choice{}, false, err
+		return choice{}, false, "", err
 	}
 	ip, err := netip.ParseAddr(string(b))
 	if err != nil || !a.network.Contains(ip) {
-		return choice{}, false, nil
+		return choice{}, false, pv, nil
 	}
 	l, v, err := a.read(ctx, ip)
 	if errors.Is(err, store.ErrNotFound) {
-		return choice{}, false, nil
+		return choice{}, false, pv, nil
 	}
 	if err != nil {
-		return choice{}, false, err
+		return choice{}, false, "", err
 	}
 	// The pointer is only a hint: the lease itself must name this holder.
 	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) {
-		return choice{}, false, nil
+		return choice{}, false, pv, nil
 	}
-	return choice{ip: ip, version: v, held: true}, true, nil
+	return choice{ip: ip, version: v, held: true}, true, "", nil
 }
 
 func (a *Allocator) size() int {

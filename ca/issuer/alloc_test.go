@@ -207,15 +207,81 @@ func TestAllocatorIssue(t *testing.T) {
 	}
 }
 
-// counting is a real store that counts compare-and-swaps.
+// counting is a real store that counts compare-and-swaps and reads.
 type counting struct {
 	store.Store
-	swaps atomic.Int32
+	swaps, reads atomic.Int32
 }
 
 func (c *counting) Swap(ctx context.Context, key string, old store.Version, value []byte, also ...store.Record) (store.Version, error) {
 	c.swaps.Add(1)
 	return c.Store.Swap(ctx, key, old, value, also...)
+}
+
+func (c *counting) Get(ctx context.Context, key string) ([]byte, error) {
+	c.reads.Add(1)
+	return c.Store.Get(ctx, key)
+}
+
+func (c *counting) GetVersion(ctx context.Context, key string) ([]byte, store.Version, error) {
+	c.reads.Add(1)
+	return c.Store.GetVersion(ctx, key)
+}
+
+// A new key's lease costs one write and no read: its pointer goes in the
+// same compare-and-swap, on condition that there is none. A key seen before
+// costs more, and keeps its address; one whose lease has ended gets a new
+// address, and its pointer follows.
+func TestAllocatorHolderPointer(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := &counting{Store: open(t)}
+			all := allocators(t, st, 2)
+			a, b := all[0], all[1]
+			now := time.Now()
+			pointer := func(holder string) string {
+				v, err := st.Store.Get(context.Background(), "holder-"+holder)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(v)
+			}
+			first := map[string]string{} // each holder's first address
+			for _, tc := range []struct {
+				name         string
+				at           *issuer.Allocator
+				holder       string
+				now          time.Time
+				same         string // the holder whose first address this must be ("": a new one)
+				swaps, reads int32  // at most
+			}{
+				{name: "new key", at: a, holder: "k1", now: now, swaps: 1, reads: 0},
+				{name: "another new key", at: a, holder: "k2", now: now, swaps: 1, reads: 0},
+				{name: "again, here", at: a, holder: "k1", now: now, same: "k1", swaps: 2, reads: 3},
+				{name: "again, at the other", at: b, holder: "k1", now: now, same: "k1", swaps: 2, reads: 3},
+				{name: "its lease ended", at: a, holder: "k2", now: now.Add(2 * time.Hour), swaps: 2, reads: 3},
+			} {
+				st.swaps.Store(0)
+				st.reads.Store(0)
+				l, err := issue(tc.at, tc.holder, tc.now)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				if n, r := st.swaps.Load(), st.reads.Load(); n > tc.swaps || r > tc.reads {
+					t.Errorf("%s: %d compare-and-swaps and %d reads, want at most %d and %d", tc.name, n, r, tc.swaps, tc.reads)
+				}
+				if got := pointer(tc.holder); got != l.IP.String() {
+					t.Errorf("%s: got %s, its pointer names %s", tc.name, l.IP, got)
+				}
+				if tc.same != "" && l.IP.String() != first[tc.same] {
+					t.Errorf("%s: got %s, had %s", tc.name, l.IP, first[tc.same])
+				}
+				if _, ok := first[tc.holder]; !ok {
+					first[tc.holder] = l.IP.String()
+				}
+			}
+		})
+	}
 }
 
 // A coordinator whose search runs into addresses another one handed out

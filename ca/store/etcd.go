@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,6 +18,10 @@ import (
 type Etcd struct {
 	cli    *clientv3.Client
 	prefix string
+
+	mu         sync.Mutex
+	queue      []*pendingSwap // Swaps waiting for a transaction
+	committing bool           // a Swap's goroutine is sending the queue
 }
 
 var _ Store = (*Etcd)(nil)
@@ -119,40 +125,162 @@ func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, err
 	return r.Kvs[0].Value, Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
 }
 
-// Swap implements Store.
+// Swap implements Store. Swaps made at the same time go to etcd together,
+// as one transaction (see commit).
 func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
 	for _, k := range append([]string{key}, keys(also)...) {
 		if !ValidKey(k) || k == "latest" {
 			return "", fmt.Errorf("store: invalid key %q", k)
 		}
 	}
-	return e.swap(ctx, e.prefix+key, old, value, also...)
+	if len(also) >= maxBatchOps {
+		return "", fmt.Errorf("store: a swap of %d records (at most %d)", len(also)+1, maxBatchOps)
+	}
+	recs := []Record{{Key: e.prefix + key, Old: old, Value: value}}
+	for _, a := range also {
+		recs = append(recs, Record{Key: e.prefix + a.Key, Old: a.Old, Value: a.Value})
+	}
+	p := &pendingSwap{recs: recs, done: make(chan struct{})}
+	e.mu.Lock()
+	e.queue = append(e.queue, p)
+	lead := !e.committing
+	e.committing = true
+	e.mu.Unlock()
+	if lead {
+		go e.commit()
+	}
+	select {
+	case <-p.done:
+		return p.version, p.err
+	case <-ctx.Done():
+		// The swap may still be made: as with any request whose answer
+		// was lost, the caller cannot know.
+		return "", fmt.Errorf("store: etcd swap %s: %w", key, ctx.Err())
+	}
 }
 
-// swap is one etcd transaction on the key's revisions, which also puts also.
-func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	var cmp clientv3.Cmp
-	if old == "" {
-		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-	} else {
-		rev, err := strconv.ParseInt(string(old), 10, 64)
-		if err != nil {
-			return "", ErrConflict // a version this backend never gave out
+// maxBatchOps bounds the puts (and the comparisons) of one transaction, below
+// etcd's default --max-txn-ops of 128.
+const maxBatchOps = 64
+
+// swapTimeout bounds one transaction: it carries swaps of several callers,
+// so none of their contexts can be its own.
+const swapTimeout = 30 * time.Second
+
+// pendingSwap is a Swap waiting for its transaction.
+type pendingSwap struct {
+	recs    []Record // full keys
+	done    chan struct{}
+	version Version
+	err     error
+}
+
+// commit sends the queued swaps until none are left: whatever queued while
+// a transaction was in flight goes in the next one, together. This is group
+// commit: under load, one transaction (one gRPC call, one raft entry) carries
+// many enrolments' leases, and a lone swap waits for nothing. The Swap that
+// finds no commit running starts one.
+func (e *Etcd) commit() {
+	for {
+		e.mu.Lock()
+		batch, rest := takeBatch(e.queue)
+		e.queue = rest
+		if len(batch) == 0 {
+			e.committing = false
+			e.mu.Unlock()
+			return
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+		e.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), swapTimeout)
+		v, err := e.txn(ctx, batch...)
+		if errors.Is(err, ErrConflict) && len(batch) > 1 {
+			// One of them lost: each on its own says which.
+			var wg sync.WaitGroup
+			for _, p := range batch {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					p.version, p.err = e.txn(ctx, p)
+					close(p.done)
+				}()
+			}
+			wg.Wait()
+			cancel()
+			continue
+		}
+		cancel()
+		for _, p := range batch {
+			p.version, p.err = v, err
+			close(p.done)
+		}
 	}
-	ops := []clientv3.Op{clientv3.OpPut(key, string(value))}
-	for _, a := range also {
-		ops = append(ops, clientv3.OpPut(e.prefix+a.Key, string(a.Value)))
+}
+
+// takeBatch splits the queue into the swaps of the next transaction (in
+// order, as many as fit, no key twice: etcd refuses a transaction that puts
+// one key twice) and the rest.
+func takeBatch(queue []*pendingSwap) (batch, rest []*pendingSwap) {
+	seen := map[string]bool{}
+	ops := 0
+	for _, p := range queue {
+		clash := ops+len(p.recs) > maxBatchOps
+		for _, r := range p.recs {
+			clash = clash || seen[r.Key]
+		}
+		if clash {
+			rest = append(rest, p)
+			continue
+		}
+		for _, r := range p.recs {
+			seen[r.Key] = true
+		}
+		ops += len(p.recs)
+		batch = append(batch, p)
 	}
-	r, err := e.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
+	return batch, rest
+}
+
+// txn makes the swaps in one etcd transaction: every record at its version,
+// or none written (ErrConflict).
+func (e *Etcd) txn(ctx context.Context, swaps ...*pendingSwap) (Version, error) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, p := range swaps {
+		for _, r := range p.recs {
+			cmp, ok := at(r.Key, r.Old)
+			if !ok {
+				return "", ErrConflict // a version this backend never gave out
+			}
+			cmps = append(cmps, cmp)
+			ops = append(ops, clientv3.OpPut(r.Key, string(r.Value)))
+		}
+	}
+	r, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(key, e.prefix), err)
+		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(swaps[0].recs[0].Key, e.prefix), err)
 	}
 	if !r.Succeeded {
 		return "", ErrConflict
 	}
 	return Version(strconv.FormatInt(r.Header.Revision, 10)), nil
+}
+
+// at is the comparison "key is at version old" ("" for none); false for a
+// version etcd never gave out.
+func at(key string, old Version) (clientv3.Cmp, bool) {
+	if old == "" {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0), true
+	}
+	rev, err := strconv.ParseInt(string(old), 10, 64)
+	if err != nil {
+		return clientv3.Cmp{}, false
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev), true
+}
+
+// swap is one etcd transaction on the key's revision (the latest pointer's).
+func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+	return e.txn(ctx, &pendingSwap{recs: []Record{{Key: key, Old: old, Value: value}}})
 }
 
 // Watch implements Store with an etcd watch on the latest key.

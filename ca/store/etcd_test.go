@@ -1,7 +1,10 @@
 package store_test
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -21,4 +24,58 @@ func TestEtcdConformance(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// Swaps made at the same time share transactions (group commit): fewer Txn
+// requests reach etcd than swaps were made, and every swap still gets its
+// own answer and its own records.
+func TestEtcdGroupCommit(t *testing.T) {
+	endpoint := tools.StartEtcd(t)
+	s, err := store.OpenEtcd([]string{endpoint}, "/sealmesh-test/group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if _, err := s.Swap(ctx, "lease-warm", "", []byte("w")); err != nil { // the connection is made
+		t.Fatal(err)
+	}
+	before, err := tools.EtcdOps(http.DefaultClient, endpoint, "Txn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	var wg sync.WaitGroup
+	versions := make([]store.Version, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			versions[i], errs[i] = s.Swap(ctx, fmt.Sprintf("lease-%d", i), "", []byte(fmt.Sprint(i)),
+				store.Record{Key: fmt.Sprintf("holder-%d", i), Value: []byte(fmt.Sprint(i))})
+		}()
+	}
+	wg.Wait()
+	after, err := tools.EtcdOps(http.DefaultClient, endpoint, "Txn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("swap %d: %v", i, errs[i])
+		}
+		got, v, err := s.GetVersion(ctx, fmt.Sprintf("lease-%d", i))
+		if err != nil || string(got) != fmt.Sprint(i) || v != versions[i] {
+			t.Fatalf("lease-%d = %q at %s, %v; want %d at %s", i, got, v, err, i, versions[i])
+		}
+		if got, err := s.Get(ctx, fmt.Sprintf("holder-%d", i)); err != nil || string(got) != fmt.Sprint(i) {
+			t.Fatalf("holder-%d = %q, %v", i, got, err)
+		}
+	}
+	if txns := after - before; txns >= n {
+		t.Fatalf("%d concurrent swaps took %d transactions: not one was shared", n, txns)
+	} else {
+		t.Logf("%d concurrent swaps in %d transactions", n, txns)
+	}
 }

@@ -152,16 +152,13 @@ func (f *File) swap(name string, old Version, value []byte, also ...Record) (Ver
 		return "", fmt.Errorf("store: lock: %w", err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	cur, err := f.read(name)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		if old != "" {
-			return "", ErrConflict
-		}
-	case err != nil:
+	if err := f.at(name, old); err != nil {
 		return "", err
-	case old == "" || version(cur) != old:
-		return "", ErrConflict
+	}
+	for _, a := range also {
+		if err := f.at(a.Key, a.Old); err != nil {
+			return "", err
+		}
 	}
 	if err := atomicfile.Write(f.dir, name, value); err != nil {
 		return "", fmt.Errorf("store: %w", err)
@@ -172,6 +169,24 @@ func (f *File) swap(name string, old Version, value []byte, also ...Record) (Ver
 		}
 	}
 	return version(value), nil
+}
+
+// at is nil if the record name is at version v ("" for none), ErrConflict if
+// it is not. The caller holds the lock.
+func (f *File) at(name string, v Version) error {
+	cur, err := f.read(name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if v != "" {
+			return ErrConflict
+		}
+		return nil
+	case err != nil:
+		return err
+	case v == "" || version(cur) != v:
+		return ErrConflict
+	}
+	return nil
 }
 
 // Watch implements Store by polling: a directory has no cheaper portable signal,

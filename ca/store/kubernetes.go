@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -183,17 +184,58 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 			return "", fmt.Errorf("store: invalid key %q", n)
 		}
 	}
+	if len(also) == 0 {
+		return k.swap(ctx, key, old, value)
+	}
+	// ConfigMaps have no transaction across objects: every record is
+	// checked first, then written one by one; if another writer gets in
+	// between, key goes back to what it was. (A coordinator that dies in
+	// that moment leaves key written without the others.)
+	var before []byte
+	if old != "" {
+		b, v, err := k.GetVersion(ctx, key)
+		if errors.Is(err, ErrNotFound) || (err == nil && v != old) {
+			return "", ErrConflict
+		}
+		if err != nil {
+			return "", err
+		}
+		before = b
+	}
+	for _, a := range also {
+		_, v, err := k.GetVersion(ctx, a.Key)
+		if errors.Is(err, ErrNotFound) {
+			v, err = "", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if v != a.Old {
+			return "", ErrConflict
+		}
+	}
 	v, err := k.swap(ctx, key, old, value)
 	if err != nil {
 		return "", err
 	}
-	// ConfigMaps have no transaction across objects: the hints follow.
 	for _, a := range also {
-		if err := k.Put(ctx, a.Key, a.Value); err != nil {
+		if _, err := k.swap(ctx, a.Key, a.Old, a.Value); err != nil {
+			k.undo(ctx, key, v, old != "", before)
 			return "", err
 		}
 	}
 	return v, nil
+}
+
+// undo puts key back from version v to before (or removes it if it did not
+// exist), if nobody has written it since.
+func (k *Kubernetes) undo(ctx context.Context, key string, v Version, existed bool, before []byte) {
+	if !existed {
+		rv := string(v)
+		k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		return
+	}
+	k.swap(ctx, key, v, before)
 }
 
 // swap creates the ConfigMap, or updates it at the resourceVersion old.

@@ -19,7 +19,8 @@ var (
 	ErrConflict = errors.New("store: changed since it was read")
 )
 
-// Version identifies one value of the latest pointer; opaque, backend-specific.
+// Version identifies one value of a record written by compare-and-swap (the
+// latest pointer, or a record written with Swap); opaque, backend-specific.
 type Version string
 
 // Store is what every backend implements. The linearisable part (SwapLatest) is
@@ -42,20 +43,20 @@ type Store interface {
 	// GetVersion is Get with the value's version, for Swap.
 	GetVersion(ctx context.Context, key string) ([]byte, Version, error)
 	// Swap replaces the value under key if it is still at old ("" means key
-	// must not exist yet); otherwise ErrConflict and nothing changes. Records
-	// written with Swap are written only with Swap (and Delete). also are
-	// records of the Put kind set when the swap succeeds, in the same
-	// transaction where the backend has one (etcd) and right after it
-	// otherwise: hints their readers check, never what decides a swap.
+	// must not exist yet), and each of also if it is still at its Old: all
+	// of them or none (otherwise ErrConflict). Records written with Swap are
+	// written only with Swap (and Delete). The version returned is key's.
 	Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error)
 	// Watch sends after the latest pointer changes (by anyone), until ctx ends.
 	// Notifications may be merged; readers re-read Latest.
 	Watch(ctx context.Context) <-chan struct{}
 }
 
-// Record is a key and its value.
+// Record is one more record a Swap writes: Value goes under Key if Key is
+// still at Old ("" means it must not exist yet).
 type Record struct {
 	Key   string
+	Old   Version
 	Value []byte
 }
 

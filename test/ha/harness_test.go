@@ -8,13 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,22 +200,9 @@ func (l *lab) get(url string) error {
 // counters: Range, Txn, Put, DeleteRange).
 func (l *lab) storeOps(b testing.TB) int {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
-	resp, err := c.Get("http://" + etcdIP + ":2379/metrics")
+	n, err := tools.EtcdOps(c, "http://"+etcdIP+":2379", "")
 	if err != nil {
 		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_service="etcdserverpb.KV"`) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += int(v)
-		}
 	}
 	return n
 }

@@ -4,11 +4,13 @@ package tools
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,6 +69,34 @@ func StartEtcd(t testing.TB) string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// EtcdOps is how many key-value requests the etcd at endpoint has served,
+// by its own gRPC counters: of method (Range, Txn, Put, DeleteRange), or of
+// all of them for "".
+func EtcdOps(c *http.Client, endpoint, method string) (int, error) {
+	resp, err := c.Get(endpoint + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_service="etcdserverpb.KV"`) &&
+			(method == "" || strings.Contains(line, `grpc_method="`+method+`"`)) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				return 0, fmt.Errorf("etcd metrics: %q: %w", line, err)
+			}
+			n += int(v)
+		}
+	}
+	return n, nil
 }
 
 // Run starts bin with args, logging to dir/name.log, and stops it by the PID it

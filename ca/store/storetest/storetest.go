@@ -167,7 +167,8 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		if _, err := s.Swap(ctx, "lease-a", "", []byte("new")); err != nil {
 			t.Fatalf("create after delete: %v", err)
 		}
-		// A swap's other records are set when it succeeds, never when it fails.
+		// A swap's other records are set when it succeeds, never when it
+		// fails, and each is compared as key is: all or nothing.
 		hint := store.Record{Key: "holder-x", Value: []byte("10.0.0.1")}
 		if _, err := s.Swap(ctx, "lease-a", "", []byte("lost"), hint); !errors.Is(err, store.ErrConflict) {
 			t.Fatalf("create over an existing record: %v, want ErrConflict", err)
@@ -178,11 +179,57 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		if _, err := s.Swap(ctx, "lease-c", "", []byte("c"), hint); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := s.Get(ctx, "holder-x"); err != nil || string(got) != "10.0.0.1" {
+		got, hv, err := s.GetVersion(ctx, "holder-x")
+		if err != nil || string(got) != "10.0.0.1" {
 			t.Fatalf("a swap's other record = %q, %v", got, err)
+		}
+		if _, err := s.Swap(ctx, "lease-e", "", []byte("e"), hint); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("a swap whose other record exists already: %v, want ErrConflict", err)
+		}
+		if _, err := s.Get(ctx, "lease-e"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a swap lost on its other record wrote its key: %v, want ErrNotFound", err)
+		}
+		moved := store.Record{Key: "holder-x", Old: hv, Value: []byte("10.0.0.2")}
+		if _, err := s.Swap(ctx, "lease-e", "", []byte("e"), moved); err != nil {
+			t.Fatalf("a swap with its other record at its version: %v", err)
+		}
+		if got, _ := s.Get(ctx, "holder-x"); string(got) != "10.0.0.2" {
+			t.Fatalf("the other record = %q after its swap", got)
+		}
+		if _, err := s.Swap(ctx, "lease-f", "", []byte("f"), moved); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("a swap with its other record at a stale version: %v, want ErrConflict", err)
 		}
 		if _, err := s.Swap(ctx, "lease-d", "", []byte("d"), store.Record{Key: "latest", Value: []byte("x")}); err == nil {
 			t.Fatal("a swap set the latest pointer as another record")
+		}
+	})
+	t.Run("concurrent swaps: a lost one costs the others nothing", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Swap(ctx, "lease-taken", "", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 32)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				key := fmt.Sprintf("lease-%d", i)
+				if i%4 == 0 {
+					key = "lease-taken" // loses: it exists
+				}
+				_, errs[i] = s.Swap(ctx, key, "", []byte(fmt.Sprint(i)), store.Record{Key: fmt.Sprintf("holder-%d", i), Value: []byte("p")})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			_, herr := s.Get(ctx, fmt.Sprintf("holder-%d", i))
+			switch {
+			case i%4 == 0 && (!errors.Is(err, store.ErrConflict) || !errors.Is(herr, store.ErrNotFound)):
+				t.Errorf("swap %d over an existing record: %v (its other record: %v), want ErrConflict and none", i, err, herr)
+			case i%4 != 0 && (err != nil || herr != nil):
+				t.Errorf("swap %d: %v (its other record: %v)", i, err, herr)
+			}
 		}
 	})
 	t.Run("concurrent record claims: exactly one wins", func(t *testing.T) {
