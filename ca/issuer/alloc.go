@@ -173,13 +173,13 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 // record. fixed, when valid, asks for that address (a lighthouse's). A holder
 // that already has a live lease in this role gets its address back.
 func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time, sign func(ip netip.Addr) (Lease, error)) (Lease, error) {
-	// Each address lost teaches this allocator the record it lost to, so
-	// losses are bounded by the network's size; the bound is for a store
-	// that misbehaves.
 	// A key is assumed new, so its lease costs one write: its pointer is
 	// recorded on condition that there is none. If there is one, it is
 	// looked up and the search starts again from what it says.
 	lookup := false
+	// Each address lost teaches this allocator the record it lost to, so
+	// losses are bounded by the network's size; the bound is for a store
+	// that misbehaves.
 	for range 2*a.size() + 64 {
 		c, err := a.choose(ctx, fixed, holder, role, now, lookup)
 		if err != nil {
@@ -298,7 +298,7 @@ func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
 		}
 		switch {
 		case len(pointer) == 0:
-		case gv == c.version || (errors.Is(rerr, store.ErrNotFound) && c.version == ""):
+		case gv == c.version: // ("" for none)
 			return errPointer // the record is as chosen: the pointer was not
 		case got.Holder == l.Holder:
 			return errPointer // this key's own lease, recorded elsewhere
