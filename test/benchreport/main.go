@@ -239,33 +239,49 @@ const notes = `
   with the attested connections a few enrolments at once need already made and kept, as
   an agent's pool keeps them) enrolling one pod after another for 3 s against one
   coordinator and against three: enrolments per second, *floor-ratio* (that rate over
-  the floor's), the latency of one enrolment (evidence, verification, an address chosen
-  and its lease recorded by one compare-and-swap in etcd, certificate; the nonce came
-  with the agent's previous answer), *cpu-ms/enrol* (the coordinators' user+system time
-  per enrolment; the floor is ms/enrol of CryptoFloor), *agents-cpu-ms/enrol* and
-  *store-cpu-ms/enrol* (where the rest of the two cores goes: this process, which makes
-  the agents' keys and evidence, and etcd), *store-ops/enrol* (etcd's own operation
-  counters), then *half-rate* latencies: enrolments started at half the measured peak
-  rate, open loop, each timed from when it was due, and *half-rate-handshakes*, the
-  attested handshakes made during that run (0: the latencies are of enrolments, not of
-  connection set-up). Issue 7's goals are a floor ratio of at least 0.7 and a half-rate
-  p99 under 20 ms. Throughput is CPU-bound across three processes: an enrolment costs
-  the two cores about 1.7 ms, of which the coordinator about 1.0 (verification is most
-  of it; the rest is HTTP, JSON, two etcd round trips and the Go runtime), the agents
-  about 0.45 (a third of it the simulated TEE's P-384 signature, which on real SNP the
-  security processor makes, not the guest's CPU) and etcd about 0.25. What moved it
-  from 0.54 to about 0.75 of the floor: each answer carries the agent's next nonce (one
-  request per enrolment, not two), the certificate is signed before its lease is
-  recorded in one write (three writes before), a cached VCEK chain skips parsing its
-  certificates, and the agent derives its X25519 public key once. Before that: kept
-  attested connections (per request, handshakes were a third of the coordinator's CPU),
-  one coordinator's concurrent enrolments choosing different addresses, and next-fit
-  allocation (114 → about 600 enrolments/s). The half-rate tail was attested handshakes
-  made during bursts, before the agents' connections were warmed; what is left is GC
-  and scheduling of four busy processes on two cores. What would move it further:
-  agents on machines of their own; HTTP/2, so that a burst never needs a new
-  connection. Three coordinators add availability here, not throughput: the cores are
-  shared, and each process brings its own runtime (more CPU per enrolment than one). *Failover*:
+  *floor-enrol/s*, the floor measured again on each side of that run with the mean
+  taken: the machine's speed drifts within a run by up to a third, so the CryptoFloor
+  row, measured minutes earlier, can differ from it), the latency of one enrolment
+  (evidence, verification, an address chosen and its lease recorded by one
+  compare-and-swap in etcd, certificate; the nonce came with the agent's previous
+  answer), *cpu-ms/enrol* (the coordinators' user+system time per enrolment),
+  *agents-cpu-ms/enrol* and *store-cpu-ms/enrol* (where the rest of the two cores goes:
+  this process, which makes the agents' keys and evidence, and etcd),
+  *store-ops/enrol* (etcd's own operation counters), then *half-rate* latencies:
+  enrolments started at half the measured peak rate, open loop, each timed from when it
+  was due, and *half-rate-handshakes*, the attested handshakes made during that run (0:
+  the latencies are of enrolments, not of connection set-up). Issue 7's goals are a
+  floor ratio of at least 0.7 and a half-rate p99 under 20 ms. Throughput is CPU-bound
+  across three processes: an enrolment costs the two cores about 2.1 ms, of which the
+  coordinator about 1.25 (verification is about 0.75 of it; the rest is HTTP, TLS,
+  JSON, the etcd client and the Go runtime), the agents about 0.65 (0.4 of it the
+  simulated TEE's P-384 signature, which on real SNP the security processor makes, not
+  the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.2. With one coordinator
+  every run reached 0.7 of the floor. What moved it from 0.54: group commit in the etcd
+  store (swaps made while a transaction is in flight go together in the next: 0.14
+  etcd operations per enrolment, from 2, and etcd's CPU per enrolment halved) and the
+  holder's pointer written in the lease's own compare-and-swap on condition that the key
+  has none, instead of read first; each answer carries the agent's next nonce (one
+  request per enrolment, not two); the certificate is signed before its lease is
+  recorded in one write (three writes before); a cached VCEK chain skips parsing its
+  certificates; the agent derives its X25519 public key once. Before that: kept attested
+  connections (per request, handshakes were a third of the coordinator's CPU), one
+  coordinator's concurrent enrolments choosing different addresses, and next-fit
+  allocation (114 → about 600 enrolments/s). Three coordinators miss the ratio (about
+  0.62): the cores are shared, each process brings its own runtime and sees a third of
+  the load (more CPU per enrolment, and etcd batches a third as large: 0.4 operations
+  per enrolment), so they add availability here, not throughput. The half-rate p99 is
+  about 20–25 ms, p50 about 5–6 ms, and varies from 15 to 60 ms between runs; the slow
+  enrolments are spread through each run, not bunched at its start, and no attested
+  handshake is among them. What is left is two cores shared by four or more busy Go
+  processes: a garbage collection must stop every thread of its process, and one the
+  kernel has descheduled holds it up (gctrace shows 2–5 ms stop-the-world phases in the
+  coordinator and the agents' process, against tens of microseconds on an idle core),
+  and an enrolment crosses three processes, each hop a chance to wait for a core. Tried
+  without effect: GOGC=400 everywhere, a 2 s pause between the peak and half-rate runs,
+  two etcd transactions in flight instead of one. What would move it: the agents on
+  machines of their own (as they are: one per node), which also takes the simulated
+  signature off these cores. *Failover*:
   four agents enrolling through one client listing all three coordinators, the one they
   use killed with SIGKILL: from the signal to each agent's first enrolment completed
   elsewhere (the one in flight fails, is retried with a fresh nonce at the next
