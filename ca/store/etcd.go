@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,7 +141,7 @@ func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, 
 	for _, a := range also {
 		recs = append(recs, Record{Key: e.prefix + a.Key, Old: a.Old, Value: a.Value})
 	}
-	p := &pendingSwap{recs: recs, done: make(chan struct{})}
+	p := &pendingSwap{ctx: ctx, recs: recs, done: make(chan struct{})}
 	e.mu.Lock()
 	e.queue = append(e.queue, p)
 	lead := !e.committing
@@ -153,8 +154,9 @@ func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, 
 	case <-p.done:
 		return p.version, p.err
 	case <-ctx.Done():
-		// The swap may still be made: as with any request whose answer
-		// was lost, the caller cannot know.
+		// Not sent if it is still queued; if it is in flight, it may be
+		// made: as with any request whose answer was lost, the caller
+		// cannot know.
 		return "", fmt.Errorf("store: etcd swap %s: %w", key, ctx.Err())
 	}
 }
@@ -169,7 +171,8 @@ const swapTimeout = 30 * time.Second
 
 // pendingSwap is a Swap waiting for its transaction.
 type pendingSwap struct {
-	recs    []Record // full keys
+	ctx     context.Context // the caller's: once done, the swap is not sent
+	recs    []Record        // full keys
 	done    chan struct{}
 	version Version
 	err     error
@@ -191,6 +194,17 @@ func (e *Etcd) commit() {
 			return
 		}
 		e.mu.Unlock()
+		batch = slices.DeleteFunc(batch, func(p *pendingSwap) bool {
+			if p.ctx.Err() != nil {
+				p.err = p.ctx.Err()
+				close(p.done)
+				return true
+			}
+			return false
+		})
+		if len(batch) == 0 {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), swapTimeout)
 		v, err := e.txn(ctx, batch...)
 		if errors.Is(err, ErrConflict) && len(batch) > 1 {

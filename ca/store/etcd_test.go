@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -77,5 +78,28 @@ func TestEtcdGroupCommit(t *testing.T) {
 		t.Fatalf("%d concurrent swaps took %d transactions: not one was shared", n, txns)
 	} else {
 		t.Logf("%d concurrent swaps in %d transactions", n, txns)
+	}
+}
+
+// A swap whose caller has gone before it was sent is never made: an
+// enrolment that timed out leaves no lease behind.
+func TestEtcdSwapOfAGoneCaller(t *testing.T) {
+	s, err := store.OpenEtcd([]string{tools.StartEtcd(t)}, "/sealmesh-test/gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Swap(gone, "lease-gone", "", []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("swap with a cancelled context: %v, want context.Canceled", err)
+	}
+	// Swaps are sent in order: once a later one is made, the queue has
+	// passed the first.
+	if _, err := s.Swap(context.Background(), "lease-later", "", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(context.Background(), "lease-gone"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the gone caller's record: %v, want ErrNotFound", err)
 	}
 }
