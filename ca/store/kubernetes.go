@@ -189,8 +189,9 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 	}
 	// ConfigMaps have no transaction across objects: every record is
 	// checked first, then written one by one; if another writer gets in
-	// between, key goes back to what it was. (A coordinator that dies in
-	// that moment leaves key written without the others.)
+	// between, key goes back to what it was (other records already written
+	// stay: they are hints their readers check). A coordinator that dies in
+	// that moment leaves key written without the others.
 	var before []byte
 	if old != "" {
 		b, v, err := k.GetVersion(ctx, key)
