@@ -278,8 +278,9 @@ const notes = `
   kernel has descheduled holds it up (gctrace shows 2–5 ms stop-the-world phases in the
   coordinator and the agents' process, against tens of microseconds on an idle core),
   and an enrolment crosses three processes, each hop a chance to wait for a core. Tried
-  without effect: GOGC=400 everywhere, a 2 s pause between the peak and half-rate runs,
-  two etcd transactions in flight instead of one. What would move it: the agents on
+  without effect: GOGC=400 everywhere, GOMAXPROCS=1 everywhere, a 2 s pause between the
+  peak and half-rate runs, two etcd transactions in flight instead of one, no periodic
+  lease refresh in the coordinators. What would move it: the agents on
   machines of their own (as they are: one per node), which also takes the simulated
   signature off these cores. *Failover*:
   four agents enrolling through one client listing all three coordinators, the one they
