@@ -234,10 +234,7 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return choice{}, err
 		}
-		a.mu.Lock()
-		a.busy[fixed] = true
-		a.mu.Unlock()
-		return choice{ip: fixed, version: v, held: true}, nil
+		return a.hold(choice{ip: fixed, version: v, held: true}), nil
 	}
 	var pointer store.Version
 	if lookup {
@@ -246,10 +243,7 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 			return choice{}, err
 		}
 		if ok {
-			a.mu.Lock()
-			a.busy[c.ip] = true
-			a.mu.Unlock()
-			return c, nil
+			return a.hold(c), nil
 		}
 		pointer = pv
 	}
@@ -270,6 +264,14 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 		ip = a.next(ip)
 	}
 	return choice{}, ErrExhausted
+}
+
+// hold marks c's address busy (the search marks its own under its lock).
+func (a *Allocator) hold(c choice) choice {
+	a.mu.Lock()
+	a.busy[c.ip] = true
+	a.mu.Unlock()
+	return c
 }
 
 // record writes the lease over the record choice c was made from, and with

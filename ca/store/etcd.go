@@ -129,10 +129,8 @@ func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, err
 // Swap implements Store. Swaps made at the same time go to etcd together,
 // as one transaction (see commit).
 func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	for _, k := range append([]string{key}, keys(also)...) {
-		if !ValidKey(k) || k == "latest" {
-			return "", fmt.Errorf("store: invalid key %q", k)
-		}
+	if err := swapKeys(key, also); err != nil {
+		return "", err
 	}
 	if len(also) >= maxBatchOps {
 		return "", fmt.Errorf("store: a swap of %d records (at most %d)", len(also)+1, maxBatchOps)

@@ -132,10 +132,8 @@ func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error
 
 // Swap implements Store.
 func (f *File) Swap(_ context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	for _, k := range append([]string{key}, keys(also)...) {
-		if !ValidKey(k) || k == latestFile {
-			return "", fmt.Errorf("store: invalid key %q", k)
-		}
+	if err := swapKeys(key, also); err != nil {
+		return "", err
 	}
 	return f.swap(key, old, value, also...)
 }

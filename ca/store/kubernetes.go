@@ -179,10 +179,8 @@ func (k *Kubernetes) GetVersion(ctx context.Context, key string) ([]byte, Versio
 
 // Swap implements Store.
 func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	for _, n := range append([]string{key}, keys(also)...) {
-		if !ValidKey(n) || n == "latest" {
-			return "", fmt.Errorf("store: invalid key %q", n)
-		}
+	if err := swapKeys(key, also); err != nil {
+		return "", err
 	}
 	if len(also) == 0 {
 		return k.swap(ctx, key, old, value)
@@ -194,25 +192,15 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 	// that moment leaves key written without the others.
 	var before []byte
 	if old != "" {
-		b, v, err := k.GetVersion(ctx, key)
-		if errors.Is(err, ErrNotFound) || (err == nil && v != old) {
-			return "", ErrConflict
-		}
+		b, err := k.at(ctx, key, old)
 		if err != nil {
 			return "", err
 		}
 		before = b
 	}
 	for _, a := range also {
-		_, v, err := k.GetVersion(ctx, a.Key)
-		if errors.Is(err, ErrNotFound) {
-			v, err = "", nil
-		}
-		if err != nil {
+		if _, err := k.at(ctx, a.Key, a.Old); err != nil {
 			return "", err
-		}
-		if v != a.Old {
-			return "", ErrConflict
 		}
 	}
 	v, err := k.swap(ctx, key, old, value)
@@ -226,6 +214,22 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 		}
 	}
 	return v, nil
+}
+
+// at returns key's value if key is at version v ("" for none), ErrConflict
+// if it is not.
+func (k *Kubernetes) at(ctx context.Context, key string, v Version) ([]byte, error) {
+	b, cur, err := k.GetVersion(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		b, cur, err = nil, "", nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cur != v {
+		return nil, ErrConflict
+	}
+	return b, nil
 }
 
 // undo puts key back from version v to before (or removes it if it did not

@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 )
 
@@ -68,6 +69,17 @@ func keys(rs []Record) []string {
 		out[i] = r.Key
 	}
 	return out
+}
+
+// swapKeys checks the keys of a Swap: valid, and not the latest pointer's
+// (which only SwapLatest writes).
+func swapKeys(key string, also []Record) error {
+	for _, k := range append([]string{key}, keys(also)...) {
+		if !ValidKey(k) || k == "latest" {
+			return fmt.Errorf("store: invalid key %q", k)
+		}
+	}
+	return nil
 }
 
 // ValidKey reports whether key is usable in every backend.
