@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -204,25 +203,9 @@ func (e *Etcd) commit() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), swapTimeout)
-		v, err := e.txn(ctx, batch...)
-		if errors.Is(err, ErrConflict) && len(batch) > 1 {
-			// One of them lost: each on its own says which.
-			var wg sync.WaitGroup
-			for _, p := range batch {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					p.version, p.err = e.txn(ctx, p)
-					close(p.done)
-				}()
-			}
-			wg.Wait()
-			cancel()
-			continue
-		}
+		e.send(ctx, batch)
 		cancel()
 		for _, p := range batch {
-			p.version, p.err = v, err
 			close(p.done)
 		}
 	}
@@ -252,29 +235,52 @@ func takeBatch(queue []*pendingSwap) (batch, rest []*pendingSwap) {
 	return batch, rest
 }
 
-// txn makes the swaps in one etcd transaction: every record at its version,
-// or none written (ErrConflict).
-func (e *Etcd) txn(ctx context.Context, swaps ...*pendingSwap) (Version, error) {
-	var cmps []clientv3.Cmp
+// send makes the swaps in one etcd transaction and sets each one's outcome.
+// Each swap is a transaction of its own nested in it (etcd since 3.3), with
+// its own comparisons: one that lost leaves the others made, so a lost
+// address costs only its own enrolment another try.
+func (e *Etcd) send(ctx context.Context, batch []*pendingSwap) {
+	var sent []*pendingSwap
 	var ops []clientv3.Op
-	for _, p := range swaps {
-		for _, r := range p.recs {
-			cmp, ok := at(r.Key, r.Old)
-			if !ok {
-				return "", ErrConflict // a version this backend never gave out
-			}
-			cmps = append(cmps, cmp)
-			ops = append(ops, clientv3.OpPut(r.Key, string(r.Value)))
+	for _, p := range batch {
+		cmps, puts, ok := p.ops()
+		if !ok {
+			p.err = ErrConflict // a version this backend never gave out
+			continue
+		}
+		sent = append(sent, p)
+		ops = append(ops, clientv3.OpTxn(cmps, puts, nil))
+	}
+	if len(sent) == 0 {
+		return
+	}
+	r, err := e.cli.Txn(ctx).Then(ops...).Commit()
+	for i, p := range sent {
+		switch {
+		case err != nil:
+			p.err = fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(p.recs[0].Key, e.prefix), err)
+		case !r.Responses[i].GetResponseTxn().GetSucceeded():
+			p.err = ErrConflict
+		default:
+			p.version = Version(strconv.FormatInt(r.Header.Revision, 10))
 		}
 	}
-	r, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(swaps[0].recs[0].Key, e.prefix), err)
+}
+
+// ops are the swap's comparisons (every record at its version) and puts;
+// false for a version this backend never gave out.
+func (p *pendingSwap) ops() ([]clientv3.Cmp, []clientv3.Op, bool) {
+	var cmps []clientv3.Cmp
+	var puts []clientv3.Op
+	for _, r := range p.recs {
+		cmp, ok := at(r.Key, r.Old)
+		if !ok {
+			return nil, nil, false
+		}
+		cmps = append(cmps, cmp)
+		puts = append(puts, clientv3.OpPut(r.Key, string(r.Value)))
 	}
-	if !r.Succeeded {
-		return "", ErrConflict
-	}
-	return Version(strconv.FormatInt(r.Header.Revision, 10)), nil
+	return cmps, puts, true
 }
 
 // at is the comparison "key is at version old" ("" for none); false for a
@@ -292,7 +298,18 @@ func at(key string, old Version) (clientv3.Cmp, bool) {
 
 // swap is one etcd transaction on the key's revision (the latest pointer's).
 func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
-	return e.txn(ctx, &pendingSwap{recs: []Record{{Key: key, Old: old, Value: value}}})
+	cmps, puts, ok := (&pendingSwap{recs: []Record{{Key: key, Old: old, Value: value}}}).ops()
+	if !ok {
+		return "", ErrConflict
+	}
+	r, err := e.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(key, e.prefix), err)
+	}
+	if !r.Succeeded {
+		return "", ErrConflict
+	}
+	return Version(strconv.FormatInt(r.Header.Revision, 10)), nil
 }
 
 // Watch implements Store with an etcd watch on the latest key.
