@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slackhq/nebula/cert"
+
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -88,7 +90,8 @@ func BenchmarkCluster(b *testing.B) {
 				before := l.cryptoFloor(b, 300)
 				cpu0, self0, store0 := tools.CPUSeconds(pids), tools.CPUSeconds(self), tools.CPUSeconds(store)
 				ops0 := l.storeOps(b)
-				rate, lat := l.enrolFor(3*time.Second, agents)
+				var run pods
+				rate, lat := l.enrolFor(3*time.Second, agents, &run)
 				b.ReportMetric(float64(l.storeOps(b)-ops0)/float64(lat.n), "store-ops/enrol")
 				cpu := tools.CPUSeconds(pids) - cpu0
 				// Where the rest of the two cores went: the agents (this
@@ -103,13 +106,19 @@ func BenchmarkCluster(b *testing.B) {
 				b.ReportMetric(ms(lat.p99), "p99-ms")
 				b.ReportMetric(1000*cpu/float64(lat.n), "cpu-ms/enrol")
 				c0 := l.conns.Load()
-				half := l.enrolAt(3*time.Second, rate/2, agents)
+				half := l.enrolAt(3*time.Second, rate/2, agents, &run)
 				// Attested handshakes during the measurement (each costs
 				// an evidence report and its verification): a burst beyond
 				// an agent's warm connections makes new ones.
 				b.ReportMetric(float64(l.conns.Load()-c0), "half-rate-handshakes")
 				b.ReportMetric(ms(half.p50), "half-rate-p50-ms")
 				b.ReportMetric(ms(half.p99), "half-rate-p99-ms")
+				// The run's pods are deleted before the next run, as
+				// pods come and go in a cluster: each run starts with
+				// the network as empty as the first did (a /16 that
+				// ten runs fill to 80% measures a nearly full network,
+				// not enrolment).
+				run.release(b)
 			}
 			b.ReportMetric(0, "ns/op")
 		})
@@ -331,10 +340,62 @@ func (l *lab) agents(b *testing.B, n int, urls []string) []*api.Client {
 	return out
 }
 
+// pods are the enrolments of a run, each with the agent that made it.
+type pods struct {
+	mu   sync.Mutex
+	list []pod
+}
+
+type pod struct {
+	c *api.Client
+	e *enrol.Enrolment
+}
+
+func (p *pods) add(c *api.Client, e *enrol.Enrolment) {
+	p.mu.Lock()
+	p.list = append(p.list, pod{c, e})
+	p.mu.Unlock()
+}
+
+// release gives every address back, as CNI DEL does when a pod is deleted,
+// each through the agent that enrolled it, 24 at a time.
+func (p *pods) release(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	work := make(chan pod)
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(p.e.Certificate))
+				if err != nil {
+					b.Error(err)
+					continue
+				}
+				fp, err := crt.Fingerprint()
+				if err != nil {
+					b.Error(err)
+					continue
+				}
+				if err := p.c.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: p.e.ReleaseToken, IP: p.e.IP}); err != nil {
+					b.Errorf("release %s: %v", p.e.IP, err)
+				}
+			}
+		}()
+	}
+	for _, pd := range p.list {
+		work <- pd
+	}
+	close(work)
+	wg.Wait()
+}
+
 // enrolAt starts enrolments at rate per second for d, each on its own
 // goroutine through the agents in turn (open loop), and returns the latency
 // of each from when it was due to start until its certificate arrived.
-func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client) latencies {
+func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client, made *pods) latencies {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -352,11 +413,13 @@ func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client) laten
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := enrol.Workload(ctx, agents[k%len(agents)], l.workload, api.Workload{Namespace: "bench", Name: fmt.Sprintf("h%d", k)})
+			c := agents[k%len(agents)]
+			e, err := enrol.Workload(ctx, c, l.workload, api.Workload{Namespace: "bench", Name: fmt.Sprintf("h%d", k)})
 			if err != nil {
 				failed.Add(1)
 				return
 			}
+			made.add(c, e)
 			mu.Lock()
 			lat = append(lat, time.Since(due))
 			mu.Unlock()
@@ -371,7 +434,7 @@ func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client) laten
 
 // enrolFor has each agent enrol one pod after another for d and returns the
 // rate and the latency percentiles of one enrolment (nonce, evidence, enrol).
-func (l *lab) enrolFor(d time.Duration, agents []*api.Client) (float64, latencies) {
+func (l *lab) enrolFor(d time.Duration, agents []*api.Client, made *pods) (float64, latencies) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var mu sync.Mutex
@@ -385,13 +448,14 @@ func (l *lab) enrolFor(d time.Duration, agents []*api.Client) (float64, latencie
 			defer wg.Done()
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				_, err := enrol.Workload(ctx, c, l.workload, api.Workload{Namespace: "bench", Name: fmt.Sprintf("b%d", k)})
+				e, err := enrol.Workload(ctx, c, l.workload, api.Workload{Namespace: "bench", Name: fmt.Sprintf("b%d", k)})
 				if err != nil {
 					if ctx.Err() == nil {
 						failed.Add(1)
 					}
 					continue
 				}
+				made.add(c, e)
 				mu.Lock()
 				lat = append(lat, time.Since(t0))
 				mu.Unlock()
