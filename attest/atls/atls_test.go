@@ -400,3 +400,62 @@ func TestPool(t *testing.T) {
 		t.Fatalf("after Reset with the rule tightened: %v, want the handshake refused", err)
 	}
 }
+
+// TestPoolBurst: a burst of requests from one Pool, as behind a stalled
+// coordinator, waits for the Pool's few connections instead of opening one
+// per request: each new connection costs a handshake with evidence on both
+// sides, and under a backlog that work would keep the server from catching
+// up (BenchmarkCluster saw p50 go from 4 ms to 1.4 s after a 300 ms stall,
+// every enrolment making a handshake of its own).
+func TestPoolBurst(t *testing.T) {
+	const burst = 40
+	d := coordinatorTEE(t)
+	s := server(t, d)
+	var mu sync.Mutex
+	inflight, most := 0, 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inflight++
+		most = max(most, inflight)
+		mu.Unlock()
+		// Busy long enough that the burst finds every connection taken.
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+	}))
+	s.Configure(srv.Config)
+	srv.TLS = s.TLS
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	handshakes := 0
+	want := policy(d, "sealmesh-coordinator")
+	accept := func(c *attest.Claims) error {
+		mu.Lock()
+		handshakes++
+		mu.Unlock()
+		return c.Satisfies(want)
+	}
+	client := &http.Client{Transport: atls.NewPool(accept, nil, nil), Timeout: 30 * time.Second}
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			resp, err := client.Get(srv.URL)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if handshakes > atls.PoolPerHost || most > atls.PoolPerHost {
+		t.Fatalf("%d requests at once: %d handshakes, %d at the server at once; want at most %d of each", burst, handshakes, most, atls.PoolPerHost)
+	}
+}

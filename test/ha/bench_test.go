@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,7 +35,8 @@ import (
 //     concurrent agents, against one coordinator and against three, as a
 //     ratio to the floor, with the coordinators' CPU time per enrolment;
 //     then the latency of enrolments sent at half that peak rate (open loop:
-//     each is timed from when it was due, so a stall counts in full);
+//     each is timed from when it was due, so a stall counts in full), and at
+//     that rate across a 300 ms stall of one coordinator;
 //   - ManifestToAll: from a manifest update's answer to every member serving it.
 func BenchmarkCluster(b *testing.B) {
 	l := newLab(b, 3)
@@ -106,13 +108,22 @@ func BenchmarkCluster(b *testing.B) {
 				b.ReportMetric(ms(lat.p99), "p99-ms")
 				b.ReportMetric(1000*cpu/float64(lat.n), "cpu-ms/enrol")
 				c0 := l.conns.Load()
-				half := l.enrolAt(3*time.Second, rate/2, agents, &run)
+				half := l.enrolAt(3*time.Second, rate/2, agents, &run, nil)
 				// Attested handshakes during the measurement (each costs
 				// an evidence report and its verification): a burst beyond
 				// an agent's warm connections makes new ones.
 				b.ReportMetric(float64(l.conns.Load()-c0), "half-rate-handshakes")
 				b.ReportMetric(ms(half.p50), "half-rate-p50-ms")
 				b.ReportMetric(ms(half.p99), "half-rate-p99-ms")
+				// The same rate across a 300 ms stall of the first
+				// coordinator (SIGSTOP, as a long pause or a live
+				// migration would): what the backlog costs, and that it
+				// drains instead of feeding on itself.
+				c0 = l.conns.Load()
+				stall := l.enrolAt(3*time.Second, rate/2, agents, &run, l.procs[0].Process)
+				b.ReportMetric(float64(l.conns.Load()-c0), "stall-handshakes")
+				b.ReportMetric(ms(stall.p50), "stall-p50-ms")
+				b.ReportMetric(ms(stall.p99), "stall-p99-ms")
 				// The run's pods are deleted before the next run, as
 				// pods come and go in a cluster: each run starts with
 				// the network as empty as the first did (a /16 that
@@ -318,8 +329,8 @@ func percentiles(lat []time.Duration) latencies {
 }
 
 // agents are n clients as n agents' would be, spread over urls, each with
-// the connections made that a few enrolments at once need (an agent keeps
-// them: atls.Pool), so the measurements are of enrolments, not of attested
+// the connections made that its Pool keeps (atls.Pool: four to a
+// coordinator), so the measurements are of enrolments, not of attested
 // handshakes; half-rate-handshakes counts any made later.
 func (l *lab) agents(b *testing.B, n int, urls []string) []*api.Client {
 	out := make([]*api.Client, n)
@@ -394,8 +405,9 @@ func (p *pods) release(b *testing.B) {
 
 // enrolAt starts enrolments at rate per second for d, each on its own
 // goroutine through the agents in turn (open loop), and returns the latency
-// of each from when it was due to start until its certificate arrived.
-func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client, made *pods) latencies {
+// of each from when it was due to start until its certificate arrived. With
+// stall, that process is stopped for 300 ms a third of the way in.
+func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client, made *pods, stall *os.Process) latencies {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -404,6 +416,21 @@ func (l *lab) enrolAt(d time.Duration, rate float64, agents []*api.Client, made 
 	var wg sync.WaitGroup
 	every := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
+	if stall != nil {
+		resumed := make(chan struct{})
+		defer func() { <-resumed }()
+		go func() {
+			defer close(resumed)
+			time.Sleep(d / 3)
+			if err := stall.Signal(syscall.SIGSTOP); err != nil {
+				panic(fmt.Sprintf("stall: %v", err))
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := stall.Signal(syscall.SIGCONT); err != nil {
+				panic(fmt.Sprintf("resume: %v", err))
+			}
+		}()
+	}
 	for k := 0; ; k++ {
 		due := start.Add(time.Duration(k) * every)
 		if due.Sub(start) >= d {
