@@ -1,6 +1,9 @@
 // Command benchreport runs Go benchmarks several times and writes
 // docs/BENCHMARKS.md: per benchmark and metric the median and min–max over the
-// runs, with the exact command that produced them (make bench).
+// runs, with the exact command that produced them (make bench). The runs'
+// output is kept beside the plots (docs/bench/raw.txt, as benchstat reads
+// it); -from writes the report again from such a file without running
+// anything, when only the notes changed.
 package main
 
 import (
@@ -23,54 +26,91 @@ func main() {
 	out := flag.String("out", "docs/BENCHMARKS.md", "file to write")
 	count := flag.Int("count", 5, "runs of each benchmark")
 	benchtime := flag.String("benchtime", "3x", "go test -benchtime")
+	from := flag.String("from", "", "write the report from this raw output (docs/bench/raw.txt) instead of running")
 	flag.Parse()
+	raw := filepath.Join(filepath.Dir(*out), "bench", "raw.txt")
+	var buf bytes.Buffer
+	if *from != "" {
+		b, err := os.ReadFile(*from)
+		if err != nil {
+			fail(err)
+		}
+		buf.Write(b)
+	} else {
+		run(&buf, *count, *benchtime, flag.Args())
+		if err := os.MkdirAll(filepath.Dir(raw), 0o755); err != nil {
+			fail(err)
+		}
+		if err := os.WriteFile(raw, buf.Bytes(), 0o644); err != nil {
+			fail(err)
+		}
+	}
+	if err := os.WriteFile(*out, report(buf.String(), *out), 0o644); err != nil {
+		fail(err)
+	}
+	fmt.Fprintln(os.Stderr, "wrote", *out)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "benchreport:", err)
+	os.Exit(1)
+}
+
+// run runs the benchmarks of pkgs into buf, each package's output after the
+// command that made it, all after the commit and the date: benchstat reads
+// these "key: value" lines as the results' configuration.
+func run(buf *bytes.Buffer, count int, benchtime string, pkgs []string) {
 	// Each argument is a package pattern, optionally with its own benchtime
 	// ("./attest/=2000x"): cheap benchmarks need many iterations, ones with a
 	// costly setup few.
-	pkgs := flag.Args()
 	if len(pkgs) == 0 {
 		pkgs = []string{"./..."}
 	}
-	var buf bytes.Buffer
-	var cmdlines []string
+	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	fmt.Fprintf(buf, "commit: %s\ndate: %s\n", strings.TrimSpace(string(commit)), time.Now().UTC().Format("2006-01-02"))
 	for _, p := range pkgs {
 		pkg, bt, ok := strings.Cut(p, "=")
 		if !ok {
-			bt = *benchtime
+			bt = benchtime
 		}
-		args := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", bt, "-count", strconv.Itoa(*count), pkg}
+		args := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", bt, "-count", strconv.Itoa(count), pkg}
 		cmdline := "go " + strings.Join(args, " ")
-		cmdlines = append(cmdlines, cmdline)
 		fmt.Fprintln(os.Stderr, "running:", cmdline)
+		fmt.Fprintf(buf, "command: %s\n", cmdline)
 		cmd := exec.Command("go", args...)
-		cmd.Stdout = &buf
+		cmd.Stdout = buf
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "benchreport: %v\n%s", err, buf.String())
-			os.Exit(1)
+			fail(fmt.Errorf("%v\n%s", err, buf.String()))
 		}
 	}
-	cmdline := strings.Join(cmdlines, "\n")
-	if err := os.WriteFile(*out, report(buf.String(), cmdline, *out), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Fprintln(os.Stderr, "wrote", *out)
 }
 
 var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
 type key struct{ pkg, name, unit string }
 
-func report(raw, cmdline, out string) []byte {
+// report is the markdown for raw, the output run wrote; its plots go in the
+// bench directory beside out.
+func report(raw, out string) []byte {
 	samples := map[key][]float64{}
 	var order []key
-	pkg, cpu := "", ""
+	pkg, cpu, commit, date := "", "", "", ""
+	var cmdlines []string
 	sc := bufio.NewScanner(strings.NewReader(raw))
 	for sc.Scan() {
 		l := sc.Text()
 		if p, ok := strings.CutPrefix(l, "pkg: "); ok {
 			pkg = p
+		}
+		if c, ok := strings.CutPrefix(l, "commit: "); ok {
+			commit = c
+		}
+		if d, ok := strings.CutPrefix(l, "date: "); ok {
+			date = d
+		}
+		if c, ok := strings.CutPrefix(l, "command: "); ok {
+			cmdlines = append(cmdlines, c)
 		}
 		if c, ok := strings.CutPrefix(l, "cpu: "); ok {
 			cpu = strings.TrimSpace(c)
@@ -93,10 +133,9 @@ func report(raw, cmdline, out string) []byte {
 		}
 	}
 	var b bytes.Buffer
-	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` at commit %s on %s, %s, %d cores (%s/%s). Each figure is the\nmedian of the runs, with min–max; these machines are shared and noisy, so compare figures of one run.\n\n",
-		strings.TrimSpace(string(commit)), time.Now().UTC().Format("2006-01-02"), cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "Commands (`make bench` runs them):\n\n```\n%s\n```\n\n", cmdline)
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` at commit %s on %s, %s, %d cores (%s/%s). Each figure is the\nmedian of the runs, with min–max; these machines are shared and noisy, so compare figures of one run.\nThe runs' output is in [bench/raw.txt](bench/raw.txt) (`benchstat` reads it).\n\n",
+		commit, date, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "Commands (`make bench` runs them):\n\n```\n%s\n```\n\n", strings.Join(cmdlines, "\n"))
 	fmt.Fprintf(&b, "| package | benchmark | metric | median | min – max | runs |\n|---|---|---|---|---|---|\n")
 	for _, k := range order {
 		v := slices.Sorted(slices.Values(samples[k]))

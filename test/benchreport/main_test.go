@@ -8,7 +8,10 @@ import (
 )
 
 func TestReportPlotsContenders(t *testing.T) {
-	raw := `pkg: github.com/sealmesh/sealmesh/test/dataplane
+	raw := `commit: abc1234
+date: 2026-11-24
+command: go test -bench . ./test/dataplane/
+pkg: github.com/sealmesh/sealmesh/test/dataplane
 cpu: Test CPU
 BenchmarkDataPlane/veth-2 1 0 ns/op 13.1 tcp-Gb/s
 BenchmarkDataPlane/sealmesh-2 1 0 ns/op 0.65 tcp-Gb/s 17.0 cpu-s/GB
@@ -20,8 +23,10 @@ BenchmarkSingle 1 5 ns/op
 	if d := os.Getenv("BENCHREPORT_KEEP"); d != "" {
 		dir = d
 	}
-	md := string(report(raw, "go test ...", filepath.Join(dir, "BENCHMARKS.md")))
+	md := string(report(raw, filepath.Join(dir, "BENCHMARKS.md")))
 	for _, want := range []string{
+		"at commit abc1234 on 2026-11-24, Test CPU",
+		"```\ngo test -bench . ./test/dataplane/\n```",
 		"| test/dataplane | BenchmarkDataPlane/sealmesh | tcp-Gb/s | 0.63 | 0.61 – 0.65 | 2 |",
 		"![BenchmarkDataPlane tcp-Gb/s](bench/DataPlane-tcp-Gb-s.png)",
 	} {
