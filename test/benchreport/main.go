@@ -275,8 +275,8 @@ const notes = `
   this machine's two cores. *CryptoFloor*: what an enrolment cannot avoid, on one core:
   verifying simulated SNP evidence (report signature and the ARK/ASK/VCEK chain) and
   signing the Nebula certificate, as enrolments per second. *Enrol*: 24 agents (each
-  with the attested connections a few enrolments at once need already made and kept, as
-  an agent's pool keeps them) enrolling one pod after another for 3 s against one
+  with the four attested connections an agent's pool keeps to a coordinator already
+  made) enrolling one pod after another for 3 s against one
   coordinator and against three: enrolments per second, *floor-ratio* (that rate over
   *floor-enrol/s*, the floor measured again on each side of that run with the mean
   taken: the machine's speed drifts within a run by up to a third, so the CryptoFloor
@@ -289,16 +289,22 @@ const notes = `
   *store-ops/enrol* (etcd's own operation counters), then *half-rate* latencies:
   enrolments started at half the measured peak rate, open loop, each timed from when it
   was due, and *half-rate-handshakes*, the attested handshakes made during that run (0:
-  the latencies are of enrolments, not of connection set-up). Issue 7's goals are a
+  the latencies are of enrolments, not of connection set-up), then *stall* latencies:
+  the same rate across a 300 ms SIGSTOP of the first coordinator (a long pause, a live
+  migration). Each run's pods are released afterwards, as CNI DEL does, so every run
+  starts with the network as empty as the first (before, ten runs filled the /16 to
+  80% and the last ones measured a nearly full network). Issue 7's goals are a
   floor ratio of at least 0.7 and a half-rate p99 under 20 ms. Throughput is CPU-bound
-  across three processes: an enrolment costs the two cores about 2.1 ms, of which the
-  coordinator about 1.25 (verification is about 0.75 of it; the rest is HTTP, TLS,
-  JSON, the etcd client and the Go runtime), the agents about 0.65 (0.4 of it the
-  simulated TEE's P-384 signature, which on real SNP the security processor makes, not
-  the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.2. With one coordinator
-  every run reached 0.7 of the floor. What moved it from 0.54: group commit in the etcd
-  store (swaps made while a transaction is in flight go together in the next: 0.14
-  etcd operations per enrolment, from 2, and etcd's CPU per enrolment halved) and the
+  across three processes: with one coordinator an enrolment costs the two cores about
+  1.6 ms, of which the coordinator about 1.0 (verification is about 0.7 of it; the rest
+  is HTTP, TLS, JSON, the etcd client and the Go runtime), the agents about 0.5 (a third
+  of it the simulated TEE's P-384 signature, which on real SNP the security processor
+  makes, not the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.15. With one coordinator
+  the median run reaches about 0.83 of the floor. What moved it from 0.54: group commit
+  in the etcd store (swaps made while a transaction is in flight go together in the
+  next, each a transaction of its own nested in the shared one, so one that loses its
+  address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
+  etcd's CPU per enrolment halved) and the
   holder's pointer written in the lease's own compare-and-swap on condition that the key
   has none, instead of read first; each answer carries the agent's next nonce (one
   request per enrolment, not two); the certificate is signed before its lease is
@@ -306,21 +312,32 @@ const notes = `
   certificates; the agent derives its X25519 public key once. Before that: kept attested
   connections (per request, handshakes were a third of the coordinator's CPU), one
   coordinator's concurrent enrolments choosing different addresses, and next-fit
-  allocation (114 → about 600 enrolments/s). Three coordinators miss the ratio (about
-  0.62): the cores are shared, each process brings its own runtime and sees a third of
-  the load (more CPU per enrolment, and etcd batches a third as large: 0.4 operations
-  per enrolment), so they add availability here, not throughput. The half-rate p99 is
-  about 20–25 ms, p50 about 5–6 ms, and varies from 15 to 60 ms between runs; the slow
-  enrolments are spread through each run, not bunched at its start, and no attested
-  handshake is among them. What is left is two cores shared by four or more busy Go
-  processes: a garbage collection must stop every thread of its process, and one the
-  kernel has descheduled holds it up (gctrace shows 2–5 ms stop-the-world phases in the
-  coordinator and the agents' process, against tens of microseconds on an idle core),
-  and an enrolment crosses three processes, each hop a chance to wait for a core. Tried
-  without effect: GOGC=400 everywhere, GOMAXPROCS=1 everywhere, a 2 s pause between the
-  peak and half-rate runs, two etcd transactions in flight instead of one, no periodic
-  lease refresh in the coordinators. What would move it: the agents on
-  machines of their own (as they are: one per node), which also takes the simulated
+  allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio only
+  just (median about 0.70, runs from 0.54 to 0.76): the cores are shared, each process
+  brings its own runtime and sees a third of the load (about 1.4 ms of coordinator CPU
+  per enrolment against 1.0 with one, and etcd batches a third as large: 0.4
+  operations per enrolment), so they add availability here, not throughput. The
+  half-rate p99 is about 10–20 ms with one coordinator and 15–30 ms with three (p50 4–5
+  ms), from under 10 to 60 ms between runs. The slow enrolments come in bunches of
+  15–25 ms that catch agents of all three coordinators at once, so they wait on
+  something the coordinators share: the two cores, or etcd (its WAL fsync here is under
+  1 ms for 80% of writes, but about one in 200 takes 8–16 ms, and a transaction waits
+  for it). No attested handshake is among them. Tried without effect: GOGC=400 and
+  GOGC=off everywhere (no collection at all), GOMAXPROCS=1 everywhere, a 2 s pause
+  between the peak and half-rate runs, two etcd transactions in flight instead of one,
+  no periodic lease refresh in the coordinators; etcd without fsync
+  (` + "`--unsafe-no-fsync`" + `, an experiment, not a setting) moved the three-coordinator
+  p99 from about 11.5 to 10 ms in interleaved runs on a quiet machine, within the noise.
+  What would move it: the agents on machines of their own (as they are: one per node),
+  which also takes the simulated signature off these cores, and etcd on a disk of its
+  own. The *stall* run found a real fault, now fixed: before, agents opened a connection
+  per request once their kept ones were busy, so the backlog behind a 300 ms stall
+  turned into a burst of attested handshakes (evidence on both sides) that kept the
+  coordinator from catching up; every later enrolment of the run made a handshake and
+  the p50 was 1.4 s. An agent now keeps at most four connections to a coordinator and
+  queues past them: the p50 across the stall stays at 4–6 ms and the p99 is the stall
+  plus about 100 ms to drain. (Go's HTTP/2, one connection per agent, cost the
+  coordinator a quarter more CPU per enrolment.)
   signature off these cores. *Failover*:
   four agents enrolling through one client listing all three coordinators, the one they
   use killed with SIGKILL: from the signal to each agent's first enrolment completed
@@ -332,9 +349,8 @@ const notes = `
   the answer to a manifest update to every member serving the new generation, with three
   and with seven coordinators (each learns it from etcd's watch, or from a gossip hint
   that a peer is ahead, whichever comes first; polled every 10 ms, so ±10 ms). The
-  three-member figure is taken after the enrolment runs have left about 20,000 leases,
-  and each of its status polls walks every lease, so it measures the polling as much as
-  the convergence; the seven members are a fresh cluster.
+  three members are those the enrolment runs used (their pods released); the seven
+  members are a fresh cluster.
 
 - **ca/issuer BenchmarkSign, BenchmarkAllocate**: the two other hot paths of an
   enrolment, on one core: signing a Nebula host certificate (Ed25519), and choosing an
