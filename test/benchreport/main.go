@@ -31,6 +31,9 @@ func main() {
 	raw := filepath.Join(filepath.Dir(*out), "bench", "raw.txt")
 	var buf bytes.Buffer
 	if *from != "" {
+		if flag.NArg() > 0 {
+			fail(fmt.Errorf("-from writes the report from a file; it runs no packages (%s)", strings.Join(flag.Args(), " ")))
+		}
 		b, err := os.ReadFile(*from)
 		if err != nil {
 			fail(err)
@@ -299,8 +302,8 @@ const notes = `
   1.6 ms, of which the coordinator about 1.0 (verification is about 0.7 of it; the rest
   is HTTP, TLS, JSON, the etcd client and the Go runtime), the agents about 0.5 (a third
   of it the simulated TEE's P-384 signature, which on real SNP the security processor
-  makes, not the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.15. With one coordinator
-  the median run reaches about 0.83 of the floor. What moved it from 0.54: group commit
+  makes, not the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.15; the median
+  run reaches about 0.83 of the floor. What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
@@ -337,8 +340,7 @@ const notes = `
   the p50 was 1.4 s. An agent now keeps at most four connections to a coordinator and
   queues past them: the p50 across the stall stays at 4–6 ms and the p99 is the stall
   plus about 100 ms to drain. (Go's HTTP/2, one connection per agent, cost the
-  coordinator a quarter more CPU per enrolment.)
-  signature off these cores. *Failover*:
+  coordinator a quarter more CPU per enrolment.) *Failover*:
   four agents enrolling through one client listing all three coordinators, the one they
   use killed with SIGKILL: from the signal to each agent's first enrolment completed
   elsewhere (the one in flight fails, is retried with a fresh nonce at the next
