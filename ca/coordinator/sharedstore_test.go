@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -86,6 +87,22 @@ func coordinatorLifecycle(t *testing.T, openStore func() store.Store) {
 	}
 	if st.Generation != 2 || st.CAFingerprint != created.Status.CAFingerprint || len(st.Hosts) != 1 {
 		t.Fatalf("after restart: %+v", st)
+	}
+	// The restarted one, running, learns the leases another coordinator
+	// makes from the store's changes (a watch on either backend), not at
+	// its next listing.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go c2.Run(runCtx)
+	if _, err := enrol.Workload(ctx, client, webDev, api.Workload{Namespace: "web", Name: "second"}); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []api.Host
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && len(hosts) != 2; time.Sleep(10 * time.Millisecond) {
+		hosts = c2.Status().Hosts
+	}
+	if len(hosts) != 2 || hosts[1].Workload != "web/second" && hosts[0].Workload != "web/second" {
+		t.Fatalf("hosts seen by the other coordinator: %+v", hosts)
 	}
 	// A coordinator with no secrets of its own sees a mesh to recover.
 	c3, _ := open(t.TempDir())

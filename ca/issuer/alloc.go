@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -161,6 +162,60 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 	a.leases = leases
 	a.mu.Unlock()
 	return nil
+}
+
+// Follow keeps the allocator's copy of the leases current from the store's
+// changes (store.Follow: a watch where the store has one, a listing about
+// every poll where it has not) until ctx ends: other coordinators' leases,
+// for status, and released or expired addresses, for the search. A lease
+// record that does not decode is logged with log and left out.
+func (a *Allocator) Follow(ctx context.Context, poll time.Duration, warn func(key string, err error)) {
+	for u := range store.Follow(ctx, a.st, leasePrefix, poll) {
+		a.apply(u, warn)
+	}
+}
+
+// apply brings one update into the copy of the leases.
+func (a *Allocator) apply(u store.Update, warn func(key string, err error)) {
+	leases := map[netip.Addr]entry{}
+	for _, c := range u.Changes {
+		if c.Deleted {
+			continue
+		}
+		var l Lease
+		if err := json.Unmarshal(c.Value, &l); err != nil {
+			warn(c.Key, err)
+			continue
+		}
+		leases[l.IP] = entry{lease: l, version: c.Version}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if u.Reset {
+		a.leases = leases
+		return
+	}
+	for _, c := range u.Changes {
+		if c.Deleted {
+			if ip, ok := leaseAddr(c.Key); ok {
+				delete(a.leases, ip)
+			}
+		}
+	}
+	maps.Copy(a.leases, leases)
+}
+
+// leaseAddr is the address a lease record's key names.
+func leaseAddr(key string) (netip.Addr, bool) {
+	s, ok := strings.CutPrefix(key, leasePrefix)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	if ip, err := netip.ParseAddr(strings.ReplaceAll(s, "-", ".")); err == nil {
+		return ip, true
+	}
+	ip, err := netip.ParseAddr(strings.ReplaceAll(s, "-", ":"))
+	return ip, err == nil
 }
 
 // Issue leases an address to holder in role: it chooses one, has sign make

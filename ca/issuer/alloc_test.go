@@ -129,6 +129,78 @@ func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread boo
 	}
 }
 
+// An allocator that follows the store learns the leases other coordinators
+// make and end, without listing them again: for status, and so that it
+// searches past addresses taken elsewhere and reuses those given back. A
+// record that does not decode is reported and the rest still followed.
+func TestAllocatorFollow(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			all := allocators(t, st, 2)
+			a, b := all[0], all[1]
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var bad atomic.Int32
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				b.Follow(ctx, 10*time.Millisecond, func(key string, err error) {
+					if key == "lease-corrupt" {
+						bad.Add(1)
+					} else {
+						t.Errorf("%s: %v", key, err)
+					}
+				})
+			}()
+			now := time.Now()
+			var made []issuer.Lease
+			for i := range 5 {
+				l, err := issue(a, fmt.Sprintf("h%d", i), now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				made = append(made, l)
+			}
+			if err := st.Put(ctx, "lease-corrupt", []byte("{")); err != nil {
+				t.Fatal(err)
+			}
+			awaitLive(t, b, now, made)
+			for _, l := range made[:2] {
+				if err := a.Release(ctx, l.IP, l.Fingerprint, l.ReleaseHash); err != nil {
+					t.Fatal(err)
+				}
+			}
+			awaitLive(t, b, now, made[2:])
+			if bad.Load() == 0 {
+				t.Error("the corrupt record was not reported")
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+// awaitLive waits until a's live leases are want's addresses.
+func awaitLive(t *testing.T, a *issuer.Allocator, now time.Time, want []issuer.Lease) {
+	t.Helper()
+	var w []netip.Addr
+	for _, l := range want {
+		w = append(w, l.IP)
+	}
+	var got []netip.Addr
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		got = got[:0]
+		for _, l := range a.Live(now) {
+			got = append(got, l.IP)
+		}
+		if fmt.Sprint(got) == fmt.Sprint(w) {
+			return
+		}
+	}
+	t.Fatalf("live leases %v, want %v", got, w)
+}
+
 func TestAllocatorIssue(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()

@@ -329,3 +329,62 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 	}()
 	return ch
 }
+
+var _ Follower = (*Etcd)(nil)
+
+// Follow implements Follower: a listing, then an etcd watch on the prefix
+// from the listing's revision, so no change falls between the two. A watch
+// etcd ends (its history compacted past it, or no leader) is followed by a
+// new listing.
+func (e *Etcd) Follow(ctx context.Context, prefix string) <-chan Update {
+	ch := make(chan Update, 16)
+	go func() {
+		defer close(ch)
+		for {
+			r, err := e.cli.Get(ctx, e.prefix+prefix, clientv3.WithPrefix())
+			if err != nil {
+				if !retry(ctx) {
+					return
+				}
+				continue
+			}
+			u := Update{Reset: true}
+			for _, kv := range r.Kvs {
+				if c := e.change(kv.Key, kv.Value, kv.ModRevision, false); c.Key != "latest" {
+					u.Changes = append(u.Changes, c)
+				}
+			}
+			if !send(ctx, ch, u) {
+				return
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for resp := range e.cli.Watch(wctx, e.prefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(r.Header.Revision+1)) {
+				if resp.Err() != nil {
+					break
+				}
+				var u Update
+				for _, ev := range resp.Events {
+					if c := e.change(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete); c.Key != "latest" {
+						u.Changes = append(u.Changes, c)
+					}
+				}
+				if len(u.Changes) > 0 && !send(ctx, ch, u) {
+					break
+				}
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+func (e *Etcd) change(key, value []byte, rev int64, deleted bool) Change {
+	c := Change{Key: strings.TrimPrefix(string(key), e.prefix), Deleted: deleted}
+	if !deleted {
+		c.Value, c.Version = value, Version(strconv.FormatInt(rev, 10))
+	}
+	return c
+}

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	typedv1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -293,4 +294,96 @@ func (k *Kubernetes) Watch(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return ch
+}
+
+var _ Follower = (*Kubernetes)(nil)
+
+// Follow implements Follower as an informer does: a listing, then a watch
+// from the listing's resourceVersion, resumed from the last one seen when
+// the API server ends it, and a new listing when that is too old (410 Gone).
+func (k *Kubernetes) Follow(ctx context.Context, prefix string) <-chan Update {
+	ch := make(chan Update, 16)
+	go func() {
+		defer close(ch)
+		for {
+			recs, rv, err := k.list(ctx, prefix)
+			if err != nil {
+				if !retry(ctx) {
+					return
+				}
+				continue
+			}
+			if !send(ctx, ch, Update{Reset: true, Changes: recs}) || !k.follow(ctx, ch, prefix, rv) {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// list is every record under prefix, with versions, and the listing's
+// resourceVersion.
+func (k *Kubernetes) list(ctx context.Context, prefix string) ([]Change, string, error) {
+	var out []Change
+	opts := metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, Limit: 500}
+	for {
+		l, err := k.api().List(ctx, opts)
+		if err != nil {
+			return nil, "", fmt.Errorf("store: kubernetes list: %w", err)
+		}
+		for _, cm := range l.Items {
+			if c, ok := k.change(&cm, prefix, false); ok {
+				out = append(out, c)
+			}
+		}
+		if l.Continue == "" {
+			return out, l.ResourceVersion, nil
+		}
+		opts.Continue = l.Continue
+	}
+}
+
+// follow sends the changes from resourceVersion rv on, until ctx ends
+// (false) or the watch cannot go on (true: list again).
+func (k *Kubernetes) follow(ctx context.Context, ch chan<- Update, prefix, rv string) bool {
+	for {
+		w, err := k.api().Watch(ctx, metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, ResourceVersion: rv, AllowWatchBookmarks: true})
+		if err != nil {
+			return retry(ctx)
+		}
+		for ev := range w.ResultChan() {
+			cm, ok := ev.Object.(*corev1.ConfigMap)
+			if ev.Type == watch.Error || !ok {
+				w.Stop()
+				return ctx.Err() == nil // too old (410 Gone) or broken: list again
+			}
+			rv = cm.ResourceVersion
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			c, ok := k.change(cm, prefix, ev.Type == watch.Deleted)
+			if ok && !send(ctx, ch, Update{Changes: []Change{c}}) {
+				w.Stop()
+				return false
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return false
+		}
+		// The API server ends every watch after a while: resume.
+	}
+}
+
+// change is cm as a record under prefix; false for another prefix's, or the
+// latest pointer.
+func (k *Kubernetes) change(cm *corev1.ConfigMap, prefix string, deleted bool) (Change, bool) {
+	key, ok := strings.CutPrefix(cm.Name, k.name+"-")
+	if !ok || key == "latest" || !strings.HasPrefix(key, prefix) {
+		return Change{}, false
+	}
+	if deleted {
+		return Change{Key: key, Deleted: true}, true
+	}
+	return Change{Key: key, Value: cm.BinaryData[valueKey], Version: Version(cm.ResourceVersion)}, true
 }

@@ -110,7 +110,9 @@ func newLab(t testing.TB, n int) *lab {
 	l.store, err = l.net.Start(l.hub, l.path("etcd.log"), etcd, "--data-dir", l.path("etcd"), "--name", "ha",
 		"--listen-client-urls", "http://"+etcdIP+":2379", "--advertise-client-urls", "http://"+etcdIP+":2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-		"--initial-cluster", "ha=http://127.0.0.1:2380", "--log-level", "error")
+		"--initial-cluster", "ha=http://127.0.0.1:2380", "--log-level", "error",
+		// As docs/cluster.md asks of a deployment's etcd.
+		"--auto-compaction-mode=periodic", "--auto-compaction-retention=5m")
 	must(err)
 	must(l.wait(func() error { return l.get("http://" + etcdIP + ":2379/health") }, "etcd"))
 

@@ -274,4 +274,84 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal("no notification within 10s of a change")
 		}
 	})
+	t.Run("follow", func(t *testing.T) { follow(t, open(t)) })
+}
+
+// follow checks store.Follow: a copy kept from its updates becomes what the
+// store holds under the prefix, with the versions Swap needs; a Follower
+// sends changes, not a new listing per change; the channel closes when the
+// context ends.
+func follow(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for k, v := range map[string]string{"lease-1": "a", "lease-2": "b", "other": "x"} {
+		if err := s.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch := store.Follow(ctx, s, "lease-", 20*time.Millisecond)
+	_, watches := s.(store.Follower)
+	view := map[string]store.Change{}
+	resets := 0
+	// await applies updates until the copy holds want (values by key).
+	await := func(want map[string]string) {
+		t.Helper()
+		deadline := time.After(20 * time.Second) // a bound against hangs
+		for {
+			got := map[string]string{}
+			for k, c := range view {
+				got[k] = string(c.Value)
+			}
+			if fmt.Sprint(got) == fmt.Sprint(want) {
+				return
+			}
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					t.Fatal("Follow closed its channel while the context lives")
+				}
+				if u.Reset {
+					resets++
+					view = map[string]store.Change{}
+				}
+				for _, c := range u.Changes {
+					if c.Deleted {
+						delete(view, c.Key)
+					} else {
+						view[c.Key] = c
+					}
+				}
+			case <-deadline:
+				t.Fatalf("following lease-: have %v, want %v", got, want)
+			}
+		}
+	}
+	await(map[string]string{"lease-1": "a", "lease-2": "b"})
+	if _, err := s.Swap(ctx, "lease-3", "", []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		if err := s.Put(ctx, "lease-1", []byte(fmt.Sprintf("a%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, "lease-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "other", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	await(map[string]string{"lease-1": fmt.Sprintf("a%d", n-1), "lease-3": "c"})
+	if v := view["lease-3"].Version; v != "" || watches {
+		if _, want, err := s.GetVersion(ctx, "lease-3"); err != nil || v != want {
+			t.Fatalf("followed lease-3 at version %q; GetVersion: %q, %v", v, want, err)
+		}
+	}
+	if watches && resets != 1 {
+		t.Fatalf("a Follower listed %d times for %d changes; want one listing, then the changes", resets, n+3)
+	}
+	cancel()
+	for range ch {
+	}
 }
