@@ -477,44 +477,54 @@ func (a *Allocator) swap(ctx context.Context, old store.Version, l Lease, also .
 // Release ends the lease of the certificate with this fingerprint at ip if
 // releaseHash matches. Releasing an unknown lease is not an error: DEL is
 // idempotent. An invalid ip looks the lease up in memory (older agents).
+// The lease and its holder's pointer are removed together, on condition
+// that the lease is still the one checked: a release that races the
+// address's next lease (its certificate expired and the address went to
+// another holder) ends nothing but its own.
 func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, releaseHash string) error {
-	var l Lease
-	if ip.IsValid() {
-		got, _, err := a.read(ctx, ip)
+	if !ip.IsValid() {
+		a.mu.Lock()
+		for addr, e := range a.leases {
+			if e.lease.Fingerprint == fingerprint {
+				ip = addr
+			}
+		}
+		a.mu.Unlock()
+		if !ip.IsValid() {
+			return nil
+		}
+	}
+	for range 8 {
+		l, v, err := a.read(ctx, ip)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		l = got
-	} else {
-		a.mu.Lock()
-		for _, e := range a.leases {
-			if e.lease.Fingerprint == fingerprint {
-				l = e.lease
-			}
+		if l.Fingerprint == "" || l.Fingerprint != fingerprint {
+			return nil
 		}
-		a.mu.Unlock()
-	}
-	if l.Fingerprint == "" || l.Fingerprint != fingerprint {
-		return nil
-	}
-	if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
-		return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
-	}
-	if err := a.st.Delete(ctx, leaseKey(l.IP)); err != nil {
-		return err
-	}
-	if l.Holder != "" {
-		if err := a.st.Delete(ctx, holderPrefix+l.Holder); err != nil {
+		if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
+			return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
+		}
+		var also []string
+		if l.Holder != "" {
+			also = append(also, holderPrefix+l.Holder)
+		}
+		err = a.st.Remove(ctx, leaseKey(l.IP), v, also...)
+		if errors.Is(err, store.ErrConflict) {
+			continue // changed since it was read: check it again
+		}
+		if err != nil {
 			return err
 		}
+		a.mu.Lock()
+		delete(a.leases, l.IP)
+		a.mu.Unlock()
+		return nil
 	}
-	a.mu.Lock()
-	delete(a.leases, l.IP)
-	a.mu.Unlock()
-	return nil
+	return fmt.Errorf("issuer: release of %s: the lease kept changing", ip)
 }
 
 // Live returns the leases whose certificates have not expired, by IP, as far

@@ -476,3 +476,60 @@ func TestAllocatorConcurrentClaims(t *testing.T) {
 		t.Fatalf("%d concurrent enrolments took %d compare-and-swaps, want %d (no lost races)", n, st.swaps, n)
 	}
 }
+
+// overtaken is a store in which, just after the first read of key, another
+// coordinator writes it (race runs once).
+type overtaken struct {
+	store.Store
+	key  string
+	once sync.Once
+	race func()
+}
+
+func (r *overtaken) GetVersion(ctx context.Context, key string) ([]byte, store.Version, error) {
+	b, v, err := r.Store.GetVersion(ctx, key)
+	if key == r.key {
+		r.once.Do(r.race)
+	}
+	return b, v, err
+}
+
+// A release that reads its lease, and then finds the address leased again
+// (the certificate expired and another coordinator gave the address to
+// another holder), ends nothing: the new lease stays.
+func TestAllocatorReleaseRace(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			ctx := context.Background()
+			past := time.Now().Add(-2 * time.Hour)
+			old, err := issue(allocators(t, st, 1)[0], "old", past) // expired an hour ago
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := "lease-" + strings.ReplaceAll(old.IP.String(), ".", "-")
+			r := &overtaken{Store: st, key: key}
+			a := allocators(t, r, 1)[0]
+			now := time.Now()
+			var next issuer.Lease
+			r.race = func() {
+				// Another coordinator leases the expired address to "new"
+				// (asked for by address, so that no search is involved).
+				other := allocators(t, st, 1)[0]
+				next, err = other.Issue(ctx, old.IP, "new", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+					return lease(ip, "new", now), nil
+				})
+				if err != nil || next.IP != old.IP {
+					t.Errorf("the other coordinator leased %v, %v; want %s", next.IP, err, old.IP)
+				}
+			}
+			if err := a.Release(ctx, old.IP, old.Fingerprint, old.ReleaseHash); err != nil {
+				t.Fatal(err)
+			}
+			b, err := st.Get(ctx, key)
+			if err != nil || !strings.Contains(string(b), `"holder":"new"`) {
+				t.Fatalf("the new lease after the old one's release: %s, %v", b, err)
+			}
+		})
+	}
+}

@@ -138,7 +138,11 @@ func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, 
 	for _, a := range also {
 		recs = append(recs, Record{Key: e.prefix + a.Key, Old: a.Old, Value: a.Value})
 	}
-	p := &pendingSwap{ctx: ctx, recs: recs, done: make(chan struct{})}
+	return e.queue1(ctx, key, &pendingSwap{ctx: ctx, recs: recs, done: make(chan struct{})})
+}
+
+// queue1 queues p for the next transaction and waits for its outcome.
+func (e *Etcd) queue1(ctx context.Context, key string, p *pendingSwap) (Version, error) {
 	e.mu.Lock()
 	e.queue = append(e.queue, p)
 	lead := !e.committing
@@ -158,6 +162,23 @@ func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, 
 	}
 }
 
+// Remove implements Store: one transaction, sent with the swaps made at the
+// same time (group commit).
+func (e *Etcd) Remove(ctx context.Context, key string, old Version, also ...string) error {
+	if err := removeKeys(key, old, also); err != nil {
+		return err
+	}
+	if len(also) >= maxBatchOps {
+		return fmt.Errorf("store: a remove of %d records (at most %d)", len(also)+1, maxBatchOps)
+	}
+	recs := []Record{{Key: e.prefix + key, Old: old}}
+	for _, a := range also {
+		recs = append(recs, Record{Key: e.prefix + a})
+	}
+	_, err := e.queue1(ctx, key, &pendingSwap{ctx: ctx, recs: recs, remove: true, done: make(chan struct{})})
+	return err
+}
+
 // maxBatchOps bounds the puts (and the comparisons) of one transaction, below
 // etcd's default --max-txn-ops of 128.
 const maxBatchOps = 64
@@ -168,8 +189,11 @@ const swapTimeout = 30 * time.Second
 
 // pendingSwap is a Swap waiting for its transaction.
 type pendingSwap struct {
-	ctx     context.Context // the caller's: once done, the swap is not sent
-	recs    []Record        // full keys
+	ctx  context.Context // the caller's: once done, the swap is not sent
+	recs []Record        // full keys
+	// remove: the records are deleted, on condition that the first is at
+	// its Old (a Remove).
+	remove  bool
 	done    chan struct{}
 	version Version
 	err     error
@@ -272,6 +296,16 @@ func (e *Etcd) send(ctx context.Context, batch []*pendingSwap) {
 func (p *pendingSwap) ops() ([]clientv3.Cmp, []clientv3.Op, bool) {
 	var cmps []clientv3.Cmp
 	var puts []clientv3.Op
+	if p.remove {
+		cmp, ok := at(p.recs[0].Key, p.recs[0].Old)
+		if !ok {
+			return nil, nil, false
+		}
+		for _, r := range p.recs {
+			puts = append(puts, clientv3.OpDelete(r.Key))
+		}
+		return []clientv3.Cmp{cmp}, puts, true
+	}
 	for _, r := range p.recs {
 		cmp, ok := at(r.Key, r.Old)
 		if !ok {

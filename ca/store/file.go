@@ -138,18 +138,51 @@ func (f *File) Swap(_ context.Context, key string, old Version, value []byte, al
 	return f.swap(key, old, value, also...)
 }
 
-// swap compares and swaps the file name under the store's lock (one lock for
-// every key: swaps are short and rare next to reads).
-func (f *File) swap(name string, old Version, value []byte, also ...Record) (Version, error) {
+// Remove implements Store.
+func (f *File) Remove(_ context.Context, key string, old Version, also ...string) error {
+	if err := removeKeys(key, old, also); err != nil {
+		return err
+	}
+	unlock, err := f.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := f.at(key, old); err != nil {
+		return err
+	}
+	for _, k := range append([]string{key}, also...) {
+		if err := os.Remove(filepath.Join(f.dir, k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
+}
+
+// lock takes the store's lock (one for every key: swaps are short and rare
+// next to reads) and returns its release.
+func (f *File) lock() (func(), error) {
 	lock, err := os.OpenFile(filepath.Join(f.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	defer lock.Close()
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", fmt.Errorf("store: lock: %w", err)
+		lock.Close()
+		return nil, fmt.Errorf("store: lock: %w", err)
 	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	return func() {
+		unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+		lock.Close()
+	}, nil
+}
+
+// swap compares and swaps the file name under the store's lock.
+func (f *File) swap(name string, old Version, value []byte, also ...Record) (Version, error) {
+	unlock, err := f.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if err := f.at(name, old); err != nil {
 		return "", err
 	}

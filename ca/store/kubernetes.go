@@ -217,6 +217,30 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 	return v, nil
 }
 
+// Remove implements Store: key is deleted on the precondition of its
+// resourceVersion, then the others (ConfigMaps have no transaction across
+// objects; a coordinator that dies in between leaves them, and they are
+// hints their readers check).
+func (k *Kubernetes) Remove(ctx context.Context, key string, old Version, also ...string) error {
+	if err := removeKeys(key, old, also); err != nil {
+		return err
+	}
+	rv := string(old)
+	err := k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("store: kubernetes remove %s: %w", key, err)
+	}
+	for _, a := range also {
+		if err := k.Delete(ctx, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // at returns key's value if key is at version v ("" for none), ErrConflict
 // if it is not.
 func (k *Kubernetes) at(ctx context.Context, key string, v Version) ([]byte, error) {

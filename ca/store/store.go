@@ -48,6 +48,10 @@ type Store interface {
 	// of them or none (otherwise ErrConflict). Records written with Swap are
 	// written only with Swap (and Delete). The version returned is key's.
 	Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error)
+	// Remove deletes key if it is still at old, and with it the keys in
+	// also, whatever their versions: all of them, or none if key is not at
+	// old (ErrConflict; also when key is gone already).
+	Remove(ctx context.Context, key string, old Version, also ...string) error
 	// Watch sends after the latest pointer changes (by anyone), until ctx ends.
 	// Notifications may be merged; readers re-read Latest.
 	Watch(ctx context.Context) <-chan struct{}
@@ -80,6 +84,19 @@ func swapKeys(key string, also []Record) error {
 		}
 	}
 	return nil
+}
+
+// removeKeys checks the keys of a Remove as swapKeys does those of a Swap,
+// and that key is named at a version.
+func removeKeys(key string, old Version, also []string) error {
+	if old == "" {
+		return fmt.Errorf("store: remove %s at no version", key)
+	}
+	recs := make([]Record, len(also))
+	for i, a := range also {
+		recs[i].Key = a
+	}
+	return swapKeys(key, recs)
 }
 
 // ValidKey reports whether key is usable in every backend.

@@ -274,6 +274,47 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal("no notification within 10s of a change")
 		}
 	})
+	t.Run("remove at a version", func(t *testing.T) {
+		s := open(t)
+		for k, v := range map[string]string{"lease-1": "a", "holder-1": "p"} {
+			if err := s.Put(ctx, k, []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, stale, err := s.GetVersion(ctx, "lease-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, "lease-1", []byte("b")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(ctx, "lease-1", stale, "holder-1"); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Remove at a stale version: %v, want ErrConflict", err)
+		}
+		for _, k := range []string{"lease-1", "holder-1"} {
+			if _, err := s.Get(ctx, k); err != nil {
+				t.Fatalf("%s after a Remove that lost: %v", k, err)
+			}
+		}
+		_, cur, err := s.GetVersion(ctx, "lease-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(ctx, "lease-1", cur, "holder-1", "holder-missing"); err != nil {
+			t.Fatalf("Remove at the current version: %v", err)
+		}
+		for _, k := range []string{"lease-1", "holder-1"} {
+			if _, err := s.Get(ctx, k); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("%s after Remove: %v, want ErrNotFound", k, err)
+			}
+		}
+		if err := s.Remove(ctx, "lease-1", cur); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Remove of a key gone already: %v, want ErrConflict", err)
+		}
+		if err := s.Remove(ctx, "lease-1", ""); err == nil || errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Remove at no version: %v, want an error of the call", err)
+		}
+	})
 	t.Run("follow", func(t *testing.T) { follow(t, open(t)) })
 }
 
