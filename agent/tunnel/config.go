@@ -27,6 +27,15 @@ const DefaultPort = 4242
 // it with SO_RCVBUFFORCE/SO_SNDBUFFORCE, past net.core.rmem_max, as root).
 const socketBuffer = 10 << 20
 
+// txQueue is the TUN interface's transmit queue, in packets: what the kernel
+// may hand the tunnel before Nebula reads it. At Nebula's default (500) one
+// TCP stream overflows it (TCP small queues let a flow have about 1 MiB,
+// some 700 packets, queued below it), and the drops are retransmissions: 5%
+// of the packets (docs/BENCHMARKS.md, data plane). 5000 holds several
+// streams' worth. The queue holds packets only under load; its ring of
+// pointers costs the kernel 40 KiB per pod.
+const txQueue = 5000
+
 // Options are the local choices the coordinator does not make.
 type Options struct {
 	Device     string // TUN device name; "" disables the TUN (a lighthouse may run without)
@@ -76,6 +85,7 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) ([]byte, error) 
 	tun := map[string]any{"disabled": o.Device == ""}
 	if o.Device != "" {
 		tun["dev"] = o.Device
+		tun["tx_queue"] = txQueue
 		if o.MTU > 0 {
 			tun["mtu"] = o.MTU
 		}

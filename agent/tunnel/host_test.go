@@ -181,6 +181,10 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 			if len(addrs) != 1 || addrs[0].IP.String() != ips[name] {
 				return fmt.Errorf("%s: nebula1 carries %v, want %s", name, addrs, ips[name])
 			}
+			// At Nebula's default (500) one TCP stream overflows the queue.
+			if q := l.Attrs().TxQLen; q != txQueue {
+				return fmt.Errorf("%s: nebula1's transmit queue is %d packets, want %d", name, q, txQueue)
+			}
 			if c, err := net.ListenPacket("udp4", ":4242"); err == nil {
 				c.Close()
 				return fmt.Errorf("%s: nothing holds UDP 4242 in the pod's namespace", name)

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,11 +33,15 @@ import (
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
+// runs counts BenchmarkDataPlane's runs.
+var runs atomic.Int32
+
 // contender is one way for pod a to reach pod b.
 type contender struct {
 	name string
 	dst  netip.Addr // b's address on this path
 	pids []int      // the processes doing the tunnelling (none for the raw link)
+	devs [2]string  // the tunnel's interface in pod a and in pod b (none for the raw link)
 }
 
 // BenchmarkDataPlane runs, between the same two pods of a real mesh (each in
@@ -44,10 +49,13 @@ type contender struct {
 // each round: the raw underlay (veth and bridge), sealmesh (the pods' Nebula
 // instances, as the agent configures them), the stock nebula binary built
 // from the module version sealmesh links with sealmesh's settings
-// (nebula-equal) and with Nebula's defaults (nebula-default), and
-// wireguard-go. Per contender: one TCP stream for 10 s and UDP at full rate
-// for 5 s (iperf3), ICMP round trip, the tunnel processes' CPU seconds per GB
-// received and their resident memory idle and under load.
+// (nebula-equal), with Nebula's defaults (nebula-default) and with one of
+// sealmesh's settings changed at a time (see stockNebula), and wireguard-go.
+// Per contender: one TCP stream for 10 s and UDP at full rate for 5 s
+// (iperf3), ICMP round trip, the packets dropped on the way during the TCP
+// run (where: the UDP socket or the tunnel's interface), the tunnel
+// processes' CPU seconds per GB received and their resident memory idle and
+// under load.
 func BenchmarkDataPlane(b *testing.B) {
 	testenv.RequireRoot(b)
 	iperf, err := exec.LookPath("iperf3")
@@ -91,7 +99,7 @@ func BenchmarkDataPlane(b *testing.B) {
 
 	contenders := []contender{
 		{name: "veth", dst: pb.UnderlyIP},
-		{name: "sealmesh", dst: pb.OverlayIP, pids: []int{tun.PID, tunB.PID}},
+		{name: "sealmesh", dst: pb.OverlayIP, pids: []int{tun.PID, tunB.PID}, devs: [2]string{tunnel.DefaultDevice, tunnel.DefaultDevice}},
 	}
 	st, err := stockNebula(m, pa, pb, mtu, work)
 	if err != nil {
@@ -122,13 +130,26 @@ func BenchmarkDataPlane(b *testing.B) {
 	}
 	time.Sleep(time.Second)
 
-	for _, c := range contenders {
+	// Each run (-count) starts at the next contender, so that none is
+	// always measured first, or always right after the raw link's 17 Gb/s:
+	// a fixed order puts whatever the place costs into one contender's
+	// figures, and the ratios are of figures side by side.
+	k := int(runs.Add(1)-1) % len(contenders)
+	for _, c := range slices.Concat(contenders[k:], contenders[:k]) {
 		b.Run(c.name, func(b *testing.B) {
 			rssIdle := tools.RSS(c.pids)
 			cpu0 := tools.CPUSeconds(c.pids)
 			stop := sampleRSS(c.pids)
+			drops0, err := countDrops(c.devs, pa.NS, pb.NS)
+			if err != nil {
+				b.Fatal(err)
+			}
 			tcp, err := runIperf(pa.NS, iperf, c.dst, "-t", "10")
 			peak := stop()
+			if err != nil {
+				b.Fatal(err)
+			}
+			drops, err := countDrops(c.devs, pa.NS, pb.NS)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -152,8 +173,73 @@ func BenchmarkDataPlane(b *testing.B) {
 				b.ReportMetric(peak/1024, "rss-load-MiB")
 			}
 			b.ReportMetric(tcp.retransmits, "tcp-retrans")
+			if c.devs[0] != "" {
+				b.ReportMetric(drops.udp-drops0.udp, "udp-sock-drops")
+				b.ReportMetric(drops.tun-drops0.tun, "tun-drops")
+			}
 		})
 	}
+}
+
+// drops are the packets lost on the way through a tunnel, both pods summed:
+// udp, the datagrams a full UDP socket refused (RcvbufErrors); tun, the
+// packets the kernel dropped at the tunnel's interface, most of them because
+// the tunnel had not read its queue yet (TX dropped).
+type drops struct{ udp, tun float64 }
+
+// countDrops reads the drop counters of UDP and of the tunnel interface
+// devs[i] in namespace a (i = 0) and b (i = 1).
+func countDrops(devs [2]string, a, b *netlab.NS) (drops, error) {
+	var d drops
+	for i, ns := range []*netlab.NS{a, b} {
+		dev := devs[i]
+		err := ns.Do(func() error {
+			// thread-self: /proc/self/net is the namespace of the
+			// process's first thread, not of this one.
+			snmp, err := os.ReadFile("/proc/thread-self/net/snmp")
+			if err != nil {
+				return err
+			}
+			n, err := snmpCounter(string(snmp), "Udp", "RcvbufErrors")
+			if err != nil {
+				return err
+			}
+			d.udp += n
+			if dev == "" {
+				return nil
+			}
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return fmt.Errorf("%s: %w", dev, err)
+			}
+			d.tun += float64(l.Attrs().Statistics.TxDropped)
+			return nil
+		})
+		if err != nil {
+			return d, fmt.Errorf("drop counters: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// snmpCounter finds one counter in /proc/net/snmp's text, where each
+// protocol has a line of names followed by a line of values.
+func snmpCounter(snmp, proto, name string) (float64, error) {
+	lines := strings.Split(snmp, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != proto+":" || len(values) != len(names) || values[0] != proto+":" {
+			continue
+		}
+		for j, n := range names {
+			if n == name {
+				var v float64
+				_, err := fmt.Sscan(values[j], &v)
+				return v, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s %s in /proc/net/snmp", proto, name)
 }
 
 type iperfResult struct {
@@ -197,58 +283,78 @@ func runIperf(ns *netlab.NS, iperf string, dst netip.Addr, args ...string) (iper
 	return iperfResult{bps: r.End.Sum.BPS * keep, bytes: r.End.Sum.Bytes * keep}, nil
 }
 
-// stockNebula starts the stock nebula binary in both pods twice: with the
-// configuration sealmesh renders for its instances (its MTU, socket settings,
-// firewall), and with Nebula's defaults (MTU 1300). Each pair has a CA and an
-// overlay of its own and finds its peer by a static host entry.
+// stockNebula starts the stock nebula binary in both pods several times: with
+// the configuration sealmesh renders for its instances (its MTU, socket
+// settings, transmit queue, firewall: nebula-equal), with Nebula's defaults
+// (MTU 1300: nebula-default), and with sealmesh's configuration changed by one
+// setting at a time, to measure each setting's share (the settings sealmesh
+// leaves at Nebula's defaults as well, routines among them). Each pair has a
+// CA and an overlay of its own and finds its peer by a static host entry.
 func stockNebula(m *mesh.Mesh, a, b *mesh.Pod, mtu int, work string) ([]contender, error) {
+	variants := []struct {
+		name string
+		edit func(cfg map[string]any) // changes sealmesh's configuration; nil: Nebula's defaults
+	}{
+		{"nebula-equal", func(map[string]any) {}},
+		{"nebula-default", nil},
+		{"nebula-equal-mtu1300", func(cfg map[string]any) { cfg["tun"].(map[string]any)["mtu"] = 1300 }},
+		{"nebula-equal-kernel-buffers", func(cfg map[string]any) {
+			delete(cfg["listen"].(map[string]any), "read_buffer")
+			delete(cfg["listen"].(map[string]any), "write_buffer")
+		}},
+		{"nebula-equal-txq500", func(cfg map[string]any) { cfg["tun"].(map[string]any)["tx_queue"] = 500 }},
+		{"nebula-equal-routines2", func(cfg map[string]any) { cfg["routines"] = 2 }},
+	}
 	var out []contender
-	for i, variant := range []string{"nebula-equal", "nebula-default"} {
+	for i, v := range variants {
 		_, caKey, _ := ed25519.GenerateKey(rand.Reader)
-		overlay := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(98 - i), 0, 0}), 24)
-		ca, err := issuer.NewCA(caKey, variant, []netip.Prefix{overlay}, time.Hour, time.Now())
+		// 10.100.0.0/24 and up: clear of the mesh's overlay and wireguard-go's.
+		overlay := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i), 0, 0}), 24)
+		ca, err := issuer.NewCA(caKey, v.name, []netip.Prefix{overlay}, time.Hour, time.Now())
 		if err != nil {
 			return nil, err
 		}
 		port := 4243 + i
 		pods := []*mesh.Pod{a, b}
-		c := contender{name: variant}
+		dev := fmt.Sprintf("nebst%d", i)
+		c := contender{name: v.name, devs: [2]string{dev, dev}}
 		for j, p := range pods {
 			peer := pods[1-j]
-			ip := netip.AddrFrom4([4]byte{10, byte(98 - i), 0, byte(11 + j)})
-			peerIP := netip.AddrFrom4([4]byte{10, byte(98 - i), 0, byte(11 + (1 - j))})
+			ip := netip.AddrFrom4([4]byte{10, byte(100 + i), 0, byte(11 + j)})
+			peerIP := netip.AddrFrom4([4]byte{10, byte(100 + i), 0, byte(11 + (1 - j))})
 			k, err := ecdh.X25519().GenerateKey(rand.Reader)
 			if err != nil {
 				return nil, err
 			}
-			crt, err := ca.Sign(issuer.Host{Name: fmt.Sprintf("%s-%s", variant, p.Name), Networks: []netip.Prefix{netip.PrefixFrom(ip, 24)},
+			crt, err := ca.Sign(issuer.Host{Name: fmt.Sprintf("%s-%s", v.name, p.Name), Networks: []netip.Prefix{netip.PrefixFrom(ip, 24)},
 				PublicKey: k.PublicKey().Bytes(), NotAfter: time.Now().Add(time.Hour)}, time.Now())
 			if err != nil {
 				return nil, err
 			}
 			crtPEM, _ := crt.MarshalPEM()
 			var cfg map[string]any
-			if variant == "nebula-equal" {
+			if v.edit != nil {
 				b, err := tunnel.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(crtPEM),
 					Inbound: []api.FirewallRule{{Proto: "any", Port: "any"}}}, k.Bytes(),
-					tunnel.Options{Device: fmt.Sprintf("nebst%d", i), MTU: mtu, ListenPort: port})
+					tunnel.Options{Device: dev, MTU: mtu, ListenPort: port})
 				if err != nil {
 					return nil, err
 				}
 				if err := json.Unmarshal(b, &cfg); err != nil {
 					return nil, err
 				}
+				v.edit(cfg)
 			} else {
 				cfg = map[string]any{
 					"pki": map[string]any{"ca": string(ca.PEM()), "cert": string(crtPEM),
 						"key": string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, k.Bytes()))},
 					"listen":   map[string]any{"host": "0.0.0.0", "port": port},
-					"tun":      map[string]any{"dev": fmt.Sprintf("nebst%d", i)},
+					"tun":      map[string]any{"dev": dev},
 					"firewall": map[string]any{"outbound": []any{map[string]any{"port": "any", "proto": "any", "host": "any"}}, "inbound": []any{map[string]any{"port": "any", "proto": "any", "host": "any"}}},
 				}
 			}
 			cfg["static_host_map"] = map[string][]string{peerIP.String(): {netip.AddrPortFrom(peer.UnderlyIP, uint16(port)).String()}}
-			file := filepath.Join(work, fmt.Sprintf("%s-%s.yml", variant, p.Name))
+			file := filepath.Join(work, fmt.Sprintf("%s-%s.yml", v.name, p.Name))
 			raw, _ := json.Marshal(cfg)
 			if err := os.WriteFile(file, raw, 0o600); err != nil {
 				return nil, err
@@ -279,7 +385,7 @@ func wireguardGo(m *mesh.Mesh, a, b *mesh.Pod, work string) (contender, error) {
 		}
 		keys[j] = k
 	}
-	c := contender{name: "wireguard-go", dst: netip.MustParseAddr("10.96.0.12")}
+	c := contender{name: "wireguard-go", dst: netip.MustParseAddr("10.96.0.12"), devs: [2]string{"wgbench0", "wgbench1"}}
 	for j, p := range pods {
 		// The UAPI socket lives in /var/run/wireguard, shared by both pods:
 		// each interface needs a name of its own.
