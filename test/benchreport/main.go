@@ -226,25 +226,39 @@ const notes = `
 
 - **test/dataplane BenchmarkDataPlane**: two pods of a real mesh, each in its network
   namespace behind the node's bridge (veth pairs, MTU 1500), pod-a → pod-b, the
-  contenders one after the other in each run (interleaved, so a noisy minute hits all):
-  *veth* the raw underlay (the physical limit here); *sealmesh* the pods' Nebula
-  instances as the agent configures them (MTU from the pod's link: 1420; 10 MiB socket
-  buffers; one tunnel process per pod, as on two nodes); *nebula-equal* the stock
-  ` + "`nebula`" + ` binary built from the same module version (v1.11.1) with the
-  configuration sealmesh renders (same MTU, buffers, cipher, firewall); *nebula-default*
-  the stock binary with Nebula's defaults (MTU 1300, kernel-default buffers);
-  *wireguard-go* (its default MTU 1420). tcp-Gb/s: one iperf3 TCP stream for 10 s,
-  what the receiver got; tcp-retrans: the sender's retransmissions; udp-Gb/s: iperf3
-  UDP at full rate with 1200-byte datagrams for 5 s, what arrived; rtt-ms: median ICMP
-  round trip; cpu-s/GB: user+system seconds of both ends' tunnel processes per GB the
-  TCP receiver got; rss-idle/load-MiB: both ends' resident memory before and at the peak
-  of the TCP run. *Limits:* Nebula moves one packet per system call on TUN and UDP
-  (read, decrypt, write) and runs its inside and outside paths on one goroutine each, so
-  per-packet cost, not crypto, sets its rate on two cores; at the kernel's default
-  socket buffer the receiver's UDP socket overflows under a TCP stream (the
-  retransmissions), which sealmesh's buffers remove, and MTU 1420 instead of 1300 moves
-  8% more per packet. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go
-  reads and writes 64 KiB TSO/GRO super-packets through virtio-net headers, Nebula one
+  contenders one after the other in each run (interleaved, so a noisy minute hits all;
+  each run starts at the next contender, so none is always first): *veth* the raw
+  underlay (the physical limit here); *sealmesh* the pods' Nebula instances as the agent
+  configures them (MTU from the pod's link: 1420; 10 MiB socket buffers; a TUN transmit
+  queue of 5000 packets; one tunnel process per pod, as on two nodes); *nebula-equal* the
+  stock ` + "`nebula`" + ` binary built from the same module version (v1.11.1) with the
+  configuration sealmesh renders (same MTU, buffers, queue, cipher, firewall);
+  *nebula-default* the stock binary with Nebula's defaults (MTU 1300, kernel-default
+  buffers, queue 500); *nebula-equal-mtu1300*, *-kernel-buffers*, *-txq500*: sealmesh's
+  configuration with one of its settings put back to Nebula's default, and
+  *-routines2*: with two routines (reader pairs) instead of one, the share of each
+  setting; *wireguard-go* (its default MTU 1420). tcp-Gb/s: one iperf3 TCP stream for
+  10 s, what the receiver got; tcp-retrans: the sender's retransmissions;
+  udp-sock-drops and tun-drops: where packets were lost during the TCP run, both pods
+  summed (datagrams a full UDP socket refused, RcvbufErrors; packets the kernel dropped
+  at the tunnel's interface because the tunnel had not read its queue, TX dropped);
+  udp-Gb/s: iperf3 UDP at full rate with 1200-byte datagrams for 5 s, what arrived;
+  rtt-ms: median ICMP round trip; cpu-s/GB: user+system seconds of both ends' tunnel
+  processes per GB the TCP receiver got; rss-idle/load-MiB: both ends' resident memory
+  before and at the peak of the TCP run. *The settings, per cause* (ratios of the
+  medians in one run): the socket buffers are most of sealmesh's gain over Nebula's
+  defaults. At the kernel's default buffer the receiver's UDP socket overflows under one
+  TCP stream, and every retransmission is such a drop. The transmit queue comes next.
+  With the buffers raised the loss moves to the sender's TUN queue: at 500 packets it
+  overflows (TCP small queues allow one flow about 1 MiB, some 700 packets, below the
+  socket), and all the retransmissions of *-txq500* are drops there, none with 5000.
+  MTU 1420 instead of 1300 moves 9% more per packet and is worth a few percent. Two
+  routines do not help one stream: the kernel hashes a flow to one TUN queue and one
+  socket, and the second pair only adds scheduling on two cores. *Limits:* Nebula moves
+  one packet per system call on TUN and UDP (read, decrypt, write) and runs its inside
+  and outside paths on one goroutine each, so per-packet cost, not crypto, sets its rate
+  on two cores. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go reads
+  and writes 64 KiB TSO/GRO super-packets through virtio-net headers, Nebula one
   MTU-sized packet per read), UDP GSO/GRO (wireguard-go sends and receives batches of
   datagrams per system call; Nebula batches receives with recvmmsg but sends one by one),
   and its parallel crypto pipeline across cores. What would move sealmesh: the TUN and
@@ -290,20 +304,22 @@ const notes = `
   *agents-cpu-ms/enrol* and *store-cpu-ms/enrol* (where the rest of the two cores goes:
   this process, which makes the agents' keys and evidence, and etcd),
   *store-ops/enrol* (etcd's own operation counters), then *half-rate* latencies:
-  enrolments started at half the measured peak rate, open loop, each timed from when it
-  was due, and *half-rate-handshakes*, the attested handshakes made during that run (0:
+  enrolments started at half the measured peak rate for 10 s, open loop, each timed from
+  when it was due (10 s, not 3: a rare stall of the store is then counted at the rate it
+  happens, not in or out of a short window by chance), and *half-rate-handshakes*, the attested handshakes made during that run (0:
   the latencies are of enrolments, not of connection set-up), then *stall* latencies:
   the same rate across a 300 ms SIGSTOP of the first coordinator (a long pause, a live
   migration). Each run's pods are released afterwards, as CNI DEL does, so every run
   starts with the network as empty as the first (before, ten runs filled the /16 to
   80% and the last ones measured a nearly full network). Issue 7's goals are a
-  floor ratio of at least 0.7 and a half-rate p99 under 20 ms. Throughput is CPU-bound
-  across three processes: with one coordinator an enrolment costs the two cores about
-  1.6 ms, of which the coordinator about 1.0 (verification is about 0.7 of it; the rest
-  is HTTP, TLS, JSON, the etcd client and the Go runtime), the agents about 0.5 (a third
-  of it the simulated TEE's P-384 signature, which on real SNP the security processor
-  makes, not the guest's CPU, and 0.1 a new X25519 key) and etcd about 0.15; the median
-  run reaches about 0.83 of the floor. What moved it from 0.54: group commit
+  floor ratio of at least 0.7 and a half-rate p99 under 20 ms. The host matters: the runs
+  of 2026-11-24 were on an AMD EPYC; on the Intel Xeon of later runs every CPU figure
+  (verification, CPU per enrolment) is 1.5–1.8× as large. Throughput is CPU-bound across
+  three processes: of what an enrolment costs the two cores with one coordinator, the
+  coordinator takes about 60% (verification about 0.7 of that; the rest is HTTP, TLS,
+  JSON, the etcd client and the Go runtime), the agents about 30% (a third of it the
+  simulated TEE's P-384 signature, which on real SNP the security processor makes, not
+  the guest's CPU) and etcd about 10%; the median run reaches 0.8–0.86 of the floor. What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
@@ -315,20 +331,28 @@ const notes = `
   certificates; the agent derives its X25519 public key once. Before that: kept attested
   connections (per request, handshakes were a third of the coordinator's CPU), one
   coordinator's concurrent enrolments choosing different addresses, and next-fit
-  allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio only
-  just (median about 0.70, runs from 0.54 to 0.76): the cores are shared, each process
-  brings its own runtime and sees a third of the load (about 1.4 ms of coordinator CPU
-  per enrolment against 1.0 with one, and etcd batches a third as large: 0.4
-  operations per enrolment), so they add availability here, not throughput. The
-  half-rate p99 is about 10–20 ms with one coordinator and 15–30 ms with three (p50 4–5
-  ms), from under 10 to 60 ms between runs. The slow enrolments come in bunches of
-  15–25 ms that catch agents of all three coordinators at once, so they wait on
-  something the coordinators share: the two cores, or etcd (its WAL fsync here is under
-  1 ms for 80% of writes, but about one in 200 takes 8–16 ms, and a transaction waits
-  for it). No attested handshake is among them. Tried without effect: GOGC=400 and
-  GOGC=off everywhere (no collection at all), GOMAXPROCS=1 everywhere, a 2 s pause
-  between the peak and half-rate runs, two etcd transactions in flight instead of one,
-  no periodic lease refresh in the coordinators; etcd without fsync
+  allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio on some
+  hosts and runs and not on others (medians 0.59–0.72 in three make bench runs, runs
+  from 0.54 to 0.76): the cores are shared, each process brings its own runtime and sees
+  a third of the load (1.1–1.4× one coordinator's CPU per enrolment, and etcd batches a
+  third as large: 0.4 operations per enrolment), so they add availability here, not
+  throughput. The half-rate p99 was by median 16–21 ms with one coordinator and 20–24
+  ms with three on the EPYC (p50 4–5 ms), and 39–72 ms on the Intel host (p50 8–12 ms):
+  the goal is missed. Timed stage by stage (an instrumented run, not kept), the slow
+  enrolments are the lease's write waiting on etcd, in bunches that catch the agents of
+  all three coordinators at once. Causes found: every coordinator listed all leases
+  every 30 s, the three in the same second (87–170 ms of etcd's time each with 8,000
+  leases, a p99 of 60 ms in the run it fell in); they now follow the leases through
+  etcd's watch (docs/cluster.md). etcd 3.6 snapshots its state every 10,000 raft
+  entries, which stalled writes for 30–100 ms here (` + "`--snapshot-count 100000`" + `, an
+  experiment, not a setting: a median p99 of 14 ms over five three-coordinator runs on
+  the EPYC; docs/cluster.md says what a snapshot costs). The rest is etcd sharing two
+  cores: its Go collector (marks of up to 31 ms) and its WAL fsync (under 1 ms for 80%
+  of writes, about one in 200 takes 8–16 ms, and a transaction waits for it). No
+  attested handshake is among them. Tried without effect: GOGC=400 and GOGC=off
+  everywhere (no collection at all), GOMAXPROCS=1 everywhere, a 2 s pause between the
+  peak and half-rate runs, two etcd transactions in flight instead of one; etcd without
+  fsync
   (` + "`--unsafe-no-fsync`" + `, an experiment, not a setting) moved the three-coordinator
   p99 from about 11.5 to 10 ms in interleaved runs on a quiet machine, within the noise.
   What would move it: the agents on machines of their own (as they are: one per node),
