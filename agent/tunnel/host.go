@@ -16,12 +16,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/slackhq/nebula"
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
+	"github.com/vishvananda/netlink"
 )
 
 // A host runs many pods' Nebula instances in one process. Each instance is
@@ -43,8 +45,10 @@ type instance struct {
 	c         *config.C
 	key       string   // the pod's private key (PEM), kept for reloads
 	advertise []string // the pod's underlay addresses with Nebula's port
+	dev       string   // the TUN device in the pod ("" if none)
 	netns     ns.NetNS
 	logFile   *os.File
+	stopping  atomic.Bool // remove has begun: the TUN reader's error is expected
 }
 
 // AddRequest asks a host for a pod's instance.
@@ -191,7 +195,10 @@ func (h *host) start(req *AddRequest) (*instance, error) {
 	}
 	pki, _ := m["pki"].(map[string]any)
 	in.key, _ = pki["key"].(string)
-	log := slog.New(slog.NewJSONHandler(in.logFile, &slog.HandlerOptions{Level: logLevel(m)}))
+	if tun, _ := m["tun"].(map[string]any); tun != nil && tun["disabled"] != true {
+		in.dev, _ = tun["dev"].(string)
+	}
+	log := slog.New(stopNoise{slog.NewJSONHandler(in.logFile, &slog.HandlerOptions{Level: logLevel(m)}), &in.stopping})
 	err = netns.Do(func(ns.NetNS) error {
 		if in.advertise, err = underlayAddrs(listenPort(m)); err != nil {
 			return err
@@ -332,9 +339,26 @@ func (h *host) remove(id string) {
 	if in == nil {
 		return
 	}
-	in.ctrl.Stop()
+	in.stopping.Store(true)
 	done := make(chan struct{})
 	go func() { in.ctrl.Wait(); close(done) }()
+	// Nebula's Stop closes the TUN's and the UDP socket's descriptors while
+	// its TUN reader may be on its way back into poll(2) with their numbers
+	// (a wake-up makes poll look its descriptors up again). In a process
+	// running other pods' instances the numbers are soon reused — a netlink
+	// socket, a control connection — and the reader then waits on another
+	// file, for good, and may read from it: remove took 5 s and left a
+	// thread behind. Deleting the device first fails the reader's poll
+	// while the descriptors are still its own, and a reader's error makes
+	// Nebula stop itself from that reader, so no TUN reader is left when
+	// the descriptors close.
+	if in.dev != "" && h.deleteDevice(in) {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	in.ctrl.Stop() // nothing left to do if the reader's error stopped it
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -343,6 +367,46 @@ func (h *host) remove(id string) {
 	in.netns.Close()
 	in.logFile.Close()
 	h.log.Info("tunnel stopped", "tunnel", id)
+}
+
+// deleteDevice deletes the instance's TUN device in its pod; false if there
+// was none to delete (the namespace went first, taking the device with it).
+func (h *host) deleteDevice(in *instance) bool {
+	err := in.netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(in.dev)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	})
+	if err != nil {
+		h.log.Debug("tunnel device not deleted", "dev", in.dev, "err", err)
+		return false
+	}
+	return true
+}
+
+// stopNoise drops the error Nebula logs when its TUN device goes away, once
+// remove deleted it on purpose: an ERROR line per deleted pod would be a
+// false alarm.
+type stopNoise struct {
+	slog.Handler
+	stopping *atomic.Bool
+}
+
+func (s stopNoise) Handle(ctx context.Context, r slog.Record) error {
+	if s.stopping.Load() && r.Message == "Error while reading outbound packet, closing" {
+		return nil
+	}
+	return s.Handler.Handle(ctx, r)
+}
+
+func (s stopNoise) WithAttrs(as []slog.Attr) slog.Handler {
+	return stopNoise{s.Handler.WithAttrs(as), s.stopping}
+}
+
+func (s stopNoise) WithGroup(name string) slog.Handler {
+	return stopNoise{s.Handler.WithGroup(name), s.stopping}
 }
 
 // list reports the running instances; one whose Nebula stopped by itself is

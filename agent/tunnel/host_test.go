@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/issuer"
@@ -37,6 +39,9 @@ const hostEnv = "SEALMESH_TEST_TUNNEL_HOST"
 
 func TestMain(m *testing.M) {
 	if control := os.Getenv(hostEnv); control != "" {
+		if os.Getenv(churnEnv) != "" {
+			go churnDescriptors()
+		}
 		log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		err := Serve(ctx, log, control, "test", func() { fmt.Println(ReadyLine) })
@@ -48,6 +53,28 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// churnEnv, when set with hostEnv, makes the tunnel process open and close
+// descriptors all the time, as a busy one does (control connections, the
+// netlink sockets of other pods' instances), only faster.
+const churnEnv = "SEALMESH_TEST_TUNNEL_CHURN"
+
+// churnDescriptors takes every descriptor number that comes free, for a
+// moment: eventfds, which poll(2) waits on for good when nobody writes them.
+func churnDescriptors() {
+	for {
+		var fds []int
+		for range 16 {
+			if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC); err == nil {
+				fds = append(fds, fd)
+			}
+		}
+		time.Sleep(100 * time.Microsecond)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
 }
 
 // syncBuffer is a log sink safe for the child's stderr copier and the test.
@@ -276,5 +303,88 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	}
 	if after != before {
 		t.Errorf("tunnel process holds %d descriptors after its instances left, %d before", after, before)
+	}
+}
+
+// TestHostRemoveWhileDescriptorsChurn removes pods' instances from a tunnel
+// process whose descriptor numbers are reused as soon as they come free.
+// Nebula closes its TUN descriptors while its reader may still be going back
+// into poll(2) with their numbers; with them reused the reader waited on
+// another file for good, and the removal took 5 s and left a thread behind.
+func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	lab := netlab.New(fmt.Sprintf("smtc%d", os.Getpid()%100000))
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	node, err := lab.NS("node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	control := dir + "/host.sock"
+	t.Setenv(hostEnv, control)
+	t.Setenv(churnEnv, "1")
+	hostLog := &syncBuffer{}
+	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, node.Path, nil, hostLog, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Stop(5 * time.Second) })
+
+	_, caKey, _ := ed25519.GenerateKey(rand.Reader)
+	ca, err := issuer.NewCA(caKey, "test", []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pods, rounds = 8, 6
+	for round := range rounds {
+		var ids []string
+		for i := range pods {
+			id := fmt.Sprintf("r%dp%d", round, i)
+			n, err := lab.NS(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+			c, err := ca.Sign(issuer.Host{Name: id, Networks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, 0, byte(10 + i)}), 24)},
+				PublicKey: k.PublicKey().Bytes(), NotAfter: time.Now().Add(time.Hour)}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pem, _ := c.MarshalPEM()
+			cfg, err := Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), Options{Device: "nebula1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := AddInstance(ctx, control, id, &AddRequest{Netns: n.Path, Log: dir + "/" + id + ".log", Config: cfg}); err != nil {
+				t.Fatalf("add %s: %v\n%s", id, err, hostLog)
+			}
+			ids = append(ids, id)
+		}
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			wg.Go(func() {
+				if err := RemoveInstance(ctx, control, id); err != nil {
+					t.Errorf("remove %s: %v", id, err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := strings.Count(hostLog.String(), "tunnel readers still running after stop"); n > 0 {
+		t.Errorf("%d of %d removals left Nebula's readers running\n%s", n, rounds*pods, hostLog)
+	}
+	logs, _ := filepath.Glob(dir + "/*.log")
+	if len(logs) != rounds*pods {
+		t.Fatalf("%d instance logs, want %d", len(logs), rounds*pods)
+	}
+	for _, l := range logs {
+		if b, _ := os.ReadFile(l); bytes.Contains(b, []byte(`"level":"ERROR"`)) {
+			t.Errorf("%s: an error logged; the device deleted on purpose is no error:\n%s", l, b)
+		}
 	}
 }
