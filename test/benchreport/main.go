@@ -272,7 +272,9 @@ const notes = `
   chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
   lease recorded in the store, a Nebula process started in the pod's netns). The
   difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
-  coordinator and the pods' Nebula processes.
+  coordinator and the pods' Nebula processes. Until 9a6cd2e, two runs in five had a DEL
+  p99 of 5 s in parallel batches: a pod's Nebula reader left waiting on a descriptor
+  number another file had taken (docs/architecture.md, how an instance is stopped).
 
 - **attest BenchmarkVerify/snp, /tdx, BenchmarkVerifySimulated**: one evidence
   verification (certificate chain, report or quote signature, report data) of the real
