@@ -245,16 +245,19 @@ const notes = `
   udp-Gb/s: iperf3 UDP at full rate with 1200-byte datagrams for 5 s, what arrived;
   rtt-ms: median ICMP round trip; cpu-s/GB: user+system seconds of both ends' tunnel
   processes per GB the TCP receiver got; rss-idle/load-MiB: both ends' resident memory
-  before and at the peak of the TCP run. *The settings, per cause* (ratios of the
-  medians in one run): the socket buffers are most of sealmesh's gain over Nebula's
+  before and at the peak of the TCP run. *The settings, per cause* (ratios of figures in one run; the
+  plots show each): the socket buffers are most of sealmesh's gain over Nebula's
   defaults. At the kernel's default buffer the receiver's UDP socket overflows under one
-  TCP stream, and every retransmission is such a drop. The transmit queue comes next.
-  With the buffers raised the loss moves to the sender's TUN queue: at 500 packets it
-  overflows (TCP small queues allow one flow about 1 MiB, some 700 packets, below the
-  socket), and all the retransmissions of *-txq500* are drops there, none with 5000.
-  MTU 1420 instead of 1300 moves 9% more per packet and is worth a few percent. Two
-  routines do not help one stream: the kernel hashes a flow to one TUN queue and one
-  socket, and the second pair only adds scheduling on two cores. *Limits:* Nebula moves
+  TCP stream, and every retransmission is such a drop; with sealmesh's buffers the rate
+  is 1.5–2× as high. With the buffers raised the loss moves to the sender's TUN queue: at
+  500 packets it overflows (TCP small queues allow one flow about 1 MiB, some 700
+  packets, below the socket), and every retransmission of *-txq500* is a drop there, 5%
+  of the packets; with 5000, none. What that is worth in rate is within the noise here
+  (1.00–1.12× in two runs): on two busy cores the sender resends what the tunnel could
+  not have carried anyway. MTU 1420 instead of 1300 moves 9% more per packet, worth
+  1.03–1.07×. Two routines (reader pairs) are within the noise for one stream (0.9–1.2×
+  of one between runs): the kernel hashes a flow to one TUN queue and one socket, so the
+  second pair carries nothing of it; sealmesh keeps one. *Limits:* Nebula moves
   one packet per system call on TUN and UDP (read, decrypt, write) and runs its inside
   and outside paths on one goroutine each, so per-packet cost, not crypto, sets its rate
   on two cores. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go reads
@@ -321,7 +324,7 @@ const notes = `
   coordinator takes about 60% (verification about 0.7 of that; the rest is HTTP, TLS,
   JSON, the etcd client and the Go runtime), the agents about 30% (a third of it the
   simulated TEE's P-384 signature, which on real SNP the security processor makes, not
-  the guest's CPU) and etcd about 10%; the median run reaches 0.8–0.86 of the floor. What moved it from 0.54: group commit
+  the guest's CPU) and etcd about 10%; the median run reaches 0.70–0.86 of the floor (lower on the Intel host). What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
@@ -334,12 +337,12 @@ const notes = `
   connections (per request, handshakes were a third of the coordinator's CPU), one
   coordinator's concurrent enrolments choosing different addresses, and next-fit
   allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio on some
-  hosts and runs and not on others (medians 0.59–0.72 in three make bench runs, runs
+  hosts and runs and not on others (medians 0.59–0.72 in four make bench runs, runs
   from 0.54 to 0.76): the cores are shared, each process brings its own runtime and sees
   a third of the load (1.1–1.4× one coordinator's CPU per enrolment, and etcd batches a
   third as large: 0.4 operations per enrolment), so they add availability here, not
   throughput. The half-rate p99 was by median 16–21 ms with one coordinator and 20–24
-  ms with three on the EPYC (p50 4–5 ms), and 39–72 ms on the Intel host (p50 8–12 ms):
+  ms with three on the EPYC (p50 4–5 ms), and 33–72 ms on the Intel host (p50 8–16 ms):
   the goal is missed. Timed stage by stage (an instrumented run, not kept), the slow
   enrolments are the lease's write waiting on etcd, in bunches that catch the agents of
   all three coordinators at once. Causes found: every coordinator listed all leases
