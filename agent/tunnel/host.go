@@ -342,6 +342,14 @@ func (h *host) remove(id string) {
 	in.stopping.Store(true)
 	done := make(chan struct{})
 	go func() { in.ctrl.Wait(); close(done) }()
+	stopped := func() bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	}
 	// Nebula's Stop closes the TUN's and the UDP socket's descriptors while
 	// its TUN reader may be on its way back into poll(2) with their numbers
 	// (a wake-up makes poll look its descriptors up again). In a process
@@ -353,15 +361,10 @@ func (h *host) remove(id string) {
 	// Nebula stop itself from that reader, so no TUN reader is left when
 	// the descriptors close.
 	if in.dev != "" && h.deleteDevice(in) {
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
+		stopped()
 	}
 	in.ctrl.Stop() // nothing left to do if the reader's error stopped it
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	if !stopped() {
 		h.log.Warn("tunnel readers still running after stop", "tunnel", id)
 	}
 	in.netns.Close()
