@@ -873,7 +873,9 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 	}
 	m, ca, alloc := sv.hist.Manifest, sv.ca, sv.alloc
 
+	verifying := time.Now()
 	id, err := identify(ctx, c.cfg.Verifier, m, req)
+	c.timed("verify", verifying)
 	if err != nil {
 		c.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
 		return nil, err
@@ -893,6 +895,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 	release := make([]byte, 32)
 	rand.Read(release) // never fails (crypto/rand)
 	releaseToken := hex.EncodeToString(release)
+	recording := time.Now()
 	lease, err := alloc.Issue(ctx, id.fixed, holder, id.role, now, func(ip netip.Addr) (issuer.Lease, error) {
 		name := id.name
 		if name == "" {
@@ -915,6 +918,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 			NotAfter: crt.NotAfter(), Workload: workloadString(req.Workload), ReleaseHash: hashHex(releaseToken),
 		}, nil
 	})
+	c.timed("record", recording)
 	if err != nil {
 		return nil, err
 	}

@@ -542,7 +542,8 @@ func TestStatusIsBounded(t *testing.T) {
 	}
 }
 
-// The coordinator's metrics count enrolments by result and show its state.
+// The coordinator's metrics count enrolments by result, time their stages and
+// show its state.
 func TestMetrics(t *testing.T) {
 	h := readyHarness(t)
 	ctx := context.Background()
@@ -560,6 +561,10 @@ func TestMetrics(t *testing.T) {
 		`sealmesh_coordinator_enrolments_total{result="issued"} 1`,
 		`sealmesh_coordinator_enrolments_total{result="refused"} 1`,
 		`sealmesh_coordinator_enrolment_seconds_count 1`,
+		// The stranger's evidence was checked too; only the issued one
+		// was recorded.
+		`sealmesh_coordinator_enrolment_stage_seconds_count{stage="verify"} 2`,
+		`sealmesh_coordinator_enrolment_stage_seconds_count{stage="record"} 1`,
 		"sealmesh_coordinator_ready 1",
 		"sealmesh_coordinator_manifest_generation 1",
 		"sealmesh_coordinator_hosts 1",

@@ -16,6 +16,7 @@ type metrics struct {
 	reg        *prometheus.Registry
 	enrolments *prometheus.CounterVec
 	latency    prometheus.Histogram
+	stages     *prometheus.HistogramVec
 }
 
 func (c *Coordinator) initMetrics() {
@@ -29,7 +30,16 @@ func (c *Coordinator) initMetrics() {
 		Help:    "Time to answer an enrolment that issued a certificate (verification, address, signing, store).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
-	m.reg.MustRegister(m.enrolments, m.latency,
+	// Where an enrolment's time goes, so a slow answer can be put down to
+	// the evidence's check or the store's write without a profiler. Finer
+	// buckets than the total's around 1-30 ms, where both usually are.
+	m.stages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sealmesh_coordinator_enrolment_stage_seconds",
+		Help: "Time in one stage of an enrolment: verify (the evidence's signature, certificate chain and the manifest's policy, or a join token) " +
+			"or record (an address chosen, the certificate signed and its lease written to the store).",
+		Buckets: []float64{.00025, .0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1},
+	}, []string{"stage"})
+	m.reg.MustRegister(m.enrolments, m.latency, m.stages,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_coordinator_ready", Help: "1 while the coordinator serves enrolments."}, func() float64 {
 			if c.Ready() {
 				return 1
@@ -71,6 +81,11 @@ func (c *Coordinator) observe(start time.Time, err error) {
 	default:
 		c.metrics.enrolments.WithLabelValues("error").Inc()
 	}
+}
+
+// timed records the time since start in an enrolment's stage.
+func (c *Coordinator) timed(stage string, start time.Time) {
+	c.metrics.stages.WithLabelValues(stage).Observe(time.Since(start).Seconds())
 }
 
 // Metrics serves the coordinator's metrics.

@@ -39,3 +39,47 @@ func RSS(pids []int) float64 {
 	}
 	return kib
 }
+
+// HostCPU is the machine's CPU time so far, in USER_HZ ticks summed over its
+// CPUs (/proc/stat): Busy is user, nice, system, irq and softirq time; Steal
+// is time the hypervisor ran something else while this machine had work
+// (a virtual machine's noisy neighbours); Total is all of it, idle included.
+type HostCPU struct{ Busy, Steal, Total float64 }
+
+// ReadHostCPU reads the machine's CPU times.
+func ReadHostCPU() (HostCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return HostCPU{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal guest guest_nice:
+	// guest time is counted in user already.
+	if len(f) < 9 || f[0] != "cpu" {
+		return HostCPU{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var v [8]float64
+	for i := range v {
+		if v[i], err = strconv.ParseFloat(f[i+1], 64); err != nil {
+			return HostCPU{}, fmt.Errorf("/proc/stat: %q: %w", line, err)
+		}
+	}
+	var c HostCPU
+	for _, x := range v {
+		c.Total += x
+	}
+	c.Busy = v[0] + v[1] + v[2] + v[5] + v[6]
+	c.Steal = v[7]
+	return c, nil
+}
+
+// Shares are the busy and stolen percentages of the time between c and a
+// later reading.
+func (c HostCPU) Shares(later HostCPU) (busy, steal float64) {
+	total := later.Total - c.Total
+	if total <= 0 {
+		return 0, 0
+	}
+	return 100 * (later.Busy - c.Busy) / total, 100 * (later.Steal - c.Steal) / total
+}
