@@ -249,15 +249,18 @@ const notes = `
   plots show each): the socket buffers are most of sealmesh's gain over Nebula's
   defaults. At the kernel's default buffer the receiver's UDP socket overflows under one
   TCP stream, and every retransmission is such a drop; with sealmesh's buffers the rate
-  is 1.5–2× as high. With the buffers raised the loss moves to the sender's TUN queue: at
-  500 packets it overflows (TCP small queues allow one flow about 1 MiB, some 700
-  packets, below the socket), and every retransmission of *-txq500* is a drop there, 5%
-  of the packets; with 5000, none. What that is worth in rate is within the noise here
-  (1.00–1.12× in two runs): on two busy cores the sender resends what the tunnel could
-  not have carried anyway. MTU 1420 instead of 1300 moves 9% more per packet, worth
-  1.03–1.07×. Two routines (reader pairs) are within the noise for one stream (0.9–1.2×
-  of one between runs): the kernel hashes a flow to one TUN queue and one socket, so the
-  second pair carries nothing of it; sealmesh keeps one. *Limits:* Nebula moves
+  is 1.5–2× as high (2.0× in the run at 3211e46). With the buffers raised the loss moves
+  to the sender's TUN queue: at 500 packets it overflows (TCP small queues allow one flow
+  about 1 MiB, some 700 packets, below the socket), and every retransmission of
+  *-txq500* is a drop there, about 5% of the packets; with 5000, none. What that is worth
+  in rate depends on how busy the host is: 1.00–1.12× in two runs on a busy one (the
+  sender resends what the tunnel could not have carried anyway), 1.35× (pairs 1.09–1.38)
+  on a quieter one (3211e46, where the raw veth reached 9.9 Gb/s against 4.8). MTU 1420
+  instead of 1300 moves 9% more per packet, worth 1.03–1.07× on the busy host and 1.28×
+  on the quieter. Two routines (reader pairs) do not help one stream: 0.9–1.2× of one on
+  the busy host, 0.75× on the quieter: the kernel hashes a flow to one TUN queue and one
+  socket, so the second pair carries nothing of it and only takes a share of two cores;
+  sealmesh keeps one. *Limits:* Nebula moves
   one packet per system call on TUN and UDP (read, decrypt, write) and runs its inside
   and outside paths on one goroutine each, so per-packet cost, not crypto, sets its rate
   on two cores. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go reads
@@ -308,11 +311,19 @@ const notes = `
   answer), *cpu-ms/enrol* (the coordinators' user+system time per enrolment),
   *agents-cpu-ms/enrol* and *store-cpu-ms/enrol* (where the rest of the two cores goes:
   this process, which makes the agents' keys and evidence, and etcd),
-  *store-ops/enrol* (etcd's own operation counters), then *half-rate* latencies:
+  *store-ops/enrol* (etcd's own operation counters), *steal-pct* (the share of the two
+  cores the hypervisor gave to other guests while this one had work: this machine is a
+  VM), then *half-rate* latencies:
   enrolments started at half the measured peak rate for 10 s, open loop, each timed from
   when it was due (10 s, not 3: a rare stall of the store is then counted at the rate it
   happens, not in or out of a short window by chance), and *half-rate-handshakes*, the attested handshakes made during that run (0:
-  the latencies are of enrolments, not of connection set-up), then *stall* latencies:
+  the latencies are of enrolments, not of connection set-up); beside them, from the
+  coordinators' own stage histograms (` + "`sealmesh_coordinator_enrolment_stage_seconds`" + `,
+  interpolated in their buckets as Prometheus' histogram_quantile does),
+  *half-rate-verify-p99-ms* (the evidence's check) and *half-rate-record-p50/p99-ms* (an
+  address chosen, the certificate signed, its lease written to etcd), and from
+  /proc/stat *half-rate-busy-pct* and *half-rate-steal-pct* (how busy the two cores
+  were, and how much of them the hypervisor took, during that run); then *stall* latencies:
   the same rate across a 300 ms SIGSTOP of the first coordinator (a long pause, a live
   migration). Each run's pods are released afterwards, as CNI DEL does, so every run
   starts with the network as empty as the first (before, ten runs filled the /16 to
@@ -337,32 +348,48 @@ const notes = `
   connections (per request, handshakes were a third of the coordinator's CPU), one
   coordinator's concurrent enrolments choosing different addresses, and next-fit
   allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio on some
-  hosts and runs and not on others (medians 0.59–0.72 in four make bench runs, runs
+  hosts and runs and not on others (medians 0.57–0.72 in five make bench runs, runs
   from 0.54 to 0.76): the cores are shared, each process brings its own runtime and sees
-  a third of the load (1.1–1.4× one coordinator's CPU per enrolment, and etcd batches a
+  a third of the load (1.1–1.6× one coordinator's CPU per enrolment, and etcd batches a
   third as large: 0.4 operations per enrolment), so they add availability here, not
-  throughput. The half-rate p99 was by median 16–21 ms with one coordinator and 20–24
-  ms with three on the EPYC (p50 4–5 ms), and 33–72 ms on the Intel host (p50 8–16 ms):
-  the goal is missed. Timed stage by stage (an instrumented run, not kept), the slow
-  enrolments are the lease's write waiting on etcd, in bunches that catch the agents of
-  all three coordinators at once. Causes found: every coordinator listed all leases
-  every 30 s, the three in the same second (87–170 ms of etcd's time each with 8,000
-  leases, a p99 of 60 ms in the run it fell in); they now follow the leases through
-  etcd's watch (docs/cluster.md). etcd 3.6 snapshots its state every 10,000 raft
-  entries, which stalled writes for 30–100 ms here (` + "`--snapshot-count 100000`" + `, an
-  experiment, not a setting: a median p99 of 14 ms over five three-coordinator runs on
-  the EPYC; docs/cluster.md says what a snapshot costs). The rest is etcd sharing two
-  cores: its Go collector (marks of up to 31 ms) and its WAL fsync (under 1 ms for 80%
-  of writes, about one in 200 takes 8–16 ms, and a transaction waits for it). No
-  attested handshake is among them. Tried without effect: GOGC=400 and GOGC=off
-  everywhere (no collection at all), GOMAXPROCS=1 everywhere, a 2 s pause between the
-  peak and half-rate runs, two etcd transactions in flight instead of one; etcd without
-  fsync
-  (` + "`--unsafe-no-fsync`" + `, an experiment, not a setting) moved the three-coordinator
-  p99 from about 11.5 to 10 ms in interleaved runs on a quiet machine, within the noise.
-  What would move it: the agents on machines of their own (as they are: one per node),
-  which also takes the simulated signature off these cores, and etcd on a disk of its
-  own. The *stall* run found a real fault, now fixed: before, agents opened a connection
+  throughput. *The half-rate tail* misses the goal on the Intel host: p99 28–72 ms by
+  median over three make bench runs (p50 7–16 ms); on the EPYC it was 16–21 ms with one
+  coordinator and 20–24 ms with three. The figures beside it say why. (1) Half the peak
+  rate is not half the work: the two cores are 78–88% busy during it
+  (*half-rate-busy-pct*), because an enrolment costs about twice the CPU it costs at the
+  peak (in one run: the coordinator 2.1 ms against 1.4, the agents 1.0 against 0.7, etcd
+  0.96 against 0.25). etcd spends about 1.2 ms of CPU on a transaction (0.65 ms user,
+  0.55 system, measured alone with one client), and at half rate a transaction carries
+  1.3 enrolments against 7 at the peak; and on this VM a thread that sleeps and wakes
+  costs about 0.1–0.15 ms of CPU (a P-384 verification with a 2 ms sleep after each
+  cost 1.04–1.08 ms of CPU against 0.85–0.94 back to back), a price the peak, with no core idle,
+  never pays. At that load the queues, not the work, set the tail. (2) The tail is the
+  lease's write: *half-rate-record-p99-ms* is 15–25 ms (medians 19.5 and 19.4) of a p99 of
+  23–38 ms, while the verification's p99 is 5–10 ms for 1 ms of work. An instrumented run (each enrolment's
+  stages joined by name, not kept) split the record stage of the slowest 1%: 8 ms
+  waiting for the transaction in flight, 10 ms the transaction, while etcd's own WAL
+  fsync, backend commit and apply stayed under 8 ms each (under 1 ms at the median): the
+  transaction waits for a CPU, not for the disk. (3) The host takes its share:
+  *steal-pct* was under 1% in this run, and 2–21% in 2 s samples during another (its
+  p99 81 ms); a stolen core stalls whatever runs on it. Removed from the tail
+  before: every coordinator listed all leases every 30 s, the three in the same second
+  (87–170 ms of etcd's time each with 8,000 leases, a p99 of 60 ms in the run it fell
+  in); they now follow the leases through etcd's watch (docs/cluster.md). etcd 3.6
+  snapshots its state every 10,000 raft entries, which stalled writes for 30–100 ms here
+  (` + "`--snapshot-count 100000`" + `, an experiment, not a setting: a median p99 of 14 ms over
+  five three-coordinator runs on the EPYC; docs/cluster.md says what a snapshot costs).
+  Tried without effect: GOGC=400 and GOGC=off everywhere; GOMAXPROCS=1 everywhere (twice:
+  with one coordinator it lowers the half-rate busy share from 82–87% to 69–72%, but
+  the record stage's p99 grows from 16–20 to 24–26 ms and the p99 from 24–31 to 35–37
+  ms in interleaved runs; with three, no change); a 2 s pause between the peak
+  and half-rate runs; two etcd transactions in flight instead of one (twice: p99 medians
+  46 against 38 ms in four interleaved pairs, within the noise, and 1.6× etcd's
+  operations at the peak); etcd at nice −10 (two interleaved pairs, within the noise); etcd without fsync
+  (` + "`--unsafe-no-fsync`" + `, an experiment, not a setting: about 11.5 → 10 ms on a quiet
+  machine, within the noise). What would move it: the agents on machines of their own
+  (as they are: one per node), which also takes the simulated signature off these cores,
+  and etcd on cores of its own (docs/cluster.md), which is where the record stage's
+  time goes. The *stall* run found a real fault, now fixed: before, agents opened a connection
   per request once their kept ones were busy, so the backlog behind a 300 ms stall
   turned into a burst of attested handshakes (evidence on both sides) that kept the
   coordinator from catching up; every later enrolment of the run made a handshake and
