@@ -287,6 +287,15 @@ const notes = `
   Milan SNP report with its VCEK, the real TDX quote, and simulated SNP evidence. The
   inverse of ns/op is verifications per second on one core.
 
+- **attest BenchmarkVerifyIdle**: the simulated verification back to back (*idle=0*)
+  and with the process idle for 2 ms after each (*idle=2ms*), as a coordinator is
+  between enrolments at moderate load: *cpu-µs/op* is the process's CPU time per
+  verification, sleeping and waking included, *verify-µs* the time inside it. What
+  idle=2ms costs more than idle=0 is the price of going idle and waking on this machine
+  (a VM: a halted virtual CPU is woken through the hypervisor, and the caches are
+  colder after), which an enrolment pays at several hops (agent, coordinator, etcd and
+  back) when the cores have time to idle, as at half the peak rate, and not at the peak.
+
 - **ca/coordinator BenchmarkRestartToReady**: a coordinator restarts over a store with n
   transitions and n issued certificates; one op is ` + "`New` + `Unlock`" + `: unseal the seed, verify
   every transition's hash link and owner signature and the latest pointer's signature,
