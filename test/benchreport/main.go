@@ -249,18 +249,17 @@ const notes = `
   plots show each): the socket buffers are most of sealmesh's gain over Nebula's
   defaults. At the kernel's default buffer the receiver's UDP socket overflows under one
   TCP stream, and every retransmission is such a drop; with sealmesh's buffers the rate
-  is 1.5–2× as high (2.0× in the run at 3211e46). With the buffers raised the loss moves
+  is 1.5–2× as high (1.6–2.0× in four runs). With the buffers raised the loss moves
   to the sender's TUN queue: at 500 packets it overflows (TCP small queues allow one flow
   about 1 MiB, some 700 packets, below the socket), and every retransmission of
-  *-txq500* is a drop there, about 5% of the packets; with 5000, none. What that is worth
-  in rate depends on how busy the host is: 1.00–1.12× in two runs on a busy one (the
-  sender resends what the tunnel could not have carried anyway), 1.35× (pairs 1.09–1.38)
-  on a quieter one (3211e46, where the raw veth reached 9.9 Gb/s against 4.8). MTU 1420
-  instead of 1300 moves 9% more per packet, worth 1.03–1.07× on the busy host and 1.28×
-  on the quieter. Two routines (reader pairs) do not help one stream: 0.9–1.2× of one on
-  the busy host, 0.75× on the quieter: the kernel hashes a flow to one TUN queue and one
-  socket, so the second pair carries nothing of it and only takes a share of two cores;
-  sealmesh keeps one. *Limits:* Nebula moves
+  *-txq500* is a drop there, about 5% of the packets; with 5000, none. What the queue,
+  the MTU and the routines are worth in rate is within the noise of these machines: in
+  four runs (pair medians, ratios of sealmesh's configuration to the variant) the queue
+  1.00–1.35×, MTU 1420 against 1300 (9% more per packet) 0.92–1.28×, one routine
+  against two 0.9–1.33×; on a busy host the sender resends what the tunnel could not
+  have carried anyway. Two routines do not help one stream by design: the kernel hashes
+  a flow to one TUN queue and one socket, so the second reader pair carries nothing of
+  it and only takes a share of two cores; sealmesh keeps one. *Limits:* Nebula moves
   one packet per system call on TUN and UDP (read, decrypt, write) and runs its inside
   and outside paths on one goroutine each, so per-packet cost, not crypto, sets its rate
   on two cores. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go reads
@@ -344,7 +343,7 @@ const notes = `
   coordinator takes about 60% (verification about 0.7 of that; the rest is HTTP, TLS,
   JSON, the etcd client and the Go runtime), the agents about 30% (a third of it the
   simulated TEE's P-384 signature, which on real SNP the security processor makes, not
-  the guest's CPU) and etcd about 10%; the median run reaches 0.70–0.86 of the floor (lower on the Intel host). What moved it from 0.54: group commit
+  the guest's CPU) and etcd about 10%; the median run reaches 0.68–0.86 of the floor (below 0.7 in one of four runs on the Intel host). What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
@@ -357,30 +356,31 @@ const notes = `
   connections (per request, handshakes were a third of the coordinator's CPU), one
   coordinator's concurrent enrolments choosing different addresses, and next-fit
   allocation (114 → about 600 enrolments/s). Three coordinators reach the ratio on some
-  hosts and runs and not on others (medians 0.57–0.72 in five make bench runs, runs
-  from 0.54 to 0.76): the cores are shared, each process brings its own runtime and sees
+  hosts and runs and not on others (medians 0.57–0.72 in six make bench runs, runs
+  from 0.50 to 0.76): the cores are shared, each process brings its own runtime and sees
   a third of the load (1.1–1.6× one coordinator's CPU per enrolment, and etcd batches a
   third as large: 0.4 operations per enrolment), so they add availability here, not
   throughput. *The half-rate tail* misses the goal on the Intel host: p99 28–72 ms by
-  median over three make bench runs (p50 7–16 ms); on the EPYC it was 16–21 ms with one
+  median over four make bench runs (p50 7–16 ms); on the EPYC it was 16–21 ms with one
   coordinator and 20–24 ms with three. The figures beside it say why. (1) Half the peak
-  rate is not half the work: the two cores are 78–88% busy during it
+  rate is not half the work: the two cores are 76–88% busy during it
   (*half-rate-busy-pct*), because an enrolment costs about twice the CPU it costs at the
   peak (in one run: the coordinator 2.1 ms against 1.4, the agents 1.0 against 0.7, etcd
   0.96 against 0.25). etcd spends about 1.2 ms of CPU on a transaction (0.65 ms user,
   0.55 system, measured alone with one client), and at half rate a transaction carries
-  1.3 enrolments against 7 at the peak; and on this VM a thread that sleeps and wakes
-  costs about 0.1–0.15 ms of CPU (a P-384 verification with a 2 ms sleep after each
-  cost 1.04–1.08 ms of CPU against 0.85–0.94 back to back), a price the peak, with no core idle,
-  never pays. At that load the queues, not the work, set the tail. (2) The tail is the
-  lease's write: *half-rate-record-p99-ms* is 15–25 ms (medians 19.5 and 19.4) of a p99 of
-  23–38 ms, while the verification's p99 is 5–10 ms for 1 ms of work. An instrumented run (each enrolment's
+  1.3 enrolments against 7 at the peak; and on this VM going idle and waking costs CPU
+  (*BenchmarkVerifyIdle*: a verification with the process idle 2 ms after each costs
+  1.6× the CPU of one back to back, 1244 µs against 774 in the run at 1fc5180: the
+  sleep and wake-up about 0.17 ms, the verification itself 1.4× slower after waking), a
+  price the peak, with no core idle, never pays. At that load the queues, not the work, set the tail. (2) The tail is the
+  lease's write: *half-rate-record-p99-ms* is by median 19–20 ms of a p99 of 28–34 ms (two
+  runs), while the verification's p99 is 6–10 ms for 1 ms of work. An instrumented run (each enrolment's
   stages joined by name, not kept) split the record stage of the slowest 1%: 8 ms
   waiting for the transaction in flight, 10 ms the transaction, while etcd's own WAL
   fsync, backend commit and apply stayed under 8 ms each (under 1 ms at the median): the
   transaction waits for a CPU, not for the disk. (3) The host takes its share:
-  *steal-pct* was under 1% in this run, and 2–21% in 2 s samples during another (its
-  p99 81 ms); a stolen core stalls whatever runs on it. Removed from the tail
+  *steal-pct* was under 1% in the peak runs here and up to 5% in the half-rate ones,
+  and 2–21% in 2 s samples during another run (its p99 81 ms); a stolen core stalls whatever runs on it. Removed from the tail
   before: every coordinator listed all leases every 30 s, the three in the same second
   (87–170 ms of etcd's time each with 8,000 leases, a p99 of 60 ms in the run it fell
   in); they now follow the leases through etcd's watch (docs/cluster.md). etcd 3.6
