@@ -183,9 +183,9 @@ func matches(err error, want string) bool {
 	return err != nil && strings.Contains(err.Error(), want)
 }
 
-// BenchmarkVerifySimulated is one verification of simulated evidence: the same
-// go-sev-guest chain and signature checks as real SNP.
-func BenchmarkVerifySimulated(b *testing.B) {
+// simulatedEvidence is a piece of simulated SNP evidence and the report data
+// it binds.
+func simulatedEvidence(b *testing.B) (attest.Evidence, [64]byte) {
 	d, err := simulated.New(simulated.MeasurementOf("bench"))
 	if err != nil {
 		b.Fatal(err)
@@ -195,6 +195,13 @@ func BenchmarkVerifySimulated(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return ev, rd
+}
+
+// BenchmarkVerifySimulated is one verification of simulated evidence: the same
+// go-sev-guest chain and signature checks as real SNP.
+func BenchmarkVerifySimulated(b *testing.B) {
+	ev, rd := simulatedEvidence(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := attest.Verify(ev, rd); err != nil {
@@ -212,15 +219,7 @@ func BenchmarkVerifySimulated(b *testing.B) {
 // enrolment pays several times at half the peak rate (test/ha) and not at
 // the peak, where no core idles.
 func BenchmarkVerifyIdle(b *testing.B) {
-	d, err := simulated.New(simulated.MeasurementOf("bench"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	rd := attest.ReportData([]byte("n"), []byte("k"), nil)
-	ev, err := d.Evidence(rd)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ev, rd := simulatedEvidence(b)
 	for _, idle := range []time.Duration{0, 2 * time.Millisecond} {
 		b.Run(fmt.Sprintf("idle=%v", idle), func(b *testing.B) {
 			var inside time.Duration
