@@ -77,6 +77,18 @@ func churnDescriptors() {
 	}
 }
 
+// newLab is a network lab whose namespaces carry prefix and the test's PID,
+// closed when the test ends.
+func newLab(t *testing.T, prefix string) *netlab.Lab {
+	lab := netlab.New(fmt.Sprintf("%s%d", prefix, os.Getpid()%100000))
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return lab
+}
+
 // syncBuffer is a log sink safe for the child's stderr copier and the test.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -106,12 +118,7 @@ func (s *syncBuffer) String() string {
 func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	lab := netlab.New(fmt.Sprintf("smth%d", os.Getpid()%100000))
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("lab cleanup: %v", err)
-		}
-	})
+	lab := newLab(t, "smth")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -314,12 +321,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	lab := netlab.New(fmt.Sprintf("smtc%d", os.Getpid()%100000))
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("lab cleanup: %v", err)
-		}
-	})
+	lab := newLab(t, "smtc")
 	node, err := lab.NS("node")
 	if err != nil {
 		t.Fatal(err)

@@ -172,6 +172,12 @@ func (l *lab) kill(i int) {
 
 func (l *lab) state(i int) string { return l.path(fmt.Sprintf("c%d-state", i+1)) }
 
+// plainHTTP is a client for the plain HTTP ports (health, metrics, etcd)
+// that dials from the hub, a connection per request.
+func (l *lab) plainHTTP() *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
+}
+
 // dial makes connections from the hub.
 func (l *lab) dial(d func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -186,7 +192,7 @@ func (l *lab) dial(d func(ctx context.Context, network, addr string) (net.Conn, 
 }
 
 func (l *lab) get(url string) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
+	c := l.plainHTTP()
 	resp, err := c.Get(url)
 	if err != nil {
 		return err
@@ -201,7 +207,7 @@ func (l *lab) get(url string) error {
 // storeOps is how many key-value operations etcd has served (its own gRPC
 // counters: Range, Txn, Put, DeleteRange).
 func (l *lab) storeOps(b testing.TB) int {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
+	c := l.plainHTTP()
 	n, err := tools.EtcdOps(c, "http://"+etcdIP+":2379", "")
 	if err != nil {
 		b.Fatal(err)

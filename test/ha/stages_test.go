@@ -3,11 +3,8 @@ package ha
 import (
 	"fmt"
 	"math"
-	"net"
-	"net/http"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -20,7 +17,7 @@ type stages map[string]map[float64]float64
 
 // stages reads the histograms of the first n coordinators.
 func (l *lab) stages(b testing.TB, n int) stages {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: l.dial((&net.Dialer{}).DialContext)}}
+	c := l.plainHTTP()
 	out := stages{}
 	for i := range n {
 		resp, err := c.Get("http://" + ip(i) + ":7081/metrics")
