@@ -340,10 +340,11 @@ const notes = `
   of 2026-11-24 were on an AMD EPYC; on the Intel Xeon of later runs every CPU figure
   (verification, CPU per enrolment) is 1.5–1.8× as large. Throughput is CPU-bound across
   three processes: of what an enrolment costs the two cores with one coordinator, the
-  coordinator takes about 60% (verification about 0.7 of that; the rest is HTTP, TLS,
-  JSON, the etcd client and the Go runtime), the agents about 30% (a third of it the
-  simulated TEE's P-384 signature, which on real SNP the security processor makes, not
-  the guest's CPU) and etcd about 10%; the median run reaches 0.68–0.86 of the floor (below 0.7 in one of four runs on the Intel host). What moved it from 0.54: group commit
+  coordinator takes about 60% (verification, almost all of it the report's P-384
+  signature, a little over half of that in a perf profile of one run; the rest is HTTP,
+  TLS, JSON, the etcd client and the Go runtime, none of them above 6%), the agents
+  about 30% (about half of it the simulated TEE's P-384 signature, which on real SNP
+  the security processor makes, not the guest's CPU) and etcd about 10%; the median run reaches 0.68–0.86 of the floor (below 0.7 in one of four runs on the Intel host). What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
@@ -395,7 +396,16 @@ const notes = `
   46 against 38 ms in four interleaved pairs, within the noise, and 1.6× etcd's
   operations at the peak); etcd at nice −10 (two interleaved pairs, within the noise); etcd without fsync
   (` + "`--unsafe-no-fsync`" + `, an experiment, not a setting: about 11.5 → 10 ms on a quiet
-  machine, within the noise). What would move it: the agents on machines of their own
+  machine, within the noise); for the coordinator alone (three interleaved pairs each,
+  2026-12-03): a floor of 64 MiB under its heap goal (the collector's mark work falls
+  by 85% in a profile, but that is 3.5% of the coordinator's CPU, within the noise end
+  to end, for 64 MiB more memory: not kept), and GOMAXPROCS=1 (its CPU per enrolment
+  falls by 11–21% and the cores' half-rate busy share from 77–82% to 70–72%, the p99 is
+  19–25 against 22–35 ms, but the peak falls by a tenth: one goal traded for the
+  other). The coordinators' CPU per enrolment over the agents' in the same run is
+  steadier than either (2.10–2.11 with one coordinator, 2.58–2.62 with three, in three
+  runs whose absolute figures moved by a quarter): the host's speed moves, the split of
+  the work does not. What would move it: the agents on machines of their own
   (as they are: one per node), which also takes the simulated signature off these cores,
   and etcd on cores of its own (docs/cluster.md), which is where the record stage's
   time goes. The *stall* run found a real fault, now fixed: before, agents opened a connection
