@@ -402,7 +402,12 @@ const notes = `
   to end, for 64 MiB more memory: not kept), and GOMAXPROCS=1 (its CPU per enrolment
   falls by 11–21% and the cores' half-rate busy share from 77–82% to 70–72%, the p99 is
   19–25 against 22–35 ms, but the peak falls by a tenth: one goal traded for the
-  other). The coordinators' CPU per enrolment over the agents' in the same run is
+  other); one verification at a time, so that the lease's goroutines (etcd's reply,
+  the group commit, the answer) never wait behind two (the half-rate p99 13–16 against
+  19–21 ms, but the peak falls to 510–550/s from 680–1020: the verification is the
+  bottleneck at one core); GOMAXPROCS=3, a spare P for those goroutines (p99 22–24
+  against 19–25 ms: nothing). The two cores are cores, not one core's two threads:
+  two verifications at once run 5–10% slower each than one alone. The coordinators' CPU per enrolment over the agents' in the same run is
   steadier than either (2.10–2.11 with one coordinator, 2.58–2.62 with three, in three
   runs whose absolute figures moved by a quarter): the host's speed moves, the split of
   the work does not. What would move it: the agents on machines of their own
