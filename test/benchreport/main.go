@@ -404,7 +404,7 @@ const notes = `
   19–25 against 22–35 ms, but the peak falls by a tenth: one goal traded for the
   other); one verification at a time, so that the lease's goroutines (etcd's reply,
   the group commit, the answer) never wait behind two (the half-rate p99 13–16 against
-  19–21 ms, but the peak falls to 510–550/s from 680–1020: the verification is the
+  21 ms, but the peak falls to 510–550/s from 680–1020: the verification is the
   bottleneck at one core); GOMAXPROCS=3, a spare P for those goroutines (p99 22–24
   against 19–25 ms: nothing). The two cores are cores, not one core's two threads:
   two verifications at once run 5–10% slower each than one alone. The coordinators' CPU per enrolment over the agents' in the same run is
