@@ -50,13 +50,13 @@ func keygenCmd() *cobra.Command {
 	return cmd
 }
 
-func manifestCmd(client func() *api.Client) *cobra.Command {
+func manifestCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"}
 	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client))
 	return cmd
 }
 
-func manifestSetCmd(client func() *api.Client) *cobra.Command {
+func manifestSetCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile, parent, outDir string
 	cmd := &cobra.Command{
 		Use:   "set MANIFEST",
@@ -78,7 +78,10 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 				return err
 			}
 			ctx := cmd.Context()
-			c := client()
+			c, err := client()
+			if err != nil {
+				return err
+			}
 			if !cmd.Flags().Changed("parent") {
 				st, err := c.Status(ctx)
 				if err != nil {
@@ -123,12 +126,16 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 	return cmd
 }
 
-func manifestGetCmd(client func() *api.Client) *cobra.Command {
+func manifestGetCmd(client func() (*api.Client, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get",
 		Short: "print the current manifest",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := client().Manifest(cmd.Context())
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			m, err := c.Manifest(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -141,12 +148,16 @@ func manifestGetCmd(client func() *api.Client) *cobra.Command {
 	}
 }
 
-func manifestHistoryCmd(client func() *api.Client) *cobra.Command {
+func manifestHistoryCmd(client func() (*api.Client, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   "history",
 		Short: "list every transition: generation, head, time, signer, and what changed",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			h, err := client().History(cmd.Context())
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			h, err := c.History(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -222,7 +233,7 @@ func diff(a, b []string) []string {
 	return out
 }
 
-func unlockCmd(client func() *api.Client) *cobra.Command {
+func unlockCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
 		Use:   "unlock",
@@ -232,7 +243,11 @@ func unlockCmd(client func() *api.Client) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := client().Unlock(cmd.Context(), strings.TrimSpace(string(k)))
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			s, err := c.Unlock(cmd.Context(), strings.TrimSpace(string(k)))
 			if err != nil {
 				return err
 			}
@@ -244,7 +259,7 @@ func unlockCmd(client func() *api.Client) *cobra.Command {
 	return cmd
 }
 
-func rotateCmd(client func() *api.Client) *cobra.Command {
+func rotateCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
 	rot := &cobra.Command{Use: "rotate", Short: "rotate keys"}
 	uk := &cobra.Command{
@@ -255,7 +270,11 @@ func rotateCmd(client func() *api.Client) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			next, err := client().RotateUnlockKey(cmd.Context(), strings.TrimSpace(string(k)))
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			next, err := c.RotateUnlockKey(cmd.Context(), strings.TrimSpace(string(k)))
 			if err != nil {
 				return err
 			}
@@ -274,7 +293,7 @@ func rotateCmd(client func() *api.Client) *cobra.Command {
 	return rot
 }
 
-func recoverCmd(client func() *api.Client) *cobra.Command {
+func recoverCmd(client func() (*api.Client, error)) *cobra.Command {
 	var shareFile, keyFile, outDir string
 	var force bool
 	cmd := &cobra.Command{
@@ -299,7 +318,10 @@ Over an https URL the coordinator and its recovery key are attested (attested TL
 			if err != nil {
 				return fmt.Errorf("%s: %w", shareFile, err)
 			}
-			c := client()
+			c, err := client()
+			if err != nil {
+				return err
+			}
 			rk, err := c.RecoveryKey(cmd.Context())
 			if err != nil {
 				return err

@@ -29,23 +29,24 @@ func Command() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL, https (attested TLS) or http (development) (or $SEALMESH_COORDINATOR)")
 	root.PersistentFlags().StringVar(&policy, "coordinator-policy", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as (or $SEALMESH_COORDINATOR_POLICY)")
+	// Built on first use, after the flags are parsed, and only by the
+	// commands that talk to a coordinator (keygen needs no policy).
 	var cached *api.Client
-	client := func() *api.Client {
+	client := func() (*api.Client, error) {
 		if cached == nil {
 			c, _, err := attested.Client(coordinator, policy)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "meshctl:", err)
-				os.Exit(1)
+				return nil, err
 			}
 			cached = c
 		}
-		return cached
+		return cached, nil
 	}
 	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), revokeCmd(client), simTEECmd())
 	return root
 }
 
-func statusCmd(client func() *api.Client) *cobra.Command {
+func statusCmd(client func() (*api.Client, error)) *cobra.Command {
 	var output, host string
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -53,9 +54,13 @@ func statusCmd(client func() *api.Client) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
-			s, err := client().Status(ctx)
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			s, err := c.Status(ctx)
 			if host != "" {
-				s, err = client().StatusOf(ctx, host)
+				s, err = c.StatusOf(ctx, host)
 			}
 			if err != nil {
 				return err

@@ -2,6 +2,8 @@ package meshctl
 
 import (
 	"bytes"
+	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,5 +33,38 @@ generation 3  head cccccccccccc  2026-11-23T03:02:03Z  signed by bob  manifest 2
 `
 	if b.String() != want {
 		t.Fatalf("PrintHistory:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestCoordinatorFlags: a coordinator URL or policy that cannot make a
+// client is an error the command returns (main prints it and exits 1), not
+// an exit from inside the command tree; commands that talk to no
+// coordinator do not need either.
+func TestCoordinatorFlags(t *testing.T) {
+	t.Setenv("SEALMESH_COORDINATOR", "")
+	t.Setenv("SEALMESH_COORDINATOR_POLICY", "")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string // in the error; "" for none
+	}{
+		{"https needs a policy", []string{"status"}, "needs --coordinator-policy"},
+		{"not a URL it speaks", []string{"manifest", "get", "--coordinator", "ftp://c:7080"}, "want an https://"},
+		{"a policy needs https", []string{"manifest", "history", "--coordinator", "http://127.0.0.1:1", "--coordinator-policy", "p.json"}, "needs an https URL"},
+		{"an unreadable policy", []string{"status", "--coordinator-policy", filepath.Join(t.TempDir(), "none.json")}, "none.json"},
+		{"keygen needs no coordinator", []string{"keygen", "--out", filepath.Join(t.TempDir(), "owner.pem")}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := Command()
+			cmd.SetArgs(c.args)
+			cmd.SetOut(io.Discard)
+			err := cmd.Execute()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("meshctl %s: %v", strings.Join(c.args, " "), err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("meshctl %s: %v, want an error with %q", strings.Join(c.args, " "), err, c.want)
+			}
+		})
 	}
 }

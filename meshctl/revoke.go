@@ -14,7 +14,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
 
-func revokeCmd(client func() *api.Client) *cobra.Command {
+func revokeCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
 		Use:   "revoke POD|NAME|IP|FINGERPRINT",
@@ -30,7 +30,11 @@ issues another certificate to the key: the workload must start again with a new 
 			if err != nil {
 				return err
 			}
-			ctx, c, what := cmd.Context(), client(), args[0]
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			ctx, what := cmd.Context(), args[0]
 			st, err := c.StatusOf(ctx, what)
 			if err != nil {
 				return err
