@@ -85,7 +85,8 @@ func ReportData(nonce, publicKey, request []byte) [64]byte {
 
 // Verify checks the evidence's signatures and that it commits to reportData. It does
 // not decide whether the workload is acceptable: that is Claims.Satisfies.
-func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
+func Verify(ev Evidence, reportData [64]byte) (_ *Claims, err error) {
+	defer recovered(ev.Platform, &err)
 	switch ev.Platform {
 	case manifest.PlatformSimulated:
 		return verifySNP(ev, reportData, true, nil)
@@ -111,7 +112,8 @@ type Verifier struct {
 }
 
 // Verify checks ev for reportData, as the package's Verify, and tokens.
-func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (*Claims, error) {
+func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (_ *Claims, err error) {
+	defer recovered(ev.Platform, &err)
 	if ev.Platform == manifest.PlatformSNP && v != nil && v.SNPCerts != nil {
 		return verifySNP(ev, reportData, false, v.SNPCerts)
 	}

@@ -3,8 +3,10 @@ package attest
 import (
 	"crypto/x509"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
@@ -38,6 +40,12 @@ var intelRoots = func() *x509.CertPool {
 // reportData. With collateral (from a cache, or fetched where allowed) it also
 // checks the platform's TCB status and the collateral's expiry.
 func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter) (*Claims, error) {
+	// go-tdx-guest v0.3.1 slices by the quote's own length fields before it
+	// checks them: a few changed bytes made it panic in every client that
+	// parsed a server's evidence. Check the layout first.
+	if err := checkTDXLayout(ev.Data); err != nil {
+		return nil, fmt.Errorf("attest: tdx evidence is not a TDX quote: %w", err)
+	}
 	q, err := tdxabi.QuoteToProto(ev.Data)
 	if err != nil {
 		return nil, fmt.Errorf("attest: tdx evidence is not a TDX quote: %w", err)
@@ -71,4 +79,52 @@ func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter
 		c.RTMRs = append(c.RTMRs, hex.EncodeToString(r))
 	}
 	return c, nil
+}
+
+// The v4 quote's layout (Intel TDX DCAP Quoting Library API, appendix A), as
+// go-tdx-guest v0.3.1 reads it: header and TD quote body, the signed data's
+// size, then the signed data: signature, attestation key, certification data
+// (type, size, QE report, its signature, QE authentication data with a 16-bit
+// size, PCK certificate chain with type and size).
+const (
+	tdxSignedSizeAt   = 0x278
+	tdxSignedAt       = 0x27c
+	tdxCertDataAt     = 0x80 // in the signed data
+	tdxQEAuthAt       = 0x1c0
+	tdxSizedHeaderLen = 6 // a 16-bit type and a 32-bit size
+	tdxMaxQuote       = 64 << 10
+)
+
+var errTDXLayout = errors.New("malformed quote")
+
+// checkTDXLayout checks every length field of a v4 quote against the bytes
+// there are, so that the library's parser never slices out of bounds.
+func checkTDXLayout(b []byte) error {
+	switch {
+	case len(b) < tdxabi.QuoteMinSize:
+		return fmt.Errorf("%w: %d bytes, a v4 quote has at least %d", errTDXLayout, len(b), tdxabi.QuoteMinSize)
+	case len(b) > tdxMaxQuote:
+		return fmt.Errorf("%w: %d bytes, more than %d", errTDXLayout, len(b), tdxMaxQuote)
+	}
+	signedSize := uint64(binary.LittleEndian.Uint32(b[tdxSignedSizeAt:]))
+	if signedSize > uint64(len(b)-tdxSignedAt) {
+		return fmt.Errorf("%w: signed data of %d bytes, %d follow", errTDXLayout, signedSize, len(b)-tdxSignedAt)
+	}
+	signed := b[tdxSignedAt : tdxSignedAt+signedSize]
+	if len(signed) < tdxCertDataAt+tdxSizedHeaderLen {
+		return fmt.Errorf("%w: signed data of %d bytes is too short", errTDXLayout, len(signed))
+	}
+	cert := signed[tdxCertDataAt:]
+	if n := uint64(binary.LittleEndian.Uint32(cert[2:])); n != uint64(len(cert)-tdxSizedHeaderLen) {
+		return fmt.Errorf("%w: certification data says %d bytes, %d follow", errTDXLayout, n, len(cert)-tdxSizedHeaderLen)
+	}
+	qe := cert[tdxSizedHeaderLen:]
+	if len(qe) < tdxQEAuthAt+2 {
+		return fmt.Errorf("%w: QE certification data of %d bytes is too short", errTDXLayout, len(qe))
+	}
+	pck := tdxQEAuthAt + 2 + int(binary.LittleEndian.Uint16(qe[tdxQEAuthAt:]))
+	if len(qe) < pck+tdxSizedHeaderLen {
+		return fmt.Errorf("%w: QE authentication data runs past the certification data", errTDXLayout)
+	}
+	return nil
 }

@@ -109,3 +109,72 @@ func TestTDXCollateral(t *testing.T) {
 		t.Fatalf("collateral past its next update: %v", err)
 	}
 }
+
+// crasherQuote is go-tdx-guest's sample quote with its signed data's size
+// (0x278, 32-bit little endian) set to 16: v0.3.1's parser then slices the
+// signature out of 16 bytes and panics. Three bytes differ from the sample.
+func crasherQuote() []byte {
+	q := append([]byte(nil), testdata.RawQuote...)
+	copy(q[0x278:], []byte{16, 0, 0, 0})
+	return q
+}
+
+// TestMalformedTDXQuote: quotes whose length fields lie are refused with an
+// error, never a panic (before, the first case crashed every client that
+// verified a server's evidence). go-tdx-guest's own parser panics on them,
+// which the first subtest shows, so the check here is what stands between.
+func TestMalformedTDXQuote(t *testing.T) {
+	q := crasherQuote()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("go-tdx-guest parses the crasher without panicking: checkTDXLayout may be redundant now")
+			}
+		}()
+		tdxabi.QuoteToProto(q)
+	}()
+
+	authTooLong := append([]byte(nil), testdata.RawQuote...)
+	// The QE authentication data's size: header, body, size, signature, key,
+	// certification type and size, QE report and its signature.
+	copy(authTooLong[0x27c+0x80+6+0x1c0:], []byte{0xff, 0xff})
+	certTooLong := append([]byte(nil), testdata.RawQuote...)
+	copy(certTooLong[0x27c+0x80+2:], []byte{0xff, 0xff, 0xff, 0x7f})
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"signed data shorter than its signature", q},
+		{"QE authentication data past the end", authTooLong},
+		{"certification data past the end", certTooLong},
+		{"empty", nil},
+		{"header only", testdata.RawQuote[:0x30]},
+		{"truncated", testdata.RawQuote[:len(testdata.RawQuote)-1]},
+		{"too large", make([]byte, 1<<20)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: tt.data}, [64]byte{})
+			if err == nil {
+				t.Fatal("verified")
+			}
+		})
+	}
+	if err := checkTDXLayout(testdata.RawQuote); err != nil {
+		t.Fatalf("the sample quote: %v", err)
+	}
+}
+
+// TestVerifyRecovers: a panic below Verify is an error, not a crash.
+func TestVerifyRecovers(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { panic("a verifier's bug") }
+	_, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}, [64]byte{})
+	if err == nil || !strings.Contains(err.Error(), "made the verifier fail") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = (&Verifier{}).Verify(context.Background(), Evidence{Platform: manifest.PlatformSimulated, Data: []byte{1}}, [64]byte{})
+	if err == nil {
+		t.Fatal("garbage verified")
+	}
+}

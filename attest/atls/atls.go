@@ -192,7 +192,7 @@ func (s *Server) handshake(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
 			defer cancel()
-			claims, err := verifyCert(ctx, c, serverNonce, clientContext, s.verify)
+			claims, err := verifyCert(ctx, c, serverNonce, clientContext, nil, s.verify)
 			if err != nil {
 				return fmt.Errorf("atls: client: %w", err)
 			}
@@ -240,11 +240,12 @@ func certificate(key *ecdsa.PrivateKey, ev attest.Evidence, usage x509.ExtKeyUsa
 }
 
 // Client returns a TLS configuration for one connection: it sends a fresh nonce
-// and accepts the server only if its certificate carries evidence, bound to that
-// nonce and to the certificate's key, whose claims pass accept. With self, the
+// and accepts the server only if its certificate carries evidence of a platform
+// the policy names, bound to that nonce and to the certificate's key, whose
+// claims the policy accepts. With self, the
 // client attests too, with evidence bound to the server's nonce and its own TLS
 // key. Make one per connection (the nonces are the handshake's).
-func Client(accept func(*attest.Claims) error, self attest.Issuer) (*tls.Config, error) {
+func Client(policy attest.Policy, self attest.Issuer) (*tls.Config, error) {
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
@@ -267,11 +268,11 @@ func Client(accept func(*attest.Claims) error, self attest.Issuer) (*tls.Config,
 			}
 			// The handshake itself proves the server holds this certificate's
 			// key; the evidence proves the TEE vouched for exactly this key.
-			claims, err := Verify(c, nonce)
+			claims, err := Verify(c, nonce, policy)
 			if err != nil {
 				return err
 			}
-			if err := accept(claims); err != nil {
+			if err := policy.Accept(claims); err != nil {
 				return fmt.Errorf("atls: server attested, but not as the policy requires: %w", err)
 			}
 			serverNonce = extension(c, NonceOID)
@@ -302,9 +303,10 @@ func Client(accept func(*attest.Claims) error, self attest.Issuer) (*tls.Config,
 }
 
 // Verify checks the evidence in a server certificate c for the client's nonce
-// and returns its claims.
-func Verify(c *x509.Certificate, nonce []byte) (*attest.Claims, error) {
-	claims, err := verifyCert(context.Background(), c, nonce, serverContext,
+// and returns its claims. Evidence of a platform the policy does not name is
+// refused before it is parsed.
+func Verify(c *x509.Certificate, nonce []byte, policy attest.Policy) (*attest.Claims, error) {
+	claims, err := verifyCert(context.Background(), c, nonce, serverContext, policy,
 		func(_ context.Context, ev attest.Evidence, rd [64]byte) (*attest.Claims, error) {
 			return attest.Verify(ev, rd)
 		})
@@ -314,7 +316,7 @@ func Verify(c *x509.Certificate, nonce []byte) (*attest.Claims, error) {
 	return claims, nil
 }
 
-func verifyCert(ctx context.Context, c *x509.Certificate, nonce []byte, context string, verify VerifyFunc) (*attest.Claims, error) {
+func verifyCert(ctx context.Context, c *x509.Certificate, nonce []byte, context string, policy attest.Policy, verify VerifyFunc) (*attest.Claims, error) {
 	ext := extension(c, OID)
 	if ext == nil {
 		return nil, errors.New("the certificate carries no evidence: not an attested peer")
@@ -322,6 +324,9 @@ func verifyCert(ctx context.Context, c *x509.Certificate, nonce []byte, context 
 	var ev attest.Evidence
 	if err := json.Unmarshal(ext, &ev); err != nil {
 		return nil, fmt.Errorf("evidence extension: %w", err)
+	}
+	if policy != nil && !policy.Platform(ev.Platform) {
+		return nil, fmt.Errorf("evidence of platform %q, which the policy does not name: refused unparsed", ev.Platform)
 	}
 	return verify(ctx, ev, attest.ReportData(nonce, c.RawSubjectPublicKeyInfo, []byte(context)))
 }
@@ -349,11 +354,11 @@ func parseName(name string) ([]byte, error) {
 
 // Transport is an HTTP transport that makes every request on a fresh
 // attested-TLS handshake (no connection reuse), accepting servers whose claims
-// pass accept: a change of what accept allows takes effect at once. With self,
+// the policy accepts: a change of what it allows takes effect at once. With self,
 // the client attests in the handshake too. For the rare calls where that
 // matters most (coordinator to coordinator); agents use Pool.
-func Transport(accept func(*attest.Claims) error, self attest.Issuer) *http.Transport {
-	t := pooled(accept, self, nil)
+func Transport(policy attest.Policy, self attest.Issuer) *http.Transport {
+	t := pooled(policy, self, nil)
 	t.DisableKeepAlives = true
 	return t
 }
@@ -361,7 +366,7 @@ func Transport(accept func(*attest.Claims) error, self attest.Issuer) *http.Tran
 // Dialer makes the TCP connection an attested handshake runs over.
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
-func pooled(accept func(*attest.Claims) error, self attest.Issuer, dial Dialer) *http.Transport {
+func pooled(policy attest.Policy, self attest.Issuer, dial Dialer) *http.Transport {
 	if dial == nil {
 		// A short connect timeout: an unreachable coordinator should
 		// cost seconds before a client moves to the next.
@@ -369,7 +374,7 @@ func pooled(accept func(*attest.Claims) error, self attest.Issuer, dial Dialer) 
 	}
 	return &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			cfg, err := Client(accept, self)
+			cfg, err := Client(policy, self)
 			if err != nil {
 				return nil, err
 			}
@@ -410,22 +415,22 @@ const (
 // Pool is an HTTP transport that reuses attested connections: a handshake
 // costs the server an evidence report and the client its verification, so
 // a busy agent should not pay them per request. Reset ends the reuse of every
-// connection made so far; call it when what accept allows changes, and the
+// connection made so far; call it when what the policy allows changes, and the
 // next request makes a fresh handshake that is checked against the new rule.
 // A request already under way on an old connection finishes there, and that
 // connection is never used again.
 type Pool struct {
-	accept func(*attest.Claims) error
+	policy attest.Policy
 	self   attest.Issuer
 	dial   Dialer
 	mu     sync.Mutex
 	cur    *http.Transport
 }
 
-// NewPool is a Pool accepting servers whose claims pass accept (and attesting
-// as self, when not nil), connecting with dial (nil: TCP with a 3 s timeout).
-func NewPool(accept func(*attest.Claims) error, self attest.Issuer, dial Dialer) *Pool {
-	return &Pool{accept: accept, self: self, dial: dial, cur: pooled(accept, self, dial)}
+// NewPool is a Pool accepting servers the policy accepts (and attesting as
+// self, when not nil), connecting with dial (nil: TCP with a 3 s timeout).
+func NewPool(policy attest.Policy, self attest.Issuer, dial Dialer) *Pool {
+	return &Pool{policy: policy, self: self, dial: dial, cur: pooled(policy, self, dial)}
 }
 
 // RoundTrip sends req on a connection made since the last Reset.
@@ -442,7 +447,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 func (p *Pool) Reset() {
 	p.mu.Lock()
 	old := p.cur
-	p.cur = pooled(p.accept, p.self, p.dial)
+	p.cur = pooled(p.policy, p.self, p.dial)
 	p.mu.Unlock()
 	old.CloseIdleConnections()
 }

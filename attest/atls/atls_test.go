@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	tdxtestdata "github.com/google/go-tdx-guest/testing/testdata"
+
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
@@ -82,13 +84,13 @@ func serveWho(t *testing.T, s *atls.Server) string {
 }
 
 // get makes one request with a fresh attested-TLS client configuration.
-func get(url string, accept func(*attest.Claims) error) error {
+func get(url string, accept attest.Policy) error {
 	_, err := getAs(url, accept, nil)
 	return err
 }
 
 // getAs is get with the client attesting as self, returning the body.
-func getAs(url string, accept func(*attest.Claims) error, self attest.Issuer) (string, error) {
+func getAs(url string, accept attest.Policy, self attest.Issuer) (string, error) {
 	resp, err := (&http.Client{Transport: atls.Transport(accept, self), Timeout: 10 * time.Second}).Get(url)
 	if err != nil {
 		return "", err
@@ -101,14 +103,12 @@ func getAs(url string, accept func(*attest.Claims) error, self attest.Issuer) (s
 func TestAttestedTLS(t *testing.T) {
 	d := coordinatorTEE(t)
 	url := serve(t, server(t, d).TLS)
-	accept := func(p manifest.Attestation) func(*attest.Claims) error {
-		return func(c *attest.Claims) error { return c.Satisfies(p) }
-	}
+	accept := attest.Satisfying
 
 	tests := []struct {
 		name   string
 		url    string
-		accept func(*attest.Claims) error
+		accept attest.Policy
 		want   string
 	}{
 		{"the coordinator the policy names", url, accept(policy(d, "sealmesh-coordinator")), ""},
@@ -178,7 +178,7 @@ func TestClientAttestation(t *testing.T) {
 	*peerDev = *d
 	peerDev.Measurement = simulated.MeasurementOf("sealmesh-coordinator-v2")
 	url := serveWho(t, server(t, d))
-	acceptServer := func(c *attest.Claims) error { return c.Satisfies(policy(d, "sealmesh-coordinator")) }
+	acceptServer := attest.Satisfying(policy(d, "sealmesh-coordinator"))
 	want := simulated.MeasurementOf("sealmesh-coordinator-v2")
 
 	tests := []struct {
@@ -275,7 +275,7 @@ func TestClientAttestationError(t *testing.T) {
 		defer c.Close()
 		errs <- c.(*tls.Conn).Handshake()
 	}()
-	cfg, _ := atls.Client(func(*attest.Claims) error { return nil }, nil)
+	cfg, _ := atls.Client(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}, nil)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cfg.Certificates = []tls.Certificate{selfSigned(t, key, nil)}
 	if c, err := tls.Dial("tcp", ln.Addr().String(), cfg); err == nil {
@@ -335,7 +335,7 @@ func TestPool(t *testing.T) {
 		}
 		return c.Satisfies(want)
 	}
-	pool := atls.NewPool(accept, nil, nil)
+	pool := atls.NewPool(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: accept}, nil, nil)
 	client := &http.Client{Transport: pool, Timeout: 10 * time.Second}
 	from := func(path string) (string, error) {
 		resp, err := client.Get(srv.URL + path)
@@ -437,7 +437,7 @@ func TestPoolBurst(t *testing.T) {
 		mu.Unlock()
 		return c.Satisfies(want)
 	}
-	client := &http.Client{Transport: atls.NewPool(accept, nil, nil), Timeout: 30 * time.Second}
+	client := &http.Client{Transport: atls.NewPool(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: accept}, nil, nil), Timeout: 30 * time.Second}
 	errs := make(chan error, burst)
 	for range burst {
 		go func() {
@@ -457,5 +457,44 @@ func TestPoolBurst(t *testing.T) {
 	defer mu.Unlock()
 	if handshakes > atls.PoolPerHost || most > atls.PoolPerHost {
 		t.Fatalf("%d requests at once: %d handshakes, %d at the server at once; want at most %d of each", burst, handshakes, most, atls.PoolPerHost)
+	}
+}
+
+// crasherServer serves go-tdx-guest's sample quote with its signed data's size
+// set to 16, as an attacker announcing a URL over gossip did: go-tdx-guest
+// v0.3.1 panics parsing it, in the client's dial goroutine.
+func crasherServer(t *testing.T) *tls.Config {
+	q := append([]byte(nil), tdxtestdata.RawQuote...)
+	copy(q[0x278:], []byte{16, 0, 0, 0})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ext, _ := json.Marshal(attest.Evidence{Platform: manifest.PlatformTDX, Data: q})
+	c := selfSigned(t, key, []pkix.Extension{{Id: atls.OID, Value: ext}})
+	return &tls.Config{Certificates: []tls.Certificate{c}}
+}
+
+// TestMalformedServerEvidence: a server whose evidence crashed the TEE
+// library's parser is refused with an error. A client whose policy does not
+// name the platform never parses it; one that does gets the layout check.
+// Before, both clients' processes exited (a panic in net/http's dial
+// goroutine, which nothing recovers).
+func TestMalformedServerEvidence(t *testing.T) {
+	d := coordinatorTEE(t)
+	url := serve(t, crasherServer(t))
+	tdx := manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}}}
+	tests := []struct {
+		name   string
+		policy attest.Policy
+		want   string
+	}{
+		{"policy names only simulated", attest.Satisfying(policy(d, "sealmesh-coordinator")), "refused unparsed"},
+		{"policy names tdx", attest.Satisfying(tdx), "malformed quote"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := get(url, tt.policy)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

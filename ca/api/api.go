@@ -238,6 +238,11 @@ type Member struct {
 	State      string `json:"state"`
 	Generation uint64 `json:"generation"`
 	Head       string `json:"head,omitempty"`
+	// Vouch is an HMAC over API, State, Generation and Head with a key
+	// derived from the mesh's seed (hex): set by coordinators that hold it,
+	// so that peers holding it too can tell an announcement from the mesh's
+	// coordinators from anyone else's. Gossip itself is unauthenticated.
+	Vouch string `json:"vouch,omitempty"`
 	// Health is the membership's view: alive or suspect.
 	Health string `json:"health,omitempty"`
 	Self   bool   `json:"self,omitempty"`

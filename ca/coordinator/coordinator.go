@@ -8,6 +8,7 @@ package coordinator
 import (
 	"context"
 	"crypto/ecdh"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -91,6 +92,11 @@ type Config struct {
 	// Members returns the cluster's members as gossip announces them (package
 	// cluster): where peers are and what they claim, never trusted as such.
 	Members func() []api.Member
+	// AllowSimulatedCoordinators lets a coordinator whose own TEE is real
+	// accept manifests with simulated coordinator roles and hand them the
+	// seed (development only: anyone can run the simulated TEE). Without a
+	// TEE, or with the simulated one, they are allowed anyway.
+	AllowSimulatedCoordinators bool
 	Now     func() time.Time
 }
 
@@ -114,6 +120,8 @@ type Coordinator struct {
 	recoveryKey *ecdh.PrivateKey
 	// hints wakes Run when gossip says something changed.
 	hints chan struct{}
+	// gate bounds dials to gossip-announced peers nobody vouched for.
+	gate dialGate
 	// allocated is closed once alloc is made, for Run to follow the leases.
 	allocated chan struct{}
 	metrics   *metrics
@@ -135,7 +143,7 @@ func New(cfg Config) (*Coordinator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: state dir: %w", err)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}, hints: make(chan struct{}, 1), allocated: make(chan struct{})}
+	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}, hints: make(chan struct{}, 1), gate: dialGate{every: peerDialEvery}, allocated: make(chan struct{})}
 	c.initMetrics()
 	ctx := context.Background()
 	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
@@ -335,8 +343,9 @@ func (c *Coordinator) tryPeers(ctx context.Context) {
 		}
 	}
 	recovering := c.state == api.StateRecovering || c.state == api.StateLocked
+	seed := c.seed
 	c.mu.Unlock()
-	if urls := c.peerURLs(); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
+	if urls := c.peerURLs(seed); recovering && len(urls) > 0 && c.cfg.Issuer != nil {
 		if err := c.RecoverFromPeers(ctx, urls, c.dial()); err != nil {
 			c.log.Warn("peer recovery", "err", err)
 		}
@@ -361,21 +370,52 @@ func (c *Coordinator) Member() api.Member {
 	if c.hist != nil {
 		m.Generation, m.Head = c.hist.Generation(), c.hist.Head
 	}
+	if c.seed != nil {
+		m.Vouch = vouch(*c.seed, m)
+	}
 	return m
 }
 
-// others returns the other members gossip knows.
-func (c *Coordinator) others() []api.Member {
+// maxGossipPeers bounds how many gossip-announced members a coordinator
+// considers: anyone can join gossip and announce as many as they like.
+const maxGossipPeers = 16
+
+// others returns the other members gossip knows. A coordinator that holds the
+// seed keeps only those whose announcement is vouched for with it (another
+// coordinator of this mesh made it): it never dials a URL that anyone on the
+// gossip port could have announced. One without the seed (recovering) cannot
+// tell, and dials through the gate, checking each peer over attested TLS.
+func (c *Coordinator) others(seed *keys.Seed) []api.Member {
 	if c.cfg.Members == nil {
 		return nil
 	}
 	var out []api.Member
 	for _, m := range c.cfg.Members() {
-		if !m.Self && m.API != "" && m.API != c.cfg.API {
-			out = append(out, m)
+		if m.Self || m.API == "" || m.API == c.cfg.API {
+			continue
+		}
+		if seed != nil && !vouched(*seed, m) {
+			continue
+		}
+		if out = append(out, m); len(out) == maxGossipPeers {
+			break
 		}
 	}
 	return out
+}
+
+// vouch is the MAC a seed holder puts on its announcement.
+func vouch(seed keys.Seed, m api.Member) string {
+	mac := hmac.New(sha256.New, seed.GossipKey())
+	b, _ := json.Marshal([]any{m.API, m.State, m.Generation, m.Head})
+	mac.Write(b)
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+func vouched(seed keys.Seed, m api.Member) bool {
+	got, err := hex.DecodeString(m.Vouch)
+	want, _ := hex.DecodeString(vouch(seed, m))
+	return err == nil && hmac.Equal(got, want)
 }
 
 // peerAhead reports whether some member announces a generation or head this
@@ -386,8 +426,12 @@ func (c *Coordinator) peerAhead() bool {
 	if c.hist != nil {
 		gen, head = c.hist.Generation(), c.hist.Head
 	}
+	seed := c.seed
 	c.mu.Unlock()
-	for _, m := range c.others() {
+	if seed == nil {
+		return false // nothing to re-check without the seed
+	}
+	for _, m := range c.others(seed) {
 		if m.Generation > gen || (m.Generation == gen && m.Head != "" && m.Head != head) {
 			return true
 		}
@@ -397,18 +441,49 @@ func (c *Coordinator) peerAhead() bool {
 
 // peerURLs are the coordinators to recover from: the static --peers, then
 // members gossip announces, ready ones first.
-func (c *Coordinator) peerURLs() []string {
+func (c *Coordinator) peerURLs(seed *keys.Seed) []string {
 	urls := slices.Clone(c.cfg.Peers)
-	ms := c.others()
+	ms := c.others(seed)
 	slices.SortStableFunc(ms, func(a, b api.Member) int {
 		return cmpBool(b.State == api.StateReady, a.State == api.StateReady)
 	})
 	for _, m := range ms {
-		if !slices.Contains(urls, m.API) {
-			urls = append(urls, m.API)
+		if slices.Contains(urls, m.API) {
+			continue
 		}
+		// Unvouched (this coordinator has no seed to check with): anyone
+		// may have announced it, so it is dialed at most once a gate
+		// interval however often gossip changes.
+		if seed == nil && !c.gate.admit(m.API, c.now()) {
+			continue
+		}
+		urls = append(urls, m.API)
 	}
 	return urls
+}
+
+// peerDialEvery is how often a recovering coordinator dials one unvouched
+// gossip-announced peer at most (the recovery tick is 5 s).
+const peerDialEvery = 5 * time.Second
+
+// dialGate admits each key at most once an interval.
+type dialGate struct {
+	mu    sync.Mutex
+	every time.Duration
+	last  map[string]time.Time
+}
+
+func (g *dialGate) admit(key string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t, ok := g.last[key]; ok && now.Sub(t) < g.every {
+		return false
+	}
+	if g.last == nil || len(g.last) > 4*maxGossipPeers {
+		g.last = map[string]time.Time{} // forget; at worst one dial more each
+	}
+	g.last[key] = now
+	return true
 }
 
 func cmpBool(a, b bool) int {
@@ -423,8 +498,8 @@ func cmpBool(a, b bool) int {
 
 // AttestedPeer dials a peer coordinator over attested TLS in which both sides
 // attest: the peer to accept, this coordinator with self.
-func AttestedPeer(url string, accept func(*attest.Claims) error, self attest.Issuer) *api.Client {
-	return api.NewClient(url, atls.Transport(accept, self))
+func AttestedPeer(url string, policy attest.Policy, self attest.Issuer) *api.Client {
+	return api.NewClient(url, atls.Transport(policy, self))
 }
 
 // Recheck verifies the store against what this coordinator has seen, and
@@ -449,7 +524,7 @@ func (c *Coordinator) Recheck(ctx context.Context) {
 	resync := false
 	switch {
 	case err == nil:
-		if gen, url := c.attestedAhead(ctx, m, h.Generation()); gen > h.Generation() {
+		if gen, url := c.attestedAhead(ctx, seed, m, h.Generation()); gen > h.Generation() {
 			// The peer may have written since the read: read once more.
 			if h, err = history.Load(ctx, c.st, seed, floor); err == nil && h.Generation() < gen {
 				err = fmt.Errorf("%w: the store's latest is generation %d, but the attested coordinator at %s runs generation %d", history.ErrRollback, h.Generation(), url, gen)
@@ -457,7 +532,7 @@ func (c *Coordinator) Recheck(ctx context.Context) {
 		}
 	case errors.Is(err, history.ErrRollback):
 		if other, lerr := history.Load(ctx, c.st, seed, history.Floor{}); lerr == nil && other.Generation() >= floor.Generation {
-			if url := c.attestedRuns(ctx, m, other.Head, other.Generation()); url != "" {
+			if url := c.attestedRuns(ctx, seed, m, other.Head, other.Generation()); url != "" {
 				c.log.Warn("the store's latest is not a descendant of this coordinator's state; an attested ready peer runs it: re-syncing",
 					"peer", url, "generation", other.Generation(), "head", other.Head, "was", floor.Head)
 				h, err, resync = other, nil, true
@@ -482,12 +557,12 @@ func (c *Coordinator) Recheck(ctx context.Context) {
 	}
 }
 
-// attestedAhead asks the members that announce a generation above gen for
+// attestedAhead asks the members that announce, vouched for, a generation above gen for
 // their status over attested TLS (accepting only coordinator roles of m), and
 // returns the highest generation one of them confirms, with its URL.
-func (c *Coordinator) attestedAhead(ctx context.Context, m *manifest.Manifest, gen uint64) (uint64, string) {
+func (c *Coordinator) attestedAhead(ctx context.Context, seed keys.Seed, m *manifest.Manifest, gen uint64) (uint64, string) {
 	best, where := uint64(0), ""
-	for _, p := range c.others() {
+	for _, p := range c.others(&seed) {
 		if p.Generation <= gen || p.State != api.StateReady {
 			continue
 		}
@@ -500,8 +575,8 @@ func (c *Coordinator) attestedAhead(ctx context.Context, m *manifest.Manifest, g
 
 // attestedRuns returns the URL of a peer that attests as a coordinator of m and
 // reports itself ready at exactly head and gen, or "".
-func (c *Coordinator) attestedRuns(ctx context.Context, m *manifest.Manifest, head string, gen uint64) string {
-	for _, url := range c.peerURLs() {
+func (c *Coordinator) attestedRuns(ctx context.Context, seed keys.Seed, m *manifest.Manifest, head string, gen uint64) string {
+	for _, url := range c.peerURLs(&seed) {
 		if st := c.peerStatus(ctx, m, url); st != nil && st.State == api.StateReady && st.Head == head && st.Generation == gen {
 			return url
 		}
@@ -513,7 +588,7 @@ func (c *Coordinator) peerStatus(ctx context.Context, m *manifest.Manifest, url 
 	if c.cfg.Issuer == nil {
 		return nil // no TEE: no attested TLS to peers
 	}
-	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	accept := coordinatorPolicy(m)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := c.dial()(url, accept, c.cfg.Issuer).Status(ctx)
@@ -524,11 +599,29 @@ func (c *Coordinator) peerStatus(ctx context.Context, m *manifest.Manifest, url 
 	return st
 }
 
+// realTEE reports whether this coordinator attests with a hardware TEE.
+func (c *Coordinator) realTEE() bool {
+	return c.cfg.Issuer != nil && c.cfg.Issuer.Platform() != manifest.PlatformSimulated
+}
+
+// checkSimulatedCoordinators refuses a manifest whose coordinator roles accept
+// the simulated TEE on a coordinator with a real one, unless allowed: such a
+// role would let anyone who runs the simulated TEE receive the seed.
+func (c *Coordinator) checkSimulatedCoordinators(m *manifest.Manifest) error {
+	if m.SimulatedCoordinators() && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+		return fmt.Errorf("%w: a coordinator role accepts the simulated TEE, which anyone can run, and this coordinator attests with %s: it would hand such a peer the seed (for development, start it with --allow-simulated-coordinators)", ErrBadInput, c.cfg.Issuer.Platform())
+	}
+	return nil
+}
+
 // SetManifest creates the mesh (no manifest yet) or applies an owner-signed update.
 func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest) (*api.ManifestResponse, error) {
 	m, err := manifest.Parse(req.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
+	if err := c.checkSimulatedCoordinators(m); err != nil {
+		return nil, err
 	}
 	u := history.Update{Parent: req.Parent, SignerKey: req.SignerKey, Signature: req.Signature}
 	c.mu.Lock()

@@ -1,5 +1,11 @@
 package coordinator
 
+import (
+	"context"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+)
+
 // SetMaxStatusHosts lowers the status's host list bound for a test.
 func SetMaxStatusHosts(n int) func() {
 	old := maxStatusHosts
@@ -9,3 +15,14 @@ func SetMaxStatusHosts(n int) func() {
 
 // MaxNonces is the bound on outstanding nonces.
 const MaxNonces = maxNonces
+
+// Vouched is m as a coordinator holding c's seed would announce it.
+func (c *Coordinator) Vouched(m api.Member) api.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.Vouch = vouch(*c.seed, m)
+	return m
+}
+
+// TryPeers is one recovery attempt, as Run makes on a gossip change.
+func (c *Coordinator) TryPeers(ctx context.Context) { c.tryPeers(ctx) }

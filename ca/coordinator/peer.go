@@ -18,7 +18,7 @@ import (
 // Peer dials another coordinator over attested TLS, accepting it only if its
 // evidence passes accept (built from the coordinator roles of a manifest) and
 // attesting with self.
-type Peer func(url string, accept func(*attest.Claims) error, self attest.Issuer) *api.Client
+type Peer func(url string, policy attest.Policy, self attest.Issuer) *api.Client
 
 // dial returns how this coordinator reaches its peers.
 func (c *Coordinator) dial() Peer {
@@ -29,6 +29,15 @@ func (c *Coordinator) dial() Peer {
 }
 
 // coordinatorRole returns the name of the coordinator role c satisfies in m.
+// coordinatorPolicy accepts peers that attest as a coordinator role of m, and
+// parses evidence only of the platforms those roles name.
+func coordinatorPolicy(m *manifest.Manifest) attest.Policy {
+	return attest.Accept{Platforms: m.CoordinatorPlatforms(), Claims: func(cl *attest.Claims) error {
+		_, err := coordinatorRole(m, cl)
+		return err
+	}}
+}
+
 func coordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
 	var why []string
 	for _, r := range m.Coordinators {
@@ -61,6 +70,10 @@ func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*
 		return nil, fmt.Errorf("%w: the requester did not attest in the TLS handshake (attested TLS with a client certificate)", ErrRefused)
 	}
 	m, seed, gen, head := sv.hist.Manifest, sv.seed, sv.hist.Generation(), sv.hist.Head
+	if claims.Platform == manifest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+		c.log.Warn("peer key request refused", "err", "the requester attested with the simulated TEE")
+		return nil, fmt.Errorf("%w: the requester attested with the simulated TEE and this coordinator runs a real one (--allow-simulated-coordinators, for development)", ErrRefused)
+	}
 	role, err := coordinatorRole(m, claims)
 	if err != nil {
 		c.log.Warn("peer key request refused", "err", err)
@@ -94,7 +107,7 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, peers []string, dial
 	if err != nil {
 		return fmt.Errorf("peer recovery: %w", err)
 	}
-	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	accept := coordinatorPolicy(m)
 	var errs []error
 	for _, url := range peers {
 		seed, floor, err := c.askPeer(ctx, dial(url, accept, c.cfg.Issuer))
@@ -176,7 +189,7 @@ func (c *Coordinator) takeSeedLocked(ctx context.Context, seed keys.Seed, peerFl
 // readyPeerLocked returns the URL of a peer that attests as a coordinator of the
 // store's latest manifest and reports itself ready, or "".
 func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
-	urls := c.peerURLs()
+	urls := c.peerURLs(c.seed)
 	if len(urls) == 0 {
 		return ""
 	}
@@ -184,7 +197,7 @@ func (c *Coordinator) readyPeerLocked(ctx context.Context) string {
 	if err != nil {
 		return ""
 	}
-	accept := func(cl *attest.Claims) error { _, err := coordinatorRole(m, cl); return err }
+	accept := coordinatorPolicy(m)
 	for _, url := range urls {
 		if st, err := c.dial()(url, accept, c.cfg.Issuer).Status(ctx); err == nil && st.State == api.StateReady {
 			return url

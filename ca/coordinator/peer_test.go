@@ -19,6 +19,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/test/tools"
@@ -123,7 +124,7 @@ func TestPeerRecovery(t *testing.T) {
 	t.Run("invariant A: a key request without client attestation gets nothing", func(t *testing.T) {
 		// The right TLS server check, but the requester attests only in the
 		// body-less way a plain agent would: no client certificate.
-		accept := func(cl *attest.Claims) error { return nil }
+		accept := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
 		k, _ := seal.NewX25519()
 		_, err := dial(p.aURL, accept, nil).PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
 		if err == nil || !strings.Contains(err.Error(), "did not attest in the TLS handshake") {
@@ -271,4 +272,68 @@ func TestPeerRecovery(t *testing.T) {
 			t.Fatalf("unlock-key coordinator recovering from a peer: %v", err)
 		}
 	})
+}
+
+// hardware is the simulated device presenting itself as a hardware TEE: what
+// matters here is only that the coordinator believes its own TEE is real.
+type hardware struct{ *simulated.Device }
+
+func (hardware) Platform() string { return manifest.PlatformSNP }
+
+// TestSimulatedCoordinatorRoles: a coordinator with a hardware TEE neither
+// accepts a manifest whose coordinator roles accept the simulated TEE (anyone
+// can run it) nor hands the seed to a peer that attested with it, unless its
+// operator allowed it for development. Before, both were accepted silently.
+func TestSimulatedCoordinatorRoles(t *testing.T) {
+	ctx := context.Background()
+	devices(t)
+	coordDev := &simulated.Device{}
+	*coordDev = *webDev
+	coordDev.Measurement = simulated.MeasurementOf("sealmesh-coordinator")
+	raw := strings.Replace(testManifest(webDev.RootFingerprint()), `"networks":`,
+		fmt.Sprintf(`"coordinators": [{"name": "coordinator-v1", "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+  "networks":`, measurement("sealmesh-coordinator"), webDev.RootFingerprint()), 1)
+	storeDir, stateDir := t.TempDir(), t.TempDir()
+	start := func(allow bool) *coordinator.Coordinator {
+		st, err := store.OpenFile(storeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := coordDev.SealingKey()
+		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
+			SealingKey: key, Issuer: hardware{coordDev}, AllowSimulatedCoordinators: allow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	req, err := ownerRequest(raw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(false).SetManifest(ctx, req); err == nil || !strings.Contains(err.Error(), "accepts the simulated TEE") {
+		t.Fatalf("manifest with a simulated coordinator role on a hardware coordinator: %v", err)
+	}
+	allowed := start(true)
+	if _, err := allowed.SetManifest(ctx, req); err != nil {
+		t.Fatalf("with --allow-simulated-coordinators: %v", err)
+	}
+	if !allowed.Status().AcceptsSimulated {
+		t.Fatal("status does not warn of the simulated coordinator role")
+	}
+
+	// The same coordinator restarted without the development flag keeps its
+	// mesh but hands the seed to no simulated peer.
+	strict := start(false)
+	if st := strict.Status(); st.State != api.StateReady {
+		t.Fatalf("restarted: %s: %s", st.State, st.Message)
+	}
+	url := tools.ServeAttested(t, hardware{coordDev}, strict.Handler())
+	b, _ := (&peerSetup{store: storeDir}).start(t, coordDev, t.TempDir(), nil)
+	if err := b.RecoverFromPeers(ctx, []string{url}, dial); err == nil || !strings.Contains(err.Error(), "simulated TEE") {
+		t.Fatalf("simulated peer asking a hardware coordinator for the seed: %v", err)
+	}
+	if b.Status().State != api.StateRecovering {
+		t.Fatalf("b is %s", b.Status().State)
+	}
 }

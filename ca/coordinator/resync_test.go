@@ -80,7 +80,13 @@ func TestStoreOlderThanAnAttestedPeer(t *testing.T) {
 	if st := b2.Status(); st.State != api.StateReady {
 		t.Fatalf("an unconfirmed gossip claim stopped B: %s: %s", st.State, st.Message)
 	}
+	// Announced as A, but not vouched for with the mesh's seed: not dialed.
 	g.set(api.Member{Name: "a", API: p.aURL, State: api.StateReady, Generation: 2})
+	b2.Recheck(ctx)
+	if st := b2.Status(); st.State != api.StateReady {
+		t.Fatalf("an unvouched announcement stopped B: %s: %s", st.State, st.Message)
+	}
+	g.set(p.a.Vouched(api.Member{Name: "a", API: p.aURL, State: api.StateReady, Generation: 2}))
 	b2.Recheck(ctx)
 	st := b2.Status()
 	if st.State != api.StateFailed || !strings.Contains(st.Message, "runs generation 2") {
@@ -118,13 +124,13 @@ func TestOffBranchResync(t *testing.T) {
 		t.Fatalf("a off the store's branch, no peer vouching: %s: %s", st.State, st.Message)
 	}
 	// A peer announced at another head does not count.
-	ga.set(api.Member{Name: "x", API: p.aURL, State: api.StateReady, Generation: 2})
+	ga.set(a.Vouched(api.Member{Name: "x", API: p.aURL, State: api.StateReady, Generation: 2}))
 	a.Recheck(ctx)
 	if st := a.Status(); st.State != api.StateFailed {
 		t.Fatalf("a re-synced without a peer on the store's head: %s", st.State)
 	}
 	// An attested ready peer runs the store's latest: a re-syncs to it.
-	ga.set(api.Member{Name: "b", API: bURL, State: api.StateReady, Generation: 2, Head: branch})
+	ga.set(b.Vouched(api.Member{Name: "b", API: bURL, State: api.StateReady, Generation: 2, Head: branch}))
 	a.Recheck(ctx)
 	if st := a.Status(); st.State != api.StateReady || st.Head != branch {
 		t.Fatalf("a after an attested peer vouched for %s: %s at %s: %s", branch[:12], st.State, st.Head, st.Message)

@@ -49,6 +49,13 @@ func (s Seed) HistoryKey() ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(s.derive("sealmesh history signing v1"))
 }
 
+// GossipKey authenticates what a coordinator holding the seed announces in
+// gossip: only coordinators that attested (or the owner who made the mesh)
+// have it, so an announcement it authenticates comes from one of them.
+func (s Seed) GossipKey() []byte {
+	return s.derive("sealmesh gossip vouch v1")
+}
+
 // CAKey is the Nebula CA key of a CA generation; rotating the CA moves to the next
 // generation.
 func (s Seed) CAKey(generation uint64) ed25519.PrivateKey {

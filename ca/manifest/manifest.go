@@ -347,14 +347,44 @@ func (m *Manifest) Role(name string) (*Role, bool) {
 	return nil, false
 }
 
-// AcceptsSimulated reports whether any role accepts the development-only platform.
+// AcceptsSimulated reports whether any role, workload or coordinator, accepts
+// the development-only platform. A simulated coordinator role is the worse
+// case: whoever runs the simulated TEE can receive the seed.
 func (m *Manifest) AcceptsSimulated() bool {
-	for _, r := range m.Roles {
-		if r.Attestation.Simulated != nil {
-			return true
+	return m.SimulatedCoordinators() || slices.ContainsFunc(m.Roles, func(r Role) bool { return r.Attestation.Simulated != nil })
+}
+
+// SimulatedCoordinators reports whether a coordinator role accepts the
+// simulated TEE.
+func (m *Manifest) SimulatedCoordinators() bool {
+	return slices.ContainsFunc(m.Coordinators, func(r CoordinatorRole) bool { return r.Attestation.Simulated != nil })
+}
+
+// Platforms lists the platforms this policy names, in a fixed order.
+func (a Attestation) Platforms() []string {
+	var out []string
+	for _, p := range []struct {
+		name string
+		set  bool
+	}{{PlatformSimulated, a.Simulated != nil}, {PlatformSNP, a.SNP != nil}, {PlatformTDX, a.TDX != nil}, {PlatformOIDC, a.OIDC != nil}} {
+		if p.set {
+			out = append(out, p.name)
 		}
 	}
-	return false
+	return out
+}
+
+// CoordinatorPlatforms lists the platforms any coordinator role names.
+func (m *Manifest) CoordinatorPlatforms() []string {
+	var out []string
+	for _, r := range m.Coordinators {
+		for _, p := range r.Attestation.Platforms() {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 var (

@@ -32,7 +32,7 @@ import (
 
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, teeSpec string
-	var tokens, amdKDS, intelPCS bool
+	var tokens, amdKDS, intelPCS, simulatedCoordinators bool
 	var vcekCache, tdxCollateral, jwksFile string
 	var peers, join []string
 	var gossipAddr, gossipAdvertise, name, apiURL string
@@ -102,7 +102,8 @@ func main() {
 			}
 			var cl *cluster.Cluster
 			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
-				API: apiURL, Members: func() []api.Member {
+				AllowSimulatedCoordinators: simulatedCoordinators,
+				API:                        apiURL, Members: func() []api.Member {
 					if cl == nil {
 						return nil
 					}
@@ -171,6 +172,7 @@ func main() {
 	f.BoolVar(&intelPCS, "intel-pcs", false, "fetch missing TDX collateral from Intel's PCS into --tdx-collateral (off by default: off-line)")
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&jwksFile, "kubernetes-jwks", "", "with --kubernetes-tokens: the issuer's key set as a file, when its endpoint is not readable (kubectl get --raw /openid/v1/jwks)")
+	f.BoolVar(&simulatedCoordinators, "allow-simulated-coordinators", false, "with a hardware --tee: accept manifests whose coordinator roles accept the simulated TEE, and hand such peers the seed (development only)")
 	f.StringVar(&teeSpec, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)

@@ -232,7 +232,7 @@ func (l *lab) ready(i int) error { return l.get("http://" + ip(i) + ":7081/ready
 func (l *lab) client(urls ...string) *api.Client {
 	// Connections are kept, as an agent's are (atls.Pool).
 	dial := l.dial((&net.Dialer{Timeout: 3 * time.Second}).DialContext)
-	pool := atls.NewPool(func(c *attest.Claims) error { return c.Satisfies(l.policy) }, nil, func(ctx context.Context, network, addr string) (net.Conn, error) {
+	pool := atls.NewPool(attest.Satisfying(l.policy), nil, func(ctx context.Context, network, addr string) (net.Conn, error) {
 		l.conns.Add(1)
 		return dial(ctx, network, addr)
 	})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -43,7 +44,7 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 		return nil, nil, err
 	}
 	t := &Trust{initial: p}
-	pool := atls.NewPool(t.Accept, nil, nil)
+	pool := atls.NewPool(t, nil, nil)
 	t.changed = pool.Reset
 	return api.NewClient(url, pool), t, nil
 }
@@ -61,6 +62,21 @@ type Trust struct {
 	head    string
 	// changed retires the connections made under the old roles.
 	changed func()
+}
+
+// Platform reports whether a coordinator could attest with platform: the
+// initial policy's, or the manifest's coordinator roles'. Evidence of any
+// other platform is refused unparsed.
+func (t *Trust) Platform(platform string) bool {
+	t.mu.Lock()
+	roles, initial := t.roles, t.initial
+	t.mu.Unlock()
+	if len(roles) == 0 {
+		return slices.Contains(initial.Platforms(), platform)
+	}
+	return slices.ContainsFunc(roles, func(r manifest.CoordinatorRole) bool {
+		return slices.Contains(r.Attestation.Platforms(), platform)
+	})
 }
 
 // Accept reports whether claims are those of a coordinator to trust.

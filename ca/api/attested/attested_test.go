@@ -72,7 +72,7 @@ func TestTrustFollowsTheManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientB := api.NewClient(urlB, atls.Transport(trust.Accept, nil))
+	clientB := api.NewClient(urlB, atls.Transport(trust, nil))
 	talks := func(cl *api.Client) error { _, err := cl.Status(ctx); return err }
 
 	if err := talks(clientA); err != nil {
