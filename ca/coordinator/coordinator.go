@@ -97,7 +97,7 @@ type Config struct {
 	// seed (development only: anyone can run the simulated TEE). Without a
 	// TEE, or with the simulated one, they are allowed anyway.
 	AllowSimulatedCoordinators bool
-	Now     func() time.Time
+	Now                        func() time.Time
 }
 
 // Coordinator serves one mesh.
