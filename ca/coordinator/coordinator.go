@@ -922,6 +922,9 @@ type identity struct {
 	groups []string
 	fixed  netip.Addr // lighthouses only
 	ttl    time.Duration
+	// workload is the pod as proven: the token's for token enrolments, the
+	// request's (bound into the evidence) otherwise.
+	workload api.Workload
 }
 
 // served is what a request redeemed under a nonce is served from.
@@ -1008,7 +1011,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		}
 		return issuer.Lease{
 			IP: ip, Name: name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
-			NotAfter: crt.NotAfter(), Workload: workloadString(req.Workload), ReleaseHash: hashHex(releaseToken),
+			NotAfter: crt.NotAfter(), Workload: workloadString(id.workload), ReleaseHash: hashHex(releaseToken),
 		}, nil
 	})
 	c.timed("record", recording)
@@ -1020,12 +1023,12 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		return nil, err
 	}
 	id.name = lease.Name
-	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", lease.Fingerprint, "workload", workloadString(req.Workload))
+	c.log.Info("certificate issued", "name", id.name, "role", id.role, "ips", addrs, "fingerprint", lease.Fingerprint, "workload", workloadString(id.workload))
 
 	resp = &api.EnrolResponse{
 		Name: id.name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(ca.PEM()),
-		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: m.Blocklist(), Head: sv.hist.Head,
+		Inbound: inbound(m, id), ReleaseToken: releaseToken, Blocklist: blocklist(m, alloc, now), Head: sv.hist.Head,
 		Next: c.spareNonce(),
 	}
 	for _, a := range addrs {
@@ -1035,6 +1038,20 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		resp.Lighthouses = append(resp.Lighthouses, api.Lighthouse{OverlayIP: l.OverlayIP, Underlay: l.Underlay})
 	}
 	return resp, nil
+}
+
+// blocklist is every certificate the manifest revokes: those it names, and
+// every live one issued to a revoked holder's key, renewed-away ones too (a
+// revoked host kept its previous certificate, same key and address, for up
+// to a third of the lifetime).
+func blocklist(m *manifest.Manifest, alloc *issuer.Allocator, now time.Time) []string {
+	out := m.Blocklist()
+	for _, fp := range alloc.HeldBy(m.RevokedHolder, now) {
+		if !slices.Contains(out, fp) {
+			out = append(out, fp)
+		}
+	}
+	return out
 }
 
 // identify matches the request to exactly what the manifest allows: a lighthouse
@@ -1061,6 +1078,16 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 	if err != nil {
 		return identity{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+	w := req.Workload
+	if claims.Platform == manifest.PlatformOIDC {
+		// A token names its pod itself, and it is all a token proves: the
+		// request's workload is a claim the token must back, never a
+		// substitute for it (a dev token claiming prod/db-0 got prod's role).
+		if err := sameWorkload(w, claims); err != nil {
+			return identity{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		w = api.Workload{Namespace: claims.Namespace, Name: claims.Pod, UID: claims.PodUID, ServiceAccount: claims.ServiceAccount}
+	}
 	var why []string
 	for i := range m.Roles {
 		r := &m.Roles[i]
@@ -1070,7 +1097,7 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 		}
 		// In node mode the node's evidence speaks for its pods; the pod it
 		// names (bound into the evidence's report data) picks the role.
-		if w := req.Workload; !r.PodSelector.Matches(w.Namespace, w.ServiceAccount) {
+		if !r.PodSelector.Matches(w.Namespace, w.ServiceAccount) {
 			why = append(why, fmt.Sprintf("role %s: its podSelector does not select pod %s/%s (service account %q)", r.Name, w.Namespace, w.Name, w.ServiceAccount))
 			continue
 		}
@@ -1079,10 +1106,23 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 			// The weaker proof is visible to every peer's firewall.
 			groups = append(slices.Clone(groups), attest.TokenGroup)
 		}
-		return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(r)}, nil
+		return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(r), workload: w}, nil
 	}
 	return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %s",
 		ErrRefused, claims.Platform, m.Hash()[:12], strings.Join(why, "; "))
+}
+
+// sameWorkload checks that a token enrolment claims no other pod than the
+// token's own (fields the request leaves empty claim nothing).
+func sameWorkload(w api.Workload, c *attest.Claims) error {
+	for _, f := range []struct{ what, claimed, token string }{
+		{"namespace", w.Namespace, c.Namespace}, {"pod", w.Name, c.Pod}, {"pod UID", w.UID, c.PodUID}, {"service account", w.ServiceAccount, c.ServiceAccount},
+	} {
+		if f.claimed != "" && f.claimed != f.token {
+			return fmt.Errorf("the request claims %s %q, the service-account token is for %q", f.what, f.claimed, f.token)
+		}
+	}
+	return nil
 }
 
 // inbound turns the manifest's rules between groups into the Nebula inbound rules

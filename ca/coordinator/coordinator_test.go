@@ -105,6 +105,12 @@ func newDirs(t *testing.T) dirs { return dirs{store: t.TempDir(), state: t.TempD
 
 func newHarness(t *testing.T, d dirs, sealingKey []byte) *harness {
 	t.Helper()
+	return newHarnessWith(t, d, sealingKey, nil)
+}
+
+// newHarnessWith is newHarness with the configuration changed by set.
+func newHarnessWith(t *testing.T, d dirs, sealingKey []byte, set func(*coordinator.Config)) *harness {
+	t.Helper()
 	devices(t)
 	st, err := store.OpenFile(d.store)
 	if err != nil {
@@ -112,9 +118,13 @@ func newHarness(t *testing.T, d dirs, sealingKey []byte) *harness {
 	}
 	clk := &clock{t: time.Now()}
 	logs := &bytes.Buffer{}
-	c, err := coordinator.New(coordinator.Config{
+	cfg := coordinator.Config{
 		Log: slog.New(slog.NewJSONHandler(logs, nil)), Store: st, StateDir: d.state, SealingKey: sealingKey, Now: clk.now,
-	})
+	}
+	if set != nil {
+		set(&cfg)
+	}
+	c, err := coordinator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,51 @@ type Lease struct {
 	Workload string `json:"workload,omitempty"`
 	// ReleaseHash is the SHA-256 of the secret the holder must show to release.
 	ReleaseHash string `json:"releaseHash,omitempty"`
+	// Previous are the certificates issued to the same holder at this address
+	// before Fingerprint (renewed away) that have not expired: a revocation
+	// of the holder blocks them too.
+	Previous []Issued `json:"previous,omitempty"`
+}
+
+// Issued is one certificate a lease's holder was issued.
+type Issued struct {
+	Fingerprint string    `json:"fingerprint"`
+	NotAfter    time.Time `json:"notAfter"`
+}
+
+// maxPrevious bounds a lease's Previous: a host renews at a third of the
+// lifetime left, so three or four are live at most; more means renewals in a
+// loop, and the oldest go first.
+const maxPrevious = 16
+
+// Fingerprints are the lease's certificates that are live at now: the
+// current one and those renewed away.
+func (l Lease) Fingerprints(now time.Time) []string {
+	var out []string
+	if l.Fingerprint != "" && l.NotAfter.After(now) {
+		out = append(out, l.Fingerprint)
+	}
+	for _, p := range l.Previous {
+		if p.NotAfter.After(now) {
+			out = append(out, p.Fingerprint)
+		}
+	}
+	return out
+}
+
+// carry returns what a new lease for the same holder keeps of prev's
+// certificates: every one still live.
+func carry(prev Lease, now time.Time) []Issued {
+	var out []Issued
+	for _, p := range append(slices.Clone(prev.Previous), Issued{Fingerprint: prev.Fingerprint, NotAfter: prev.NotAfter}) {
+		if p.Fingerprint != "" && p.NotAfter.After(now) {
+			out = append(out, p)
+		}
+	}
+	if len(out) > maxPrevious {
+		out = out[len(out)-maxPrevious:]
+	}
+	return out
 }
 
 // choice is an address chosen for a certificate, not yet recorded.
@@ -76,6 +121,8 @@ type choice struct {
 	// held: the address is the holder's already (its pointer names it, or
 	// it is fixed): no pointer is written and the search does not move.
 	held bool
+	// prev is the record the choice replaces (zero if none or unknown).
+	prev Lease
 	// pointer is the version of the holder's pointer to replace ("" for
 	// none) when the choice is not held.
 	pointer store.Version
@@ -241,6 +288,9 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 			return Lease{}, err
 		}
 		l, err := sign(c.ip)
+		if err == nil && c.prev.Holder == holder && holder != "" {
+			l.Previous = carry(c.prev, now)
+		}
 		if err == nil {
 			if l.IP != c.ip || l.Holder != holder {
 				err = fmt.Errorf("issuer: a lease for %s (holder %q) was signed for %s (holder %q)", c.ip, holder, l.IP, l.Holder)
@@ -285,11 +335,11 @@ var (
 // lookup is set.
 func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role string, now time.Time, lookup bool) (choice, error) {
 	if fixed.IsValid() {
-		_, v, err := a.read(ctx, fixed)
+		prev, v, err := a.read(ctx, fixed)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return choice{}, err
 		}
-		return a.hold(choice{ip: fixed, version: v, held: true}), nil
+		return a.hold(choice{ip: fixed, version: v, held: true, prev: prev}), nil
 	}
 	var pointer store.Version
 	if lookup {
@@ -443,7 +493,7 @@ func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time
 	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) {
 		return choice{}, false, pv, nil
 	}
-	return choice{ip: ip, version: v, held: true}, true, "", nil
+	return choice{ip: ip, version: v, held: true, prev: l}, true, "", nil
 }
 
 func (a *Allocator) size() int {
@@ -525,6 +575,21 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 		return nil
 	}
 	return fmt.Errorf("issuer: release of %s: the lease kept changing", ip)
+}
+
+// HeldBy returns the live certificates (current and renewed away) of the
+// leases whose holder matches, as far as this allocator knows.
+func (a *Allocator) HeldBy(match func(holder string) bool, now time.Time) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, e := range a.leases {
+		if e.lease.Holder != "" && match(e.lease.Holder) {
+			out = append(out, e.lease.Fingerprints(now)...)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Live returns the leases whose certificates have not expired, by IP, as far
