@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -962,7 +963,15 @@ func (c *Coordinator) serve(publicKey []byte, fresh func() error) (served, error
 
 // Enrol checks the request and issues a certificate.
 func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.EnrolResponse, err error) {
-	defer func(start time.Time) { c.observe(start, err) }(time.Now())
+	defer func(start time.Time) {
+		// A bug below must not count as an issued certificate (err was
+		// nil when it panicked), nor leave the request without an answer.
+		if r := recover(); r != nil {
+			c.log.Error("enrolment panicked", "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("internal error in enrolment (logged by the coordinator)")
+		}
+		c.observe(start, err)
+	}(time.Now())
 	sv, err := c.redeem(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err

@@ -93,9 +93,18 @@ type harness struct {
 type clock struct {
 	mu sync.Mutex
 	t  time.Time
+	// boom makes the clock panic: a bug anywhere below a request.
+	boom bool
 }
 
-func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.boom {
+		panic("clock: boom")
+	}
+	return c.t
+}
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // dirs are a coordinator's store and local state directories.
@@ -581,6 +590,26 @@ func TestMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	// An enrolment that panics is an error, not an issued certificate.
+	req := request(t, h, webDev, pub)
+	h.clock.mu.Lock()
+	h.clock.boom = true
+	h.clock.mu.Unlock()
+	_, err := h.client.Enrol(ctx, req)
+	h.clock.mu.Lock()
+	h.clock.boom = false
+	h.clock.mu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Fatalf("a panicking enrolment: %v", err)
+	}
+	rec = httptest.NewRecorder()
+	h.c.Metrics().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{`sealmesh_coordinator_enrolments_total{result="issued"} 1`, `sealmesh_coordinator_enrolments_total{result="error"} 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("after a panic, metrics lack %q", want)
 		}
 	}
 }
