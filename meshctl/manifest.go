@@ -3,16 +3,20 @@ package meshctl
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/seal"
 )
@@ -37,8 +41,8 @@ func keygenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(out, pemBytes, 0o600); err != nil {
-				return err
+			if err := writeNew(out, pemBytes); err != nil {
+				return fmt.Errorf("--out: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "key: %s\npublicKey: %s\n", out, pub)
 			return nil
@@ -82,6 +86,7 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 			if err != nil {
 				return err
 			}
+			creating := false
 			if !cmd.Flags().Changed("parent") {
 				st, err := c.Status(ctx)
 				if err != nil {
@@ -89,6 +94,19 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 				}
 				if st.State != api.StateWaiting {
 					parent = st.Head
+				}
+				creating = st.State == api.StateWaiting
+			}
+			m, err := manifest.Parse(raw)
+			if err != nil {
+				return err
+			}
+			if creating || parent == "" {
+				// The unlock key and the seed shares are shown only
+				// once: make sure they can be written before the mesh
+				// exists.
+				if err := canWrite(outDir, secretFiles(m)); err != nil {
+					return fmt.Errorf("--out-dir: %w", err)
 				}
 			}
 			req, err := owner.Request(raw, parent, key)
@@ -104,19 +122,28 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 			fmt.Fprintf(out, "manifest %s is generation %d (head %s); coordinator %s, nebula CA %s\n", s.ManifestHash, s.Generation, s.Head, s.State, s.CAFingerprint)
 			if resp.UnlockKey != "" {
 				p := filepath.Join(outDir, "unlock-key")
-				if err := os.WriteFile(p, []byte(resp.UnlockKey+"\n"), 0o600); err != nil {
+				if err := writeNew(p, []byte(resp.UnlockKey+"\n")); err != nil {
 					return fmt.Errorf("the mesh exists but its unlock key could not be saved (%v): it is %s", err, resp.UnlockKey)
 				}
 				fmt.Fprintf(out, "unlock key: %s (keep it offline; a restarted coordinator needs it: meshctl unlock)\n", p)
 			}
+			var errs []error
 			for _, sh := range resp.SeedShares {
-				p := filepath.Join(outDir, sh.Owner+".seed-share")
-				if err := os.WriteFile(p, sh.Share, 0o600); err != nil {
-					return err
+				// The owner's name comes from the coordinator: only a
+				// seed-share owner of the manifest signed here names a
+				// file, and only inside --out-dir.
+				if !slices.ContainsFunc(m.SeedShareOwners, func(o manifest.PublicKey) bool { return o.Name == sh.Owner }) {
+					errs = append(errs, fmt.Errorf("the coordinator sent a seed share for %q, which the manifest does not name: not written", sh.Owner))
+					continue
+				}
+				p := filepath.Join(outDir, shareFile(sh.Owner))
+				if err := writeNew(p, sh.Share); err != nil {
+					errs = append(errs, fmt.Errorf("seed share for %s: %w", sh.Owner, err))
+					continue
 				}
 				fmt.Fprintf(out, "seed share for %s: %s\n", sh.Owner, p)
 			}
-			return nil
+			return errors.Join(errs...)
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
@@ -352,4 +379,66 @@ Over an https URL the coordinator and its recovery key are attested (attested TL
 	cmd.MarkFlagRequired("seed-share")
 	cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+// shareFile is the file a seed-share owner's share is written to. Manifest
+// validation keeps names to [a-z0-9-]; the base name keeps any other inside
+// the directory all the same.
+func shareFile(owner string) string {
+	return filepath.Base(filepath.Clean("/"+owner)) + ".seed-share"
+}
+
+// secretFiles are the files creating the mesh of m writes.
+func secretFiles(m *manifest.Manifest) []string {
+	out := []string{"unlock-key"}
+	for _, o := range m.SeedShareOwners {
+		out = append(out, shareFile(o.Name))
+	}
+	return out
+}
+
+// canWrite checks that dir is a directory this process can write to and that
+// none of names exists in it yet.
+func canWrite(dir string, names []string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".meshctl-probe-")
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			return fmt.Errorf("%s exists already: move it away first (it may be another mesh's)", filepath.Join(dir, n))
+		}
+	}
+	return nil
+}
+
+// writeNew writes a secret to a file that must not exist yet, readable by its
+// owner only: an existing key is never replaced (or left with its old mode).
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists already: remove it first, or write elsewhere", path)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
