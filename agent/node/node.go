@@ -32,6 +32,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
 // nebulaOverhead is what Nebula adds to each packet on an IPv6 underlay (40 IP +
@@ -365,7 +366,7 @@ func (a *Agent) Status(ctx context.Context) *cniapi.Status {
 		switch {
 		case err != nil:
 			why = append(why, err.Error())
-		case st.State != api.StateReady:
+		case st.State != api.StateReady && st.State != api.StateDegraded:
 			why = append(why, fmt.Sprintf("coordinator %s is %s", c.URL(), st.State))
 		default:
 			a.contact.Store(time.Now().UnixNano())
@@ -730,17 +731,9 @@ func (a *Agent) Serve(ctx context.Context, socket string) error {
 		l.Close()
 		return err
 	}
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
 	a.serving.Store(true)
 	defer a.serving.Store(false)
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve.Run(ctx, serve.Server(a.handler(), serve.Local), serve.Limit(l, serve.Local))
 }
 
 func (a *Agent) handler() http.Handler {

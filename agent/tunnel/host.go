@@ -24,6 +24,8 @@ import (
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
+
+	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
 // A host runs many pods' Nebula instances in one process. Each instance is
@@ -83,8 +85,8 @@ func Serve(ctx context.Context, log *slog.Logger, control, version string, ready
 		l.Close()
 		return err
 	}
-	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
+	srv := serve.Server(h.handler(), serve.Local)
+	go srv.Serve(serve.Limit(l, serve.Local))
 	if ready != nil {
 		ready()
 	}

@@ -13,7 +13,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	gometricsprom "github.com/nbrownus/go-metrics-prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +21,8 @@ import (
 	"github.com/slackhq/nebula"
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
+
+	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
 // Run runs Nebula with cfg in the calling process until ctx is done. ready is
@@ -127,8 +128,8 @@ func serveControl(path string, log *slog.Logger, apply func([]byte) error) (stop
 		}
 		log.Info("configuration updated")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
+	srv := serve.Server(mux, serve.Local)
+	go srv.Serve(serve.Limit(l, serve.Local))
 	return func() { srv.Close(); os.Remove(path) }, nil
 }
 

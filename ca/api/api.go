@@ -203,6 +203,10 @@ const (
 	// StateRecovering: the store holds a mesh but this coordinator has no
 	// sealed state; waiting for meshctl recover (or a peer).
 	StateRecovering = "recovering"
+	// StateDegraded: ready, but the store could not be read at the last
+	// check (an I/O error, not a verification failure); the coordinator
+	// serves the state it verified and checks again.
+	StateDegraded = "degraded"
 	// StateFailed: the store does not verify (tampered or rolled back); the
 	// coordinator serves nothing until an operator looks.
 	StateFailed = "failed"

@@ -131,16 +131,16 @@ type StatusError struct {
 func (e *StatusError) Error() string { return e.Msg }
 
 // Retryable reports whether err may succeed at another coordinator or later:
-// one that could not be reached, was not ready, failed inside, or no longer
-// knows the nonce it issued (it restarted). A refusal of the evidence or a bad
-// request is final.
+// one that could not be reached, was not ready, failed inside, limited this
+// client's rate, or no longer knows the nonce it issued (it restarted). A
+// refusal of the evidence or a bad request is final.
 func Retryable(err error) bool {
 	var se *StatusError
 	if !errors.As(err, &se) {
 		return err != nil && !errors.Is(err, context.Canceled)
 	}
 	switch {
-	case se.Code >= 500:
+	case se.Code >= 500, se.Code == http.StatusTooManyRequests:
 		return true
 	case NonceRefused(err):
 		return true

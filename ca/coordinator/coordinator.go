@@ -37,6 +37,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/issuer"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/nonce"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
@@ -50,8 +51,9 @@ const (
 	// leasePoll is how often the leases are listed where the store cannot
 	// be watched (the file store; etcd and Kubernetes send changes).
 	leasePoll = 30 * time.Second
-	// maxNonces caps outstanding nonces so a flood cannot exhaust memory.
-	maxNonces = 100_000
+	// maxRedeemed caps the nonces remembered as used (each until it
+	// expires); only verified enrolments redeem one.
+	maxRedeemed = 100_000
 	// caLifetime: the CA outlives every host certificate; rotation moves to the
 	// next CA generation.
 	caLifetime = 10 * 365 * 24 * time.Hour
@@ -98,7 +100,10 @@ type Config struct {
 	// seed (development only: anyone can run the simulated TEE). Without a
 	// TEE, or with the simulated one, they are allowed anyway.
 	AllowSimulatedCoordinators bool
-	Now                        func() time.Time
+	// RatePerSource bounds the API requests one IP address may make a
+	// second (bursts of twice that); 0: no bound.
+	RatePerSource float64
+	Now           func() time.Time
 }
 
 // Coordinator serves one mesh.
@@ -115,9 +120,8 @@ type Coordinator struct {
 	hist  *history.State
 	ca    *issuer.CA
 	alloc *issuer.Allocator
-	// nonces maps an outstanding nonce to its expiry. A nonce is deleted when
-	// an enrolment presents it, whatever the outcome: single use.
-	nonces      map[string]time.Time
+	// nonces issues and redeems enrolment nonces; it has its own lock.
+	nonces      *nonce.Issuer
 	recoveryKey *ecdh.PrivateKey
 	// hints wakes Run when gossip says something changed.
 	hints chan struct{}
@@ -144,7 +148,7 @@ func New(cfg Config) (*Coordinator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: state dir: %w", err)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: map[string]time.Time{}, hints: make(chan struct{}, 1), gate: dialGate{every: peerDialEvery}, allocated: make(chan struct{})}
+	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: nonce.New(NonceLifetime, maxRedeemed, cfg.Now), hints: make(chan struct{}, 1), gate: dialGate{every: peerDialEvery}, allocated: make(chan struct{})}
 	c.initMetrics()
 	ctx := context.Background()
 	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
@@ -513,7 +517,7 @@ func AttestedPeer(url string, policy attest.Policy, self attest.Issuer) *api.Cli
 // checking, so a repaired store brings it back.
 func (c *Coordinator) Recheck(ctx context.Context) {
 	c.mu.Lock()
-	if c.seed == nil || c.hist == nil || (c.state != api.StateReady && c.state != api.StateFailed) {
+	if c.seed == nil || c.hist == nil || (!c.servingLocked() && c.state != api.StateFailed) {
 		c.mu.Unlock()
 		return
 	}
@@ -546,9 +550,17 @@ func (c *Coordinator) Recheck(ctx context.Context) {
 	if c.seed == nil || *c.seed != seed || c.hist == nil {
 		return // changed meanwhile
 	}
-	if err != nil {
+	switch {
+	case err != nil && !history.Verdict(err) && c.state != api.StateFailed:
+		// The store did not answer (a full fd table, a network blip): the
+		// verified state in hand stays good; tampering is for a verdict.
+		c.setState(api.StateDegraded, "the store could not be read at the last check; retrying: "+err.Error())
+		return
+	case err != nil && history.Verdict(err):
 		c.setState(api.StateFailed, err.Error())
 		return
+	case err != nil:
+		return // failed stays failed until the store verifies
 	}
 	if resync {
 		floor = history.Floor{}
@@ -630,7 +642,7 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	switch c.state {
 	case api.StateWaiting:
 		return c.createLocked(ctx, m, u)
-	case api.StateReady:
+	case api.StateReady, api.StateDegraded:
 	default:
 		return nil, fmt.Errorf("%w: %s: %s", ErrNotReady, c.state, c.msg)
 	}
@@ -857,61 +869,29 @@ func (c *Coordinator) History(ctx context.Context) ([]api.HistoryEntry, error) {
 	return out, nil
 }
 
-// Nonce issues a fresh single-use nonce.
+// Nonce issues a fresh single-use nonce. Issuing stores nothing (package
+// nonce), so asking for nonces cannot crowd out anyone's enrolment.
 func (c *Coordinator) Nonce() (*api.NonceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != api.StateReady {
-		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.state)
+	if !c.Ready() {
+		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.State())
 	}
-	return c.nonceLocked(maxNonces)
+	return c.spareNonce(), nil
 }
 
 // spareNonce is a nonce for the requester's next enrolment here, sent with
-// this one's answer so that it need not ask (api.EnrolResponse.Next). Spares
-// take at most half the nonce table, so nonces asked for are never crowded
-// out by spares nobody uses; past that, none is sent.
+// this one's answer so that it need not ask (api.EnrolResponse.Next).
 func (c *Coordinator) spareNonce() *api.NonceResponse {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, err := c.nonceLocked(maxNonces / 2)
-	if err != nil {
-		return nil
-	}
-	return n
+	n, exp := c.nonces.Issue()
+	return &api.NonceResponse{Nonce: n, Expires: exp}
 }
 
-// nonceLocked issues a nonce while fewer than limit are outstanding.
-func (c *Coordinator) nonceLocked(limit int) (*api.NonceResponse, error) {
-	now := c.now()
-	if len(c.nonces) >= limit {
-		for n, exp := range c.nonces {
-			if !exp.After(now) {
-				delete(c.nonces, n)
-			}
-		}
-		if len(c.nonces) >= limit {
-			return nil, fmt.Errorf("%w: too many outstanding nonces, retry shortly", ErrNotReady)
-		}
-	}
-	n := make([]byte, 32)
-	if _, err := rand.Read(n); err != nil {
-		return nil, err
-	}
-	exp := now.Add(NonceLifetime)
-	c.nonces[string(n)] = exp
-	return &api.NonceResponse{Nonce: n, Expires: exp}, nil
-}
-
-// takeNonceLocked consumes a nonce and reports whether it was outstanding and fresh.
-func (c *Coordinator) takeNonceLocked(n []byte) error {
-	exp, ok := c.nonces[string(n)]
-	delete(c.nonces, string(n))
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: unknown or already used nonce; ask for a new one", ErrRefused)
-	case !exp.After(c.now()):
-		return fmt.Errorf("%w: nonce expired; ask for a new one", ErrRefused)
+// redeemNonce marks a verified request's nonce used: a nonce is honoured once.
+func (c *Coordinator) redeemNonce(n []byte) error {
+	switch err := c.nonces.Redeem(n); {
+	case errors.Is(err, nonce.ErrFull):
+		return fmt.Errorf("%w: %v", ErrNotReady, err)
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return nil
 }
@@ -936,11 +916,17 @@ type served struct {
 	alloc *issuer.Allocator
 }
 
-// redeem checks the requester's X25519 key, that the coordinator is ready, and
-// consumes the nonce (single use, whatever happens next), returning the state to
-// serve the request from.
-func (c *Coordinator) redeem(nonce, publicKey []byte) (served, error) {
-	return c.serve(publicKey, func() error { return c.takeNonceLocked(nonce) })
+// fresh checks the requester's X25519 key, that the coordinator is ready and
+// that the nonce is one of its own and unexpired, returning the state to serve
+// the request from. The nonce is redeemed only once the request verifies
+// (redeemNonce), so unverified requests leave nothing behind.
+func (c *Coordinator) fresh(n, publicKey []byte) (served, error) {
+	return c.serve(publicKey, func() error {
+		if err := c.nonces.Check(n); err != nil {
+			return fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		return nil
+	})
 }
 
 // serve checks the requester's X25519 key and that the coordinator is ready,
@@ -952,7 +938,7 @@ func (c *Coordinator) serve(publicKey []byte, fresh func() error) (served, error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != api.StateReady {
+	if !c.servingLocked() {
 		return served{}, fmt.Errorf("%w: %s", ErrNotReady, c.state)
 	}
 	if err := fresh(); err != nil {
@@ -972,7 +958,7 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		}
 		c.observe(start, err)
 	}(time.Now())
-	sv, err := c.redeem(req.Nonce, req.PublicKey)
+	sv, err := c.fresh(req.Nonce, req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -983,6 +969,9 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 	c.timed("verify", verifying)
 	if err != nil {
 		c.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
+		return nil, err
+	}
+	if err := c.redeemNonce(req.Nonce); err != nil {
 		return nil, err
 	}
 
@@ -1167,9 +1156,9 @@ func inbound(m *manifest.Manifest, id identity) []api.FirewallRule {
 // Release ends a lease (CNI DEL).
 func (c *Coordinator) Release(ctx context.Context, req *api.ReleaseRequest) error {
 	c.mu.Lock()
-	alloc, state := c.alloc, c.state
+	alloc, state, serving := c.alloc, c.state, c.servingLocked()
 	c.mu.Unlock()
-	if alloc == nil || state != api.StateReady {
+	if alloc == nil || !serving {
 		return fmt.Errorf("%w: %s", ErrNotReady, state)
 	}
 	var ip netip.Addr
@@ -1213,7 +1202,13 @@ func (c *Coordinator) State() string {
 func (c *Coordinator) Ready() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state == api.StateReady
+	return c.servingLocked()
+}
+
+// servingLocked reports whether the coordinator serves from a verified
+// state: ready, or degraded (the store did not answer its last check).
+func (c *Coordinator) servingLocked() bool {
+	return c.state == api.StateReady || c.state == api.StateDegraded
 }
 
 func (c *Coordinator) statusLocked() *api.Status { return c.status("") }
@@ -1235,7 +1230,7 @@ func (c *Coordinator) status(match string) *api.Status {
 	if c.cfg.Members != nil {
 		s.Members = c.cfg.Members()
 	}
-	if c.alloc != nil && c.state == api.StateReady {
+	if c.alloc != nil && c.servingLocked() {
 		live := c.alloc.Live(c.now())
 		s.HostCount = len(live)
 		for _, l := range live {

@@ -25,6 +25,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/nonce"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
 )
@@ -278,12 +279,12 @@ func TestEnrolRefusals(t *testing.T) {
 				t.Fatalf("first use: %v", err)
 			}
 			return req
-		}, "unknown or already used nonce"},
+		}, "nonce already used"},
 		{"unknown nonce", func() *api.EnrolRequest {
 			req := request(t, h, webDev, pub)
-			req.Nonce = bytes.Repeat([]byte{7}, 32)
+			req.Nonce = bytes.Repeat([]byte{7}, nonce.Size)
 			return req
-		}, "unknown or already used nonce"},
+		}, "nonce was not issued by this coordinator"},
 		{"expired nonce", func() *api.EnrolRequest {
 			req := request(t, h, webDev, pub)
 			h.clock.add(coordinator.NonceLifetime + time.Second)

@@ -13,8 +13,8 @@ func SetMaxStatusHosts(n int) func() {
 	return func() { maxStatusHosts = old }
 }
 
-// MaxNonces is the bound on outstanding nonces.
-const MaxNonces = maxNonces
+// MaxRedeemed is the bound on nonces remembered as used.
+const MaxRedeemed = maxRedeemed
 
 // Vouched is m as a coordinator holding c's seed would announce it.
 func (c *Coordinator) Vouched(m api.Member) api.Member {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/internal/ratelimit"
 )
 
 // maxBody bounds request bodies; evidence with its certificate chain is a few KiB.
@@ -43,17 +44,21 @@ func (c *Coordinator) Handler() http.Handler {
 		}
 		reply(w, c.Status(), nil)
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	// Probes are not limited: a kubelet behind the same address as a busy
+	// agent must still see the coordinator.
+	probes := http.NewServeMux()
+	probes.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	probes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !c.Ready() {
 			http.Error(w, c.State(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
 	})
-	return mux
+	probes.Handle("/", ratelimit.New(c.cfg.RatePerSource, c.now).Handler(mux))
+	return probes
 }
 
 // post serves a call whose request is a JSON body.

@@ -93,22 +93,76 @@ func TestSpareNonce(t *testing.T) {
 		t.Fatalf("after the spare expired: %d nonce and %d enrol calls, want 1 and 2", n, en)
 	}
 
-	// Spares take at most half the nonce table: past that an answer carries
-	// none, and nonces asked for are still given.
-	for range coordinator.MaxNonces / 2 {
+}
+
+// Finding 2 of the attack review: POST /v1/nonce is unauthenticated, and one
+// client filled the table of 100,000 outstanding nonces in seconds, after
+// which every enrolment and renewal got 503 for two minutes. Nonces are now
+// stateless until a verified request redeems one, and a refused request
+// leaves its nonce unredeemed (it can be replayed only into the same refusal).
+func TestNonceFlood(t *testing.T) {
+	ctx := context.Background()
+	h := readyHarness(t)
+	for range 2 * coordinator.MaxRedeemed {
 		if _, err := h.c.Nonce(); err != nil {
-			t.Fatal(err)
+			t.Fatalf("a nonce during a flood: %v", err)
 		}
 	}
-	n, err = h.c.Nonce()
+	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{Namespace: "ns", Name: "pod"}); err != nil {
+		t.Fatalf("an enrolment after a flood of nonces: %v", err)
+	}
+
+	// Refused evidence does not use the nonce up; accepted evidence does.
+	n, err := h.c.Nonce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub, _ = enrol.KeyPair()
-	if resp, err := enrolWith(n.Nonce); err != nil || resp.Next != nil {
-		t.Fatalf("with half the nonce table taken: %v, spare %v", err, resp.Next)
+	_, pub, _ := enrol.KeyPair()
+	req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+	ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
+	req.Evidence = &api.Evidence{Platform: ev.Platform, Data: append([]byte("x"), ev.Data...)}
+	if _, err := h.c.Enrol(ctx, req); err == nil {
+		t.Fatal("mangled evidence enrolled")
 	}
-	if _, err := h.c.Nonce(); err != nil {
-		t.Fatalf("a nonce asked for with half the table taken: %v", err)
+	req.Evidence.Data = ev.Data
+	if _, err := h.c.Enrol(ctx, req); err != nil {
+		t.Fatalf("the same nonce after a refusal: %v", err)
+	}
+	if _, err := h.c.Enrol(ctx, req); err == nil {
+		t.Fatal("a redeemed nonce was honoured again")
+	}
+}
+
+// The second half of finding 2: one source's requests are bounded, so it
+// cannot take the coordinator's capacity from the others; probes are not.
+func TestRatePerSource(t *testing.T) {
+	h := newHarnessWith(t, newDirs(t), nil, func(c *coordinator.Config) { c.RatePerSource = 5 })
+	h.create(t, testManifest(webDev.RootFingerprint()))
+	handler := h.c.Handler()
+	call := func(method, path, source string) int {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(method, path, nil)
+		r.RemoteAddr = source + ":40000"
+		handler.ServeHTTP(w, r)
+		return w.Code
+	}
+	limited := 0
+	for range 50 {
+		if call(http.MethodPost, "/v1/nonce", "192.0.2.1") == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	// The clock of the harness stands still: exactly the burst is allowed.
+	if limited != 40 {
+		t.Fatalf("%d of 50 requests from one source limited, want 40 (a burst of 10)", limited)
+	}
+	if c := call(http.MethodPost, "/v1/nonce", "192.0.2.2"); c != http.StatusOK {
+		t.Fatalf("another source: %d", c)
+	}
+	if c := call(http.MethodGet, "/readyz", "192.0.2.1"); c != http.StatusOK {
+		t.Fatalf("a probe from the limited source: %d", c)
+	}
+	if !api.Retryable(&api.StatusError{Code: http.StatusTooManyRequests}) {
+		t.Fatal("a client does not retry a 429")
 	}
 }

@@ -232,7 +232,7 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 	for g := l.Generation; g >= 1; g-- {
 		raw, err := st.Get(ctx, transitionKey(h))
 		if err != nil {
-			return nil, fmt.Errorf("%w: transition %s (generation %d): %v", ErrTampered, short(h), g, err)
+			return nil, missing(err, fmt.Sprintf("transition %s (generation %d)", short(h), g))
 		}
 		if hashOf(raw) != h {
 			return nil, fmt.Errorf("%w: transition %s (generation %d) does not match its hash", ErrTampered, short(h), g)
@@ -285,12 +285,34 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 func getVerified(ctx context.Context, st store.Store, key, want string) ([]byte, error) {
 	b, err := st.Get(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrTampered, key, err)
+		return nil, missing(err, key)
 	}
 	if hashOf(b) != want {
 		return nil, fmt.Errorf("%w: %s does not match its hash", ErrTampered, key)
 	}
 	return b, nil
+}
+
+// missing is the error for an object of the chain the store did not return:
+// tampering if the store says it is not there, else the store's own error
+// (I/O, which a retry may cure; see Verdict).
+func missing(err error, what string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s: %v", ErrTampered, what, err)
+	}
+	return fmt.Errorf("history: reading %s from the store: %w", what, err)
+}
+
+// Verdict reports whether err says the store's contents do not verify
+// (tampered, rolled back, unsigned, invalid), as opposed to the store not
+// answering: the first stops a coordinator, the second only degrades it.
+func Verdict(err error) bool {
+	for _, e := range []error{ErrTampered, ErrRollback, ErrUnauthorized, ErrInvalid, ErrStale} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // ManifestAt returns the manifest of one transition, verified against its hash.

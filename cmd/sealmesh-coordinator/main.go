@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
@@ -28,11 +26,13 @@ import (
 	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, teeSpec string
 	var tokens, amdKDS, intelPCS, simulatedCoordinators bool
+	var ratePerSource float64
 	var vcekCache, tdxCollateral, jwksFile string
 	var peers, join []string
 	var gossipAddr, gossipAdvertise, name, apiURL string
@@ -102,8 +102,8 @@ func main() {
 			}
 			var cl *cluster.Cluster
 			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
-				AllowSimulatedCoordinators: simulatedCoordinators,
-				API:                        apiURL, Members: func() []api.Member {
+				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
+				API: apiURL, Members: func() []api.Member {
 					if cl == nil {
 						return nil
 					}
@@ -127,32 +127,26 @@ func main() {
 					log.Error("health server", "err", err)
 				}
 			}()
-			srv := &http.Server{Addr: listen, Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			go func() {
-				<-ctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				srv.Shutdown(sctx)
-			}()
+			srv := serve.Server(c.Handler(), serve.API)
+			l, err := serve.Listen("tcp", listen, serve.API)
+			if err != nil {
+				return err
+			}
 			if issuer == nil {
 				log.Warn("no --tee: serving plain HTTP; clients cannot verify this coordinator (development only)", "addr", listen)
-				err = srv.ListenAndServe()
 			} else {
 				// Attested TLS: every handshake carries fresh evidence for the
 				// client's nonce, bound to this process's TLS key; peers attest
 				// back with evidence for this server's nonce.
-				var as *atls.Server
-				if as, err = atls.NewServer(issuer, verifier.Verify); err != nil {
+				as, err := atls.NewServer(issuer, verifier.Verify)
+				if err != nil {
+					l.Close()
 					return err
 				}
 				as.Configure(srv)
 				log.Info("coordinator serving attested TLS", "addr", listen, "tee", issuer.Platform())
-				err = srv.ListenAndServeTLS("", "")
 			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
+			return serve.Run(ctx, srv, l)
 		},
 	}
 	f := cmd.Flags()
@@ -173,6 +167,7 @@ func main() {
 	f.BoolVar(&tokens, "kubernetes-tokens", false, "verify service-account tokens (roles with oidc) against this cluster (in-cluster or $KUBECONFIG credentials)")
 	f.StringVar(&jwksFile, "kubernetes-jwks", "", "with --kubernetes-tokens: the issuer's key set as a file, when its endpoint is not readable (kubectl get --raw /openid/v1/jwks)")
 	f.BoolVar(&simulatedCoordinators, "allow-simulated-coordinators", false, "with a hardware --tee: accept manifests whose coordinator roles accept the simulated TEE, and hand such peers the seed (development only)")
+	f.Float64Var(&ratePerSource, "rate-per-source", 100, "API requests one IP address may make a second, in bursts of twice that (probes are not counted); 0: no limit")
 	f.StringVar(&teeSpec, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)

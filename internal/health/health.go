@@ -4,9 +4,9 @@ package health
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"time"
+
+	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
 // Serve answers on addr until ctx is done; with metrics, also /metrics.
@@ -23,13 +23,9 @@ func Serve(ctx context.Context, addr string, ready func() bool, metrics http.Han
 		}
 		w.Write([]byte("ok\n"))
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	l, err := serve.Listen("tcp", addr, serve.Health)
+	if err != nil {
 		return err
 	}
-	return nil
+	return serve.Run(ctx, serve.Server(mux, serve.Health), l)
 }
