@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/crypto/curve25519"
-
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -48,18 +46,20 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 	}
 	defer os.RemoveAll(dir)
 	control := filepath.Join(dir, "control.sock")
-	pub, err := curve25519.X25519(e.PrivateKey, curve25519.Basepoint)
+	// The key stays in this process, which proves its possession at
+	// every renewal.
+	key, err := enrol.InMemory(e.PrivateKey)
 	if err != nil {
 		return err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go renew(rctx, log, c, o.Token, pub, e.EnrolResponse, opts, control)
+	go renew(rctx, log, c, o.Token, key, e.EnrolResponse, opts, control)
 	return tunnel.Run(ctx, log, cfg, o.Version, ready, control)
 }
 
 // renew keeps the lighthouse's certificate and rules current.
-func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, pub []byte, cur *api.EnrolResponse, opts tunnel.Options, control string) {
+func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, key enrol.Key, cur *api.EnrolResponse, opts tunnel.Options, control string) {
 	at := enrol.RenewAt(cur.NotAfter)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -83,7 +83,7 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, p
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		e, err := enrol.RenewLighthouse(rctx, c, token, pub)
+		e, err := enrol.RenewLighthouse(rctx, c, token, key)
 		if err == nil {
 			var cfg []byte
 			if cfg, err = tunnel.Config(e, nil, opts); err == nil {

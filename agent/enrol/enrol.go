@@ -32,6 +32,26 @@ func KeyPair() (priv, pub []byte, err error) {
 	return k.Bytes(), k.PublicKey().Bytes(), nil
 }
 
+// Key is a requester's key pair as enrolment needs it: the public half, and
+// a proof of possession of the private half (api.Prove), made wherever that
+// half is kept.
+type Key struct {
+	Public []byte
+	Prove  func(possessionKey, nonce []byte) ([]byte, error)
+}
+
+// InMemory is the key pair whose private half is priv, held by the caller.
+func InMemory(priv []byte) (Key, error) {
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return Key{}, fmt.Errorf("enrol: key: %w", err)
+	}
+	pub := k.PublicKey().Bytes()
+	return Key{Public: pub, Prove: func(possessionKey, nonce []byte) ([]byte, error) {
+		return api.Prove(priv, possessionKey, nonce, pub)
+	}}, nil
+}
+
 // Workload enrols with TEE evidence from issuer.
 func Workload(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload) (*Enrolment, error) {
 	return run(ctx, c, proveWorkload(issuer, w))
@@ -51,9 +71,10 @@ func proveWorkload(issuer attest.Issuer, w api.Workload) func(*api.EnrolRequest)
 
 // Renew enrols the same public key again with fresh evidence: a renewed
 // certificate (same address, as the key holds its lease) or a manifest's
-// changes for a running tunnel. The private key stays where it is.
-func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload, pub []byte) (*api.EnrolResponse, error) {
-	return runWithKey(ctx, c, pub, proveWorkload(issuer, w))
+// changes for a running tunnel. The private key stays where it is: key
+// proves its possession.
+func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload, key Key) (*api.EnrolResponse, error) {
+	return runWithKey(ctx, c, key, proveWorkload(issuer, w))
 }
 
 // RenewAt is when to renew a certificate received now: two thirds of the way
@@ -70,8 +91,8 @@ func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, e
 }
 
 // RenewLighthouse enrols a lighthouse's same public key again.
-func RenewLighthouse(ctx context.Context, c *api.Client, token string, pub []byte) (*api.EnrolResponse, error) {
-	return runWithKey(ctx, c, pub, proveToken(token))
+func RenewLighthouse(ctx context.Context, c *api.Client, token string, key Key) (*api.EnrolResponse, error) {
+	return runWithKey(ctx, c, key, proveToken(token))
 }
 
 func proveToken(token string) func(*api.EnrolRequest) error {
@@ -93,18 +114,22 @@ var Retry = struct {
 // retried on the next with a fresh nonce from that coordinator and the same
 // key, so a retry after a lost answer gets the same address, not a second one.
 func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error) (*Enrolment, error) {
-	priv, pub, err := KeyPair()
+	priv, _, err := KeyPair()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := runWithKey(ctx, c, pub, prove)
+	key, err := InMemory(priv)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := runWithKey(ctx, c, key, prove)
 	if err != nil {
 		return nil, err
 	}
 	return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
 }
 
-func runWithKey(ctx context.Context, c *api.Client, pub []byte, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, error) {
+func runWithKey(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, error) {
 	var errs []error
 	wait := Retry.Backoff
 	for round := 0; round < Retry.Rounds; round++ {
@@ -117,7 +142,7 @@ func runWithKey(ctx context.Context, c *api.Client, pub []byte, prove func(*api.
 			wait = min(2*wait, 5*time.Second)
 		}
 		for _, one := range c.Coordinators(ctx) {
-			resp, proved, err := once(ctx, one, pub, prove)
+			resp, proved, err := once(ctx, one, key, prove)
 			if err == nil {
 				return resp, nil
 			}
@@ -135,13 +160,16 @@ func runWithKey(ctx context.Context, c *api.Client, pub []byte, prove func(*api.
 // The nonce is one the coordinator's last answer carried when there is one,
 // which saves asking; if the coordinator no longer knows it (it restarted),
 // the enrolment is made again here with a nonce asked for.
-func once(ctx context.Context, c *api.Client, pub []byte, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, bool, error) {
+func once(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, bool, error) {
 	n, spare, err := c.EnrolNonce(ctx)
 	for {
 		if err != nil {
 			return nil, true, err
 		}
-		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: key.Public}
+		if req.Proof, err = key.Prove(n.PossessionKey, n.Nonce); err != nil {
+			return nil, false, err
+		}
 		if err := prove(req); err != nil {
 			return nil, false, err
 		}

@@ -470,7 +470,7 @@ var ManifestPoll = 5 * time.Second
 // and the manifest's current rules.
 func (a *Agent) renew(ctx context.Context, p *pod) error {
 	a.mu.Lock()
-	r, old := p.req, p.certificate
+	r, old, host, instance := p.req, p.certificate, p.host, p.instance
 	a.mu.Unlock()
 	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(old))
 	if err != nil {
@@ -484,7 +484,12 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	e, err := enrol.Renew(rctx, a.cfg.Coordinator, a.cfg.Issuer, w, c.PublicKey())
+	// The pod's key is in its tunnel process, which proves possession of
+	// it; the agent never keeps it.
+	podKey := enrol.Key{Public: c.PublicKey(), Prove: func(possessionKey, nonce []byte) ([]byte, error) {
+		return tunnel.ProveInstance(rctx, a.hostControl(host.id), instance, &tunnel.ProveRequest{PossessionKey: possessionKey, Nonce: nonce})
+	}}
+	e, err := enrol.Renew(rctx, a.cfg.Coordinator, a.cfg.Issuer, w, podKey)
 	if err != nil {
 		return err
 	}

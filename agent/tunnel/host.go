@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/ecdh"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,10 +22,12 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/slackhq/nebula"
+	"github.com/slackhq/nebula/cert"
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
 
+	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/internal/serve"
 )
 
@@ -121,6 +124,22 @@ func (h *host) handler() http.Handler {
 			err = h.reload(r.PathValue("id"), b)
 		}
 		reply(w, err)
+	})
+	mux.HandleFunc("POST /v1/tunnels/{id}/prove", func(w http.ResponseWriter, r *http.Request) {
+		var req ProveRequest
+		err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req)
+		var proof []byte
+		if err == nil {
+			proof, err = h.prove(r.PathValue("id"), &req)
+		}
+		if err != nil {
+			reply(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			Proof []byte `json:"proof"`
+		}{proof})
 	})
 	mux.HandleFunc("DELETE /v1/tunnels/{id}", func(w http.ResponseWriter, r *http.Request) {
 		h.remove(r.PathValue("id"))
@@ -300,6 +319,26 @@ func logLevel(m map[string]any) slog.Level {
 		}
 	}
 	return lv
+}
+
+// prove makes an instance's proof of possession of its key for an
+// enrolment (renewal), so the key stays in this process.
+func (h *host) prove(id string, req *ProveRequest) ([]byte, error) {
+	h.mu.Lock()
+	in := h.inst[id]
+	h.mu.Unlock()
+	if in == nil {
+		return nil, fmt.Errorf("%w: %s", errNoInstance, id)
+	}
+	priv, _, _, err := cert.UnmarshalPrivateKeyFromPEM([]byte(in.key))
+	if err != nil {
+		return nil, fmt.Errorf("tunnel %s: its key: %w", id, err)
+	}
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel %s: its key: %w", id, err)
+	}
+	return api.Prove(priv, req.PossessionKey, req.Nonce, k.PublicKey().Bytes())
 }
 
 // reload applies a configuration sent without a key to an instance, inside

@@ -229,6 +229,33 @@ func UpdateInstance(ctx context.Context, control, id string, cfg []byte) error {
 	return do(ctx, control, http.MethodPost, "/v1/tunnels/"+id+"/config", cfg)
 }
 
+// ProveRequest asks an instance for a proof of possession of its private
+// key for an enrolment (api.Prove); the key never leaves the tunnel host.
+type ProveRequest struct {
+	PossessionKey []byte `json:"possessionKey"`
+	Nonce         []byte `json:"nonce"`
+}
+
+// ProveInstance has the instance id prove possession of its key.
+func ProveInstance(ctx context.Context, control, id string, req *ProveRequest) ([]byte, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := call(ctx, control, http.MethodPost, "/v1/tunnels/"+id+"/prove", b)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var out struct {
+		Proof []byte `json:"proof"`
+	}
+	if err := json.NewDecoder(io.LimitReader(rc, 4096)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("tunnel: prove %s: %w", id, err)
+	}
+	return out.Proof, nil
+}
+
 // RemoveInstance stops an instance; one the host does not run is gone already.
 func RemoveInstance(ctx context.Context, control, id string) error {
 	return do(ctx, control, http.MethodDelete, "/v1/tunnels/"+id, nil)

@@ -26,6 +26,10 @@ import (
 type NonceResponse struct {
 	Nonce   []byte    `json:"nonce"`
 	Expires time.Time `json:"expires"`
+	// PossessionKey is the coordinator's X25519 key for the enrolment's
+	// proof of possession (Prove); like the nonce, good only at the
+	// coordinator process that gave it.
+	PossessionKey []byte `json:"possessionKey"`
 }
 
 // Evidence is TEE evidence: a platform name and that platform's bytes.
@@ -56,6 +60,8 @@ type EnrolRequest struct {
 	Evidence  *Evidence `json:"evidence,omitempty"`
 	JoinToken string    `json:"joinToken,omitempty"`
 	Workload  Workload  `json:"workload"`
+	// Proof shows the requester holds PublicKey's private key (Prove).
+	Proof []byte `json:"proof"`
 }
 
 // Binding is the part of the request, besides nonce and key, that the evidence

@@ -121,7 +121,10 @@ type Coordinator struct {
 	ca    *issuer.CA
 	alloc *issuer.Allocator
 	// nonces issues and redeems enrolment nonces; it has its own lock.
-	nonces      *nonce.Issuer
+	nonces *nonce.Issuer
+	// possession is this process's key for enrolments' proofs of
+	// possession (api.Prove), handed out with each nonce.
+	possession  *ecdh.PrivateKey
 	recoveryKey *ecdh.PrivateKey
 	// hints wakes Run when gossip says something changed.
 	hints chan struct{}
@@ -148,10 +151,14 @@ func New(cfg Config) (*Coordinator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: state dir: %w", err)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: nonce.New(NonceLifetime, maxRedeemed, cfg.Now), hints: make(chan struct{}, 1), gate: dialGate{every: peerDialEvery}, allocated: make(chan struct{})}
+	possession, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, possession: possession, log: cfg.Log, st: cfg.Store, now: cfg.Now, nonces: nonce.New(NonceLifetime, maxRedeemed, cfg.Now), hints: make(chan struct{}, 1), gate: dialGate{every: peerDialEvery}, allocated: make(chan struct{})}
 	c.initMetrics()
 	ctx := context.Background()
-	_, err := os.Stat(filepath.Join(cfg.StateDir, sealedName))
+	_, err = os.Stat(filepath.Join(cfg.StateDir, sealedName))
 	switch {
 	case err == nil && cfg.SealingKey != nil:
 		kek, err := seal.NewKEK("tee", cfg.SealingKey)
@@ -882,7 +889,7 @@ func (c *Coordinator) Nonce() (*api.NonceResponse, error) {
 // this one's answer so that it need not ask (api.EnrolResponse.Next).
 func (c *Coordinator) spareNonce() *api.NonceResponse {
 	n, exp := c.nonces.Issue()
-	return &api.NonceResponse{Nonce: n, Expires: exp}
+	return &api.NonceResponse{Nonce: n, Expires: exp, PossessionKey: c.possession.PublicKey().Bytes()}
 }
 
 // redeemNonce marks a verified request's nonce used: a nonce is honoured once.
@@ -963,6 +970,9 @@ func (c *Coordinator) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *a
 		return nil, err
 	}
 	m, ca, alloc := sv.hist.Manifest, sv.ca, sv.alloc
+	if err := api.CheckPossession(c.possession, req.Nonce, req.PublicKey, req.Proof); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
 
 	verifying := time.Now()
 	id, err := identify(ctx, c.cfg.Verifier, m, req)

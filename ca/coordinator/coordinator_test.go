@@ -244,13 +244,14 @@ func keyOf(t *testing.T, e *enrol.Enrolment) ([]byte, []byte, error) {
 }
 
 // request builds a valid enrolment request by hand, so tests can break it.
-func request(t *testing.T, h *harness, dev *simulated.Device, pub []byte) *api.EnrolRequest {
+func request(t *testing.T, h *harness, dev *simulated.Device, priv []byte) *api.EnrolRequest {
 	t.Helper()
 	n, err := h.client.Nonce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub, Workload: api.Workload{Namespace: "ns", Name: "p"}}
+	req := proven(t, n, priv)
+	req.Workload = api.Workload{Namespace: "ns", Name: "p"}
 	ev, err := dev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 	if err != nil {
 		t.Fatal(err)
@@ -262,11 +263,11 @@ func request(t *testing.T, h *harness, dev *simulated.Device, pub []byte) *api.E
 func TestEnrolRefusals(t *testing.T) {
 	h := readyHarness(t)
 	ctx := context.Background()
-	_, pub, err := enrol.KeyPair()
+	priv, pub, err := enrol.KeyPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, otherPub, _ := enrol.KeyPair()
+	otherPriv, otherPub, _ := enrol.KeyPair()
 
 	tests := []struct {
 		name  string
@@ -274,44 +275,59 @@ func TestEnrolRefusals(t *testing.T) {
 		want  string
 	}{
 		{"reused nonce", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
+			req := request(t, h, webDev, priv)
 			if _, err := h.client.Enrol(ctx, req); err != nil {
 				t.Fatalf("first use: %v", err)
 			}
 			return req
 		}, "nonce already used"},
 		{"unknown nonce", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
+			req := request(t, h, webDev, priv)
 			req.Nonce = bytes.Repeat([]byte{7}, nonce.Size)
 			return req
 		}, "nonce was not issued by this coordinator"},
 		{"expired nonce", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
+			req := request(t, h, webDev, priv)
 			h.clock.add(coordinator.NonceLifetime + time.Second)
 			return req
 		}, "nonce expired"},
 		{"evidence bound to another key", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
-			req.PublicKey = otherPub // a thief swaps in its own key
+			req := request(t, h, webDev, priv)
+			// A thief swaps in its own key, which it can prove it holds.
+			req.PublicKey = otherPub
+			req.Proof = proven(t, &api.NonceResponse{Nonce: req.Nonce, PossessionKey: possessionKey(t, h)}, otherPriv).Proof
 			return req
 		}, "does not match this enrolment"},
+		{"key not held", func() *api.EnrolRequest {
+			// Another host's public key, known to anyone it talks to.
+			req := request(t, h, webDev, priv)
+			req.PublicKey = otherPub
+			return req
+		}, "no proof of possession"},
+		{"no proof", func() *api.EnrolRequest {
+			req := request(t, h, webDev, priv)
+			req.Proof = nil
+			return req
+		}, "no proof of possession"},
 		{"workload swapped after evidence", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
+			req := request(t, h, webDev, priv)
 			req.Workload.Name = "other"
 			return req
 		}, "does not match this enrolment"},
 		{"wrong measurement", func() *api.EnrolRequest {
 			d := *webDev
 			d.Measurement = simulated.MeasurementOf("evil")
-			return request(t, h, &d, pub)
+			return request(t, h, &d, priv)
 		}, "matches no role"},
-		{"root the manifest does not pin", func() *api.EnrolRequest { return request(t, h, strangerDev, pub) }, "the role pins"},
+		{"root the manifest does not pin", func() *api.EnrolRequest { return request(t, h, strangerDev, priv) }, "the role pins"},
 		{"wrong join token", func() *api.EnrolRequest {
 			n, _ := h.client.Nonce(ctx)
-			return &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub, JoinToken: "guess"}
+			req := proven(t, n, priv)
+			req.JoinToken = "guess"
+			return req
 		}, "matches no lighthouse"},
 		{"short key", func() *api.EnrolRequest {
-			req := request(t, h, webDev, pub)
+			req := request(t, h, webDev, priv)
 			req.PublicKey = pub[:16]
 			return req
 		}, "want a 32-byte X25519 key"},
@@ -336,8 +352,8 @@ func TestSimulatedOnlyWhereNamed(t *testing.T) {
 	h := readyHarness(t)
 	d := *webDev
 	d.Measurement = simulated.MeasurementOf("hw") // the snp-only role's measurement
-	_, pub, _ := enrol.KeyPair()
-	_, err := h.client.Enrol(context.Background(), request(t, h, &d, pub))
+	priv, _, _ := enrol.KeyPair()
+	_, err := h.client.Enrol(context.Background(), request(t, h, &d, priv))
 	if err == nil || !strings.Contains(err.Error(), `role hw: platform "simulated" is not accepted`) {
 		t.Fatalf("Enrol error = %v", err)
 	}
@@ -346,8 +362,8 @@ func TestSimulatedOnlyWhereNamed(t *testing.T) {
 // A request cannot even ask for a name, IP or groups: unknown fields are refused.
 func TestRequestCannotAskForIdentity(t *testing.T) {
 	h := readyHarness(t)
-	_, pub, _ := enrol.KeyPair()
-	req := request(t, h, webDev, pub)
+	priv, _, _ := enrol.KeyPair()
+	req := request(t, h, webDev, priv)
 	var raw map[string]any
 	b, _ := json.Marshal(req)
 	json.Unmarshal(b, &raw)
@@ -418,12 +434,19 @@ func TestAllocationUniqueReleasedAndExhausted(t *testing.T) {
 	if err := h.client.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: first.ReleaseToken, IP: first.IP}); err != nil {
 		t.Fatal(err)
 	}
+	// The released certificate is valid until it expires, and so its
+	// address stays taken (finding 5 of the attack review: it went to the
+	// next enrolment, two live certificates for one address).
+	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err == nil || !strings.Contains(err.Error(), "no free address") {
+		t.Fatalf("enrolment after a release, before the certificate expired: %v", err)
+	}
+	h.clock.add(first.NotAfter.Sub(h.clock.now()) + time.Second)
 	e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.IP != first.IP {
-		t.Fatalf("after release got %s, want the released %s", e.IP, first.IP)
+	if !seen[e.IP] {
+		t.Fatalf("after every certificate expired got %s, not one of the network's", e.IP)
 	}
 }
 
@@ -570,8 +593,8 @@ func TestMetrics(t *testing.T) {
 	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err != nil {
 		t.Fatal(err)
 	}
-	_, pub, _ := enrol.KeyPair()
-	if _, err := h.client.Enrol(ctx, request(t, h, strangerDev, pub)); err == nil {
+	priv, _, _ := enrol.KeyPair()
+	if _, err := h.client.Enrol(ctx, request(t, h, strangerDev, priv)); err == nil {
 		t.Fatal("a stranger's evidence was accepted")
 	}
 	rec := httptest.NewRecorder()
@@ -595,7 +618,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// An enrolment that panics is an error, not an issued certificate.
-	req := request(t, h, webDev, pub)
+	req := request(t, h, webDev, priv)
 	h.clock.mu.Lock()
 	h.clock.boom = true
 	h.clock.mu.Unlock()

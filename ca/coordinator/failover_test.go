@@ -69,13 +69,13 @@ func TestEnrolmentFailsOver(t *testing.T) {
 
 	// The same key at A, then again at B (an answer lost to a crash, say):
 	// one address.
-	_, pub, _ := enrol.KeyPair()
+	priv, _, _ := enrol.KeyPair()
 	enrolAt := func(c *coordinator.Coordinator) string {
 		n, err := c.Nonce()
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+		req := proven(t, n, priv)
 		ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 		req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
 		resp, err := c.Enrol(ctx, req)

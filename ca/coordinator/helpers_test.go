@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"crypto/ecdh"
+	"testing"
 	"crypto/ed25519"
 	"encoding/base64"
 
@@ -34,6 +35,31 @@ func ownerPub() string {
 }
 
 func sharePub() string { return base64.StdEncoding.EncodeToString(shareKey.PublicKey().Bytes()) }
+
+// proven is an enrolment request under nonce n for the key pair of priv,
+// with its proof of possession.
+func proven(t *testing.T, n *api.NonceResponse, priv []byte) *api.EnrolRequest {
+	t.Helper()
+	pub, err := curve25519X(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := api.Prove(priv, n.PossessionKey, n.Nonce, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub, Proof: proof}
+}
+
+// possessionKey is the coordinator's key for proofs of possession.
+func possessionKey(t *testing.T, h *harness) []byte {
+	t.Helper()
+	n, err := h.c.Nonce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.PossessionKey
+}
 
 func ownerRequest(raw, parent string) (*api.ManifestRequest, error) {
 	return owner.Request([]byte(raw), parent, ownerKey)

@@ -63,9 +63,9 @@ func TestSpareNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub, _ := enrol.KeyPair()
+	priv, _, _ := enrol.KeyPair()
 	enrolWith := func(nonce []byte) (*api.EnrolResponse, error) {
-		req := &api.EnrolRequest{Nonce: nonce, PublicKey: pub}
+		req := proven(t, &api.NonceResponse{Nonce: nonce, PossessionKey: n.PossessionKey}, priv)
 		ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 		req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
 		return h.c.Enrol(ctx, req)
@@ -117,8 +117,8 @@ func TestNonceFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub, _ := enrol.KeyPair()
-	req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+	priv, _, _ := enrol.KeyPair()
+	req := proven(t, n, priv)
 	ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 	req.Evidence = &api.Evidence{Platform: ev.Platform, Data: append([]byte("x"), ev.Data...)}
 	if _, err := h.c.Enrol(ctx, req); err == nil {

@@ -253,8 +253,8 @@ func TestPeerRecovery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, pub, _ := enrol.KeyPair()
-		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: pub}
+		priv, _, _ := enrol.KeyPair()
+		req := proven(t, n, priv)
 		ev, _ := webDev.Evidence(attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
 		req.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}
 		if _, err := b.Enrol(ctx, req); err == nil || !strings.Contains(err.Error(), "not issued by this coordinator") {

@@ -29,12 +29,16 @@ func TestRevocationBlocksEveryCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub, err := keyOf(t, first)
+	priv, pub, err := keyOf(t, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := enrol.InMemory(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.clock.add(20 * time.Minute) // renewed a third of the way in
-	renewed, err := enrol.Renew(ctx, h.client, webDev, api.Workload{Namespace: "prod", Name: "web-0"}, pub)
+	renewed, err := enrol.Renew(ctx, h.client, webDev, api.Workload{Namespace: "prod", Name: "web-0"}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +66,7 @@ func TestRevocationBlocksEveryCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := enrol.Renew(ctx, h.client, webDev, api.Workload{Namespace: "prod", Name: "web-0"}, pub); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if _, err := enrol.Renew(ctx, h.client, webDev, api.Workload{Namespace: "prod", Name: "web-0"}, key); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("the revoked key renewed: %v", err)
 	}
 	other, err := enrol.Workload(ctx, h.client, webDev, api.Workload{Namespace: "prod", Name: "web-1"})

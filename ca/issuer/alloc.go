@@ -65,6 +65,10 @@ type Lease struct {
 	Workload string `json:"workload,omitempty"`
 	// ReleaseHash is the SHA-256 of the secret the holder must show to release.
 	ReleaseHash string `json:"releaseHash,omitempty"`
+	// Released: the holder gave the address back (CNI DEL). Its certificate
+	// is still valid until NotAfter, so the address stays taken until then:
+	// handing it to the next holder would put it in two live certificates.
+	Released bool `json:"released,omitempty"`
 	// Previous are the certificates issued to the same holder at this address
 	// before Fingerprint (renewed away) that have not expired: a revocation
 	// of the holder blocks them too.
@@ -490,7 +494,7 @@ func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time
 		return choice{}, false, "", err
 	}
 	// The pointer is only a hint: the lease itself must name this holder.
-	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) {
+	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) || l.Released {
 		return choice{}, false, pv, nil
 	}
 	return choice{ip: ip, version: v, held: true, prev: l}, true, "", nil
@@ -525,12 +529,13 @@ func (a *Allocator) swap(ctx context.Context, old store.Version, l Lease, also .
 }
 
 // Release ends the lease of the certificate with this fingerprint at ip if
-// releaseHash matches. Releasing an unknown lease is not an error: DEL is
-// idempotent. An invalid ip looks the lease up in memory (older agents).
-// The lease and its holder's pointer are removed together, on condition
-// that the lease is still the one checked: a release that races the
-// address's next lease (its certificate expired and the address went to
-// another holder) ends nothing but its own.
+// releaseHash matches: the lease is marked released, and its address stays
+// taken until the certificate expires (it is valid until then, and another
+// host given the address would share it). Releasing an unknown or released
+// lease is not an error: DEL is idempotent. An invalid ip looks the lease up
+// in memory (older agents). The mark is a compare-and-swap against the lease
+// checked, so a release that races the address's next lease ends nothing but
+// its own.
 func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, releaseHash string) error {
 	if !ip.IsValid() {
 		a.mu.Lock()
@@ -552,17 +557,14 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 		if err != nil {
 			return err
 		}
-		if l.Fingerprint == "" || l.Fingerprint != fingerprint {
+		if l.Fingerprint == "" || l.Fingerprint != fingerprint || l.Released {
 			return nil
 		}
 		if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
 			return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
 		}
-		var also []string
-		if l.Holder != "" {
-			also = append(also, holderPrefix+l.Holder)
-		}
-		err = a.st.Remove(ctx, leaseKey(l.IP), v, also...)
+		l.Released, l.ReleaseHash = true, ""
+		nv, err := a.swap(ctx, v, l)
 		if errors.Is(err, store.ErrConflict) {
 			continue // changed since it was read: check it again
 		}
@@ -570,7 +572,7 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 			return err
 		}
 		a.mu.Lock()
-		delete(a.leases, l.IP)
+		a.leases[l.IP] = entry{lease: l, version: nv}
 		a.mu.Unlock()
 		return nil
 	}
@@ -599,7 +601,7 @@ func (a *Allocator) Live(now time.Time) []Lease {
 	defer a.mu.Unlock()
 	var out []Lease
 	for _, e := range a.leases {
-		if e.lease.Fingerprint != "" && e.lease.NotAfter.After(now) {
+		if e.lease.Fingerprint != "" && e.lease.NotAfter.After(now) && !e.lease.Released {
 			out = append(out, e.lease)
 		}
 	}

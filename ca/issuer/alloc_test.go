@@ -271,11 +271,73 @@ func TestAllocatorIssue(t *testing.T) {
 	if err := b.Release(ctx, l1.IP, "fp-key1", "r-key1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Get(ctx, "lease-10-42-0-2"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("lease after release: %v", err)
+	if b, err := st.Get(ctx, "lease-10-42-0-2"); err != nil || !strings.Contains(string(b), `"released":true`) {
+		t.Fatalf("lease after release: %s, %v", b, err)
 	}
 	if err := a.Release(ctx, l1.IP, "fp-key1", "r-key1"); err != nil {
 		t.Fatalf("second release: %v", err)
+	}
+}
+
+// Finding 5 of the attack review: a release ended the lease but not the
+// certificate, and the next enrolment got the address while the released
+// certificate was still valid: two live certificates for one IP. A
+// released address stays taken until its certificate expires.
+func TestReleaseKeepsAddressUntilExpiry(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			a := allocators(t, open(t), 1)[0]
+			now := time.Now()
+			first, err := issue(a, "first", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Release(ctx, first.IP, first.Fingerprint, first.ReleaseHash); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range a.Live(now) {
+				if l.IP == first.IP {
+					t.Fatal("a released lease is listed as live")
+				}
+			}
+			// Searches start after the last address handed out; ask for
+			// the released one outright too.
+			second, err := issue(a, "second", now)
+			if err != nil || second.IP == first.IP {
+				t.Fatalf("the next enrolment got %s (%v) while %s's certificate is valid", second.IP, err, first.IP)
+			}
+			if got := a.HeldBy(func(h string) bool { return h == "first" }, now); len(got) != 1 {
+				t.Fatalf("the released certificate is not counted for its holder's revocation: %v", got)
+			}
+			for i := range 253 {
+				l, err := issue(a, fmt.Sprintf("k%d", i), now)
+				if errors.Is(err, issuer.ErrExhausted) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l.IP == first.IP {
+					t.Fatalf("enrolment %d got the released address %s before its certificate expired", i, l.IP)
+				}
+			}
+			later := first.NotAfter.Add(time.Second)
+			var reused bool
+			for i := range 300 {
+				l, err := issue(a, fmt.Sprintf("later%d", i), later)
+				if err != nil {
+					break
+				}
+				if l.IP == first.IP {
+					reused = true
+					break
+				}
+			}
+			if !reused {
+				t.Fatalf("%s was never handed out again after its certificate expired", first.IP)
+			}
+		})
 	}
 }
 
