@@ -241,7 +241,7 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 		return err
 	}
 	if c.alloc == nil {
-		if c.alloc, err = issuer.NewAllocator(c.st, h.Manifest); err != nil {
+		if c.alloc, err = issuer.NewAllocator(c.st, h.Manifest, seed.LeaseKey()); err != nil {
 			return err
 		}
 		if c.cfg.Members != nil && c.cfg.API != "" {

@@ -2,9 +2,9 @@ package coordinator_test
 
 import (
 	"crypto/ecdh"
-	"testing"
 	"crypto/ed25519"
 	"encoding/base64"
+	"testing"
 
 	"golang.org/x/crypto/curve25519"
 

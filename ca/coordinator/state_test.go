@@ -328,6 +328,8 @@ func TestNoSecretAtRestOrInLogs(t *testing.T) {
 		"seed":        seed[:],
 		"CA key":      seed.CAKey(1).Seed(),
 		"history key": seed.HistoryKey().Seed(),
+		"gossip key":  seed.GossipKey(),
+		"lease key":   seed.LeaseKey(),
 	}
 	for name, text := range map[string]string{"first unlock key": created.UnlockKey, "rotated unlock key": rotated} {
 		k := strings.TrimPrefix(text, "SMUK1-")

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -69,6 +70,9 @@ type Lease struct {
 	// is still valid until NotAfter, so the address stays taken until then:
 	// handing it to the next holder would put it in two live certificates.
 	Released bool `json:"released,omitempty"`
+	// MAC authenticates the record (HMAC-SHA256 under the seed's lease key
+	// over the record's JSON without MAC): the store is untrusted.
+	MAC string `json:"mac,omitempty"`
 	// Previous are the certificates issued to the same holder at this address
 	// before Fingerprint (renewed away) that have not expired: a revocation
 	// of the holder blocks them too.
@@ -135,6 +139,15 @@ type choice struct {
 type entry struct {
 	lease   Lease
 	version store.Version
+	// valid: the record's MAC verifies. A record that does not is never
+	// taken for a holder's (renewals are not steered by it) nor listed, but
+	// its address is not handed out before the end it claims either.
+	valid bool
+	// vanished: the record was deleted from the store while its
+	// certificate was live. Nothing this mesh does deletes a lease record,
+	// so the store was tampered with; the address stays taken until the
+	// certificate's end as last seen.
+	vanished bool
 }
 
 // Allocator hands out overlay IPs from the manifest's network, skipping the
@@ -144,6 +157,7 @@ type entry struct {
 // memory is only a guide to which addresses are likely free.
 type Allocator struct {
 	mu       sync.Mutex
+	key      []byte // keys.Seed.LeaseKey
 	st       store.Store
 	network  netip.Prefix
 	reserved map[netip.Addr]bool
@@ -183,9 +197,10 @@ func (a *Allocator) SetReserved(m *manifest.Manifest) {
 	}
 }
 
-// NewAllocator loads existing leases from st.
-func NewAllocator(st store.Store, m *manifest.Manifest) (*Allocator, error) {
-	a := &Allocator{st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}, busy: map[netip.Addr]bool{}}
+// NewAllocator loads existing leases from st; key authenticates lease
+// records (keys.Seed.LeaseKey).
+func NewAllocator(st store.Store, m *manifest.Manifest, key []byte) (*Allocator, error) {
+	a := &Allocator{key: key, st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}, busy: map[netip.Addr]bool{}}
 	a.SetReserved(m)
 	if err := a.Refresh(context.Background()); err != nil {
 		return nil, err
@@ -207,12 +222,50 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 		}
 		// List gives no versions: a swap from "" fails on an existing
 		// record and re-reads it, which is what a stale guess costs.
-		leases[l.IP] = entry{lease: l}
+		leases[l.IP] = entry{lease: l, valid: a.verify(l)}
 	}
 	a.mu.Lock()
-	a.leases = leases
+	a.leases = a.keepVanished(leases, time.Now())
 	a.mu.Unlock()
 	return nil
+}
+
+// keepVanished adds to leases, a complete listing of the store, the
+// addresses this allocator knew live leases of that the listing lacks.
+func (a *Allocator) keepVanished(leases map[netip.Addr]entry, now time.Time) map[netip.Addr]entry {
+	for ip, e := range a.leases {
+		if _, ok := leases[ip]; !ok && e.lease.NotAfter.After(now) {
+			e.vanished, e.version = true, ""
+			leases[ip] = e
+		}
+	}
+	return leases
+}
+
+// vanish records that ip's record was deleted: kept as taken while the
+// certificate last seen there is live.
+func (a *Allocator) vanishLocked(ip netip.Addr, now time.Time) {
+	e, ok := a.leases[ip]
+	if !ok || !e.lease.NotAfter.After(now) {
+		delete(a.leases, ip)
+		return
+	}
+	e.vanished, e.version = true, ""
+	a.leases[ip] = e
+}
+
+// mac is the record's authenticator.
+func (a *Allocator) mac(l Lease) string {
+	l.MAC = ""
+	b, _ := json.Marshal(l) // a Lease always marshals
+	m := hmac.New(sha256.New, a.key)
+	m.Write([]byte("sealmesh lease v1\x00"))
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (a *Allocator) verify(l Lease) bool {
+	return l.MAC != "" && hmac.Equal([]byte(l.MAC), []byte(a.mac(l)))
 }
 
 // Follow keeps the allocator's copy of the leases current from the store's
@@ -238,18 +291,19 @@ func (a *Allocator) apply(u store.Update, warn func(key string, err error)) {
 			warn(c.Key, err)
 			continue
 		}
-		leases[l.IP] = entry{lease: l, version: c.Version}
+		leases[l.IP] = entry{lease: l, version: c.Version, valid: a.verify(l)}
 	}
+	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if u.Reset {
-		a.leases = leases
+		a.leases = a.keepVanished(leases, now)
 		return
 	}
 	for _, c := range u.Changes {
 		if c.Deleted {
 			if ip, ok := leaseAddr(c.Key); ok {
-				delete(a.leases, ip)
+				a.vanishLocked(ip, now)
 			}
 		}
 	}
@@ -292,7 +346,7 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 			return Lease{}, err
 		}
 		l, err := sign(c.ip)
-		if err == nil && c.prev.Holder == holder && holder != "" {
+		if err == nil && c.prev.Holder == holder && holder != "" && a.verify(c.prev) {
 			l.Previous = carry(c.prev, now)
 		}
 		if err == nil {
@@ -401,7 +455,7 @@ func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
 		defer a.mu.Unlock()
 		switch {
 		case errors.Is(rerr, store.ErrNotFound):
-			delete(a.leases, c.ip)
+			a.vanishLocked(c.ip, time.Now())
 		case rerr != nil:
 			return rerr
 		default:
@@ -420,7 +474,7 @@ func (a *Allocator) record(ctx context.Context, c choice, l Lease) error {
 		return err
 	}
 	a.mu.Lock()
-	a.leases[c.ip] = entry{lease: l, version: v}
+	a.leases[c.ip] = entry{lease: l, version: v, valid: true}
 	if !c.held {
 		a.start = a.next(c.ip)
 	}
@@ -476,28 +530,48 @@ func (a *Allocator) held(ctx context.Context, holder, role string, now time.Time
 		return choice{}, false, "", nil
 	}
 	b, pv, err := a.st.GetVersion(ctx, holderPrefix+holder)
-	if errors.Is(err, store.ErrNotFound) {
-		return choice{}, false, "", nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return choice{}, false, "", err
 	}
-	ip, err := netip.ParseAddr(string(b))
-	if err != nil || !a.network.Contains(ip) {
-		return choice{}, false, pv, nil
+	pointed, perr := netip.ParseAddr(string(b))
+	if err == nil && perr == nil && a.network.Contains(pointed) {
+		if c, ok, err := a.heldAt(ctx, pointed, holder, role, now); ok || err != nil {
+			return c, ok, "", err
+		}
 	}
+	// The pointer is only a hint, and a store writer can point it anywhere:
+	// the holder's lease as this allocator last saw it is the other.
+	a.mu.Lock()
+	var known []netip.Addr
+	for ip, e := range a.leases {
+		l := e.lease
+		if e.valid && ip != pointed && l.Holder == holder && l.Role == role && l.NotAfter.After(now) && !l.Released {
+			known = append(known, ip)
+		}
+	}
+	a.mu.Unlock()
+	for _, ip := range known {
+		if c, ok, err := a.heldAt(ctx, ip, holder, role, now); ok || err != nil {
+			return c, ok, "", err
+		}
+	}
+	return choice{}, false, pv, nil
+}
+
+// heldAt reports whether the record at ip is holder's live lease in role,
+// written by a coordinator of this mesh.
+func (a *Allocator) heldAt(ctx context.Context, ip netip.Addr, holder, role string, now time.Time) (choice, bool, error) {
 	l, v, err := a.read(ctx, ip)
 	if errors.Is(err, store.ErrNotFound) {
-		return choice{}, false, pv, nil
+		return choice{}, false, nil
 	}
 	if err != nil {
-		return choice{}, false, "", err
+		return choice{}, false, err
 	}
-	// The pointer is only a hint: the lease itself must name this holder.
-	if l.Holder != holder || l.Role != role || !l.NotAfter.After(now) || l.Released {
-		return choice{}, false, pv, nil
+	if !a.verify(l) || l.Holder != holder || l.Role != role || !l.NotAfter.After(now) || l.Released {
+		return choice{}, false, nil
 	}
-	return choice{ip: ip, version: v, held: true, prev: l}, true, "", nil
+	return choice{ip: ip, version: v, held: true, prev: l}, true, nil
 }
 
 func (a *Allocator) size() int {
@@ -521,6 +595,7 @@ func (a *Allocator) read(ctx context.Context, ip netip.Addr) (Lease, store.Versi
 }
 
 func (a *Allocator) swap(ctx context.Context, old store.Version, l Lease, also ...store.Record) (store.Version, error) {
+	l.MAC = a.mac(l)
 	b, err := json.Marshal(l)
 	if err != nil {
 		return "", err
@@ -560,6 +635,9 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 		if l.Fingerprint == "" || l.Fingerprint != fingerprint || l.Released {
 			return nil
 		}
+		if !a.verify(l) {
+			return fmt.Errorf("issuer: release of %s refused: its lease record does not verify (written outside the mesh)", ip)
+		}
 		if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
 			return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
 		}
@@ -572,7 +650,8 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 			return err
 		}
 		a.mu.Lock()
-		a.leases[l.IP] = entry{lease: l, version: nv}
+		l.MAC = a.mac(l)
+		a.leases[l.IP] = entry{lease: l, version: nv, valid: true}
 		a.mu.Unlock()
 		return nil
 	}
@@ -601,7 +680,7 @@ func (a *Allocator) Live(now time.Time) []Lease {
 	defer a.mu.Unlock()
 	var out []Lease
 	for _, e := range a.leases {
-		if e.lease.Fingerprint != "" && e.lease.NotAfter.After(now) && !e.lease.Released {
+		if e.valid && !e.vanished && e.lease.Fingerprint != "" && e.lease.NotAfter.After(now) && !e.lease.Released {
 			out = append(out, e.lease)
 		}
 	}

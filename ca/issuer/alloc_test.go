@@ -2,6 +2,7 @@ package issuer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -53,7 +54,7 @@ func allocators(t *testing.T, st store.Store, n int) []*issuer.Allocator {
 	}
 	var out []*issuer.Allocator
 	for range n {
-		a, err := issuer.NewAllocator(st, m)
+		a, err := issuer.NewAllocator(st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -433,7 +434,7 @@ func TestAllocatorMovesAwayFromAnother(t *testing.T) {
 	}
 	var all []*issuer.Allocator
 	for range 2 {
-		a, err := issuer.NewAllocator(st, m)
+		a, err := issuer.NewAllocator(st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -594,4 +595,86 @@ func TestAllocatorReleaseRace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// leaseKey authenticates the tests' lease records, as a seed's LeaseKey does.
+var leaseKey = []byte("lease key of the issuer tests, 32")
+
+// Finding 4 of the attack review: lease records were unsigned. Deleting a
+// live lease's record made the coordinator hand its address to a second
+// key, and a forged record with a forged holder pointer steered a renewing
+// host to an address of the writer's choosing.
+func TestLeaseRecordsAreAuthenticated(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+
+	t.Run("deleted record", func(t *testing.T) {
+		st, err := store.OpenFile(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := allocators(t, st, 1)[0]
+		first, err := issue(a, "first", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := "lease-" + strings.ReplaceAll(first.IP.String(), ".", "-")
+		if err := st.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Refresh(ctx); err != nil { // the listing a poll makes
+			t.Fatal(err)
+		}
+		for i := range 300 {
+			l, err := issue(a, fmt.Sprintf("k%d", i), now)
+			if errors.Is(err, issuer.ErrExhausted) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.IP == first.IP {
+				t.Fatalf("enrolment %d got %s, whose record vanished while its certificate is live", i, l.IP)
+			}
+		}
+	})
+
+	t.Run("forged record and pointer", func(t *testing.T) {
+		st, err := store.OpenFile(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := allocators(t, st, 1)[0]
+		victim, err := issue(a, "victim", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chosen := netip.MustParseAddr("10.42.0.200")
+		forged := lease(chosen, "victim", now)
+		b, _ := json.Marshal(forged)
+		if err := st.Put(ctx, "lease-10-42-0-200", b); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(ctx, "holder-victim", []byte(chosen.String())); err != nil {
+			t.Fatal(err)
+		}
+		// At the coordinator that issued it, and at one started since.
+		for i, a := range []*issuer.Allocator{a, allocators(t, st, 1)[0]} {
+			renewed, err := issue(a, "victim", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if renewed.IP != victim.IP {
+				t.Fatalf("allocator %d: the renewal moved from %s to %s (the forged record names %s)", i, victim.IP, renewed.IP, chosen)
+			}
+		}
+		if err := a.Release(ctx, chosen, forged.Fingerprint, forged.ReleaseHash); err == nil || !strings.Contains(err.Error(), "does not verify") {
+			t.Fatalf("a forged record released: %v", err)
+		}
+		for _, l := range a.Live(now) {
+			if l.IP == chosen {
+				t.Fatal("a forged record is listed as a live lease")
+			}
+		}
+	})
 }

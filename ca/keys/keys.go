@@ -56,6 +56,13 @@ func (s Seed) GossipKey() []byte {
 	return s.derive("sealmesh gossip vouch v1")
 }
 
+// LeaseKey authenticates lease records in the store: a record the store
+// made up or changed (to hand a live address to a second key, or to steer a
+// renewing host to an address of the writer's choosing) does not verify.
+func (s Seed) LeaseKey() []byte {
+	return s.derive("sealmesh lease records v1")
+}
+
 // CAKey is the Nebula CA key of a CA generation; rotating the CA moves to the next
 // generation.
 func (s Seed) CAKey(generation uint64) ed25519.PrivateKey {
