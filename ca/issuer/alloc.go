@@ -105,6 +105,17 @@ func (l Lease) Fingerprints(now time.Time) []string {
 	return out
 }
 
+// ExpiryGrace is how long after its certificate's end an address stays
+// taken: a coordinator whose clock runs ahead (or was pushed forward) must
+// not hand out an address whose certificate hosts still accept by theirs.
+const ExpiryGrace = 10 * time.Minute
+
+// taken reports whether the lease's address may not be handed to another
+// holder at now.
+func (l Lease) taken(now time.Time) bool {
+	return l.NotAfter.Add(ExpiryGrace).After(now)
+}
+
 // carry returns what a new lease for the same holder keeps of prev's
 // certificates: every one still live.
 func carry(prev Lease, now time.Time) []Issued {
@@ -234,7 +245,7 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 // addresses this allocator knew live leases of that the listing lacks.
 func (a *Allocator) keepVanished(leases map[netip.Addr]entry, now time.Time) map[netip.Addr]entry {
 	for ip, e := range a.leases {
-		if _, ok := leases[ip]; !ok && e.lease.NotAfter.After(now) {
+		if _, ok := leases[ip]; !ok && e.lease.taken(now) {
 			e.vanished, e.version = true, ""
 			leases[ip] = e
 		}
@@ -246,7 +257,7 @@ func (a *Allocator) keepVanished(leases map[netip.Addr]entry, now time.Time) map
 // certificate last seen there is live.
 func (a *Allocator) vanishLocked(ip netip.Addr, now time.Time) {
 	e, ok := a.leases[ip]
-	if !ok || !e.lease.NotAfter.After(now) {
+	if !ok || !e.lease.taken(now) {
 		delete(a.leases, ip)
 		return
 	}
@@ -420,7 +431,7 @@ func (a *Allocator) choose(ctx context.Context, fixed netip.Addr, holder, role s
 	}
 	for range a.size() {
 		e, known := a.leases[ip]
-		if !a.reserved[ip] && !a.busy[ip] && (!known || !e.lease.NotAfter.After(now)) && !a.last(ip) {
+		if !a.reserved[ip] && !a.busy[ip] && (!known || !e.lease.taken(now)) && !a.last(ip) {
 			a.busy[ip] = true
 			return choice{ip: ip, version: e.version, pointer: pointer}, nil
 		}

@@ -323,7 +323,7 @@ func TestReleaseKeepsAddressUntilExpiry(t *testing.T) {
 					t.Fatalf("enrolment %d got the released address %s before its certificate expired", i, l.IP)
 				}
 			}
-			later := first.NotAfter.Add(time.Second)
+			later := first.NotAfter.Add(issuer.ExpiryGrace + time.Second)
 			var reused bool
 			for i := range 300 {
 				l, err := issue(a, fmt.Sprintf("later%d", i), later)
@@ -677,4 +677,35 @@ func TestLeaseRecordsAreAuthenticated(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Finding 18 of the attack review: an address was free the moment its
+// certificate's NotAfter passed by the coordinator's clock, so a coordinator
+// whose clock was pushed forward handed out addresses whose certificates
+// hosts still accepted. An address stays taken for ExpiryGrace after.
+func TestExpiryGrace(t *testing.T) {
+	st, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := allocators(t, st, 1)[0]
+	now := time.Now()
+	var all []issuer.Lease
+	for i := 0; ; i++ {
+		l, err := issue(a, fmt.Sprintf("k%d", i), now)
+		if errors.Is(err, issuer.ErrExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, l)
+	}
+	end := all[0].NotAfter
+	if _, err := issue(a, "ahead", end.Add(issuer.ExpiryGrace-time.Second)); !errors.Is(err, issuer.ErrExhausted) {
+		t.Fatalf("a clock %s past every certificate's end: %v, want no address", issuer.ExpiryGrace-time.Second, err)
+	}
+	if _, err := issue(a, "later", end.Add(issuer.ExpiryGrace+time.Second)); err != nil {
+		t.Fatalf("past the grace: %v", err)
+	}
 }

@@ -147,10 +147,10 @@ func BenchmarkCluster(b *testing.B) {
 				b.ReportMetric(ms(stall.p50), "stall-p50-ms")
 				b.ReportMetric(ms(stall.p99), "stall-p99-ms")
 				// The run's pods are deleted before the next run, as
-				// pods come and go in a cluster: each run starts with
-				// the network as empty as the first did (a /16 that
-				// ten runs fill to 80% measures a nearly full network,
-				// not enrolment).
+				// pods come and go in a cluster. Their addresses stay
+				// taken until their certificates expire (a released
+				// certificate is valid until then), which is why the
+				// lab's network is a /12: ten runs fill under 10% of it.
 				run.release(b)
 			}
 			b.ReportMetric(0, "ns/op")

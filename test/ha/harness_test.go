@@ -281,13 +281,15 @@ func (l *lab) setManifest(lifetime, parent string) (*api.ManifestResponse, error
 func (l *lab) manifestRequest(lifetime, parent string) (*api.ManifestRequest, error) {
 	wm := simulated.MeasurementOf("sealmesh-workload")
 	man := map[string]any{
-		"version":             1,
-		"owners":              []any{map[string]string{"name": "owner", "key": base64.StdEncoding.EncodeToString(l.ownerKey.Public().(ed25519.PublicKey))}},
-		"seedShareOwners":     []any{map[string]string{"name": "bob", "key": base64.StdEncoding.EncodeToString(l.shareKey.PublicKey().Bytes())}},
-		"coordinators":        []any{map[string]any{"name": "coordinator", "attestation": l.policy}},
-		"networks":            []string{"10.42.0.0/16"},
+		"version":         1,
+		"owners":          []any{map[string]string{"name": "owner", "key": base64.StdEncoding.EncodeToString(l.ownerKey.Public().(ed25519.PublicKey))}},
+		"seedShareOwners": []any{map[string]string{"name": "bob", "key": base64.StdEncoding.EncodeToString(l.shareKey.PublicKey().Bytes())}},
+		"coordinators":    []any{map[string]any{"name": "coordinator", "attestation": l.policy}},
+		// A /12: a released address stays taken until its certificate
+		// expires, and the benchmark's runs enrol tens of thousands.
+		"networks":            []string{"10.32.0.0/12"},
 		"certificateLifetime": lifetime,
-		"lighthouses":         []any{map[string]string{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": strings.Repeat("0", 64)}},
+		"lighthouses":         []any{map[string]string{"name": "lh1", "overlayIP": "10.32.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": strings.Repeat("0", 64)}},
 		"roles": []any{map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": map[string]any{"simulated": map[string]any{
 			"measurements": []string{hex.EncodeToString(wm[:])}, "rootFingerprint": l.workload.RootFingerprint(),
 		}}}},
