@@ -52,9 +52,12 @@ type Claims struct {
 	RootFingerprint string
 	// Debug is true when the guest policy lets the host read guest memory.
 	Debug bool
-	// TDX only: runtime measurement registers, XFAM and TEE_TCB_SVN, hex.
-	RTMRs           []string
-	Xfam, TeeTcbSvn string
+	// TDX only: runtime measurement registers, XFAM, TEE_TCB_SVN,
+	// MRCONFIGID, MROWNER and the TDX module's MRSEAM, hex; and the TD
+	// attributes SEPT_VE_DISABLE and MIGRATABLE.
+	RTMRs                                        []string
+	Xfam, TeeTcbSvn, MRConfigID, MROwner, MRSeam string
+	SeptVEDisable, Migratable                    bool
 	// oidc only: who the service-account token names.
 	Issuer                                 string
 	Audience                               []string
@@ -199,6 +202,21 @@ func (c *Claims) satisfiesTDX(p *manifest.TDXPolicy) error {
 	}
 	if p.Xfam != "" && p.Xfam != c.Xfam {
 		return fmt.Errorf("XFAM %s is not the role's %s", c.Xfam, p.Xfam)
+	}
+	if !c.SeptVEDisable && !p.AllowSeptVE {
+		return fmt.Errorf("TD attributes lack SEPT_VE_DISABLE (the host can inject #VE) and the role does not allow it (set allowSeptVE to accept)")
+	}
+	if c.Migratable && !p.AllowMigratable {
+		return fmt.Errorf("TD attributes allow migration and the role does not (set allowMigratable to accept)")
+	}
+	if len(p.MRConfigIDs) > 0 && !slices.Contains(p.MRConfigIDs, c.MRConfigID) {
+		return fmt.Errorf("MRCONFIGID %s is not one of the role's %d", short(c.MRConfigID), len(p.MRConfigIDs))
+	}
+	if p.MROwner != "" && p.MROwner != c.MROwner {
+		return fmt.Errorf("MROWNER %s is not the role's %s", short(c.MROwner), short(p.MROwner))
+	}
+	if len(p.MRSeams) > 0 && !slices.Contains(p.MRSeams, c.MRSeam) {
+		return fmt.Errorf("MRSEAM (TDX module) %s is not one of the role's %d", short(c.MRSeam), len(p.MRSeams))
 	}
 	if p.MinimumTeeTcbSvn != "" {
 		got, _ := hex.DecodeString(c.TeeTcbSvn)

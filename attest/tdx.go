@@ -66,19 +66,36 @@ func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter
 		return nil, fmt.Errorf("attest: tdx evidence does not match this enrolment: %w", err)
 	}
 	body := quote.GetTdQuoteBody()
+	attrs := tdxAttributes(body.GetTdAttributes())
 	c := &Claims{
 		Platform:    "tdx",
 		Measurement: hex.EncodeToString(body.GetMrTd()),
-		// TD attributes bit 0: the TD is debuggable (the host can read it). The
-		// library's validator does not refuse it; Satisfies does, per role.
-		Debug: len(body.GetTdAttributes()) > 0 && body.GetTdAttributes()[0]&1 != 0,
 	}
+	c.Debug, c.SeptVEDisable, c.Migratable = attrs.Debug, attrs.SeptVEDisable, attrs.Migratable
+	c.MRConfigID = hex.EncodeToString(body.GetMrConfigId())
+	c.MROwner = hex.EncodeToString(body.GetMrOwner())
+	c.MRSeam = hex.EncodeToString(body.GetMrSeam())
 	c.Xfam = hex.EncodeToString(body.GetXfam())
 	c.TeeTcbSvn = hex.EncodeToString(body.GetTeeTcbSvn())
 	for _, r := range body.GetRtmrs() {
 		c.RTMRs = append(c.RTMRs, hex.EncodeToString(r))
 	}
 	return c, nil
+}
+
+// tdxAttributes reads the TD attributes (a little-endian 64-bit field):
+// DEBUG is bit 0 (the host can read the TD; the library's validator does not
+// refuse it, Satisfies does per role), SEPT_VE_DISABLE bit 28, MIGRATABLE
+// bit 29.
+func tdxAttributes(a []byte) Claims {
+	var c Claims
+	if len(a) >= 1 {
+		c.Debug = a[0]&1 != 0
+	}
+	if len(a) >= 4 {
+		c.SeptVEDisable, c.Migratable = a[3]&(1<<4) != 0, a[3]&(1<<5) != 0
+	}
+	return c
 }
 
 // The v4 quote's layout (Intel TDX DCAP Quoting Library API, appendix A), as

@@ -37,8 +37,12 @@ func TestRealTDXQuote(t *testing.T) {
 	if len(c.Measurement) != 96 || len(c.RTMRs) != 4 {
 		t.Fatalf("claims %+v", c)
 	}
+	if len(c.MRConfigID) != 96 || len(c.MROwner) != 96 || len(c.MRSeam) != 96 {
+		t.Fatalf("claims lack MRCONFIGID, MROWNER or MRSEAM: %+v", c)
+	}
 	policy := &manifest.TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug,
-		Xfam: c.Xfam, MinimumTeeTcbSvn: c.TeeTcbSvn}
+		Xfam: c.Xfam, MinimumTeeTcbSvn: c.TeeTcbSvn, MRConfigIDs: []string{c.MRConfigID}, MROwner: c.MROwner, MRSeams: []string{c.MRSeam},
+		AllowSeptVE: !c.SeptVEDisable, AllowMigratable: c.Migratable}
 	if err := c.Satisfies(manifest.Attestation{TDX: policy}); err != nil {
 		t.Fatalf("Satisfies its own MRTD: %v", err)
 	}
@@ -48,9 +52,15 @@ func TestRealTDXQuote(t *testing.T) {
 		want string
 	}{
 		{"other MRTD", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}, AllowDebug: true}}, "MRTD"},
-		{"other RTMR2", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, RTMRs: []string{"", "", strings.Repeat("0", 96), ""}, AllowDebug: true}}, "RTMR2"},
-		{"other XFAM", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, Xfam: "ffffffffffffffff", AllowDebug: true}}, "XFAM"},
-		{"TCB too low", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, MinimumTeeTcbSvn: strings.Repeat("ff", 16), AllowDebug: true}}, "TCB too low"},
+		{"other RTMR2", tdxWith(policy, func(p *manifest.TDXPolicy) { p.RTMRs = []string{"", "", strings.Repeat("0", 96), ""} }), "RTMR2"},
+		{"other XFAM", tdxWith(policy, func(p *manifest.TDXPolicy) { p.Xfam = "ffffffffffffffff" }), "XFAM"},
+		{"TCB too low", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MinimumTeeTcbSvn = strings.Repeat("ff", 16) }), "TCB too low"},
+		// Finding 17 of the attack review: the TDX policy checked nothing
+		// beyond DEBUG, MRTD, RTMRs, XFAM and the TCB.
+		{"other MRCONFIGID", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MRConfigIDs = []string{strings.Repeat("1", 96)} }), "MRCONFIGID"},
+		{"other MROWNER", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MROwner = strings.Repeat("1", 96) }), "MROWNER"},
+		{"other TDX module", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MRSeams = []string{strings.Repeat("1", 96)} }), "MRSEAM"},
+		{"attributes refused by default", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, AllowDebug: true}}, attributeRefusal(c)},
 		{"role without tdx", manifest.Attestation{SNP: &manifest.SNPPolicy{Measurements: policy.MRTDs}}, `platform "tdx" is not accepted`},
 	}
 	for _, tt := range tests {
@@ -176,5 +186,55 @@ func TestVerifyRecovers(t *testing.T) {
 	_, err = (&Verifier{}).Verify(context.Background(), Evidence{Platform: manifest.PlatformSimulated, Data: []byte{1}}, [64]byte{})
 	if err == nil {
 		t.Fatal("garbage verified")
+	}
+}
+
+// tdxWith is a copy of p changed by set, as an attestation block.
+func tdxWith(p *manifest.TDXPolicy, set func(*manifest.TDXPolicy)) manifest.Attestation {
+	q := *p
+	set(&q)
+	return manifest.Attestation{TDX: &q}
+}
+
+// attributeRefusal is what a default policy says of c's TD attributes.
+func attributeRefusal(c *Claims) string {
+	switch {
+	case !c.SeptVEDisable:
+		return "SEPT_VE_DISABLE"
+	case c.Migratable:
+		return "migration"
+	}
+	return "(the sample quote's attributes are all accepted by default: this case cannot be tested)"
+}
+
+// Each TD attribute bit the policy reads comes from its own bit.
+func TestTDXAttributeBits(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		attrs                 []byte
+		debug, septVE, migrat bool
+	}{
+		{"none", []byte{0, 0, 0, 0, 0, 0, 0, 0}, false, false, false},
+		{"debug", []byte{1, 0, 0, 0, 0, 0, 0, 0}, true, false, false},
+		{"sept ve disable", []byte{0, 0, 0, 1 << 4, 0, 0, 0, 0}, false, true, false},
+		{"migratable", []byte{0, 0, 0, 1 << 5, 0, 0, 0, 0}, false, false, true},
+	} {
+		c := tdxAttributes(tc.attrs)
+		if c.Debug != tc.debug || c.SeptVEDisable != tc.septVE || c.Migratable != tc.migrat {
+			t.Errorf("%s: debug %v, SEPT_VE_DISABLE %v, migratable %v", tc.name, c.Debug, c.SeptVEDisable, c.Migratable)
+		}
+	}
+	good := &Claims{Platform: "tdx", Measurement: strings.Repeat("a", 96), SeptVEDisable: true}
+	p := manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{good.Measurement}}}
+	if err := good.Satisfies(p); err != nil {
+		t.Fatalf("a TD with SEPT_VE_DISABLE, not migratable: %v", err)
+	}
+	for _, c := range []*Claims{
+		{Platform: "tdx", Measurement: good.Measurement},
+		{Platform: "tdx", Measurement: good.Measurement, SeptVEDisable: true, Migratable: true},
+	} {
+		if err := c.Satisfies(p); err == nil {
+			t.Errorf("%+v accepted by a default policy", c)
+		}
 	}
 }

@@ -143,6 +143,20 @@ type TDXPolicy struct {
 	// MinimumTeeTcbSvn, when set, is the lowest TEE_TCB_SVN accepted (32 hex
 	// characters), compared component by component.
 	MinimumTeeTcbSvn string `json:"minimumTeeTcbSvn,omitempty"`
+	// MRConfigIDs, when set, lists acceptable MRCONFIGID values (96 hex
+	// characters): the host-provided configuration the TD was launched with.
+	MRConfigIDs []string `json:"mrConfigIds,omitempty"`
+	// MROwner, when set, must equal the TD's MROWNER (96 hex characters).
+	MROwner string `json:"mrOwner,omitempty"`
+	// MRSeams, when set, lists acceptable measurements of the TDX module
+	// (MRSEAM, 96 hex characters).
+	MRSeams []string `json:"mrSeams,omitempty"`
+	// AllowSeptVE accepts a TD without SEPT_VE_DISABLE (the host can then
+	// inject #VE exceptions on EPT violations); refused by default.
+	AllowSeptVE bool `json:"allowSeptVE,omitempty"`
+	// AllowMigratable accepts a migratable TD (its state may leave the
+	// platform through a migration TD); refused by default.
+	AllowMigratable bool `json:"allowMigratable,omitempty"`
 }
 
 // OIDCPolicy accepts a Kubernetes service-account token: the weaker proof, only
@@ -585,6 +599,16 @@ func checkAttestation(bad func(string, string, ...any), p string, a Attestation)
 		}
 		if t.MinimumTeeTcbSvn != "" && (len(t.MinimumTeeTcbSvn) != 32 || !hexRE.MatchString(t.MinimumTeeTcbSvn)) {
 			bad(p+".tdx.minimumTeeTcbSvn", "want 32 lower-case hex characters, got %d", len(t.MinimumTeeTcbSvn))
+		}
+		for name, list := range map[string][]string{"mrConfigIds": t.MRConfigIDs, "mrSeams": t.MRSeams} {
+			for k, v := range list {
+				if len(v) != 96 || !hexRE.MatchString(v) {
+					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "want 96 lower-case hex characters, got %d", len(v))
+				}
+			}
+		}
+		if t.MROwner != "" && (len(t.MROwner) != 96 || !hexRE.MatchString(t.MROwner)) {
+			bad(p+".tdx.mrOwner", "want 96 lower-case hex characters, got %d", len(t.MROwner))
 		}
 		for k, v := range t.RTMRs {
 			if v != "" && (len(v) != 96 || !hexRE.MatchString(v)) {
