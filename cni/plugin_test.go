@@ -1,9 +1,14 @@
 package cni
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -73,6 +78,57 @@ func TestErrorsWithoutAgent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The plugin as a runtime runs it: this test binary re-run with
+// SEALMESH_CNI_MAIN set is sealmesh-cni.
+func TestMain(m *testing.M) {
+	if os.Getenv("SEALMESH_CNI_MAIN") != "" {
+		Main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Finding 15 of the attack review: stdin was read whole (200 MB took 420
+// MB of memory). Past MaxConfig the plugin refuses before reading more.
+func TestStdinBounded(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "absent.sock")
+	run := func(stdin io.Reader) (string, error) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "SEALMESH_CNI_MAIN=1", "CNI_COMMAND=DEL", "CNI_CONTAINERID=c1",
+			"CNI_NETNS=/run/netns/x", "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin")
+		cmd.Stdin = stdin
+		out, err := cmd.Output()
+		return string(out), err
+	}
+	small := conf("1.1.0", socket, true)
+	if out, err := run(bytes.NewReader(small)); err != nil {
+		t.Fatalf("DEL with a normal configuration: %v (%s)", err, out)
+	}
+	// Valid JSON to its end (padding inside a string), one byte too long.
+	pad := MaxConfig + 1 - len(small) - len(`, "pad": ""`)
+	big := append(small[:len(small)-1:len(small)-1], []byte(`, "pad": "`+strings.Repeat("x", pad)+`"}`)...)
+	if len(big) != MaxConfig+1 {
+		t.Fatalf("built %d bytes", len(big))
+	}
+	out, err := run(bytes.NewReader(big))
+	if err == nil || !strings.Contains(out, "more than") {
+		t.Fatalf("DEL with %d bytes of configuration: %v, %s", len(big), err, out)
+	}
+	// An endless stdin: refused after MaxConfig+1 bytes, not read to the end.
+	if out, err := run(endless{}); err == nil || !strings.Contains(out, "more than") {
+		t.Fatalf("endless stdin: %v, %s", err, out)
+	}
+}
+
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	return len(p), nil
 }
 
 func TestRequestFromArgs(t *testing.T) {

@@ -31,6 +31,9 @@ type Request struct {
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
 	PodUID       string `json:"podUID,omitempty"`
+	// Network is the CNI network (the conflist's name) the attachment is
+	// made in: GC for one network touches only its own attachments.
+	Network string `json:"network,omitempty"`
 }
 
 // AddResult is the Nebula interface the agent brought up.
@@ -58,7 +61,10 @@ type Attachment struct {
 
 // GCRequest lists the attachments to keep; the agent removes every other.
 type GCRequest struct {
-	Valid []Attachment `json:"valid"`
+	// Network is the CNI network collected: cni.dev/valid-attachments
+	// lists only that network's attachments.
+	Network string       `json:"network,omitempty"`
+	Valid   []Attachment `json:"valid"`
 }
 
 // Error is a failed call's body.
@@ -106,9 +112,9 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &out, c.call(ctx, "/v1/status", struct{}{}, &out)
 }
 
-// GC removes every attachment not in valid.
-func (c *Client) GC(ctx context.Context, valid []Attachment) error {
-	return c.call(ctx, "/v1/gc", &GCRequest{Valid: valid}, nil)
+// GC removes every attachment of network not in valid.
+func (c *Client) GC(ctx context.Context, network string, valid []Attachment) error {
+	return c.call(ctx, "/v1/gc", &GCRequest{Network: network, Valid: valid}, nil)
 }
 
 func (c *Client) call(ctx context.Context, path string, in, out any) error {

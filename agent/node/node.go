@@ -139,8 +139,41 @@ func validate(r *cniapi.Request) error {
 	if !ifRE.MatchString(r.IfName) {
 		return fmt.Errorf("ifName %q: want 1 to 15 letters, digits, '_', '.', '-'", r.IfName)
 	}
+	if r.AttachIfName != "" && !ifRE.MatchString(r.AttachIfName) {
+		return fmt.Errorf("attachIfName %q: want 1 to 15 letters, digits, '_', '.', '-'", r.AttachIfName)
+	}
+	// The MTU reaches netlink and Nebula's configuration: a TUN device
+	// takes at most 65535, and an overlay with IPv6 needs IPv6's minimum.
+	if r.MTU != 0 && (r.MTU < minMTU || r.MTU > maxMTU) {
+		return fmt.Errorf("mtu %d: want 0 (from the pod's link) or %d to %d", r.MTU, minMTU, maxMTU)
+	}
+	// Pod names reach logs, metrics labels, certificates' workload field
+	// and the Kubernetes API: only what Kubernetes itself allows.
+	if r.PodNamespace != "" && !dnsLabelRE.MatchString(r.PodNamespace) {
+		return fmt.Errorf("podNamespace %q: want a DNS label (RFC 1123, at most 63 characters)", r.PodNamespace)
+	}
+	if r.PodName != "" && (len(r.PodName) > 253 || !dnsSubdomainRE.MatchString(r.PodName)) {
+		return fmt.Errorf("podName %q: want a DNS subdomain (RFC 1123, at most 253 characters)", r.PodName)
+	}
+	if r.PodUID != "" && !uidRE.MatchString(r.PodUID) {
+		return fmt.Errorf("podUID %q: want a UID (hex digits and '-')", r.PodUID)
+	}
+	if len(r.Network) > 255 {
+		return fmt.Errorf("network name is %d characters, want at most 255", len(r.Network))
+	}
 	return nil
 }
+
+const (
+	minMTU = 1280
+	maxMTU = 65535
+)
+
+var (
+	dnsLabelRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+	uidRE          = regexp.MustCompile(`^[0-9a-fA-F-]{1,64}$`)
+)
 
 // Add enrols the pod and brings its Nebula interface up. Adding an attachment
 // that is already up returns it again.
@@ -378,29 +411,51 @@ func (a *Agent) Status(ctx context.Context) *cniapi.Status {
 
 // GC stops the attachments the runtime no longer lists (CNI GC) and gives
 // their addresses back.
-func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) {
-	keep, keepIDs := map[string]bool{}, map[string]bool{}
-	for _, v := range valid {
-		keep[v.ContainerID+"/"+v.IfName] = true
-		keepIDs[v.ContainerID] = true
-	}
+func (a *Agent) GC(ctx context.Context, network string, valid []cniapi.Attachment) {
 	a.mu.Lock()
-	var gone []*pod
+	reqs := make(map[string]cniapi.Request, len(a.pods))
 	for k, p := range a.pods {
-		kept := keep[p.req.ContainerID+"/"+p.req.AttachIfName]
-		if p.req.AttachIfName == "" { // added by a plugin that did not say
-			kept = keepIDs[p.req.ContainerID]
-		}
-		if !kept {
-			delete(a.pods, k)
-			gone = append(gone, p)
-		}
+		reqs[k] = p.req
+	}
+	var gone []*pod
+	for _, k := range collect(reqs, network, valid) {
+		gone = append(gone, a.pods[k])
+		delete(a.pods, k)
 	}
 	a.mu.Unlock()
 	for _, p := range gone {
 		a.stop(ctx, p)
 		a.cfg.Log.Info("pod collected (the runtime no longer lists it)", "container", p.req.ContainerID, "ip", p.result.Address)
 	}
+}
+
+// collect returns the keys of the attachments a GC of network removes: those
+// made in that network that valid (which lists only that network's) does not
+// keep. An attachment of another network is never touched (finding 19 of the
+// attack review: GC for network A tore down a pod attached through network
+// B), nor one recorded without a network by an older plugin, which only
+// a DEL ends.
+func collect(reqs map[string]cniapi.Request, network string, valid []cniapi.Attachment) []string {
+	keep, keepIDs := map[string]bool{}, map[string]bool{}
+	for _, v := range valid {
+		keep[v.ContainerID+"/"+v.IfName] = true
+		keepIDs[v.ContainerID] = true
+	}
+	var out []string
+	for k, r := range reqs {
+		if r.Network != network || r.Network == "" {
+			continue
+		}
+		kept := keep[r.ContainerID+"/"+r.AttachIfName]
+		if r.AttachIfName == "" { // added by a plugin that did not say
+			kept = keepIDs[r.ContainerID]
+		}
+		if !kept {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Run keeps the pods' certificates fresh until ctx ends: each is renewed, with
@@ -774,7 +829,7 @@ func (a *Agent) handler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, cniapi.Error{Error: "bad request: " + err.Error()})
 			return
 		}
-		a.GC(r.Context(), req.Valid)
+		a.GC(r.Context(), req.Network, req.Valid)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	return mux
