@@ -106,6 +106,17 @@ bench: tools deps ## (root) run the benchmarks and write docs/BENCHMARKS.md and 
 	fi
 	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/coordinator/=3x ./ca/issuer/=500x ./test/e2e/=1x ./test/ha/=1x ./test/dataplane/=1x
 
+# Each fuzz target for FUZZTIME; `make test` runs their seed corpora (and
+# testdata/fuzz beside them) as ordinary tests.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## fuzz every decoder (packages fuzz, fuzz/state) for FUZZTIME each; a crasher lands in their testdata/fuzz
+	@set -e; for p in ./fuzz/ ./fuzz/state/; do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
+			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p; \
+		done; \
+	done
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

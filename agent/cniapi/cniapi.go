@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"syscall"
 	"time"
 )
@@ -35,6 +36,55 @@ type Request struct {
 	// made in: GC for one network touches only its own attachments.
 	Network string `json:"network,omitempty"`
 }
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
+
+var ifRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)
+
+// Validate checks a request before the agent acts on it: every field
+// reaches a path, netlink, a log or the Kubernetes API.
+func (r *Request) Validate() error {
+	if !idRE.MatchString(r.ContainerID) {
+		return fmt.Errorf("containerID %q: want letters, digits, '_', '.', '-'", r.ContainerID)
+	}
+	if !ifRE.MatchString(r.IfName) || r.IfName == "." || r.IfName == ".." {
+		return fmt.Errorf("ifName %q: want 1 to 15 letters, digits, '_', '.', '-'", r.IfName)
+	}
+	if r.AttachIfName != "" && (!ifRE.MatchString(r.AttachIfName) || r.AttachIfName == "." || r.AttachIfName == "..") {
+		return fmt.Errorf("attachIfName %q: want 1 to 15 letters, digits, '_', '.', '-'", r.AttachIfName)
+	}
+	// The MTU reaches netlink and Nebula's configuration: a TUN device
+	// takes at most 65535, and an overlay with IPv6 needs IPv6's minimum.
+	if r.MTU != 0 && (r.MTU < minMTU || r.MTU > maxMTU) {
+		return fmt.Errorf("mtu %d: want 0 (from the pod's link) or %d to %d", r.MTU, minMTU, maxMTU)
+	}
+	// Pod names reach logs, metrics labels, certificates' workload field
+	// and the Kubernetes API: only what Kubernetes itself allows.
+	if r.PodNamespace != "" && !dnsLabelRE.MatchString(r.PodNamespace) {
+		return fmt.Errorf("podNamespace %q: want a DNS label (RFC 1123, at most 63 characters)", r.PodNamespace)
+	}
+	if r.PodName != "" && (len(r.PodName) > 253 || !dnsSubdomainRE.MatchString(r.PodName)) {
+		return fmt.Errorf("podName %q: want a DNS subdomain (RFC 1123, at most 253 characters)", r.PodName)
+	}
+	if r.PodUID != "" && !uidRE.MatchString(r.PodUID) {
+		return fmt.Errorf("podUID %q: want a UID (hex digits and '-')", r.PodUID)
+	}
+	if len(r.Network) > 255 {
+		return fmt.Errorf("network name is %d characters, want at most 255", len(r.Network))
+	}
+	return nil
+}
+
+const (
+	minMTU = 1280
+	maxMTU = 65535
+)
+
+var (
+	dnsLabelRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+	uidRE          = regexp.MustCompile(`^[0-9a-fA-F-]{1,64}$`)
+)
 
 // AddResult is the Nebula interface the agent brought up.
 type AddResult struct {

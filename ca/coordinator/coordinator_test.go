@@ -361,7 +361,7 @@ func TestSimulatedOnlyWhereNamed(t *testing.T) {
 }
 
 // A request cannot even ask for a name, IP or groups: unknown fields are refused.
-func TestRequestCannotAskForIdentity(t *testing.T) {
+func TestInvariantC_RequestCannotAskForIdentity(t *testing.T) {
 	h := readyHarness(t)
 	priv, _, _ := enrol.KeyPair()
 	req := request(t, h, webDev, priv)

@@ -88,6 +88,23 @@ func servePlain(t *testing.T, h http.Handler) string {
 	return srv.URL
 }
 
+// TestInvariantA_WorkerAskingForKeysGetsNothing: a ready coordinator sends
+// the seed only to a peer whose attestation matches a coordinator role.
+func TestInvariantA_WorkerAskingForKeysGetsNothing(t *testing.T) {
+	p := setupPeers(t)
+	w, _ := p.start(t, webDev, t.TempDir(), nil) // a worker image asking for keys
+	err := w.RecoverFromPeers(context.Background(), []string{p.aURL}, dial)
+	if err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
+		t.Fatalf("worker asking for keys: %v", err)
+	}
+	if w.Status().State != api.StateRecovering {
+		t.Fatalf("worker is %s", w.Status().State)
+	}
+	if !strings.Contains(p.aLogs.String(), "peer key request refused") {
+		t.Fatal("a did not log the refusal")
+	}
+}
+
 func TestPeerRecovery(t *testing.T) {
 	ctx := context.Background()
 	p := setupPeers(t)
@@ -104,20 +121,6 @@ func TestPeerRecovery(t *testing.T) {
 		st := b.Status()
 		if st.State != api.StateReady || st.CAFingerprint != want.CAFingerprint || st.Head != want.Head {
 			t.Fatalf("b after recovery: %+v, want the CA and head of %+v", st, want)
-		}
-	})
-
-	t.Run("invariant A: a workload that is not a coordinator gets nothing", func(t *testing.T) {
-		w, _ := p.start(t, webDev, t.TempDir(), nil) // a worker image asking for keys
-		err := w.RecoverFromPeers(ctx, []string{p.aURL}, dial)
-		if err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
-			t.Fatalf("worker asking for keys: %v", err)
-		}
-		if w.Status().State != api.StateRecovering {
-			t.Fatalf("worker is %s", w.Status().State)
-		}
-		if !strings.Contains(p.aLogs.String(), "peer key request refused") {
-			t.Fatal("a did not log the refusal")
 		}
 	})
 

@@ -96,3 +96,22 @@ func fingerprintOf(t *testing.T, pem string) string {
 	}
 	return fp
 }
+
+// revokeHolder has the owner revoke e's certificate and its key (holder), as
+// meshctl revoke does.
+func revokeHolder(t *testing.T, h *harness, pub []byte, e *enrol.Enrolment) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(testManifest(webDev.RootFingerprint())), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["revoked"] = []map[string]string{{"fingerprint": fingerprintOf(t, e.Certificate), "holder": issuer.Holder(pub), "name": e.Name}}
+	raw, _ := json.Marshal(m)
+	req, err := owner.Request(raw, h.c.Status().Head, ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.SetManifest(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+}

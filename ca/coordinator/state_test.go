@@ -95,7 +95,7 @@ func TestTEESealedRestartNeedsNoKey(t *testing.T) {
 	}
 }
 
-func TestOwnerSignedUpdates(t *testing.T) {
+func TestInvariantF_OwnerSignedUpdates(t *testing.T) {
 	ctx := context.Background()
 	h := readyHarness(t)
 	base := testManifest(webDev.RootFingerprint())
@@ -294,10 +294,10 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 }
 
-// TestNoSecretAtRestOrInLogs runs the secret-handling flows and then looks for the
+// TestInvariantE_NoSecretAtRestOrInLogs runs the secret-handling flows and then looks for the
 // seed, the keys derived from it and the unlock key, raw, hex and base64, in every
 // file of the store and the state directory and in the logs.
-func TestNoSecretAtRestOrInLogs(t *testing.T) {
+func TestInvariantE_NoSecretAtRestOrInLogs(t *testing.T) {
 	ctx := context.Background()
 	d := newDirs(t)
 	h := newHarness(t, d, nil)
