@@ -8,6 +8,7 @@ package coordinator
 import (
 	"context"
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -100,6 +101,10 @@ type Config struct {
 	// seed (development only: anyone can run the simulated TEE). Without a
 	// TEE, or with the simulated one, they are allowed anyway.
 	AllowSimulatedCoordinators bool
+	// Owners, when set, are the only Ed25519 keys that may create the mesh
+	// (sign its first manifest): without them, anyone who reaches a
+	// coordinator waiting for its first manifest creates the mesh.
+	Owners []ed25519.PublicKey
 	// RatePerSource bounds the API requests one IP address may make a
 	// second (bursts of twice that); 0: no bound.
 	RatePerSource float64
@@ -688,6 +693,9 @@ func historyErr(err error) error {
 func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u history.Update) (*api.ManifestResponse, error) {
 	if u.Parent != "" {
 		return nil, fmt.Errorf("%w: there is no mesh yet; the first manifest has no parent", ErrConflict)
+	}
+	if len(c.cfg.Owners) > 0 && !slices.ContainsFunc(c.cfg.Owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(u.SignerKey)) }) {
+		return nil, fmt.Errorf("%w: this coordinator creates the mesh only with a manifest signed by one of the %d owner keys it was deployed with (--owner-key)", ErrRefused, len(c.cfg.Owners))
 	}
 	seed, err := keys.NewSeed()
 	if err != nil {

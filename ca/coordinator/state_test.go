@@ -15,6 +15,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/seal"
@@ -370,5 +371,33 @@ func TestInvariantE_NoSecretAtRestOrInLogs(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Finding 11 of the attack review: anyone who reached a coordinator waiting
+// for its first manifest created the mesh. Deployed with the owners' keys,
+// it creates the mesh only for a manifest one of them signed.
+func TestPinnedOwnersCreateTheMesh(t *testing.T) {
+	stranger, _, _, _ := owner.NewOwnerKey()
+	h := newHarnessWith(t, newDirs(t), nil, func(c *coordinator.Config) {
+		c.Owners = []ed25519.PublicKey{ownerKey.Public().(ed25519.PublicKey)}
+	})
+	// The stranger's manifest names the stranger as its owner: valid, and
+	// signed by an owner of itself, but not by a key the coordinator pins.
+	raw := strings.Replace(testManifest(webDev.RootFingerprint()), ownerPub(),
+		base64.StdEncoding.EncodeToString(stranger.Public().(ed25519.PublicKey)), 1)
+	req, err := owner.Request([]byte(raw), "", stranger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.SetManifest(context.Background(), req); err == nil || !strings.Contains(err.Error(), "--owner-key") {
+		t.Fatalf("a mesh created by a key the coordinator does not pin: %v", err)
+	}
+	if st := h.c.Status(); st.State != api.StateWaiting {
+		t.Fatalf("after the stranger's manifest: %s", st.State)
+	}
+	h.create(t, testManifest(webDev.RootFingerprint()))
+	if st := h.c.Status(); st.State != api.StateReady {
+		t.Fatalf("after the owner's manifest: %s", st.State)
 	}
 }

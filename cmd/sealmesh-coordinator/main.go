@@ -3,6 +3,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +36,7 @@ func main() {
 	var tokens, amdKDS, intelPCS, simulatedCoordinators bool
 	var ratePerSource float64
 	var vcekCache, tdxCollateral, jwksFile string
-	var peers, join []string
+	var peers, join, ownerKeys []string
 	var gossipAddr, gossipAdvertise, name, apiURL string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
@@ -100,8 +102,12 @@ func main() {
 					return err
 				}
 			}
+			owners, err := parseOwnerKeys(ownerKeys)
+			if err != nil {
+				return err
+			}
 			var cl *cluster.Cluster
-			c, err := coordinator.New(coordinator.Config{Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
 				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
 				API: apiURL, Members: func() []api.Member {
 					if cl == nil {
@@ -168,11 +174,25 @@ func main() {
 	f.StringVar(&jwksFile, "kubernetes-jwks", "", "with --kubernetes-tokens: the issuer's key set as a file, when its endpoint is not readable (kubectl get --raw /openid/v1/jwks)")
 	f.BoolVar(&simulatedCoordinators, "allow-simulated-coordinators", false, "with a hardware --tee: accept manifests whose coordinator roles accept the simulated TEE, and hand such peers the seed (development only)")
 	f.Float64Var(&ratePerSource, "rate-per-source", 100, "API requests one IP address may make a second, in bursts of twice that (probes are not counted); 0: no limit")
+	f.StringSliceVar(&ownerKeys, "owner-key", nil, "an owner's public key (base64, as meshctl keygen prints it); when given, only a first manifest signed by one of these creates the mesh")
 	f.StringVar(&teeSpec, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
 	}
+}
+
+// parseOwnerKeys decodes --owner-key values.
+func parseOwnerKeys(in []string) ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for _, s := range in {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("--owner-key %q: want the base64 of a 32-byte Ed25519 public key (meshctl keygen prints it)", s)
+		}
+		out = append(out, ed25519.PublicKey(b))
+	}
+	return out, nil
 }
 
 // defaultAPI is the URL announced for this coordinator's API: the host of its
