@@ -8,6 +8,7 @@ package serve
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -75,9 +76,10 @@ type limited struct {
 	net.Listener
 	total, perSource int
 
-	mu    sync.Mutex
-	count int
-	open  map[string]int
+	mu     sync.Mutex
+	count  int
+	open   map[string]int
+	warned time.Time // when a refusal was last logged
 }
 
 func (l *limited) Accept() (net.Conn, error) {
@@ -87,23 +89,35 @@ func (l *limited) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src := source(c.RemoteAddr())
-		if !l.take(src) {
+		if ok, warn := l.take(src); !ok {
 			c.Close()
+			if warn {
+				// Once a minute at most: a flood should not also
+				// flood the log.
+				slog.Warn("connection refused: too many open", "listener", l.Addr().String(), "source", src,
+					"total", l.total, "per_source", l.perSource)
+			}
 			continue
 		}
 		return &conn{Conn: c, done: sync.OnceFunc(func() { l.give(src) })}, nil
 	}
 }
 
-func (l *limited) take(src string) bool {
+// take counts a connection from src in, or says it is past a cap and
+// whether to log that.
+func (l *limited) take(src string) (ok, warn bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if (l.total > 0 && l.count >= l.total) || (l.perSource > 0 && l.open[src] >= l.perSource) {
-		return false
+		if now := time.Now(); now.Sub(l.warned) >= time.Minute {
+			l.warned = now
+			return false, true
+		}
+		return false, false
 	}
 	l.count++
 	l.open[src]++
-	return true
+	return true, false
 }
 
 func (l *limited) give(src string) {

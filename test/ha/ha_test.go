@@ -38,11 +38,16 @@ func (l *lab) startLoad(workers int, prev *load) *load {
 		ld.done.Add(1)
 		go func() {
 			defer ld.done.Done()
+			// One client per worker, as one agent keeps one: a client per
+			// enrolment would leave its idle connections open on the
+			// coordinators until they time out, and from one source
+			// address they pass the coordinator's per-source cap.
+			c := l.all(k)
 			for n := 0; ctx.Err() == nil; n++ {
 				name := fmt.Sprintf("w%d-%d-%d", k, n, time.Now().UnixNano())
 				// Each enrolment gets up to 30 s of retries across coordinators.
 				ectx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				e, err := enrol.Workload(ectx, l.all(k), l.workload, api.Workload{Namespace: "load", Name: name})
+				e, err := enrol.Workload(ectx, c, l.workload, api.Workload{Namespace: "load", Name: name})
 				cancel()
 				ld.mu.Lock()
 				if err != nil {
