@@ -2,6 +2,7 @@ package meshctl
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,6 +102,16 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 			if err != nil {
 				return err
 			}
+			if !creating && !cmd.Flags().Changed("parent") {
+				// Run again after an answer was lost: send the request
+				// that was applied (same parent, so the same signature)
+				// and get its answer, not a second transition.
+				if p, ok, err := appliedParent(ctx, c, m.Hash()); err != nil {
+					return err
+				} else if ok {
+					parent = p
+				}
+			}
 			if creating || parent == "" {
 				// The unlock key and the seed shares are shown only
 				// once: make sure they can be written before the mesh
@@ -119,6 +130,12 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 			}
 			out := cmd.OutOrStdout()
 			s := resp.Status
+			if resp.Replayed {
+				fmt.Fprintln(out, "this signed request was applied already; nothing changed")
+				if parent == "" {
+					fmt.Fprintln(out, "the unlock key is shown only once and is not sent again; if it is lost, see meshctl seed-shares and meshctl recover --force")
+				}
+			}
 			fmt.Fprintf(out, "manifest %s is generation %d (head %s); coordinator %s, nebula CA %s\n", s.ManifestHash, s.Generation, s.Head, s.State, s.CAFingerprint)
 			if resp.UnlockKey != "" {
 				p := filepath.Join(outDir, "unlock-key")
@@ -127,28 +144,91 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 				}
 				fmt.Fprintf(out, "unlock key: %s (keep it offline; a restarted coordinator needs it: meshctl unlock)\n", p)
 			}
-			var errs []error
-			for _, sh := range resp.SeedShares {
-				// The owner's name comes from the coordinator: only a
-				// seed-share owner of the manifest signed here names a
-				// file, and only inside --out-dir.
-				if !slices.ContainsFunc(m.SeedShareOwners, func(o manifest.PublicKey) bool { return o.Name == sh.Owner }) {
-					errs = append(errs, fmt.Errorf("the coordinator sent a seed share for %q, which the manifest does not name: not written", sh.Owner))
-					continue
-				}
-				p := filepath.Join(outDir, shareFile(sh.Owner))
-				if err := writeNew(p, sh.Share); err != nil {
-					errs = append(errs, fmt.Errorf("seed share for %s: %w", sh.Owner, err))
-					continue
-				}
-				fmt.Fprintf(out, "seed share for %s: %s\n", sh.Owner, p)
-			}
-			return errors.Join(errs...)
+			return writeShares(out, outDir, m.SeedShareOwners, resp.SeedShares, true)
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
 	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
+	cmd.MarkFlagRequired("key")
+	return cmd
+}
+
+// appliedParent finds whether the manifest with hash is the current one and,
+// if so, the parent its transition named ("" for the first).
+func appliedParent(ctx context.Context, c *api.Client, hash string) (string, bool, error) {
+	h, err := c.History(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	if len(h) == 0 || h[len(h)-1].Hash != hash {
+		return "", false, nil
+	}
+	if len(h) == 1 {
+		return "", true, nil
+	}
+	return h[len(h)-2].Head, true, nil
+}
+
+// writeShares writes each seed share into dir, never overwriting. With
+// named (the seed-share owners of a manifest the caller holds), a share for
+// anyone else is not written.
+func writeShares(out io.Writer, dir string, named []manifest.PublicKey, shares []api.SeedShare, checkNames bool) error {
+	var errs []error
+	for _, sh := range shares {
+		// The owner's name comes from the coordinator: only a seed-share
+		// owner named by a manifest the caller holds names a file, and
+		// only inside dir.
+		if checkNames && !slices.ContainsFunc(named, func(o manifest.PublicKey) bool { return o.Name == sh.Owner }) {
+			errs = append(errs, fmt.Errorf("the coordinator sent a seed share for %q, which the manifest does not name: not written", sh.Owner))
+			continue
+		}
+		p := filepath.Join(dir, shareFile(sh.Owner))
+		if err := writeNew(p, sh.Share); err != nil {
+			errs = append(errs, fmt.Errorf("seed share for %s: %w", sh.Owner, err))
+			continue
+		}
+		fmt.Fprintf(out, "seed share for %s: %s\n", sh.Owner, p)
+	}
+	return errors.Join(errs...)
+}
+
+func seedSharesCmd(client func() (*api.Client, error)) *cobra.Command {
+	var keyFile, outDir string
+	cmd := &cobra.Command{
+		Use:   "seed-shares",
+		Short: "fetch the encrypted seed shares made with the mesh (owners only)",
+		Long: `Fetches the seed shares the coordinators keep in the store, proving with an owner key
+that you may, and writes each to --out-dir as OWNER.seed-share (never over a file).
+They are encrypted to their seed-share owners: for when the answer to the first
+manifest was lost. A locked coordinator serves them too; with one, a seed-share
+owner brings the mesh back: meshctl recover --force.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := owner.LoadOwnerKey(keyFile)
+			if err != nil {
+				return err
+			}
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.SeedShares(cmd.Context(), api.ProveOwner(key, api.PurposeSeedShares, time.Now()))
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, sh := range resp.SeedShares {
+				names = append(names, shareFile(sh.Owner))
+			}
+			if err := canWrite(outDir, names); err != nil {
+				return fmt.Errorf("--out-dir: %w", err)
+			}
+			return writeShares(cmd.OutOrStdout(), outDir, nil, resp.SeedShares, false)
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (required)")
+	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write the seed shares")
 	cmd.MarkFlagRequired("key")
 	return cmd
 }

@@ -42,7 +42,7 @@ func Command() *cobra.Command {
 		}
 		return cached, nil
 	}
-	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), revokeCmd(client), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), simTEECmd())
 	return root
 }
 

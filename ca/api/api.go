@@ -11,6 +11,7 @@
 //	POST /v1/unlock-key   body: UnlockRequest      → UnlockKeyResponse (rotates it)
 //	GET  /v1/recovery-key                          → RecoveryKey
 //	POST /v1/recover      body: RecoverRequest     → ManifestResponse
+//	POST /v1/seed-shares  body: OwnerProof         → SeedSharesResponse
 //	GET  /v1/status                                → Status
 //	GET  /healthz, /readyz
 //
@@ -131,12 +132,24 @@ type ManifestRequest struct {
 }
 
 // ManifestResponse reports the new head. The first manifest also returns the
-// secrets only its caller ever sees: the unlock key (when the coordinator seals
-// with one) and the seed encrypted to each seed-share owner.
+// unlock key (when the coordinator seals with one), which only its caller
+// ever sees, and the seed encrypted to each seed-share owner (also kept in the
+// store: POST /v1/seed-shares).
 type ManifestResponse struct {
 	Status     *Status     `json:"status"`
 	UnlockKey  string      `json:"unlockKey,omitempty"`
 	SeedShares []SeedShare `json:"seedShares,omitempty"`
+	// Replayed: this signed request was applied already (its answer was
+	// lost, or it was retried at another coordinator); nothing changed.
+	// The signed request is its own idempotency key. A replayed create
+	// carries the seed shares again but never the unlock key: the request
+	// is in the store, for anyone to replay.
+	Replayed bool `json:"replayed,omitempty"`
+}
+
+// SeedSharesResponse carries the seed shares made when the mesh was created.
+type SeedSharesResponse struct {
+	SeedShares []SeedShare `json:"seedShares"`
 }
 
 // SeedShare is the seed encrypted (HPKE) to one seed-share owner.

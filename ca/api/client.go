@@ -205,6 +205,13 @@ func (c *Client) Recover(ctx context.Context, req *RecoverRequest) (*ManifestRes
 	return &r, c.post(ctx, "/v1/recover", req, &r)
 }
 
+// SeedShares fetches the encrypted seed shares kept in the store; proof
+// shows the caller holds an owner key (PurposeSeedShares).
+func (c *Client) SeedShares(ctx context.Context, proof *OwnerProof) (*SeedSharesResponse, error) {
+	var r SeedSharesResponse
+	return &r, c.post(ctx, "/v1/seed-shares", proof, &r)
+}
+
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {

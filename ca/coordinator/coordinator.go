@@ -13,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -658,6 +657,9 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	default:
 		return nil, fmt.Errorf("%w: %s: %s", ErrNotReady, c.state, c.msg)
 	}
+	if resp, err := c.replayedLocked(ctx, m, u); resp != nil || err != nil {
+		return resp, err
+	}
 	if req.Parent == "" {
 		return nil, fmt.Errorf("%w: the mesh exists (generation %d, head %s); an update names the head it replaces", ErrConflict, c.hist.Generation(), c.hist.Head)
 	}
@@ -709,6 +711,14 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 	if err != nil {
 		return nil, err
 	}
+	shares, err := makeShares(m, seed)
+	if err != nil {
+		return nil, err
+	}
+	sharesRaw, err := encodeShares(shares)
+	if err != nil {
+		return nil, err
+	}
 	// Seal the seed before the store names the mesh, so a crash in between
 	// cannot leave a mesh whose seed nobody has.
 	c.seed, c.kek, c.hist = &seed, kek, nil
@@ -716,21 +726,13 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 		c.seed, c.kek = nil, nil
 		return nil, err
 	}
-	h, err := history.Create(ctx, c.st, seed, m, u, ca.PEM(), c.now())
+	h, err := history.Create(ctx, c.st, seed, m, u, ca.PEM(), sharesRaw, c.now())
 	if err != nil {
 		os.Remove(filepath.Join(c.cfg.StateDir, sealedName))
 		c.seed, c.kek = nil, nil
 		return nil, historyErr(err)
 	}
-	resp := &api.ManifestResponse{UnlockKey: unlockText}
-	for _, o := range m.SeedShareOwners {
-		pub, _ := base64.StdEncoding.DecodeString(o.Key)
-		share, err := seal.SealTo(pub, seal.SeedShareInfo, seed[:])
-		if err != nil {
-			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
-		}
-		resp.SeedShares = append(resp.SeedShares, api.SeedShare{Owner: o.Name, Share: share})
-	}
+	resp := &api.ManifestResponse{UnlockKey: unlockText, SeedShares: shares}
 	if err := c.adoptLocked(ctx, seed, history.Floor{}); err != nil {
 		return nil, err
 	}

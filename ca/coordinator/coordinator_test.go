@@ -504,8 +504,10 @@ func TestManifestLifecycle(t *testing.T) {
 	if resp.Status.Generation != 1 || resp.Status.State != api.StateReady {
 		t.Fatalf("status after creation: %+v", resp.Status)
 	}
-	// Creating again is a conflict: the mesh exists.
-	req, _ = owner.Request([]byte(good), "", ownerKey)
+	// Creating again with another manifest is a conflict: the mesh exists.
+	// (The same request again is answered as applied:
+	// TestLostCreateAnswerDoesNotBrickTheMesh.)
+	req, _ = owner.Request([]byte(strings.Replace(good, `"1h"`, `"2h"`, 1)), "", ownerKey)
 	if _, err := h.client.SetManifest(ctx, req); err == nil || !strings.Contains(err.Error(), "the mesh exists") {
 		t.Fatalf("second creation: %v", err)
 	}

@@ -29,6 +29,7 @@ func (c *Coordinator) Handler() http.Handler {
 		return &api.UnlockKeyResponse{UnlockKey: k}, err
 	}))
 	mux.HandleFunc("POST /v1/recover", post(c.Recover))
+	mux.HandleFunc("POST /v1/seed-shares", post(c.SeedShares))
 	mux.HandleFunc("POST /v1/peer/keys", post(c.PeerKeys))
 	mux.HandleFunc("POST /v1/nonce", get(func(context.Context) (*api.NonceResponse, error) { return c.Nonce() }))
 	mux.HandleFunc("GET /v1/manifest", get(func(context.Context) (*api.ManifestInfo, error) { return c.Manifest() }))

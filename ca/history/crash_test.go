@@ -37,7 +37,7 @@ func TestAppendSurvivesKill9(t *testing.T) {
 			key, pemKey, _, _ := owner.NewOwnerKey()
 			os.WriteFile(dir+"/../owner.key", pemKey, 0o600)
 			m := mf(t, "1h", key)
-			if _, err := history.Create(ctx, st, seed, m, history.Sign("", m, key), []byte("CA"), time.Now()); err != nil {
+			if _, err := history.Create(ctx, st, seed, m, history.Sign("", m, key), []byte("CA"), nil, time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestAppendSurvivesKill9$")

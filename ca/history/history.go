@@ -52,6 +52,9 @@ type Transition struct {
 	Signer     string    `json:"signer"`
 	SignerKey  []byte    `json:"signerKey"`
 	Signature  []byte    `json:"signature"`
+	// Shares is the hash of the seed shares made with the mesh (generation
+	// 1 only; none when the manifest names no seed-share owners).
+	Shares string `json:"shares,omitempty"`
 }
 
 // latest is the signed pointer to the newest transition.
@@ -114,15 +117,17 @@ func (s *State) Floor() Floor { return Floor{Generation: s.Generation(), Head: s
 func manifestKey(h string) string   { return "manifest-" + h }
 func transitionKey(h string) string { return "transition-" + h }
 func caKey(h string) string         { return "ca-" + h }
+func sharesKey(h string) string     { return "shares-" + h }
 
 func hashOf(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
 
-// Create writes the first transition. It fails with store.ErrConflict if the store
+// Create writes the first transition, with the seed shares (opaque; nil for
+// none) as an object it names. It fails with store.ErrConflict if the store
 // already holds a history.
-func Create(ctx context.Context, st store.Store, seed keys.Seed, m *manifest.Manifest, u Update, caPEM []byte, now time.Time) (*State, error) {
+func Create(ctx context.Context, st store.Store, seed keys.Seed, m *manifest.Manifest, u Update, caPEM, shares []byte, now time.Time) (*State, error) {
 	if u.Parent != "" {
 		return nil, fmt.Errorf("%w: the first manifest has no parent, got %q", ErrInvalid, u.Parent)
 	}
@@ -130,7 +135,7 @@ func Create(ctx context.Context, st store.Store, seed keys.Seed, m *manifest.Man
 	if err != nil {
 		return nil, err
 	}
-	return write(ctx, st, seed, nil, m, owner, u, caPEM, now)
+	return write(ctx, st, seed, nil, m, owner, u, caPEM, shares, now)
 }
 
 // Append moves cur to manifest m, if u is signed by an owner of cur's manifest and
@@ -146,7 +151,7 @@ func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *
 	if !slices.Equal(cur.Manifest.SeedShareOwners, m.SeedShareOwners) {
 		return nil, fmt.Errorf("%w: seedShareOwners are fixed by the first manifest and cannot change", ErrInvalid)
 	}
-	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, now)
+	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, nil, now)
 }
 
 // authorise checks that u is signed by an owner of by over m.
@@ -161,7 +166,7 @@ func authorise(by, m *manifest.Manifest, u Update) (manifest.PublicKey, error) {
 	return owner, nil
 }
 
-func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, owner manifest.PublicKey, u Update, caPEM []byte, now time.Time) (*State, error) {
+func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, owner manifest.PublicKey, u Update, caPEM, shares []byte, now time.Time) (*State, error) {
 	mraw := m.Canonical()
 	t := Transition{
 		Generation: 1, Manifest: hashOf(mraw), CA: hashOf(caPEM), Time: now.UTC(),
@@ -172,14 +177,20 @@ func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *m
 	if cur != nil {
 		t.Generation, t.Prev, old, chain = cur.Generation()+1, cur.Head, cur.Version, slices.Clone(cur.Chain)
 	}
+	objects := map[string][]byte{manifestKey(t.Manifest): mraw, caKey(t.CA): caPEM}
+	if cur == nil && len(shares) > 0 {
+		t.Shares = hashOf(shares)
+		objects[sharesKey(t.Shares)] = shares
+	}
 	traw, err := json.Marshal(t)
 	if err != nil {
 		return nil, err
 	}
 	head := hashOf(traw)
+	objects[transitionKey(head)] = traw
 	// Objects first, pointer last: a crash in between leaves unreferenced
 	// objects and the old, still valid, latest.
-	for k, v := range map[string][]byte{manifestKey(t.Manifest): mraw, caKey(t.CA): caPEM, transitionKey(head): traw} {
+	for k, v := range objects {
 		if err := st.Put(ctx, k, v); err != nil {
 			return nil, fmt.Errorf("history: write %s: %w", k, err)
 		}
@@ -328,6 +339,53 @@ func short(h string) string {
 		return "(none)"
 	}
 	return h
+}
+
+// Shares returns the seed shares the first transition names (nil if none).
+// Like Peek it needs no seed and verifies only the hash links from the latest
+// pointer back to the first transition: the shares are encrypted to their
+// owners, and a seed that does not verify the history is refused at
+// recovery, so a store that swaps them gains nothing.
+func Shares(ctx context.Context, st store.Store) ([]byte, error) {
+	lraw, _, err := st.Latest(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrEmpty
+	}
+	if err != nil {
+		return nil, err
+	}
+	var l latest
+	if err := json.Unmarshal(lraw, &l); err != nil {
+		return nil, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+	}
+	h := l.Transition
+	for g := l.Generation; g >= 1; g-- {
+		raw, err := getVerified(ctx, st, transitionKey(h), h)
+		if err != nil {
+			return nil, err
+		}
+		var t Transition
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return nil, fmt.Errorf("%w: transition %s is not valid JSON", ErrTampered, short(h))
+		}
+		if t.Generation != g {
+			return nil, fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
+		}
+		if g == 1 {
+			return GenesisShares(ctx, st, t)
+		}
+		h = t.Prev
+	}
+	return nil, fmt.Errorf("%w: latest has generation 0", ErrTampered)
+}
+
+// GenesisShares returns the seed shares the first transition t names (nil if
+// none), checked against their hash.
+func GenesisShares(ctx context.Context, st store.Store, t Transition) ([]byte, error) {
+	if t.Shares == "" {
+		return nil, nil
+	}
+	return getVerified(ctx, st, sharesKey(t.Shares), t.Shares)
 }
 
 // Peek reads the store's latest manifest without the seed: nothing is verified

@@ -66,7 +66,7 @@ func grow(t testing.TB, n int) *fixture {
 	seed, _ := keys.NewSeed()
 	owner := key(t)
 	m := mf(t, "1h", owner)
-	s, err := history.Create(ctx, st, seed, m, history.Sign("", m, owner), []byte("CA PEM"), time.Now())
+	s, err := history.Create(ctx, st, seed, m, history.Sign("", m, owner), []byte("CA PEM"), nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +147,10 @@ func TestUpdateRules(t *testing.T) {
 	// The first manifest must be signed by one of its own owners.
 	st2, _ := store.OpenFile(t.TempDir())
 	m := mf(t, "1h", f.owner)
-	if _, err := history.Create(ctx, st2, f.seed, m, history.Sign("", m, other), nil, time.Now()); !errors.Is(err, history.ErrUnauthorized) {
+	if _, err := history.Create(ctx, st2, f.seed, m, history.Sign("", m, other), nil, nil, time.Now()); !errors.Is(err, history.ErrUnauthorized) {
 		t.Fatalf("genesis signed by a stranger: %v", err)
 	}
-	if _, err := history.Create(ctx, f.st, f.seed, m, history.Sign("", m, f.owner), nil, time.Now()); !errors.Is(err, history.ErrStale) {
+	if _, err := history.Create(ctx, f.st, f.seed, m, history.Sign("", m, f.owner), nil, nil, time.Now()); !errors.Is(err, history.ErrStale) {
 		t.Fatalf("second genesis on a full store: %v, want ErrStale", err)
 	}
 }

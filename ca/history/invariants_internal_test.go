@@ -57,7 +57,7 @@ func newForge(t *testing.T) (*forge, []byte) {
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	share, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	m := manifestFor(t, owner.Public().(ed25519.PublicKey), share.PublicKey().Bytes(), "1h")
-	cur, err := Create(context.Background(), st, seed, m, Sign("", m, owner), []byte("CA PEM"), time.Now())
+	cur, err := Create(context.Background(), st, seed, m, Sign("", m, owner), []byte("CA PEM"), nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestInvariantD_StoredTransitionSignedByNonOwner(t *testing.T) {
 	_, mallory, _ := ed25519.GenerateKey(rand.Reader)
 	m2 := manifestFor(t, f.owner.Public().(ed25519.PublicKey), share, "2h")
 	u := Sign(f.cur.Head, m2, mallory)
-	if _, err := write(context.Background(), f.st, f.seed, f.cur, m2, manifest.PublicKey{Name: "mallory"}, u, f.cur.CAPEM, time.Now()); err != nil {
+	if _, err := write(context.Background(), f.st, f.seed, f.cur, m2, manifest.PublicKey{Name: "mallory"}, u, f.cur.CAPEM, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(context.Background(), f.st, f.seed, Floor{}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "not an owner") {
@@ -88,7 +88,7 @@ func TestInvariantG_SeedShareOwnersNeverChange(t *testing.T) {
 	other, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	m2 := manifestFor(t, f.owner.Public().(ed25519.PublicKey), other.PublicKey().Bytes(), "1h")
 	owner, _ := f.cur.Manifest.Owner(f.owner.Public().(ed25519.PublicKey))
-	if _, err := write(context.Background(), f.st, f.seed, f.cur, m2, owner, Sign(f.cur.Head, m2, f.owner), f.cur.CAPEM, time.Now()); err != nil {
+	if _, err := write(context.Background(), f.st, f.seed, f.cur, m2, owner, Sign(f.cur.Head, m2, f.owner), f.cur.CAPEM, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(context.Background(), f.st, f.seed, Floor{}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "seedShareOwners") {

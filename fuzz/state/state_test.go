@@ -70,7 +70,7 @@ func FuzzHistoryLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := history.Create(ctx, st, seed, m, history.Sign("", m, ownerKey), []byte("CA PEM"), time.Now()); err != nil {
+	if _, err := history.Create(ctx, st, seed, m, history.Sign("", m, ownerKey), []byte("CA PEM"), nil, time.Now()); err != nil {
 		f.Fatal(err)
 	}
 	objects, err := st.List(ctx, "")

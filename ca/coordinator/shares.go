@@ -1,0 +1,134 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/keys"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/seal"
+)
+
+// The seed shares made at creation are kept in the store, as an object the
+// first transition names (history.Shares). They are encrypted to their
+// owners, so the untrusted store may hold them; one it swaps only yields a
+// seed that does not verify the history at recovery. Before, a lost answer
+// to the first manifest lost the unlock key and the shares both, and the
+// mesh stayed locked after its next restart.
+
+// makeShares encrypts seed to each seed-share owner of m.
+func makeShares(m *manifest.Manifest, seed keys.Seed) ([]api.SeedShare, error) {
+	var out []api.SeedShare
+	for _, o := range m.SeedShareOwners {
+		pub, err := base64.StdEncoding.DecodeString(o.Key)
+		if err != nil {
+			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
+		}
+		share, err := seal.SealTo(pub, seal.SeedShareInfo, seed[:])
+		if err != nil {
+			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
+		}
+		out = append(out, api.SeedShare{Owner: o.Name, Share: share})
+	}
+	return out, nil
+}
+
+func encodeShares(shares []api.SeedShare) ([]byte, error) {
+	if len(shares) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(api.SeedSharesResponse{SeedShares: shares})
+}
+
+func decodeShares(raw []byte) ([]api.SeedShare, error) {
+	if raw == nil {
+		return nil, fmt.Errorf("%w: the mesh has no seed shares (its first manifest names no seed-share owners)", ErrConflict)
+	}
+	var r api.SeedSharesResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("the store's seed shares are not valid JSON: %w", err)
+	}
+	return r.SeedShares, nil
+}
+
+// SeedShares returns the seed shares kept in the store to an owner of the
+// current manifest. A coordinator that cannot verify the history (locked,
+// or recovering) reads the owners from the store's latest manifest
+// unverified: the shares are encrypted to their owners and the store holds
+// them anyway, so the check only keeps them from being handed to anyone
+// who asks.
+func (c *Coordinator) SeedShares(ctx context.Context, p *api.OwnerProof) (*api.SeedSharesResponse, error) {
+	if err := p.Verify(api.PurposeSeedShares, c.now()); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	c.mu.Lock()
+	var m *manifest.Manifest
+	if c.hist != nil {
+		m = c.hist.Manifest
+	}
+	c.mu.Unlock()
+	if m == nil {
+		var err error
+		if m, _, _, err = history.Peek(ctx, c.st); err != nil {
+			return nil, fmt.Errorf("%w: no manifest to check the owner against: %v", ErrNotReady, err)
+		}
+	}
+	if !c.isOwner(m, p.SignerKey) {
+		return nil, fmt.Errorf("%w: the signing key is not an owner of the current manifest", ErrRefused)
+	}
+	raw, err := history.Shares(ctx, c.st)
+	if err != nil {
+		return nil, fmt.Errorf("read the seed shares: %w", err)
+	}
+	shares, err := decodeShares(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &api.SeedSharesResponse{SeedShares: shares}, nil
+}
+
+// isOwner reports whether key is an owner of m or one this coordinator was
+// deployed with (--owner-key).
+func (c *Coordinator) isOwner(m *manifest.Manifest, key []byte) bool {
+	if _, ok := m.Owner(key); ok {
+		return true
+	}
+	return slices.ContainsFunc(c.cfg.Owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(key)) })
+}
+
+// replayedLocked answers a manifest request that was applied already, so a
+// client whose answer was lost (or that timed out and retried at another
+// coordinator) may send it again: the signed request is its own idempotency
+// key (Ed25519 signatures are deterministic, and a transition names its
+// parent, so at most one transition matches). It returns nil if no
+// transition of the history is that request. A replayed create carries the
+// seed shares again, never the unlock key.
+func (c *Coordinator) replayedLocked(ctx context.Context, m *manifest.Manifest, u history.Update) (*api.ManifestResponse, error) {
+	i := slices.IndexFunc(c.hist.Chain, func(t history.Transition) bool {
+		return t.Prev == u.Parent && t.Manifest == m.Hash() && bytes.Equal(t.SignerKey, u.SignerKey) && bytes.Equal(t.Signature, u.Signature)
+	})
+	if i < 0 {
+		return nil, nil
+	}
+	resp := &api.ManifestResponse{Status: c.statusLocked(), Replayed: true}
+	if i == 0 {
+		raw, err := history.GenesisShares(ctx, c.st, c.hist.Chain[0])
+		if err != nil {
+			return nil, fmt.Errorf("read the seed shares: %w", err)
+		}
+		if raw != nil {
+			if resp.SeedShares, err = decodeShares(raw); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c.log.Info("manifest request replayed: already applied, nothing changed", "generation", c.hist.Chain[i].Generation, "head", c.hist.Head)
+	return resp, nil
+}
