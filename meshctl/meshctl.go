@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/api/attested"
+	"github.com/sealmesh/sealmesh/ca/owner"
 )
 
 // Command returns meshctl's root command.
@@ -47,20 +49,32 @@ func Command() *cobra.Command {
 }
 
 func statusCmd(client func() (*api.Client, error)) *cobra.Command {
-	var output, host string
+	var output, host, keyFile string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "show the coordinator's state and the enrolled hosts",
+		Long: `Shows the coordinator's state, the manifest it serves, the cluster's members and how
+many hosts are enrolled. The hosts themselves (names, overlay IPs, fingerprints, pods)
+are listed only to an owner: give --key.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
+			if host != "" && keyFile == "" {
+				return errors.New("--host needs --key: the host list is for owners")
+			}
 			c, err := client()
 			if err != nil {
 				return err
 			}
-			s, err := c.Status(ctx)
-			if host != "" {
-				s, err = c.StatusOf(ctx, host)
+			var s *api.Status
+			if keyFile != "" {
+				key, err := owner.LoadOwnerKey(keyFile)
+				if err != nil {
+					return err
+				}
+				s, err = c.Hosts(ctx, api.ProveOwner(key, api.PurposeHosts, time.Now()), host)
+			} else {
+				s, err = c.Status(ctx)
 			}
 			if err != nil {
 				return err
@@ -75,7 +89,8 @@ func statusCmd(client func() (*api.Client, error)) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint")
+	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint (needs --key)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "owner key: list the hosts")
 	return cmd
 }
 
@@ -111,9 +126,12 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
-	if s.HostCount > len(s.Hosts) {
-		fmt.Fprintf(w, "hosts:       %d (the first %d listed; meshctl status --host X shows one)\n\n", s.HostCount, len(s.Hosts))
-	} else {
+	switch {
+	case s.HostsWithheld:
+		fmt.Fprintf(w, "hosts:       %d (listed to owners: meshctl status --key OWNER-KEY)\n\n", s.HostCount)
+	case s.HostCount > len(s.Hosts):
+		fmt.Fprintf(w, "hosts:       %d (the first %d listed; meshctl status --key OWNER-KEY --host X shows one)\n\n", s.HostCount, len(s.Hosts))
+	default:
 		fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
 	}
 	if len(s.Hosts) == 0 {

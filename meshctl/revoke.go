@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,7 +36,7 @@ issues another certificate to the key: the workload must start again with a new 
 				return err
 			}
 			ctx, what := cmd.Context(), args[0]
-			st, err := c.StatusOf(ctx, what)
+			st, err := c.Hosts(ctx, api.ProveOwner(key, api.PurposeHosts, time.Now()), what)
 			if err != nil {
 				return err
 			}

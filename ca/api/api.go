@@ -12,7 +12,8 @@
 //	GET  /v1/recovery-key                          → RecoveryKey
 //	POST /v1/recover      body: RecoverRequest     → ManifestResponse
 //	POST /v1/seed-shares  body: OwnerProof         → SeedSharesResponse
-//	GET  /v1/status                                → Status
+//	GET  /v1/status                                → Status (host count, no host list)
+//	POST /v1/hosts        body: HostsRequest       → Status (with the hosts)
 //	GET  /healthz, /readyz
 //
 // Errors come back as a non-2xx status with an Error body.
@@ -241,13 +242,26 @@ type Status struct {
 	CAFingerprint    string `json:"caFingerprint,omitempty"`
 	AcceptsSimulated bool   `json:"acceptsSimulated"`
 	// Hosts are the live certificates, at most MaxStatusHosts of them (or
-	// those a status request for one host matched); HostCount is how many
-	// are live in all.
-	Hosts     []Host `json:"hosts"`
-	HostCount int    `json:"hostCount"`
+	// those a HostsRequest for one host matched); HostCount is how many
+	// are live in all. Only owners and attested coordinators see the list
+	// (POST /v1/hosts); GET /v1/status withholds it (HostsWithheld).
+	Hosts         []Host `json:"hosts"`
+	HostCount     int    `json:"hostCount"`
+	HostsWithheld bool   `json:"hostsWithheld,omitempty"`
 	// Members are the coordinators of the cluster as gossip announces them:
 	// hints, not proof (this one included, Self).
 	Members []Member `json:"members,omitempty"`
+}
+
+// HostsRequest asks for the status with its host list: names, addresses,
+// fingerprints and pods, which are the mesh owners' to see. Proof is an
+// OwnerProof for PurposeHosts; a coordinator that attested in the TLS
+// handshake as a coordinator role needs none. Host, when set, lists only the
+// live hosts it names: a certificate fingerprint or name, an overlay IP, or
+// a pod as namespace/name.
+type HostsRequest struct {
+	Proof *OwnerProof `json:"proof,omitempty"`
+	Host  string      `json:"host,omitempty"`
 }
 
 // MaxStatusHosts bounds the hosts a status lists, so a status stays small at

@@ -311,11 +311,11 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
-// StatusOf is Status listing only the live hosts host names (a certificate
-// fingerprint or name, an overlay IP, or a pod as namespace/name).
-func (c *Client) StatusOf(ctx context.Context, host string) (*Status, error) {
+// Hosts is Status with the host list (all live hosts, or those host names),
+// for an owner (proof) or an attested coordinator (nil proof).
+func (c *Client) Hosts(ctx context.Context, proof *OwnerProof, host string) (*Status, error) {
 	var s Status
-	return &s, c.do(ctx, http.MethodGet, "/v1/status?host="+url.QueryEscape(host), nil, &s)
+	return &s, c.post(ctx, "/v1/hosts", &HostsRequest{Proof: proof, Host: host}, &s)
 }
 
 // do makes the call at each coordinator in turn until one answers with

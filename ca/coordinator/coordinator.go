@@ -1211,6 +1211,53 @@ func (c *Coordinator) StatusOf(host string) *api.Status {
 	return c.status(host)
 }
 
+// PublicStatus is Status for anyone who asks (GET /v1/status): the host
+// count, not the hosts. Their names, addresses, fingerprints and pods map
+// the mesh for an attacker; they are for owners and coordinators (Hosts).
+func (c *Coordinator) PublicStatus() *api.Status {
+	s := c.Status()
+	s.Hosts, s.HostsWithheld = nil, true
+	return s
+}
+
+// Hosts is Status with its host list (all, or those req.Host names), for a
+// requester that attested in the TLS handshake as a coordinator role of the
+// current manifest, or that shows an owner key of it (req.Proof).
+func (c *Coordinator) Hosts(ctx context.Context, req *api.HostsRequest) (*api.Status, error) {
+	c.mu.Lock()
+	var m *manifest.Manifest
+	if c.hist != nil {
+		m = c.hist.Manifest
+	}
+	c.mu.Unlock()
+	if m == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotReady, c.State())
+	}
+	if err := c.mayListHosts(ctx, m, req.Proof); err != nil {
+		return nil, err
+	}
+	return c.StatusOf(req.Host), nil
+}
+
+func (c *Coordinator) mayListHosts(ctx context.Context, m *manifest.Manifest, p *api.OwnerProof) error {
+	if claims := atls.PeerClaims(ctx); claims != nil && p == nil {
+		if claims.Platform == manifest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+			return fmt.Errorf("%w: the host list is for owners and coordinators; the requester attested with the simulated TEE", ErrRefused)
+		}
+		if _, err := coordinatorRole(m, claims); err != nil {
+			return fmt.Errorf("%w: the host list is for owners and coordinators: %v", ErrRefused, err)
+		}
+		return nil
+	}
+	if err := p.Verify(api.PurposeHosts, c.now()); err != nil {
+		return fmt.Errorf("%w: the host list is for owners and coordinators: %v", ErrRefused, err)
+	}
+	if !c.isOwner(m, p.SignerKey) {
+		return fmt.Errorf("%w: the host list is for owners and coordinators: the signing key is not an owner of the current manifest", ErrRefused)
+	}
+	return nil
+}
+
 // State is the coordinator's state (api.State*).
 func (c *Coordinator) State() string {
 	c.mu.Lock()

@@ -570,7 +570,8 @@ func TestStatusIsBounded(t *testing.T) {
 		}
 		last = e
 	}
-	st, err := h.client.Status(ctx)
+	proof := api.ProveOwner(ownerKey, api.PurposeHosts, h.clock.now())
+	st, err := h.client.Hosts(ctx, proof, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,7 +579,7 @@ func TestStatusIsBounded(t *testing.T) {
 		t.Fatalf("status lists %d hosts of %d, want 3 of 5", len(st.Hosts), st.HostCount)
 	}
 	for _, q := range []string{"ns/pod-4", last.IP[:strings.Index(last.IP, "/")], last.Name} {
-		one, err := h.client.StatusOf(ctx, q)
+		one, err := h.client.Hosts(ctx, proof, q)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,13 +38,8 @@ func (c *Coordinator) Handler() http.Handler {
 		k, err := c.RecoveryKey()
 		return &api.RecoveryKey{PublicKey: k}, err
 	}))
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		if h := r.URL.Query().Get("host"); h != "" {
-			reply(w, c.StatusOf(h), nil)
-			return
-		}
-		reply(w, c.Status(), nil)
-	})
+	mux.HandleFunc("GET /v1/status", get(func(context.Context) (*api.Status, error) { return c.PublicStatus(), nil }))
+	mux.HandleFunc("POST /v1/hosts", post(c.Hosts))
 	// Probes are not limited: a kubelet behind the same address as a busy
 	// agent must still see the coordinator.
 	probes := http.NewServeMux()

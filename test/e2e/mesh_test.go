@@ -190,13 +190,17 @@ func TestMeshOnOneMachine(t *testing.T) {
 		if fmt.Sprint(hosts) != fmt.Sprint(want) {
 			t.Errorf("status hosts\n got %v\nwant %v", hosts, want)
 		}
-		out, err := m.Meshctl("status")
+		out, err := m.Meshctl("status", "--key", m.OwnerKey())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("meshctl status:\n%s", out)
 		if !strings.Contains(out, "SIMULATED") || !strings.Contains(out, a.OverlayIP.String()) {
 			t.Errorf("meshctl status output lacks the simulated warning or pod-a:\n%s", out)
+		}
+		// Without an owner key: the count, not the hosts.
+		if out, err := m.Meshctl("status"); err != nil || strings.Contains(out, a.OverlayIP.String()) || !strings.Contains(out, "hosts:       3 (listed to owners") {
+			t.Errorf("meshctl status without --key: %v\n%s", err, out)
 		}
 		got, err := m.Meshctl("manifest", "get")
 		if err != nil || !strings.Contains(got, `"networks"`) || !strings.Contains(got, mesh.Overlay6) {

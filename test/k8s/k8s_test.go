@@ -174,7 +174,7 @@ func TestKubernetes(t *testing.T) {
 	_, err = c.Kubectl("delete", "pod", "pod-a", "--wait=true")
 	fail(err)
 	fail(c.WaitFor("pod-a's lease released", time.Minute, func() error {
-		out, err := c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "status", "--host", "default/pod-a", "-o", "json")
+		out, err := c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "status", "--key", ownerKey, "--host", "default/pod-a", "-o", "json")
 		if err != nil {
 			return err
 		}

@@ -602,13 +602,16 @@ func (m *Mesh) DelPod(ctx context.Context, p *Pod) error {
 
 // Status returns the coordinator's status, fetched from the node.
 func (m *Mesh) Status(ctx context.Context) (*api.Status, error) {
-	out, err := m.Meshctl("status", "-o", "json")
+	out, err := m.Meshctl("status", "--key", m.OwnerKey(), "-o", "json")
 	if err != nil {
 		return nil, err
 	}
 	var s api.Status
 	return &s, json.Unmarshal([]byte(out), &s)
 }
+
+// OwnerKey is the owner key the mesh was created with.
+func (m *Mesh) OwnerKey() string { return m.path("owner.key") }
 
 // Meshctl runs meshctl inside the node's namespace, verifying the coordinator
 // against the coordinator policy.
