@@ -68,9 +68,9 @@ are listed only to an owner: give --key.`,
 			}
 			var s *api.Status
 			if keyFile != "" {
-				key, err := owner.LoadOwnerKey(keyFile)
-				if err != nil {
-					return err
+				key, kerr := owner.LoadOwnerKey(keyFile)
+				if kerr != nil {
+					return kerr
 				}
 				s, err = c.Hosts(ctx, api.ProveOwner(key, api.PurposeHosts, time.Now()), host)
 			} else {
