@@ -610,6 +610,9 @@ func (m *Mesh) Status(ctx context.Context) (*api.Status, error) {
 	return &s, json.Unmarshal([]byte(out), &s)
 }
 
+// Dir is the work directory: logs, state and configuration.
+func (m *Mesh) Dir() string { return m.opt.WorkDir }
+
 // OwnerKey is the owner key the mesh was created with.
 func (m *Mesh) OwnerKey() string { return m.path("owner.key") }
 
