@@ -1190,8 +1190,12 @@ func (c *Coordinator) Release(ctx context.Context, req *api.ReleaseRequest) erro
 		}
 		ip = p.Addr()
 	}
-	if err := alloc.Release(ctx, ip, req.Fingerprint, hashHex(req.ReleaseToken)); err != nil {
+	switch err := alloc.Release(ctx, ip, req.Fingerprint, hashHex(req.ReleaseToken)); {
+	case errors.Is(err, issuer.ErrReleaseRefused):
 		return fmt.Errorf("%w: %v", ErrRefused, err)
+	case err != nil:
+		// The store's: a retry may succeed (500, not 403).
+		return fmt.Errorf("release: %w", err)
 	}
 	return nil
 }

@@ -28,6 +28,10 @@ var ErrExhausted = errors.New("issuer: overlay network has no free address")
 // coordinator before its own record; retry.
 var ErrClaimLost = errors.New("issuer: the addresses chosen were taken by other coordinators meanwhile")
 
+// ErrReleaseRefused: the release names a lease whose record does not verify,
+// or gives the wrong release token. Other release errors are the store's.
+var ErrReleaseRefused = errors.New("issuer: release refused")
+
 const (
 	// leasePrefix names lease records: one per lease, so an enrolment writes
 	// one small record whatever the size of the mesh.
@@ -647,10 +651,10 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 			return nil
 		}
 		if !a.verify(l) {
-			return fmt.Errorf("issuer: release of %s refused: its lease record does not verify (written outside the mesh)", ip)
+			return fmt.Errorf("%w: the lease record of %s does not verify (written outside the mesh)", ErrReleaseRefused, ip)
 		}
 		if l.ReleaseHash == "" || l.ReleaseHash != releaseHash {
-			return fmt.Errorf("issuer: release of %s refused: wrong release token", l.Name)
+			return fmt.Errorf("%w: wrong release token for %s", ErrReleaseRefused, l.Name)
 		}
 		l.Released, l.ReleaseHash = true, ""
 		nv, err := a.swap(ctx, v, l)
