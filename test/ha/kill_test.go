@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,10 @@ import (
 	"time"
 
 	"github.com/slackhq/nebula/cert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/ca/api"
@@ -25,6 +31,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // killsPerConfig is how many SIGKILLs each configuration of the schedule
@@ -55,15 +62,18 @@ func TestKillSchedule(t *testing.T) {
 	t.Logf("schedule seed %d (rerun with SEALMESH_KILL_SEED=%d)", seed, seed)
 	for _, c := range []struct {
 		name   string
-		file   bool
+		store  string
 		atOnce int
 	}{
-		{"etcd, one at a time", false, 1},
-		{"etcd, two at once", false, 2},
-		{"file, one at a time", true, 1},
+		{"etcd, one at a time", "etcd", 1},
+		{"etcd, two at once", "etcd", 2},
+		{"file, one at a time", "file", 1},
+		{"file, two at once", "file", 2},
+		{"kubernetes, one at a time", "kubernetes", 1},
+		{"kubernetes, two at once", "kubernetes", 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			killSchedule(t, rand.New(rand.NewPCG(seed, uint64(c.atOnce))), c.file, c.atOnce)
+			killSchedule(t, rand.New(rand.NewPCG(seed, uint64(c.atOnce))), c.store, c.atOnce)
 		})
 	}
 }
@@ -94,11 +104,18 @@ func (o *outcomes) ambiguousOp(op string) {
 	o.mu.Unlock()
 }
 
-func killSchedule(t *testing.T, rng *rand.Rand, file bool, atOnce int) {
+func killSchedule(t *testing.T, rng *rand.Rand, kind string, atOnce int) {
 	l := newLab(t, 3)
-	storeSpec := "etcd:http://" + etcdIP + ":2379"
-	if file {
+	var storeSpec string
+	var kube *rest.Config
+	switch kind {
+	case "etcd":
+		storeSpec = "etcd:http://" + etcdIP + ":2379"
+	case "file":
 		storeSpec = "file:" + l.path("store")
+	case "kubernetes":
+		kube = l.startKube(t)
+		storeSpec = "kubernetes:sealmesh/mesh"
 	}
 	for i := range 3 {
 		l.startWith(i, l.state(i), l.teeDir, storeSpec)
@@ -164,12 +181,16 @@ func killSchedule(t *testing.T, rng *rand.Rand, file bool, atOnce int) {
 		t.Fatal(err)
 	}
 	var snap store.Store
-	if file {
-		if snap, err = store.OpenFile(l.path("store")); err != nil {
-			t.Fatal(err)
-		}
-	} else {
+	switch kind {
+	case "file":
+		snap, err = store.OpenFile(l.path("store"))
+	case "kubernetes":
+		snap, err = store.OpenKubernetes(kube, "sealmesh", "mesh")
+	default:
 		snap = l.etcdSnapshot(t)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	h, err := history.Load(context.Background(), snap, meshSeed, history.Floor{})
 	if err != nil {
@@ -411,4 +432,50 @@ func (l *lab) etcdSnapshot(t *testing.T) store.Store {
 		t.Fatal("etcd holds no key under " + prefix)
 	}
 	return snap
+}
+
+// startKube runs a kube-apiserver in the hub over the lab's etcd (its own
+// prefix), points the coordinators at it ($KUBECONFIG, inherited) and makes
+// the store's namespace. The returned configuration reaches it from the hub.
+func (l *lab) startKube(t *testing.T) *rest.Config {
+	t.Helper()
+	const port = 6443
+	dir := l.path("kube")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	args, token := tools.KubeAPIServerArgs(t, dir, "http://"+etcdIP+":2379", etcdIP, port)
+	if _, err := l.net.Start(l.hub, l.path("kube-apiserver.log"), tools.Bin(t, "kube-apiserver"), args...); err != nil {
+		t.Fatal(err)
+	}
+	host := fmt.Sprintf("https://%s:%d", etcdIP, port)
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: lab, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: lab, context: {cluster: lab, user: admin}}]
+current-context: lab
+`, host, token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", kubeconfig)
+	cfg := &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		Dial: l.dial((&net.Dialer{Timeout: 3 * time.Second}).DialContext)}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Up to two minutes: a kube-apiserver's first start on a shared 2-core
+	// host is slow (a bound against hangs, not a timing goal).
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sealmesh"}}, metav1.CreateOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kube-apiserver: %v\n%s", err, tools.Tail(l.path("kube-apiserver.log")))
+		}
+	}
+	return cfg
 }

@@ -22,15 +22,11 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// StartKubeAPIServer runs a real kube-apiserver on a free loopback port over a
-// real etcd, with a static admin token, and stops both when the test ends. It
-// returns a client configuration for it.
-func StartKubeAPIServer(t testing.TB) *rest.Config {
+// KubeAPIServerArgs writes a kube-apiserver's keys and static admin token
+// into dir and returns the arguments that run it over etcd, serving on
+// bind:port, and the token.
+func KubeAPIServerArgs(t testing.TB, dir, etcd, bind string, port int) ([]string, string) {
 	t.Helper()
-	bin := Bin(t, "kube-apiserver")
-	etcd := StartEtcd(t)
-	dir := t.TempDir()
-
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +45,24 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 	rand.Read(tok)
 	token := hex.EncodeToString(tok)
 	tokens := write("tokens.csv", []byte(token+",sealmesh-test,sealmesh-test,system:masters\n"))
+	return []string{
+		"--etcd-servers", etcd,
+		"--bind-address", bind, "--advertise-address", bind, "--secure-port", fmt.Sprint(port),
+		"--cert-dir", filepath.Join(dir, "certs"),
+		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file", pubFile, "--service-account-signing-key-file", keyFile,
+		"--token-auth-file", tokens, "--authorization-mode", "RBAC", "--allow-privileged=true",
+		"--service-cluster-ip-range", "10.96.0.0/24", "--v", "1"}, token
+}
+
+// StartKubeAPIServer runs a real kube-apiserver on a free loopback port over a
+// real etcd, with a static admin token, and stops both when the test ends. It
+// returns a client configuration for it.
+func StartKubeAPIServer(t testing.TB) *rest.Config {
+	t.Helper()
+	bin := Bin(t, "kube-apiserver")
+	etcd := StartEtcd(t)
+	dir := t.TempDir()
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,14 +71,8 @@ func StartKubeAPIServer(t testing.TB) *rest.Config {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 
-	done, logPath := Run(t, dir, "kube-apiserver", bin,
-		"--etcd-servers", etcd,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
-		"--cert-dir", filepath.Join(dir, "certs"),
-		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file", pubFile, "--service-account-signing-key-file", keyFile,
-		"--token-auth-file", tokens, "--authorization-mode", "RBAC", "--allow-privileged=true",
-		"--service-cluster-ip-range", "10.96.0.0/24", "--v", "1")
+	args, token := KubeAPIServerArgs(t, dir, etcd, "127.0.0.1", port)
+	done, logPath := Run(t, dir, "kube-apiserver", bin, args...)
 
 	host := fmt.Sprintf("https://127.0.0.1:%d", port)
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
