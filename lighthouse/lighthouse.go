@@ -13,6 +13,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/manifest"
 )
 
 // Options configure a lighthouse.
@@ -30,6 +31,10 @@ type Options struct {
 // and whenever the manifest changes (revocations, lighthouses), through
 // Nebula's reload: relayed and direct tunnels stay up.
 func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready func()) error {
+	// Before it is sent anywhere: the coordinator would refuse it too.
+	if err := manifest.CheckJoinToken(o.Token); err != nil {
+		return fmt.Errorf("lighthouse: %w", err)
+	}
 	e, err := enrol.Lighthouse(ctx, c, o.Token)
 	if err != nil {
 		return fmt.Errorf("lighthouse: %w", err)

@@ -1079,6 +1079,9 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 	case req.JoinToken != "" && req.Evidence != nil:
 		return identity{}, fmt.Errorf("%w: send evidence or a join token, not both", ErrBadInput)
 	case req.JoinToken != "":
+		if err := manifest.CheckJoinToken(req.JoinToken); err != nil {
+			return identity{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
 		sum := hashHex(req.JoinToken)
 		for _, l := range m.Lighthouses {
 			if subtle.ConstantTimeCompare([]byte(sum), []byte(l.TokenSHA256)) == 1 {

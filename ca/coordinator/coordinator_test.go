@@ -36,7 +36,7 @@ var (
 	webDev, dbDev     *simulated.Device
 	strangerDev       *simulated.Device
 	devErr            error
-	lighthouseToken   = "lighthouse-token-for-tests"
+	lighthouseToken   = "5d0c8e3b9a7f4e21c6b8d0a3f7e19c42"
 	lighthouseTokenFP = func() string { s := sha256.Sum256([]byte(lighthouseToken)); return hex.EncodeToString(s[:]) }()
 )
 
@@ -324,9 +324,15 @@ func TestEnrolRefusals(t *testing.T) {
 		{"wrong join token", func() *api.EnrolRequest {
 			n, _ := h.client.Nonce(ctx)
 			req := proven(t, n, priv)
-			req.JoinToken = "guess"
+			req.JoinToken = "9e1b7c3d5f0a2e4c6b8d1f3a5c7e9b0d"
 			return req
 		}, "matches no lighthouse"},
+		{"weak join token", func() *api.EnrolRequest {
+			n, _ := h.client.Nonce(ctx)
+			req := proven(t, n, priv)
+			req.JoinToken = "lighthouse-token-for-tests"
+			return req
+		}, "join token too weak"},
 		{"short key", func() *api.EnrolRequest {
 			req := request(t, h, webDev, priv)
 			req.PublicKey = pub[:16]

@@ -1,6 +1,8 @@
 package k8s
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -99,7 +101,10 @@ func TestKubernetes(t *testing.T) {
 		_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", s[0], "--from-file", s[1])
 		fail(err)
 	}
-	token := "e2e-lighthouse-token"
+	// A join token as an operator should make one: 128 random bits.
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	token := hex.EncodeToString(tok)
 	_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", "lighthouse-token", "--from-literal", "token="+token)
 	fail(err)
 	coordPolicy := map[string]any{"simulated": map[string]any{
