@@ -2,6 +2,7 @@ package meshctl
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,7 +30,7 @@ func TestRerunAfterLostAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -216,8 +216,11 @@ type PeerKeysResponse struct {
 
 // Coordinator states.
 const (
-	StateWaiting = "waiting-for-manifest"
-	StateReady   = "ready"
+	// StateStarting: the coordinator has not read its sealed state and the
+	// store yet (it retries a store it cannot reach).
+	StateStarting = "starting"
+	StateWaiting  = "waiting-for-manifest"
+	StateReady    = "ready"
 	// StateLocked: sealed state is here; waiting for meshctl unlock.
 	StateLocked = "locked"
 	// StateRecovering: the store holds a mesh but this coordinator has no
@@ -301,4 +304,6 @@ type Host struct {
 // Error is the body of every failed request.
 type Error struct {
 	Error string `json:"error"`
+	// Code is why, for machines (CodeRefused, CodeNonce, ...).
+	Code Code `json:"code,omitempty"`
 }

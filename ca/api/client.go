@@ -122,14 +122,6 @@ func expand(ctx context.Context, r *net.Resolver, base string) []string {
 	return out
 }
 
-// StatusError is a coordinator's answer other than success.
-type StatusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *StatusError) Error() string { return e.Msg }
-
 // Retryable reports whether err may succeed at another coordinator or later:
 // one that could not be reached, was not ready, failed inside, limited this
 // client's rate, or no longer knows the nonce it issued (it restarted). A
@@ -140,7 +132,7 @@ func Retryable(err error) bool {
 		return err != nil && !errors.Is(err, context.Canceled)
 	}
 	switch {
-	case se.Code >= 500, se.Code == http.StatusTooManyRequests:
+	case se.Status >= 500, se.Status == http.StatusTooManyRequests:
 		return true
 	case NonceRefused(err):
 		return true
@@ -151,65 +143,64 @@ func Retryable(err error) bool {
 // NonceRefused reports whether a coordinator refused a request for its nonce
 // (unknown, used or expired), not for what the request proved.
 func NonceRefused(err error) bool {
-	var se *StatusError
-	return errors.As(err, &se) && se.Code == http.StatusForbidden && strings.Contains(se.Msg, "nonce")
+	return errors.Is(err, ErrNonce)
 }
 
 // SetManifest sets or replaces the manifest.
 func (c *Client) SetManifest(ctx context.Context, req *ManifestRequest) (*ManifestResponse, error) {
 	var r ManifestResponse
-	return &r, c.post(ctx, "/v1/manifest", req, &r)
+	return &r, c.post(ctx, PathManifest, req, &r)
 }
 
 // Manifest returns the current manifest (503 before the first).
 func (c *Client) Manifest(ctx context.Context) (*ManifestInfo, error) {
 	var m ManifestInfo
-	return &m, c.do(ctx, http.MethodGet, "/v1/manifest", nil, &m)
+	return &m, c.do(ctx, http.MethodGet, PathManifest, nil, &m)
 }
 
 // History returns every transition, oldest first.
 func (c *Client) History(ctx context.Context) ([]HistoryEntry, error) {
 	var h []HistoryEntry
-	return h, c.do(ctx, http.MethodGet, "/v1/history", nil, &h)
+	return h, c.do(ctx, http.MethodGet, PathHistory, nil, &h)
 }
 
 // Unlock hands a locked coordinator its unlock key.
 func (c *Client) Unlock(ctx context.Context, key string) (*Status, error) {
 	var s Status
-	return &s, c.post(ctx, "/v1/unlock", &UnlockRequest{UnlockKey: key}, &s)
+	return &s, c.post(ctx, PathUnlock, &UnlockRequest{UnlockKey: key}, &s)
 }
 
 // RotateUnlockKey replaces the unlock key; the current one authorises it.
 func (c *Client) RotateUnlockKey(ctx context.Context, current string) (string, error) {
 	var r UnlockKeyResponse
-	err := c.post(ctx, "/v1/unlock-key", &UnlockRequest{UnlockKey: current}, &r)
+	err := c.post(ctx, PathUnlockKey, &UnlockRequest{UnlockKey: current}, &r)
 	return r.UnlockKey, err
 }
 
 // PeerKeys asks a ready coordinator for the seed (coordinator to coordinator).
 func (c *Client) PeerKeys(ctx context.Context, req *PeerKeysRequest) (*PeerKeysResponse, error) {
 	var r PeerKeysResponse
-	return &r, c.post(ctx, "/v1/peer/keys", req, &r)
+	return &r, c.post(ctx, PathPeerKeys, req, &r)
 }
 
 // RecoveryKey returns the key to encrypt a seed to.
 func (c *Client) RecoveryKey(ctx context.Context) ([]byte, error) {
 	var r RecoveryKey
-	err := c.do(ctx, http.MethodGet, "/v1/recovery-key", nil, &r)
+	err := c.do(ctx, http.MethodGet, PathRecoveryKey, nil, &r)
 	return r.PublicKey, err
 }
 
 // Recover hands a coordinator without secrets the encrypted seed.
 func (c *Client) Recover(ctx context.Context, req *RecoverRequest) (*ManifestResponse, error) {
 	var r ManifestResponse
-	return &r, c.post(ctx, "/v1/recover", req, &r)
+	return &r, c.post(ctx, PathRecover, req, &r)
 }
 
 // SeedShares fetches the encrypted seed shares kept in the store; proof
 // shows the caller holds an owner key (PurposeSeedShares).
 func (c *Client) SeedShares(ctx context.Context, proof *OwnerProof) (*SeedSharesResponse, error) {
 	var r SeedSharesResponse
-	return &r, c.post(ctx, "/v1/seed-shares", proof, &r)
+	return &r, c.post(ctx, PathSeedShares, proof, &r)
 }
 
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
@@ -223,7 +214,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 // Nonce asks for a fresh single-use nonce.
 func (c *Client) Nonce(ctx context.Context) (*NonceResponse, error) {
 	var n NonceResponse
-	return &n, c.do(ctx, http.MethodPost, "/v1/nonce", nil, &n)
+	return &n, c.do(ctx, http.MethodPost, PathNonce, nil, &n)
 }
 
 // Enrol asks for a certificate. The nonce the answer carries for the next
@@ -231,7 +222,7 @@ func (c *Client) Nonce(ctx context.Context) (*NonceResponse, error) {
 // Coordinators hands out), not passed on.
 func (c *Client) Enrol(ctx context.Context, req *EnrolRequest) (*EnrolResponse, error) {
 	var r EnrolResponse
-	if err := c.post(ctx, "/v1/enrol", req, &r); err != nil {
+	if err := c.post(ctx, PathEnrol, req, &r); err != nil {
 		return &r, err
 	}
 	if r.Next != nil && c.one {
@@ -302,20 +293,20 @@ func (s *spares) take(url string) (NonceResponse, bool) {
 
 // Release gives an IP back.
 func (c *Client) Release(ctx context.Context, req *ReleaseRequest) error {
-	return c.post(ctx, "/v1/release", req, nil)
+	return c.post(ctx, PathRelease, req, nil)
 }
 
 // Status returns the coordinator's view of the mesh.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return &s, c.do(ctx, http.MethodGet, PathStatus, nil, &s)
 }
 
 // Hosts is Status with the host list (all live hosts, or those host names),
 // for an owner (proof) or an attested coordinator (nil proof).
 func (c *Client) Hosts(ctx context.Context, proof *OwnerProof, host string) (*Status, error) {
 	var s Status
-	return &s, c.post(ctx, "/v1/hosts", &HostsRequest{Proof: proof, Host: host}, &s)
+	return &s, c.post(ctx, PathHosts, &HostsRequest{Proof: proof, Host: host}, &s)
 }
 
 // do makes the call at each coordinator in turn until one answers with
@@ -363,9 +354,9 @@ func (c *Client) doOne(ctx context.Context, method, path string, body []byte, ou
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, e.Error)}
+			return &StatusError{Status: resp.StatusCode, Code: e.Code, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, e.Error)}
 		}
-		return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, resp.Status)}
+		return &StatusError{Status: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s%s: %s", base, path, resp.Status)}
 	}
 	if out == nil {
 		return nil

@@ -50,7 +50,7 @@ func BenchmarkRestartToReady(b *testing.B) {
 				b.Fatal(err)
 			}
 			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-			c, err := coordinator.New(coordinator.Config{Log: quiet, Store: st, StateDir: d.state})
+			c, err := coordinator.Open(context.Background(), coordinator.Config{Log: quiet, Store: st, StateDir: d.state})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func BenchmarkRestartToReady(b *testing.B) {
 				}
 			}
 			big, _ := manifest.Parse([]byte(strings.Replace(raw, `"10.42.0.0/24"`, `"10.42.0.0/16"`, 1)))
-			alloc, err := issuer.NewAllocator(st, big, testLeaseKey)
+			alloc, err := issuer.NewAllocator(context.Background(), st, big, testLeaseKey)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -95,11 +95,11 @@ func BenchmarkRestartToReady(b *testing.B) {
 				runtime.GC()
 				var before runtime.MemStats
 				runtime.ReadMemStats(&before)
-				c2, err := coordinator.New(coordinator.Config{Log: quiet, Store: st, StateDir: d.state})
+				c2, err := coordinator.Open(context.Background(), coordinator.Config{Log: quiet, Store: st, StateDir: d.state})
 				if err != nil {
 					b.Fatal(err)
 				}
-				s, err := c2.Unlock(ctx, created.UnlockKey)
+				s, err := c2.Unlock(ctx, &api.UnlockRequest{UnlockKey: created.UnlockKey})
 				if err != nil || s.State != api.StateReady || s.Generation != uint64(n) || s.HostCount != n {
 					b.Fatalf("restart: %v, state %s generation %d hosts %d", err, s.State, s.Generation, s.HostCount)
 				}

@@ -135,7 +135,7 @@ func newHarnessWith(t *testing.T, d dirs, sealingKey []byte, set func(*coordinat
 	if set != nil {
 		set(&cfg)
 	}
-	c, err := coordinator.New(cfg)
+	c, err := coordinator.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
+	"github.com/sealmesh/sealmesh/ca/enrol"
 )
 
 // SetMaxStatusHosts lowers the status's host list bound for a test.
@@ -13,16 +15,17 @@ func SetMaxStatusHosts(n int) func() {
 	return func() { maxStatusHosts = old }
 }
 
-// MaxRedeemed is the bound on nonces remembered as used.
-const MaxRedeemed = maxRedeemed
-
 // Vouched is m as a coordinator holding c's seed would announce it.
 func (c *Coordinator) Vouched(m api.Member) api.Member {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m.Vouch = vouch(*c.seed, m)
+	m.Vouch = cluster.Vouch(*c.view().seed, m)
 	return m
 }
 
 // TryPeers is one recovery attempt, as Run makes on a gossip change.
 func (c *Coordinator) TryPeers(ctx context.Context) { c.tryPeers(ctx) }
+
+// StatusOf is the status listing only the hosts host names.
+func (c *Coordinator) StatusOf(host string) *api.Status { return c.status(c.view(), host) }
+
+// MaxRedeemed is the bound on nonces remembered as used.
+const MaxRedeemed = enrol.MaxRedeemed

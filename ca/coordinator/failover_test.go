@@ -34,7 +34,7 @@ func TestEnrolmentFailsOver(t *testing.T) {
 	ctx := context.Background()
 	p := setupPeers(t)
 	b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
 	bURL, bCount := counted(t, p.coordDev, b)
@@ -71,7 +71,7 @@ func TestEnrolmentFailsOver(t *testing.T) {
 	// one address.
 	priv, _, _ := enrol.KeyPair()
 	enrolAt := func(c *coordinator.Coordinator) string {
-		n, err := c.Nonce()
+		n, err := c.Nonce(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

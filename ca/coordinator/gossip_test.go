@@ -11,6 +11,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -38,7 +39,7 @@ func (d *dialLog) dial(url string, p attest.Policy, self attest.Issuer) *api.Cli
 	d.mu.Lock()
 	d.n[url]++
 	d.mu.Unlock()
-	return coordinator.AttestedPeer(url, p, self)
+	return cluster.AttestedDial(url, p, self)
 }
 
 func (d *dialLog) count(url string) int { d.mu.Lock(); defer d.mu.Unlock(); return d.n[url] }
@@ -63,7 +64,7 @@ func TestGossipIsNotTrusted(t *testing.T) {
 			t.Fatal(err)
 		}
 		key, _ := p.coordDev.SealingKey()
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
 			SealingKey: key, Issuer: p.coordDev, Members: g.get, Dial: dials.dial, API: "https://self.invalid"})
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +73,7 @@ func TestGossipIsNotTrusted(t *testing.T) {
 	}
 
 	b := start(t.TempDir())
-	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
 	ahead := api.Member{Name: "evil", API: evil, State: api.StateReady, Generation: 99}

@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -54,7 +55,7 @@ func proven(t *testing.T, n *api.NonceResponse, priv []byte) *api.EnrolRequest {
 // possessionKey is the coordinator's key for proofs of possession.
 func possessionKey(t *testing.T, h *harness) []byte {
 	t.Helper()
-	n, err := h.c.Nonce()
+	n, err := h.c.Nonce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

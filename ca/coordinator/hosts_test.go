@@ -9,6 +9,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
@@ -21,7 +22,7 @@ func TestHostListIsForOwnersAndCoordinators(t *testing.T) {
 	ctx := context.Background()
 	p := setupPeers(t)
 	anyServer := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
-	anon := dial(p.aURL, anyServer, nil)
+	anon := cluster.AttestedDial(p.aURL, anyServer, nil)
 	if _, err := enrol.Workload(ctx, anon, webDev, api.Workload{Namespace: "ns", Name: "secret-pod"}); err != nil {
 		t.Fatal(err)
 	}
@@ -44,9 +45,9 @@ func TestHostListIsForOwnersAndCoordinators(t *testing.T) {
 		{"anonymous", anon, nil, "owner proof: none given"},
 		{"not an owner", anon, api.ProveOwner(stranger, api.PurposeHosts, time.Now()), "not an owner"},
 		{"proof for another purpose", anon, api.ProveOwner(ownerKey, api.PurposeSeedShares, time.Now()), "made for"},
-		{"a workload that attested", dial(p.aURL, anyServer, webDev), nil, "not a coordinator"},
+		{"a workload that attested", cluster.AttestedDial(p.aURL, anyServer, webDev), nil, "not a coordinator"},
 		{"an owner", anon, api.ProveOwner(ownerKey, api.PurposeHosts, time.Now()), ""},
-		{"an attested coordinator", dial(p.aURL, anyServer, p.coordDev), nil, ""},
+		{"an attested coordinator", cluster.AttestedDial(p.aURL, anyServer, p.coordDev), nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st, err := c.client.Hosts(ctx, c.proof, "ns/secret-pod")

@@ -59,13 +59,13 @@ func TestInvariantB_VerifiedHeadEqualsPeeked(t *testing.T) {
 	}
 	stale := &staleOnce{Store: st, old: old}
 	key, _ := q.coordDev.SealingKey()
-	b, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewJSONHandler(&bytes.Buffer{}, nil)), Store: stale, StateDir: t.TempDir(),
+	b, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewJSONHandler(&bytes.Buffer{}, nil)), Store: stale, StateDir: t.TempDir(),
 		SealingKey: key, Issuer: q.coordDev})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stale.armed.Store(true)
-	err = b.RecoverFromPeers(ctx, []string{q.aURL}, dial)
+	err = b.RecoverFromPeers(ctx, []string{q.aURL})
 	if err == nil || !strings.Contains(err.Error(), "not the one read before") {
 		t.Fatalf("recovery with the store moved between the peek and the verification: %v", err)
 	}
@@ -73,7 +73,7 @@ func TestInvariantB_VerifiedHeadEqualsPeeked(t *testing.T) {
 		t.Fatalf("b is %s", st.State)
 	}
 	// Once the store holds still, the same recovery succeeds.
-	if err := b.RecoverFromPeers(ctx, []string{q.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{q.aURL}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -59,7 +59,7 @@ func TestSpareNonce(t *testing.T) {
 	}
 
 	// A spare is a nonce like any other: single use.
-	n, err := h.c.Nonce()
+	n, err := h.c.Nonce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestNonceFlood(t *testing.T) {
 	ctx := context.Background()
 	h := readyHarness(t)
 	for range 2 * coordinator.MaxRedeemed {
-		if _, err := h.c.Nonce(); err != nil {
+		if _, err := h.c.Nonce(context.Background()); err != nil {
 			t.Fatalf("a nonce during a flood: %v", err)
 		}
 	}
@@ -113,7 +113,7 @@ func TestNonceFlood(t *testing.T) {
 	}
 
 	// Refused evidence does not use the nonce up; accepted evidence does.
-	n, err := h.c.Nonce()
+	n, err := h.c.Nonce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestRatePerSource(t *testing.T) {
 	if c := call(http.MethodGet, "/readyz", "192.0.2.1"); c != http.StatusOK {
 		t.Fatalf("a probe from the limited source: %d", c)
 	}
-	if !api.Retryable(&api.StatusError{Code: http.StatusTooManyRequests}) {
+	if !api.Retryable(&api.StatusError{Status: http.StatusTooManyRequests}) {
 		t.Fatal("a client does not retry a 429")
 	}
 }

@@ -18,14 +18,13 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
-
-var dial = coordinator.AttestedPeer
 
 // peerSetup: coordinator A (image "sealmesh-coordinator", a coordinator role of
 // the manifest) is ready and serves attested TLS; the store is shared.
@@ -73,7 +72,7 @@ func (p *peerSetup) start(t *testing.T, dev *simulated.Device, stateDir string, 
 	if logs == nil {
 		logs = &bytes.Buffer{}
 	}
-	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewJSONHandler(logs, nil)), Store: st, StateDir: stateDir, SealingKey: key, Issuer: dev})
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewJSONHandler(logs, nil)), Store: st, StateDir: stateDir, SealingKey: key, Issuer: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +92,7 @@ func servePlain(t *testing.T, h http.Handler) string {
 func TestInvariantA_WorkerAskingForKeysGetsNothing(t *testing.T) {
 	p := setupPeers(t)
 	w, _ := p.start(t, webDev, t.TempDir(), nil) // a worker image asking for keys
-	err := w.RecoverFromPeers(context.Background(), []string{p.aURL}, dial)
+	err := w.RecoverFromPeers(context.Background(), []string{p.aURL})
 	if err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
 		t.Fatalf("worker asking for keys: %v", err)
 	}
@@ -115,7 +114,7 @@ func TestPeerRecovery(t *testing.T) {
 		if b.Status().State != api.StateRecovering {
 			t.Fatalf("b is %s", b.Status().State)
 		}
-		if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 			t.Fatal(err)
 		}
 		st := b.Status()
@@ -129,7 +128,7 @@ func TestPeerRecovery(t *testing.T) {
 		// body-less way a plain agent would: no client certificate.
 		accept := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
 		k, _ := seal.NewX25519()
-		_, err := dial(p.aURL, accept, nil).PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
+		_, err := cluster.AttestedDial(p.aURL, accept, nil).PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
 		if err == nil || !strings.Contains(err.Error(), "did not attest in the TLS handshake") {
 			t.Fatalf("anonymous key request: %v", err)
 		}
@@ -139,7 +138,7 @@ func TestPeerRecovery(t *testing.T) {
 		var asked bool
 		impostor := tools.ServeAttested(t, webDev, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
 		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-		err := b.RecoverFromPeers(ctx, []string{impostor}, dial)
+		err := b.RecoverFromPeers(ctx, []string{impostor})
 		if err == nil || !strings.Contains(err.Error(), "not as the policy requires") {
 			t.Fatalf("recovering from an impostor: %v", err)
 		}
@@ -162,7 +161,7 @@ func TestPeerRecovery(t *testing.T) {
 			json.NewEncoder(w).Encode(api.PeerKeysResponse{Seed: enc})
 		}))
 		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-		err := b.RecoverFromPeers(ctx, []string{liar}, dial)
+		err := b.RecoverFromPeers(ctx, []string{liar})
 		if err == nil || !strings.Contains(err.Error(), "does not verify the store's history") {
 			t.Fatalf("recovering with a wrong seed: %v", err)
 		}
@@ -184,7 +183,7 @@ func TestPeerRecovery(t *testing.T) {
 		// The store's operator puts generation 1 back; A has seen 2.
 		os.WriteFile(filepath.Join(q.store, "latest"), old, 0o600)
 		b, _ := q.start(t, q.coordDev, t.TempDir(), nil)
-		err := b.RecoverFromPeers(ctx, []string{q.aURL}, dial)
+		err := b.RecoverFromPeers(ctx, []string{q.aURL})
 		if err == nil || !strings.Contains(err.Error(), "older than the attested peer's view") {
 			t.Fatalf("recovering over a rolled-back store: %v", err)
 		}
@@ -196,7 +195,7 @@ func TestPeerRecovery(t *testing.T) {
 	t.Run("a seed share is refused while a ready peer exists, unless forced", func(t *testing.T) {
 		st, _ := store.OpenFile(p.store)
 		key, _ := p.coordDev.SealingKey()
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(),
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(),
 			SealingKey: key, Issuer: p.coordDev, Peers: []string{p.aURL}})
 		if err != nil {
 			t.Fatal(err)
@@ -218,7 +217,7 @@ func TestPeerRecovery(t *testing.T) {
 		state := t.TempDir()
 		st, _ := store.OpenFile(p.store)
 		open := func() (*coordinator.Coordinator, *harness) {
-			c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: state,
+			c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: state,
 				Issuer: p.coordDev, Peers: []string{p.aURL}})
 			if err != nil {
 				t.Fatal(err)
@@ -234,7 +233,7 @@ func TestPeerRecovery(t *testing.T) {
 		if l.Status().State != api.StateLocked {
 			t.Fatalf("restarted L is %s", l.Status().State)
 		}
-		if err := l.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		if err := l.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 			t.Fatal(err)
 		}
 		if s := l.Status(); s.State != api.StateReady || s.CAFingerprint != want.CAFingerprint {
@@ -249,10 +248,10 @@ func TestPeerRecovery(t *testing.T) {
 
 	t.Run("a nonce is good only at the coordinator that issued it", func(t *testing.T) {
 		b, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-		if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+		if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 			t.Fatal(err)
 		}
-		n, err := p.a.Nonce()
+		n, err := p.a.Nonce(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,11 +266,11 @@ func TestPeerRecovery(t *testing.T) {
 
 	t.Run("peer recovery needs a TEE sealing key", func(t *testing.T) {
 		st, _ := store.OpenFile(p.store)
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(), Issuer: p.coordDev})
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir(), Issuer: p.coordDev})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.RecoverFromPeers(ctx, []string{p.aURL}, dial); err == nil || !strings.Contains(err.Error(), "TEE sealing key") {
+		if err := c.RecoverFromPeers(ctx, []string{p.aURL}); err == nil || !strings.Contains(err.Error(), "TEE sealing key") {
 			t.Fatalf("unlock-key coordinator recovering from a peer: %v", err)
 		}
 	})
@@ -303,7 +302,7 @@ func TestSimulatedCoordinatorRoles(t *testing.T) {
 			t.Fatal(err)
 		}
 		key, _ := coordDev.SealingKey()
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
 			SealingKey: key, Issuer: hardware{coordDev}, AllowSimulatedCoordinators: allow})
 		if err != nil {
 			t.Fatal(err)
@@ -333,7 +332,7 @@ func TestSimulatedCoordinatorRoles(t *testing.T) {
 	}
 	url := tools.ServeAttested(t, hardware{coordDev}, strict.Handler())
 	b, _ := (&peerSetup{store: storeDir}).start(t, coordDev, t.TempDir(), nil)
-	if err := b.RecoverFromPeers(ctx, []string{url}, dial); err == nil || !strings.Contains(err.Error(), "simulated TEE") {
+	if err := b.RecoverFromPeers(ctx, []string{url}); err == nil || !strings.Contains(err.Error(), "simulated TEE") {
 		t.Fatalf("simulated peer asking a hardware coordinator for the seed: %v", err)
 	}
 	if b.Status().State != api.StateRecovering {

@@ -33,7 +33,7 @@ func (p *peerSetup) member(t *testing.T, stateDir string, g *gossip) (*coordinat
 		t.Fatal(err)
 	}
 	key, _ := p.coordDev.SealingKey()
-	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir,
 		SealingKey: key, Issuer: p.coordDev, Members: g.get, API: "https://" + filepath.Base(stateDir)})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestStoreOlderThanAnAttestedPeer(t *testing.T) {
 	g := &gossip{}
 	bState := t.TempDir()
 	b, _ := p.member(t, bState, g)
-	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
 	// B stops at generation 1; A moves to 2; the store's operator puts 1 back.
@@ -102,12 +102,12 @@ func TestOffBranchResync(t *testing.T) {
 	g := &gossip{}
 	bState := t.TempDir()
 	b, bURL := p.member(t, bState, g)
-	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
 	ga := &gossip{}
 	a, _ := p.member(t, t.TempDir(), ga)
-	if err := a.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := a.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
 	// a moves to 2a; the store goes back to 1 and b (still at 1) writes 2b:

@@ -57,7 +57,7 @@ func coordinatorLifecycle(t *testing.T, openStore func() store.Store) {
 	ctx := context.Background()
 	open := func(stateDir string) (*coordinator.Coordinator, *api.Client) {
 		st := openStore()
-		c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
+		c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: stateDir})
 		if err != nil {
 			t.Fatal(err)
 		}

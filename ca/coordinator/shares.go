@@ -49,7 +49,7 @@ func encodeShares(shares []api.SeedShare) ([]byte, error) {
 
 func decodeShares(raw []byte) ([]api.SeedShare, error) {
 	if raw == nil {
-		return nil, fmt.Errorf("%w: the mesh has no seed shares (its first manifest names no seed-share owners)", ErrConflict)
+		return nil, fmt.Errorf("%w: the mesh has no seed shares (its first manifest names no seed-share owners)", api.ErrConflict)
 	}
 	var r api.SeedSharesResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -66,22 +66,19 @@ func decodeShares(raw []byte) ([]api.SeedShare, error) {
 // who asks.
 func (c *Coordinator) SeedShares(ctx context.Context, p *api.OwnerProof) (*api.SeedSharesResponse, error) {
 	if err := p.Verify(api.PurposeSeedShares, c.now()); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
 	}
-	c.mu.Lock()
 	var m *manifest.Manifest
-	if c.hist != nil {
-		m = c.hist.Manifest
-	}
-	c.mu.Unlock()
-	if m == nil {
+	if h := c.view().hist; h != nil {
+		m = h.Manifest
+	} else {
 		var err error
 		if m, _, _, err = history.Peek(ctx, c.st); err != nil {
-			return nil, fmt.Errorf("%w: no manifest to check the owner against: %v", ErrNotReady, err)
+			return nil, fmt.Errorf("%w: no manifest to check the owner against: %v", api.ErrNotReady, err)
 		}
 	}
 	if !c.isOwner(m, p.SignerKey) {
-		return nil, fmt.Errorf("%w: the signing key is not an owner of the current manifest", ErrRefused)
+		return nil, fmt.Errorf("%w: the signing key is not an owner of the current manifest", api.ErrRefused)
 	}
 	raw, err := history.Shares(ctx, c.st)
 	if err != nil {
@@ -103,23 +100,23 @@ func (c *Coordinator) isOwner(m *manifest.Manifest, key []byte) bool {
 	return slices.ContainsFunc(c.cfg.Owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(key)) })
 }
 
-// replayedLocked answers a manifest request that was applied already, so a
+// replayed answers a manifest request that was applied already, so a
 // client whose answer was lost (or that timed out and retried at another
 // coordinator) may send it again: the signed request is its own idempotency
 // key (Ed25519 signatures are deterministic, and a transition names its
 // parent, so at most one transition matches). It returns nil if no
 // transition of the history is that request. A replayed create carries the
 // seed shares again, never the unlock key.
-func (c *Coordinator) replayedLocked(ctx context.Context, m *manifest.Manifest, u history.Update) (*api.ManifestResponse, error) {
-	i := slices.IndexFunc(c.hist.Chain, func(t history.Transition) bool {
+func (c *Coordinator) replayed(ctx context.Context, v *view, m *manifest.Manifest, u history.Update) (*api.ManifestResponse, error) {
+	i := slices.IndexFunc(v.hist.Chain, func(t history.Transition) bool {
 		return t.Prev == u.Parent && t.Manifest == m.Hash() && bytes.Equal(t.SignerKey, u.SignerKey) && bytes.Equal(t.Signature, u.Signature)
 	})
 	if i < 0 {
 		return nil, nil
 	}
-	resp := &api.ManifestResponse{Status: c.statusLocked(), Replayed: true}
+	resp := &api.ManifestResponse{Status: c.status(v, ""), Replayed: true}
 	if i == 0 {
-		raw, err := history.GenesisShares(ctx, c.st, c.hist.Chain[0])
+		raw, err := history.GenesisShares(ctx, c.st, v.hist.Chain[0])
 		if err != nil {
 			return nil, fmt.Errorf("read the seed shares: %w", err)
 		}
@@ -129,6 +126,6 @@ func (c *Coordinator) replayedLocked(ctx context.Context, m *manifest.Manifest, 
 			}
 		}
 	}
-	c.log.Info("manifest request replayed: already applied, nothing changed", "generation", c.hist.Chain[i].Generation, "head", c.hist.Head)
+	c.log.Info("manifest request replayed: already applied, nothing changed", "generation", v.hist.Chain[i].Generation, "head", v.hist.Head)
 	return resp, nil
 }

@@ -34,7 +34,7 @@ func TestRollingUpgrade(t *testing.T) {
 
 	// Before the manifest names v2, a v2 coordinator gets nothing.
 	early, _ := p.start(t, v2, t.TempDir(), nil)
-	if err := early.RecoverFromPeers(ctx, []string{p.aURL}, dial); err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
+	if err := early.RecoverFromPeers(ctx, []string{p.aURL}); err == nil || !strings.Contains(err.Error(), "not a coordinator of manifest") {
 		t.Fatalf("v2 before its role: %v", err)
 	}
 
@@ -48,12 +48,12 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	// New from old.
 	b, bURL := p.start(t, v2, t.TempDir(), nil)
-	if err := b.RecoverFromPeers(ctx, []string{p.aURL}, dial); err != nil {
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatalf("v2 from v1: %v", err)
 	}
 	// Old from new.
 	a2, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-	if err := a2.RecoverFromPeers(ctx, []string{bURL}, dial); err != nil {
+	if err := a2.RecoverFromPeers(ctx, []string{bURL}); err != nil {
 		t.Fatalf("v1 from v2: %v", err)
 	}
 
@@ -67,7 +67,7 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	old, _ := p.start(t, p.coordDev, t.TempDir(), nil)
-	err = old.RecoverFromPeers(ctx, []string{bURL}, dial)
+	err = old.RecoverFromPeers(ctx, []string{bURL})
 	if err == nil || !strings.Contains(err.Error(), "refused: not a coordinator of manifest") || old.Status().State == api.StateReady {
 		t.Fatalf("v1 after its role was removed: %v, %s", err, old.Status().State)
 	}

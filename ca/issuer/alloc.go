@@ -214,10 +214,10 @@ func (a *Allocator) SetReserved(m *manifest.Manifest) {
 
 // NewAllocator loads existing leases from st; key authenticates lease
 // records (keys.Seed.LeaseKey).
-func NewAllocator(st store.Store, m *manifest.Manifest, key []byte) (*Allocator, error) {
+func NewAllocator(ctx context.Context, st store.Store, m *manifest.Manifest, key []byte) (*Allocator, error) {
 	a := &Allocator{key: key, st: st, network: m.Prefix(), reserved: map[netip.Addr]bool{}, busy: map[netip.Addr]bool{}}
 	a.SetReserved(m)
-	if err := a.Refresh(context.Background()); err != nil {
+	if err := a.Refresh(ctx); err != nil {
 		return nil, err
 	}
 	return a, nil

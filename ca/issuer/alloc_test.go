@@ -54,7 +54,7 @@ func allocators(t *testing.T, st store.Store, n int) []*issuer.Allocator {
 	}
 	var out []*issuer.Allocator
 	for range n {
-		a, err := issuer.NewAllocator(st, m, leaseKey)
+		a, err := issuer.NewAllocator(context.Background(), st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,7 +434,7 @@ func TestAllocatorMovesAwayFromAnother(t *testing.T) {
 	}
 	var all []*issuer.Allocator
 	for range 2 {
-		a, err := issuer.NewAllocator(st, m, leaseKey)
+		a, err := issuer.NewAllocator(context.Background(), st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}

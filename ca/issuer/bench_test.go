@@ -58,7 +58,7 @@ func BenchmarkAllocate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a, err := issuer.NewAllocator(st, m, leaseKey)
+			a, err := issuer.NewAllocator(context.Background(), st, m, leaseKey)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func BenchmarkAllocate(b *testing.B) {
 			}
 			// A restarted coordinator: the leases are loaded, the search
 			// starts at the network's beginning.
-			if a, err = issuer.NewAllocator(st, m, leaseKey); err != nil {
+			if a, err = issuer.NewAllocator(context.Background(), st, m, leaseKey); err != nil {
 				b.Fatal(err)
 			}
 			i := n

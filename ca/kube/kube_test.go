@@ -206,7 +206,7 @@ func enrolOnToken(t *testing.T, v *attest.TokenVerifier, token []byte) {
 		t.Fatal(err)
 	}
 	st, _ := store.OpenFile(t.TempDir())
-	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st,
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st,
 		StateDir: t.TempDir(), Verifier: &attest.Verifier{Tokens: v}})
 	if err != nil {
 		t.Fatal(err)

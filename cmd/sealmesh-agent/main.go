@@ -102,7 +102,7 @@ func nodeCmd() *cobra.Command {
 			go func() {
 				// Ready while the CNI socket answers (after the pods of a
 				// previous agent are taken up).
-				if err := health.Serve(ctx, healthAddr, a.Ready, a.Metrics()); err != nil {
+				if err := health.Serve(ctx, healthAddr, health.Flag(a.Ready), a.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
@@ -157,7 +157,7 @@ when the pod stops (SIGTERM).`,
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
-				if err := health.Serve(ctx, healthAddr, a.Ready, a.Metrics()); err != nil {
+				if err := health.Serve(ctx, healthAddr, health.Flag(a.Ready), a.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
@@ -273,7 +273,7 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 			}
 			if healthAddr != "" {
 				go func() {
-					if err := health.Serve(ctx, healthAddr, func() bool { return in.Ready() == nil }, nil); err != nil {
+					if err := health.Serve(ctx, healthAddr, in.Ready, nil); err != nil {
 						log.Error("health server", "err", err)
 					}
 				}()

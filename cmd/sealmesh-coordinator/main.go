@@ -107,7 +107,7 @@ func main() {
 				return err
 			}
 			var cl *cluster.Cluster
-			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
 				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
 				API: apiURL, Members: func() []api.Member {
 					if cl == nil {
@@ -127,12 +127,14 @@ func main() {
 				}
 				log.Info("coordinator cluster", "name", cl.Name(), "gossip", gossipAddr, "api", apiURL, "join", join)
 			}
-			go c.Run(ctx)
+			// The health port first: a store that cannot be reached yet
+			// shows as /readyz 503 while Run retries it, not as silence.
 			go func() {
-				if err := health.Serve(ctx, healthAddr, c.Ready, c.Metrics()); err != nil {
+				if err := health.Serve(ctx, healthAddr, c.Readiness, c.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
+			go c.Run(ctx)
 			srv := serve.Server(c.Handler(), serve.API)
 			l, err := serve.Listen("tcp", listen, serve.API)
 			if err != nil {

@@ -43,7 +43,7 @@ func main() {
 			defer stop()
 			var ready atomic.Bool
 			go func() {
-				if err := health.Serve(ctx, healthAddr, ready.Load, nil); err != nil {
+				if err := health.Serve(ctx, healthAddr, health.Flag(ready.Load), nil); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()

@@ -123,7 +123,7 @@ func FuzzAPI(f *testing.F) {
 		f.Fatal(err)
 	}
 	dev := device(f, "web")
-	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: f.TempDir()})
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: f.TempDir()})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func FuzzAPI(f *testing.F) {
 		f.Fatal(err)
 	}
 	h := c.Handler()
-	n, _ := c.Nonce()
+	n, _ := c.Nonce(context.Background())
 	enrol := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: make([]byte, 32), Workload: api.Workload{Namespace: "ns", Name: "p"}}
 	ev, _ := dev.Evidence(attest.ReportData(enrol.Nonce, enrol.PublicKey, enrol.Binding()))
 	enrol.Evidence = &api.Evidence{Platform: ev.Platform, Data: ev.Data}

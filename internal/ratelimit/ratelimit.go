@@ -3,7 +3,7 @@
 package ratelimit
 
 import (
-	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // maxSources bounds the sources tracked; past it, idle ones are forgotten
@@ -80,16 +82,12 @@ func (l *PerSource) forgetIdle(now time.Time) {
 }
 
 // Handler answers 429 with a Retry-After header to a source over its rate,
-// with body {"error": ...} (the shape of api.Error), and passes the rest to next.
+// with an api.Error body (code rate-limited), and passes the rest to next.
 func (l *PerSource) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, wait := l.Allow(Source(r)); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusTooManyRequests)
-			json.NewEncoder(w).Encode(struct {
-				Error string `json:"error"`
-			}{"too many requests from " + Source(r) + ", retry in " + wait.Round(time.Millisecond).String()})
+			api.WriteError(w, fmt.Errorf("%w: too many requests from %s, retry in %s", api.ErrRateLimited, Source(r), wait.Round(time.Millisecond)))
 			return
 		}
 		next.ServeHTTP(w, r)

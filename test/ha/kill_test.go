@@ -355,8 +355,7 @@ func updater(ctx context.Context, l *lab, out *outcomes) {
 				out.mu.Unlock()
 				break
 			}
-			var se *api.StatusError
-			if errors.As(err, &se) && se.Code == 409 {
+			if errors.Is(err, api.ErrStaleParent) {
 				break // someone else's update won; sign again from the new head
 			}
 			if !api.Retryable(err) {

@@ -49,7 +49,7 @@ func TestTrustFollowsTheManifest(t *testing.T) {
 			pub, strings.Repeat("0", 96), a.RootFingerprint(), strings.Join(roles, ","), strings.Repeat("a", 64)))
 	}
 	st, _ := store.OpenFile(t.TempDir())
-	c, err := coordinator.New(coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir()})
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

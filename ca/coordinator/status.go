@@ -1,0 +1,96 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sealmesh/sealmesh/attest/atls"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/cluster"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+)
+
+// maxStatusHosts is api.MaxStatusHosts; tests lower it.
+var maxStatusHosts = api.MaxStatusHosts
+
+// Status reports the mesh as the coordinator sees it, with its hosts.
+func (c *Coordinator) Status() *api.Status { return c.status(c.view(), "") }
+
+// PublicStatus is Status for anyone who asks (GET /v1/status): the host
+// count, not the hosts. Their names, addresses, fingerprints and pods map
+// the mesh for an attacker; they are for owners and coordinators (Hosts).
+func (c *Coordinator) PublicStatus(context.Context) (*api.Status, error) {
+	s := c.Status()
+	s.Hosts, s.HostsWithheld = nil, true
+	return s, nil
+}
+
+// Hosts is Status with its host list (all, or those req.Host names: a
+// certificate fingerprint or name, an overlay IP or a pod), for a requester
+// that attested in the TLS handshake as a coordinator role of the current
+// manifest, or that shows an owner key of it (req.Proof).
+func (c *Coordinator) Hosts(ctx context.Context, req *api.HostsRequest) (*api.Status, error) {
+	v := c.view()
+	if v.hist == nil {
+		return nil, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
+	}
+	if err := c.mayListHosts(ctx, v.hist.Manifest, req.Proof); err != nil {
+		return nil, err
+	}
+	return c.status(v, req.Host), nil
+}
+
+func (c *Coordinator) mayListHosts(ctx context.Context, m *manifest.Manifest, p *api.OwnerProof) error {
+	if claims := atls.PeerClaims(ctx); claims != nil && p == nil {
+		if claims.Platform == manifest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+			return fmt.Errorf("%w: the host list is for owners and coordinators; the requester attested with the simulated TEE", api.ErrRefused)
+		}
+		if _, err := cluster.CoordinatorRole(m, claims); err != nil {
+			return fmt.Errorf("%w: the host list is for owners and coordinators: %v", api.ErrRefused, err)
+		}
+		return nil
+	}
+	if err := p.Verify(api.PurposeHosts, c.now()); err != nil {
+		return fmt.Errorf("%w: the host list is for owners and coordinators: %v", api.ErrRefused, err)
+	}
+	if !c.isOwner(m, p.SignerKey) {
+		return fmt.Errorf("%w: the host list is for owners and coordinators: the signing key is not an owner of the current manifest", api.ErrRefused)
+	}
+	return nil
+}
+
+// status is v as api.Status, listing the live hosts that match names (all
+// for "").
+func (c *Coordinator) status(v *view, match string) *api.Status {
+	s := &api.Status{State: v.state, Message: v.msg, Hosts: []api.Host{}}
+	if v.hist != nil {
+		s.ManifestHash = v.hist.Manifest.Hash()
+		s.AcceptsSimulated = v.hist.Manifest.AcceptsSimulated()
+		s.Generation = v.hist.Generation()
+		s.Head = v.hist.Head
+	}
+	if v.ca != nil {
+		s.CAFingerprint = v.ca.Fingerprint()
+	}
+	if c.cfg.Members != nil {
+		s.Members = c.cfg.Members()
+	}
+	if v.alloc == nil || !v.serving() {
+		return s
+	}
+	live := v.alloc.Live(c.now())
+	s.HostCount = len(live)
+	for _, l := range live {
+		if match != "" && match != l.Fingerprint && match != l.Name && match != l.IP.String() && (l.Workload == "" || match != l.Workload) {
+			continue
+		}
+		if len(s.Hosts) == maxStatusHosts {
+			break
+		}
+		s.Hosts = append(s.Hosts, api.Host{
+			Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
+			NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,
+		})
+	}
+	return s
+}

@@ -1,0 +1,429 @@
+// Package enrol is the coordinator's enrolment service: a nonce, then
+// evidence (or a lighthouse's join token) checked against the manifest's
+// roles, then a Nebula certificate whose name, IP and groups the manifest and
+// the allocator assign. Nothing the requester asks for reaches the
+// certificate (invariant C): this file is the code behind it.
+package enrol
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/slackhq/nebula/cert"
+
+	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/nonce"
+)
+
+const (
+	// NonceLifetime bounds how old evidence may be.
+	NonceLifetime = 2 * time.Minute
+	// MaxRedeemed caps the nonces remembered as used (each until it
+	// expires); only verified enrolments redeem one.
+	MaxRedeemed = 100_000
+	// LighthouseGroup is the group every lighthouse certificate carries.
+	LighthouseGroup = "lighthouse"
+)
+
+// Serving is the verified state an enrolment is served from, taken whole
+// and without a lock for each request.
+type Serving struct {
+	Hist  *history.State
+	CA    *issuer.CA
+	Alloc *issuer.Allocator
+}
+
+// Service enrols and releases.
+type Service struct {
+	log      *slog.Logger
+	verifier *attest.Verifier
+	now      func() time.Time
+	// serving returns what to serve from, or api.ErrNotReady.
+	serving func() (Serving, error)
+	// nonces issues and redeems nonces; it has its own lock and stores
+	// nothing until a verified request redeems one.
+	nonces *nonce.Issuer
+	// possession is this process's key for proofs of possession
+	// (api.Prove), handed out with each nonce.
+	possession *ecdh.PrivateKey
+	metrics    metrics
+}
+
+// New makes the service. serving is called once per request.
+func New(log *slog.Logger, v *attest.Verifier, now func() time.Time, serving func() (Serving, error)) (*Service, error) {
+	possession, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{log: log, verifier: v, now: now, serving: serving, possession: possession,
+		nonces: nonce.New(NonceLifetime, MaxRedeemed, now), metrics: newMetrics()}, nil
+}
+
+// Nonce issues a fresh single-use nonce. Issuing stores nothing (package
+// nonce), so asking for nonces cannot crowd out anyone's enrolment.
+func (s *Service) Nonce(context.Context) (*api.NonceResponse, error) {
+	if _, err := s.serving(); err != nil {
+		return nil, err
+	}
+	return s.spare(), nil
+}
+
+// spare is a nonce for the requester's next enrolment here, sent with this
+// one's answer so that it need not ask (api.EnrolResponse.Next).
+func (s *Service) spare() *api.NonceResponse {
+	n, exp := s.nonces.Issue()
+	return &api.NonceResponse{Nonce: n, Expires: exp, PossessionKey: s.possession.PublicKey().Bytes()}
+}
+
+// identity is what the manifest assigns to a requester.
+type identity struct {
+	name   string
+	role   string
+	groups []string
+	fixed  netip.Addr // lighthouses only
+	ttl    time.Duration
+	// workload is the pod as proven: the token's for token enrolments, the
+	// request's (bound into the evidence) otherwise.
+	workload api.Workload
+}
+
+// Enrol checks the request and issues a certificate.
+func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.EnrolResponse, err error) {
+	defer func(start time.Time) {
+		// A bug below must not count as an issued certificate (err was
+		// nil when it panicked), nor leave the request without an answer.
+		if r := recover(); r != nil {
+			s.log.Error("enrolment panicked", "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("internal error in enrolment (logged by the coordinator)")
+		}
+		s.metrics.observe(start, err)
+	}(time.Now())
+	if len(req.PublicKey) != 32 {
+		return nil, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", api.ErrBadInput, len(req.PublicKey))
+	}
+	sv, err := s.serving()
+	if err != nil {
+		return nil, err
+	}
+	// The nonce is redeemed only once the request verifies, so unverified
+	// requests leave nothing behind.
+	if err := s.nonces.Check(req.Nonce); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrNonce, err)
+	}
+	m := sv.Hist.Manifest
+	if err := api.CheckPossession(s.possession, req.Nonce, req.PublicKey, req.Proof); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+
+	verifying := time.Now()
+	id, err := identify(ctx, s.verifier, m, req)
+	s.metrics.timed("verify", verifying)
+	if err != nil {
+		s.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
+		return nil, err
+	}
+	switch err := s.nonces.Redeem(req.Nonce); {
+	case errors.Is(err, nonce.ErrFull):
+		return nil, fmt.Errorf("%w: %v", api.ErrNotReady, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", api.ErrNonce, err)
+	}
+
+	now := s.now()
+	holder := issuer.Holder(req.PublicKey)
+	if m.RevokedHolder(holder) {
+		s.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
+		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", api.ErrRefused, m.Hash()[:12])
+	}
+	crt, lease, err := s.issue(ctx, sv, id, req.PublicKey, holder, now)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := crt.MarshalPEM()
+	if err != nil {
+		return nil, err
+	}
+	addrs := crt.Networks()
+	s.log.Info("certificate issued", "name", lease.Name, "role", id.role, "ips", addrs, "fingerprint", lease.Fingerprint, "workload", workloadString(id.workload))
+
+	resp = &api.EnrolResponse{
+		Name: lease.Name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
+		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(sv.CA.PEM()),
+		Inbound: inbound(m, id), ReleaseToken: lease.releaseToken, Blocklist: blocklist(m, sv.Alloc, now), Head: sv.Hist.Head,
+		Next: s.spare(),
+	}
+	for _, a := range addrs {
+		resp.IPs = append(resp.IPs, a.String())
+	}
+	for _, l := range m.Lighthouses {
+		resp.Lighthouses = append(resp.Lighthouses, api.Lighthouse{OverlayIP: l.OverlayIP, Underlay: l.Underlay})
+	}
+	return resp, nil
+}
+
+// issued is a lease with the release token only its holder gets.
+type issued struct {
+	issuer.Lease
+	releaseToken string
+}
+
+// issue signs the certificate for the address the allocator chooses, and
+// hands it out only once its lease is recorded (Issue signs again if another
+// coordinator recorded that address first).
+func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey []byte, holder string, now time.Time) (cert.Certificate, issued, error) {
+	m := sv.Hist.Manifest
+	var crt cert.Certificate
+	release := make([]byte, 32)
+	rand.Read(release) // never fails (crypto/rand)
+	releaseToken := hex.EncodeToString(release)
+	recording := time.Now()
+	lease, err := sv.Alloc.Issue(ctx, id.fixed, holder, id.role, now, func(ip netip.Addr) (issuer.Lease, error) {
+		name := id.name
+		if name == "" {
+			name = id.role + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
+		}
+		var err error
+		crt, err = sv.CA.Sign(issuer.Host{
+			Name: name, Networks: m.HostAddrs(ip), Groups: id.groups, PublicKey: publicKey, NotAfter: now.Add(id.ttl),
+		}, now)
+		if err != nil {
+			return issuer.Lease{}, err
+		}
+		fp, err := crt.Fingerprint()
+		if err != nil {
+			return issuer.Lease{}, err
+		}
+		return issuer.Lease{
+			IP: ip, Name: name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
+			NotAfter: crt.NotAfter(), Workload: workloadString(id.workload), ReleaseHash: HashHex(releaseToken),
+		}, nil
+	})
+	s.metrics.timed("record", recording)
+	return crt, issued{Lease: lease, releaseToken: releaseToken}, err
+}
+
+// blocklist is every certificate the manifest revokes: those it names, and
+// every live one issued to a revoked holder's key, renewed-away ones too (a
+// revoked host kept its previous certificate, same key and address, for up
+// to a third of the lifetime).
+func blocklist(m *manifest.Manifest, alloc *issuer.Allocator, now time.Time) []string {
+	out := m.Blocklist()
+	for _, fp := range alloc.HeldBy(m.RevokedHolder, now) {
+		if !slices.Contains(out, fp) {
+			out = append(out, fp)
+		}
+	}
+	return out
+}
+
+// identify matches the request to exactly what the manifest allows: a
+// lighthouse by its token, a workload by its evidence. Nothing else in the
+// request counts.
+func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
+	switch {
+	case req.JoinToken != "" && req.Evidence != nil:
+		return identity{}, fmt.Errorf("%w: send evidence or a join token, not both", api.ErrBadInput)
+	case req.JoinToken != "":
+		if err := manifest.CheckJoinToken(req.JoinToken); err != nil {
+			return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
+		}
+		sum := HashHex(req.JoinToken)
+		for _, l := range m.Lighthouses {
+			if subtle.ConstantTimeCompare([]byte(sum), []byte(l.TokenSHA256)) == 1 {
+				return identity{name: l.Name, role: LighthouseGroup, groups: []string{LighthouseGroup},
+					fixed: netip.MustParseAddr(l.OverlayIP), ttl: m.Lifetime()}, nil
+			}
+		}
+		return identity{}, fmt.Errorf("%w: join token matches no lighthouse of the manifest", api.ErrRefused)
+	case req.Evidence == nil:
+		return identity{}, fmt.Errorf("%w: no evidence and no join token", api.ErrBadInput)
+	}
+
+	rd := attest.ReportData(req.Nonce, req.PublicKey, req.Binding())
+	claims, err := v.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data}, rd)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	w := req.Workload
+	if claims.Platform == manifest.PlatformOIDC {
+		// A token names its pod itself, and it is all a token proves: the
+		// request's workload is a claim the token must back, never a
+		// substitute for it (a dev token claiming prod/db-0 got prod's role).
+		if err := sameWorkload(w, claims); err != nil {
+			return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
+		}
+		w = api.Workload{Namespace: claims.Namespace, Name: claims.Pod, UID: claims.PodUID, ServiceAccount: claims.ServiceAccount}
+	}
+	var why []string
+	for i := range m.Roles {
+		r := &m.Roles[i]
+		if err := claims.Satisfies(r.Attestation); err != nil {
+			why = append(why, fmt.Sprintf("role %s: %v", r.Name, err))
+			continue
+		}
+		// In node mode the node's evidence speaks for its pods; the pod it
+		// names (bound into the evidence's report data) picks the role.
+		if !r.PodSelector.Matches(w.Namespace, w.ServiceAccount) {
+			why = append(why, fmt.Sprintf("role %s: its podSelector does not select pod %s/%s (service account %q)", r.Name, w.Namespace, w.Name, w.ServiceAccount))
+			continue
+		}
+		groups := r.Groups
+		if claims.Platform == manifest.PlatformOIDC {
+			// The weaker proof is visible to every peer's firewall.
+			groups = append(slices.Clone(groups), attest.TokenGroup)
+		}
+		return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(r), workload: w}, nil
+	}
+	return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %s",
+		api.ErrRefused, claims.Platform, m.Hash()[:12], strings.Join(why, "; "))
+}
+
+// sameWorkload checks that a token enrolment claims no other pod than the
+// token's own (fields the request leaves empty claim nothing).
+func sameWorkload(w api.Workload, c *attest.Claims) error {
+	for _, f := range []struct{ what, claimed, token string }{
+		{"namespace", w.Namespace, c.Namespace}, {"pod", w.Name, c.Pod}, {"pod UID", w.UID, c.PodUID}, {"service account", w.ServiceAccount, c.ServiceAccount},
+	} {
+		if f.claimed != "" && f.claimed != f.token {
+			return fmt.Errorf("the request claims %s %q, the service-account token is for %q", f.what, f.claimed, f.token)
+		}
+	}
+	return nil
+}
+
+// inbound turns the manifest's rules between groups into the Nebula inbound
+// rules of one host. Nebula's `groups` means all of them, so "from any of"
+// becomes one rule per group.
+func inbound(m *manifest.Manifest, id identity) []api.FirewallRule {
+	if id.role == LighthouseGroup {
+		return []api.FirewallRule{{Proto: "icmp", Port: "any"}}
+	}
+	var out []api.FirewallRule
+	for _, r := range m.Firewall {
+		if !slices.Contains(id.groups, r.To) {
+			continue
+		}
+		port := r.Port
+		if r.Proto == "icmp" {
+			port = "any"
+		}
+		for _, from := range r.From {
+			if from == "any" {
+				from = ""
+			}
+			out = append(out, api.FirewallRule{Proto: r.Proto, Port: port, Group: from})
+		}
+	}
+	return out
+}
+
+// Release ends a lease (CNI DEL), for the holder of its release token.
+func (s *Service) Release(ctx context.Context, req *api.ReleaseRequest) error {
+	sv, err := s.serving()
+	if err != nil {
+		return err
+	}
+	var ip netip.Addr
+	if req.IP != "" {
+		// The enrolment's IP as it was sent: an address with its prefix.
+		p, err := netip.ParsePrefix(req.IP)
+		if err != nil {
+			return fmt.Errorf("%w: ip: %v", api.ErrBadInput, err)
+		}
+		ip = p.Addr()
+	}
+	switch err := sv.Alloc.Release(ctx, ip, req.Fingerprint, HashHex(req.ReleaseToken)); {
+	case errors.Is(err, issuer.ErrReleaseRefused):
+		return fmt.Errorf("%w: %v", api.ErrRefused, err)
+	case err != nil:
+		// The store's: a retry may succeed (500, not 403).
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// HashHex is the hex SHA-256 of s, as join tokens and release tokens are kept.
+func HashHex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func workloadString(w api.Workload) string {
+	if w.Namespace == "" && w.Name == "" {
+		return ""
+	}
+	return w.Namespace + "/" + w.Name
+}
+
+// metrics are enrolment's Prometheus metrics: counts and timings only,
+// nothing about who enrolled.
+type metrics struct {
+	enrolments *prometheus.CounterVec
+	latency    prometheus.Histogram
+	stages     *prometheus.HistogramVec
+}
+
+func newMetrics() metrics {
+	return metrics{
+		enrolments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealmesh_coordinator_enrolments_total",
+			Help: "Enrolment requests, by result: issued, refused (evidence or request not accepted), unavailable (not ready, retry elsewhere) or error.",
+		}, []string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealmesh_coordinator_enrolment_seconds",
+			Help:    "Time to answer an enrolment that issued a certificate (verification, address, signing, store).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		// Where an enrolment's time goes, so a slow answer can be put down
+		// to the evidence's check or the store's write without a profiler.
+		// Finer buckets than the total's around 1-30 ms, where both usually are.
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sealmesh_coordinator_enrolment_stage_seconds",
+			Help: "Time in one stage of an enrolment: verify (the evidence's signature, certificate chain and the manifest's policy, or a join token) " +
+				"or record (an address chosen, the certificate signed and its lease written to the store).",
+			Buckets: []float64{.00025, .0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1},
+		}, []string{"stage"}),
+	}
+}
+
+// Collectors are the service's metrics, for the coordinator's registry.
+func (s *Service) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.metrics.enrolments, s.metrics.latency, s.metrics.stages}
+}
+
+// observe counts one enrolment's outcome.
+func (m metrics) observe(start time.Time, err error) {
+	switch {
+	case err == nil:
+		m.enrolments.WithLabelValues("issued").Inc()
+		m.latency.Observe(time.Since(start).Seconds())
+	case errors.Is(err, api.ErrRefused), errors.Is(err, api.ErrBadInput):
+		m.enrolments.WithLabelValues("refused").Inc()
+	case errors.Is(err, api.ErrNotReady):
+		m.enrolments.WithLabelValues("unavailable").Inc()
+	default:
+		m.enrolments.WithLabelValues("error").Inc()
+	}
+}
+
+// timed records the time since start in an enrolment's stage.
+func (m metrics) timed(stage string, start time.Time) {
+	m.stages.WithLabelValues(stage).Observe(time.Since(start).Seconds())
+}
