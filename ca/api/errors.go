@@ -60,12 +60,23 @@ var (
 	ErrInternal    = &Fault{Code: CodeInternal, Status: http.StatusInternalServerError, Msg: "internal error"}
 )
 
+var allFaults = []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrNotReady, ErrRateLimited, ErrInternal}
+
 var faults = map[Code]*Fault{}
 
 func init() {
-	for _, f := range []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrNotReady, ErrRateLimited, ErrInternal} {
+	for _, f := range allFaults {
 		faults[f.Code] = f
 	}
+}
+
+// Codes are every code a coordinator answers with.
+func Codes() []Code {
+	out := make([]Code, len(allFaults))
+	for i, f := range allFaults {
+		out[i] = f.Code
+	}
+	return out
 }
 
 // FaultOf is the fault err carries (the finest one wrapped), ErrInternal
