@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Evidence is what an issuer produces and a verifier checks.

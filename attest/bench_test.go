@@ -12,7 +12,7 @@ import (
 	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // BenchmarkVerify is one evidence verification (chain, signature, report data)

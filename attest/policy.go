@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Policy is what a verifying side accepts. The platform comes from the other

@@ -11,7 +11,7 @@ import (
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TestRealTDXQuote verifies the real TDX quote go-tdx-guest ships (a Sapphire

@@ -18,9 +18,9 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/cni"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // panicked reports whether a verifier's error is a recovered panic: the

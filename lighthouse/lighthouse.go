@@ -12,8 +12,8 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Options configure a lighthouse.

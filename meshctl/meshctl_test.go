@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 func TestPrintHistory(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 func revokeCmd(client func() (*api.Client, error)) *cobra.Command {

@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // Enrolment is a certificate with its private key.

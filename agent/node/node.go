@@ -27,11 +27,11 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 	"github.com/sealmesh/sealmesh/internal/serve"
+	"github.com/sealmesh/sealmesh/kube"
 )
 
 // nebulaOverhead is what Nebula adds to each packet on an IPv6 underlay (40 IP +

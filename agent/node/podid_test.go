@@ -13,9 +13,9 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/kube"
+	"github.com/sealmesh/sealmesh/kube"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/slackhq/nebula/cert"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // DefaultDevice is the name of the Nebula interface in a pod.

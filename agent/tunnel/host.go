@@ -27,7 +27,7 @@ import (
 	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/internal/serve"
 )
 

@@ -11,7 +11,7 @@ import (
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // QuoteProvider is go-tdx-guest's quote provider interface, as far as sealmesh

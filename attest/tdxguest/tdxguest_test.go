@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/sealmesh/sealmesh/attest/tdxguest"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // The TD's quote provider is go-tdx-guest's fake (no TDX hardware here),

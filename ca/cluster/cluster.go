@@ -22,7 +22,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // Config configures one member.

@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/history"
-	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/keys"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // benchDir puts the store on tmpfs when there is one: the benchmark measures
@@ -76,13 +76,13 @@ func BenchmarkRestartToReady(b *testing.B) {
 				}
 			}
 			big, _ := manifest.Parse([]byte(strings.Replace(raw, `"10.42.0.0/24"`, `"10.42.0.0/16"`, 1)))
-			alloc, err := issuer.NewAllocator(context.Background(), st, big, testLeaseKey)
+			alloc, err := ipam.NewAllocator(context.Background(), st, big, testLeaseKey)
 			if err != nil {
 				b.Fatal(err)
 			}
 			for i := 0; i < n; i++ {
-				if _, err := alloc.Issue(context.Background(), netip.Addr{}, "", "web", time.Now(), func(ip netip.Addr) (issuer.Lease, error) {
-					return issuer.Lease{IP: ip, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
+				if _, err := alloc.Issue(context.Background(), netip.Addr{}, "", "web", time.Now(), func(ip netip.Addr) (ipam.Lease, error) {
+					return ipam.Lease{IP: ip, Name: fmt.Sprintf("web-%d", i), Role: "web", Groups: []string{"web", "pods"},
 						Fingerprint: fmt.Sprintf("%064x", i), NotAfter: time.Now().Add(time.Hour), Workload: "ns/pod", ReleaseHash: fmt.Sprintf("%064x", i)}, nil
 				}); err != nil {
 					b.Fatal(err)

@@ -22,16 +22,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/enrol"
 	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/issuer"
 	"github.com/sealmesh/sealmesh/ca/keys"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 const (
@@ -100,7 +101,7 @@ type view struct {
 	seed       *keys.Seed
 	hist       *history.State
 	ca         *issuer.CA
-	alloc      *issuer.Allocator
+	alloc      *ipam.Allocator
 }
 
 func (v *view) serving() bool { return v.state == api.StateReady || v.state == api.StateDegraded }
@@ -309,7 +310,7 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 	}
 	alloc := c.view().alloc
 	if alloc == nil {
-		if alloc, err = issuer.NewAllocator(ctx, c.st, h.Manifest, seed.LeaseKey()); err != nil {
+		if alloc, err = ipam.NewAllocator(ctx, c.st, h.Manifest, seed.LeaseKey()); err != nil {
 			return err
 		}
 		if c.cfg.Members != nil && c.cfg.API != "" {

@@ -21,11 +21,11 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
-	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/nonce"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -447,7 +447,7 @@ func TestAllocationUniqueReleasedAndExhausted(t *testing.T) {
 	if _, err := enrol.Workload(ctx, h.client, webDev, api.Workload{}); err == nil || !strings.Contains(err.Error(), "no free address") {
 		t.Fatalf("enrolment after a release, before the certificate expired: %v", err)
 	}
-	h.clock.add(first.NotAfter.Sub(h.clock.now()) + issuer.ExpiryGrace + time.Second)
+	h.clock.add(first.NotAfter.Sub(h.clock.now()) + ipam.ExpiryGrace + time.Second)
 	e, err := enrol.Workload(ctx, h.client, webDev, api.Workload{})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // TestRefusalsDoNotEchoSecrets: a refused join token or release token, and

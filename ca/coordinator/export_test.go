@@ -3,7 +3,7 @@ package coordinator
 import (
 	"context"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/enrol"
 )

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/curve25519"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
 

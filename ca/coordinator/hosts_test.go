@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/cluster"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TestHostListIsForOwnersAndCoordinators is finding 10: GET /v1/status

@@ -4,7 +4,7 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/internal/ratelimit"
 )
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // In node mode one node's evidence speaks for all its pods: the pod it names

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // Finding 5 of the attack review: re-enrolment was keyed by the public key

@@ -11,8 +11,8 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
 
@@ -56,7 +56,7 @@ func TestRevocationBlocksEveryCertificate(t *testing.T) {
 	if err := json.Unmarshal([]byte(testManifest(webDev.RootFingerprint())), &m); err != nil {
 		t.Fatal(err)
 	}
-	m["revoked"] = []map[string]string{{"fingerprint": fp2, "holder": issuer.Holder(pub), "name": renewed.Name}}
+	m["revoked"] = []map[string]string{{"fingerprint": fp2, "holder": ipam.Holder(pub), "name": renewed.Name}}
 	raw, _ := json.Marshal(m)
 	req, err := owner.Request(raw, h.c.Status().Head, ownerKey)
 	if err != nil {
@@ -105,7 +105,7 @@ func revokeHolder(t *testing.T, h *harness, pub []byte, e *enrol.Enrolment) {
 	if err := json.Unmarshal([]byte(testManifest(webDev.RootFingerprint())), &m); err != nil {
 		t.Fatal(err)
 	}
-	m["revoked"] = []map[string]string{{"fingerprint": fingerprintOf(t, e.Certificate), "holder": issuer.Holder(pub), "name": e.Name}}
+	m["revoked"] = []map[string]string{{"fingerprint": fingerprintOf(t, e.Certificate), "holder": ipam.Holder(pub), "name": e.Name}}
 	raw, _ := json.Marshal(m)
 	req, err := owner.Request(raw, h.c.Status().Head, ownerKey)
 	if err != nil {

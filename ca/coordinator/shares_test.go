@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 )
 

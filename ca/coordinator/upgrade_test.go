@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // withCoordinators puts coordinator roles for images into the test manifest.

@@ -24,12 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/slackhq/nebula/cert"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/issuer"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/nonce"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 const (
@@ -47,7 +48,7 @@ const (
 type Serving struct {
 	Hist  *history.State
 	CA    *issuer.CA
-	Alloc *issuer.Allocator
+	Alloc *ipam.Allocator
 }
 
 // Service enrols and releases.
@@ -147,7 +148,7 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 	}
 
 	now := s.now()
-	holder := issuer.Holder(req.PublicKey)
+	holder := ipam.Holder(req.PublicKey)
 	if m.RevokedHolder(holder) {
 		s.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
 		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", api.ErrRefused, m.Hash()[:12])
@@ -180,7 +181,7 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 
 // issued is a lease with the release token only its holder gets.
 type issued struct {
-	issuer.Lease
+	ipam.Lease
 	releaseToken string
 }
 
@@ -194,7 +195,7 @@ func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey 
 	rand.Read(release) // never fails (crypto/rand)
 	releaseToken := hex.EncodeToString(release)
 	recording := time.Now()
-	lease, err := sv.Alloc.Issue(ctx, id.fixed, holder, id.role, now, func(ip netip.Addr) (issuer.Lease, error) {
+	lease, err := sv.Alloc.Issue(ctx, id.fixed, holder, id.role, now, func(ip netip.Addr) (ipam.Lease, error) {
 		name := id.name
 		if name == "" {
 			name = id.role + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
@@ -204,13 +205,13 @@ func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey 
 			Name: name, Networks: m.HostAddrs(ip), Groups: id.groups, PublicKey: publicKey, NotAfter: now.Add(id.ttl),
 		}, now)
 		if err != nil {
-			return issuer.Lease{}, err
+			return ipam.Lease{}, err
 		}
 		fp, err := crt.Fingerprint()
 		if err != nil {
-			return issuer.Lease{}, err
+			return ipam.Lease{}, err
 		}
-		return issuer.Lease{
+		return ipam.Lease{
 			IP: ip, Name: name, Role: id.role, Groups: id.groups, Fingerprint: fp, Holder: holder,
 			NotAfter: crt.NotAfter(), Workload: workloadString(id.workload), ReleaseHash: HashHex(releaseToken),
 		}, nil
@@ -223,7 +224,7 @@ func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey 
 // every live one issued to a revoked holder's key, renewed-away ones too (a
 // revoked host kept its previous certificate, same key and address, for up
 // to a third of the lifetime).
-func blocklist(m *manifest.Manifest, alloc *issuer.Allocator, now time.Time) []string {
+func blocklist(m *manifest.Manifest, alloc *ipam.Allocator, now time.Time) []string {
 	out := m.Blocklist()
 	for _, fp := range alloc.HeldBy(m.RevokedHolder, now) {
 		if !slices.Contains(out, fp) {
@@ -350,7 +351,7 @@ func (s *Service) Release(ctx context.Context, req *api.ReleaseRequest) error {
 		ip = p.Addr()
 	}
 	switch err := sv.Alloc.Release(ctx, ip, req.Fingerprint, HashHex(req.ReleaseToken)); {
-	case errors.Is(err, issuer.ErrReleaseRefused):
+	case errors.Is(err, ipam.ErrReleaseRefused):
 		return fmt.Errorf("%w: %v", api.ErrRefused, err)
 	case err != nil:
 		// The store's: a retry may succeed (500, not 403).

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/ca/keys"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Errors, distinguishable with errors.Is.

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/ca/keys"
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // These tests forge what only a holder of the seed could write (a

@@ -1,6 +1,5 @@
-// Package issuer holds the mesh's Nebula certificate authority and the overlay IP
-// allocator. The CA signs public keys it is given; it never makes or sees a host's
-// private key.
+// Package issuer holds the mesh's Nebula certificate authority. It signs public
+// keys it is given; it never makes or sees a host's private key.
 package issuer
 
 import (

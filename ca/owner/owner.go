@@ -12,9 +12,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/history"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Request signs raw (JSON or YAML) as the successor of parent ("" for the first

@@ -21,10 +21,10 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/cniinstall"
 	"github.com/sealmesh/sealmesh/agent/node"
+	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/tee"
-	"github.com/sealmesh/sealmesh/ca/api/attested"
-	"github.com/sealmesh/sealmesh/ca/kube"
 	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/kube"
 )
 
 var version = "dev"

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sealmesh/sealmesh/ca/api/attested"
+	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/lighthouse"
 )

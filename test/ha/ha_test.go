@@ -12,7 +12,7 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // load is agents enrolling without pause: every enrolment a new workload with

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
 )
 
 // TestKeysOnlyBetweenCoordinators runs invariants A and B with real processes:

@@ -25,9 +25,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/history"
-	"github.com/sealmesh/sealmesh/ca/issuer"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -223,9 +223,9 @@ func killSchedule(t *testing.T, rng *rand.Rand, kind string, atOnce int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leases := map[string]issuer.Lease{}
+	leases := map[string]ipam.Lease{}
 	for k, raw := range recs {
-		var l issuer.Lease
+		var l ipam.Lease
 		if err := json.Unmarshal(raw, &l); err != nil {
 			t.Fatalf("lease record %s: %v", k, err)
 		}
@@ -239,7 +239,7 @@ func killSchedule(t *testing.T, rng *rand.Rand, kind string, atOnce int) {
 		case now.After(c.notAfter):
 		case !ok:
 			t.Errorf("%s holds a live certificate for %s, which has no lease record", c.name, ip)
-		case l.Fingerprint != c.fingerprint && !slices.ContainsFunc(l.Previous, func(p issuer.Issued) bool { return p.Fingerprint == c.fingerprint }):
+		case l.Fingerprint != c.fingerprint && !slices.ContainsFunc(l.Previous, func(p ipam.Issued) bool { return p.Fingerprint == c.fingerprint }):
 			t.Errorf("%s holds a live certificate for %s, whose lease is %s's (%s): two live certificates on one address", c.name, ip, l.Name, l.Workload)
 		case c.released && !l.Released:
 			t.Errorf("%s released %s, whose lease is not released", c.name, ip)

@@ -36,8 +36,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/sealmesh/sealmesh/agent/cniinstall"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
 	"github.com/sealmesh/sealmesh/test/netlab"
 )
 

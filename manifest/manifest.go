@@ -71,7 +71,7 @@ type Manifest struct {
 type Revoked struct {
 	// Fingerprint is the certificate's (hex SHA-256, as Nebula prints it).
 	Fingerprint string `json:"fingerprint"`
-	// Holder names its public key (issuer.Holder); empty revokes only the
+	// Holder names its public key (ipam.Holder); empty revokes only the
 	// certificate, not its key.
 	Holder string `json:"holder,omitempty"`
 	// Name is for people: what the certificate was issued to.

@@ -1,4 +1,7 @@
-package issuer
+// Package ipam hands out the overlay addresses: one lease record per address
+// in the shared store, written by compare-and-swap so that coordinators
+// allocating at once never give one address to two live certificates.
+package ipam
 
 import (
 	"context"
@@ -17,123 +20,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealmesh/sealmesh/ca/manifest"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // ErrExhausted means every host address of the network is leased.
-var ErrExhausted = errors.New("issuer: overlay network has no free address")
+var ErrExhausted = errors.New("ipam: overlay network has no free address")
 
 // ErrClaimLost means every address an enrolment chose was recorded by another
 // coordinator before its own record; retry.
-var ErrClaimLost = errors.New("issuer: the addresses chosen were taken by other coordinators meanwhile")
+var ErrClaimLost = errors.New("ipam: the addresses chosen were taken by other coordinators meanwhile")
 
 // ErrReleaseRefused: the release names a lease whose record does not verify,
 // or gives the wrong release token. Other release errors are the store's.
-var ErrReleaseRefused = errors.New("issuer: release refused")
-
-const (
-	// leasePrefix names lease records: one per lease, so an enrolment writes
-	// one small record whatever the size of the mesh.
-	leasePrefix = "lease-"
-	// holderPrefix names the pointer from a public key to its lease, so a
-	// retried enrolment of the same key (on any coordinator) gets the same
-	// address instead of a second one.
-	holderPrefix = "holder-"
-)
-
-func leaseKey(ip netip.Addr) string {
-	return leasePrefix + strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
-}
-
-// Holder names the holder of a public key in lease records.
-func Holder(publicKey []byte) string {
-	s := sha256.Sum256(publicKey)
-	return hex.EncodeToString(s[:16])
-}
-
-// Lease ties an overlay IP to the certificate that carries it. A lease ends when
-// the certificate expires or the holder releases it, whichever is first, so one IP
-// is never in two live certificates.
-type Lease struct {
-	IP          netip.Addr `json:"ip"`
-	Name        string     `json:"name"`
-	Role        string     `json:"role"`
-	Groups      []string   `json:"groups"`
-	Fingerprint string     `json:"fingerprint"`
-	NotAfter    time.Time  `json:"notAfter"`
-	// Holder is the public key's Holder: the same key enrolling again keeps
-	// its address.
-	Holder string `json:"holder,omitempty"`
-	// Workload is what the requester said it is (pod namespace/name); shown in
-	// status, never used for identity.
-	Workload string `json:"workload,omitempty"`
-	// ReleaseHash is the SHA-256 of the secret the holder must show to release.
-	ReleaseHash string `json:"releaseHash,omitempty"`
-	// Released: the holder gave the address back (CNI DEL). Its certificate
-	// is still valid until NotAfter, so the address stays taken until then:
-	// handing it to the next holder would put it in two live certificates.
-	Released bool `json:"released,omitempty"`
-	// MAC authenticates the record (HMAC-SHA256 under the seed's lease key
-	// over the record's JSON without MAC): the store is untrusted.
-	MAC string `json:"mac,omitempty"`
-	// Previous are the certificates issued to the same holder at this address
-	// before Fingerprint (renewed away) that have not expired: a revocation
-	// of the holder blocks them too.
-	Previous []Issued `json:"previous,omitempty"`
-}
-
-// Issued is one certificate a lease's holder was issued.
-type Issued struct {
-	Fingerprint string    `json:"fingerprint"`
-	NotAfter    time.Time `json:"notAfter"`
-}
-
-// maxPrevious bounds a lease's Previous: a host renews at a third of the
-// lifetime left, so three or four are live at most; more means renewals in a
-// loop, and the oldest go first.
-const maxPrevious = 16
-
-// Fingerprints are the lease's certificates that are live at now: the
-// current one and those renewed away.
-func (l Lease) Fingerprints(now time.Time) []string {
-	var out []string
-	if l.Fingerprint != "" && l.NotAfter.After(now) {
-		out = append(out, l.Fingerprint)
-	}
-	for _, p := range l.Previous {
-		if p.NotAfter.After(now) {
-			out = append(out, p.Fingerprint)
-		}
-	}
-	return out
-}
-
-// ExpiryGrace is how long after its certificate's end an address stays
-// taken: a coordinator whose clock runs ahead (or was pushed forward) must
-// not hand out an address whose certificate hosts still accept by theirs.
-const ExpiryGrace = 10 * time.Minute
-
-// taken reports whether the lease's address may not be handed to another
-// holder at now.
-func (l Lease) taken(now time.Time) bool {
-	return l.NotAfter.Add(ExpiryGrace).After(now)
-}
-
-// carry returns what a new lease for the same holder keeps of prev's
-// certificates: every one still live.
-func carry(prev Lease, now time.Time) []Issued {
-	var out []Issued
-	for _, p := range append(slices.Clone(prev.Previous), Issued{Fingerprint: prev.Fingerprint, NotAfter: prev.NotAfter}) {
-		if p.Fingerprint != "" && p.NotAfter.After(now) {
-			out = append(out, p)
-		}
-	}
-	if len(out) > maxPrevious {
-		out = out[len(out)-maxPrevious:]
-	}
-	return out
-}
+var ErrReleaseRefused = errors.New("ipam: release refused")
 
 // choice is an address chosen for a certificate, not yet recorded.
 type choice struct {
@@ -233,7 +133,7 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 	for k, b := range recs {
 		var l Lease
 		if err := json.Unmarshal(b, &l); err != nil {
-			return fmt.Errorf("issuer: lease record %s is corrupt: %w", k, err)
+			return fmt.Errorf("ipam: lease record %s is corrupt: %w", k, err)
 		}
 		// List gives no versions: a swap from "" fails on an existing
 		// record and re-reads it, which is what a stale guess costs.
@@ -366,7 +266,7 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 		}
 		if err == nil {
 			if l.IP != c.ip || l.Holder != holder {
-				err = fmt.Errorf("issuer: a lease for %s (holder %q) was signed for %s (holder %q)", c.ip, holder, l.IP, l.Holder)
+				err = fmt.Errorf("ipam: a lease for %s (holder %q) was signed for %s (holder %q)", c.ip, holder, l.IP, l.Holder)
 			} else {
 				err = a.record(ctx, c, l)
 			}
@@ -397,9 +297,9 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 
 var (
 	// errLost: the record changed since the choice was made.
-	errLost = errors.New("issuer: lost the address to another coordinator")
+	errLost = errors.New("ipam: lost the address to another coordinator")
 	// errPointer: the holder's pointer is not what the choice assumed.
-	errPointer = errors.New("issuer: the holder's pointer changed")
+	errPointer = errors.New("ipam: the holder's pointer changed")
 )
 
 // choose picks the address for an enrolment and marks it busy, so this
@@ -604,7 +504,7 @@ func (a *Allocator) read(ctx context.Context, ip netip.Addr) (Lease, store.Versi
 	}
 	var l Lease
 	if err := json.Unmarshal(b, &l); err != nil {
-		return Lease{}, "", fmt.Errorf("issuer: lease record for %s is corrupt: %w", ip, err)
+		return Lease{}, "", fmt.Errorf("ipam: lease record for %s is corrupt: %w", ip, err)
 	}
 	return l, v, nil
 }
@@ -670,7 +570,7 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, fingerprint, rel
 		a.mu.Unlock()
 		return nil
 	}
-	return fmt.Errorf("issuer: release of %s: the lease kept changing", ip)
+	return fmt.Errorf("ipam: release of %s: the lease kept changing", ip)
 }
 
 // HeldBy returns the live certificates (current and renewed away) of the

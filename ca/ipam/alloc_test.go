@@ -1,4 +1,4 @@
-package issuer_test
+package ipam_test
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealmesh/sealmesh/ca/issuer"
-	"github.com/sealmesh/sealmesh/ca/manifest"
+	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -47,14 +47,14 @@ func stores(t *testing.T) map[string]func(t *testing.T) store.Store {
 	}
 }
 
-func allocators(t *testing.T, st store.Store, n int) []*issuer.Allocator {
+func allocators(t *testing.T, st store.Store, n int) []*ipam.Allocator {
 	m, err := manifest.Parse([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*issuer.Allocator
+	var out []*ipam.Allocator
 	for range n {
-		a, err := issuer.NewAllocator(context.Background(), st, m, leaseKey)
+		a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,13 +63,13 @@ func allocators(t *testing.T, st store.Store, n int) []*issuer.Allocator {
 	return out
 }
 
-func lease(ip netip.Addr, holder string, now time.Time) issuer.Lease {
-	return issuer.Lease{IP: ip, Name: "web-" + ip.String(), Role: "web", Holder: holder, Fingerprint: "fp-" + holder, ReleaseHash: "r-" + holder, NotAfter: now.Add(time.Hour)}
+func lease(ip netip.Addr, holder string, now time.Time) ipam.Lease {
+	return ipam.Lease{IP: ip, Name: "web-" + ip.String(), Role: "web", Holder: holder, Fingerprint: "fp-" + holder, ReleaseHash: "r-" + holder, NotAfter: now.Add(time.Hour)}
 }
 
 // issue leases an address to holder through a, as an enrolment does.
-func issue(a *issuer.Allocator, holder string, now time.Time) (issuer.Lease, error) {
-	return a.Issue(context.Background(), netip.Addr{}, holder, "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+func issue(a *ipam.Allocator, holder string, now time.Time) (ipam.Lease, error) {
+	return a.Issue(context.Background(), netip.Addr{}, holder, "web", now, func(ip netip.Addr) (ipam.Lease, error) {
 		return lease(ip, holder, now), nil
 	})
 }
@@ -103,7 +103,7 @@ func shareTheStore(t *testing.T, open func(t *testing.T) store.Store, spread boo
 			a := all[i%3]
 			holder := fmt.Sprintf("h%d", i)
 			l, err := issue(a, holder, now)
-			if errors.Is(err, issuer.ErrExhausted) {
+			if errors.Is(err, ipam.ErrExhausted) {
 				mu.Lock()
 				exhausted++
 				mu.Unlock()
@@ -155,7 +155,7 @@ func TestAllocatorFollow(t *testing.T) {
 				})
 			}()
 			now := time.Now()
-			var made []issuer.Lease
+			var made []ipam.Lease
 			for i := range 5 {
 				l, err := issue(a, fmt.Sprintf("h%d", i), now)
 				if err != nil {
@@ -183,7 +183,7 @@ func TestAllocatorFollow(t *testing.T) {
 }
 
 // awaitLive waits until a's live leases are want's addresses.
-func awaitLive(t *testing.T, a *issuer.Allocator, now time.Time, want []issuer.Lease) {
+func awaitLive(t *testing.T, a *ipam.Allocator, now time.Time, want []ipam.Lease) {
 	t.Helper()
 	var w []netip.Addr
 	for _, l := range want {
@@ -225,8 +225,8 @@ func TestAllocatorIssue(t *testing.T) {
 	// one recorded first counts, and the other is signed again for another
 	// address (b does not know a's choice; its search starts where a's does).
 	var signed []netip.Addr
-	var l3 issuer.Lease
-	l2, err := a.Issue(ctx, netip.Addr{}, "key2", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+	var l3 ipam.Lease
+	l2, err := a.Issue(ctx, netip.Addr{}, "key2", "web", now, func(ip netip.Addr) (ipam.Lease, error) {
 		signed = append(signed, ip)
 		if len(signed) == 1 {
 			if l3, err = issue(b, "key3", now); err != nil {
@@ -241,7 +241,7 @@ func TestAllocatorIssue(t *testing.T) {
 	if len(signed) != 2 || signed[0] != l3.IP || l2.IP == l3.IP || l2.IP != signed[1] {
 		t.Fatalf("key2 signed for %v and got %s; key3 got %s", signed, l2.IP, l3.IP)
 	}
-	for _, l := range []issuer.Lease{l2, l3} {
+	for _, l := range []ipam.Lease{l2, l3} {
 		if b, err := st.Get(ctx, "lease-"+strings.ReplaceAll(l.IP.String(), ".", "-")); err != nil || !strings.Contains(string(b), l.Fingerprint) {
 			t.Fatalf("the store's record of %s: %s, %v; want %s's", l.IP, b, err, l.Holder)
 		}
@@ -252,9 +252,9 @@ func TestAllocatorIssue(t *testing.T) {
 	// address it was for.
 	var lost netip.Addr
 	boom := errors.New("signing failed")
-	if _, err := a.Issue(ctx, netip.Addr{}, "key4", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+	if _, err := a.Issue(ctx, netip.Addr{}, "key4", "web", now, func(ip netip.Addr) (ipam.Lease, error) {
 		lost = ip
-		return issuer.Lease{}, boom
+		return ipam.Lease{}, boom
 	}); !errors.Is(err, boom) {
 		t.Fatalf("a failed signature: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestReleaseKeepsAddressUntilExpiry(t *testing.T) {
 			}
 			for i := range 253 {
 				l, err := issue(a, fmt.Sprintf("k%d", i), now)
-				if errors.Is(err, issuer.ErrExhausted) {
+				if errors.Is(err, ipam.ErrExhausted) {
 					break
 				}
 				if err != nil {
@@ -323,7 +323,7 @@ func TestReleaseKeepsAddressUntilExpiry(t *testing.T) {
 					t.Fatalf("enrolment %d got the released address %s before its certificate expired", i, l.IP)
 				}
 			}
-			later := first.NotAfter.Add(issuer.ExpiryGrace + time.Second)
+			later := first.NotAfter.Add(ipam.ExpiryGrace + time.Second)
 			var reused bool
 			for i := range 300 {
 				l, err := issue(a, fmt.Sprintf("later%d", i), later)
@@ -384,7 +384,7 @@ func TestAllocatorHolderPointer(t *testing.T) {
 			first := map[string]string{} // each holder's first address
 			for _, tc := range []struct {
 				name         string
-				at           *issuer.Allocator
+				at           *ipam.Allocator
 				holder       string
 				now          time.Time
 				same         string // the holder whose first address this must be ("": a new one)
@@ -432,9 +432,9 @@ func TestAllocatorMovesAwayFromAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []*issuer.Allocator
+	var all []*ipam.Allocator
 	for range 2 {
-		a, err := issuer.NewAllocator(context.Background(), st, m, leaseKey)
+		a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -472,7 +472,7 @@ func TestAllocatorGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := allocators(t, conflicting{fs}, 1)[0]
-	if _, err := issue(a, "key", time.Now()); !errors.Is(err, issuer.ErrClaimLost) {
+	if _, err := issue(a, "key", time.Now()); !errors.Is(err, ipam.ErrClaimLost) {
 		t.Fatalf("every swap lost: %v, want ErrClaimLost", err)
 	}
 }
@@ -574,12 +574,12 @@ func TestAllocatorReleaseRace(t *testing.T) {
 			r := &overtaken{Store: st, key: key}
 			a := allocators(t, r, 1)[0]
 			now := time.Now()
-			var next issuer.Lease
+			var next ipam.Lease
 			r.race = func() {
 				// Another coordinator leases the expired address to "new"
 				// (asked for by address, so that no search is involved).
 				other := allocators(t, st, 1)[0]
-				next, err = other.Issue(ctx, old.IP, "new", "web", now, func(ip netip.Addr) (issuer.Lease, error) {
+				next, err = other.Issue(ctx, old.IP, "new", "web", now, func(ip netip.Addr) (ipam.Lease, error) {
 					return lease(ip, "new", now), nil
 				})
 				if err != nil || next.IP != old.IP {
@@ -627,7 +627,7 @@ func TestLeaseRecordsAreAuthenticated(t *testing.T) {
 		}
 		for i := range 300 {
 			l, err := issue(a, fmt.Sprintf("k%d", i), now)
-			if errors.Is(err, issuer.ErrExhausted) {
+			if errors.Is(err, ipam.ErrExhausted) {
 				break
 			}
 			if err != nil {
@@ -659,7 +659,7 @@ func TestLeaseRecordsAreAuthenticated(t *testing.T) {
 			t.Fatal(err)
 		}
 		// At the coordinator that issued it, and at one started since.
-		for i, a := range []*issuer.Allocator{a, allocators(t, st, 1)[0]} {
+		for i, a := range []*ipam.Allocator{a, allocators(t, st, 1)[0]} {
 			renewed, err := issue(a, "victim", now)
 			if err != nil {
 				t.Fatal(err)
@@ -690,10 +690,10 @@ func TestExpiryGrace(t *testing.T) {
 	}
 	a := allocators(t, st, 1)[0]
 	now := time.Now()
-	var all []issuer.Lease
+	var all []ipam.Lease
 	for i := 0; ; i++ {
 		l, err := issue(a, fmt.Sprintf("k%d", i), now)
-		if errors.Is(err, issuer.ErrExhausted) {
+		if errors.Is(err, ipam.ErrExhausted) {
 			break
 		}
 		if err != nil {
@@ -702,10 +702,10 @@ func TestExpiryGrace(t *testing.T) {
 		all = append(all, l)
 	}
 	end := all[0].NotAfter
-	if _, err := issue(a, "ahead", end.Add(issuer.ExpiryGrace-time.Second)); !errors.Is(err, issuer.ErrExhausted) {
-		t.Fatalf("a clock %s past every certificate's end: %v, want no address", issuer.ExpiryGrace-time.Second, err)
+	if _, err := issue(a, "ahead", end.Add(ipam.ExpiryGrace-time.Second)); !errors.Is(err, ipam.ErrExhausted) {
+		t.Fatalf("a clock %s past every certificate's end: %v, want no address", ipam.ExpiryGrace-time.Second, err)
 	}
-	if _, err := issue(a, "later", end.Add(issuer.ExpiryGrace+time.Second)); err != nil {
+	if _, err := issue(a, "later", end.Add(ipam.ExpiryGrace+time.Second)); err != nil {
 		t.Fatalf("past the grace: %v", err)
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/api"
-	"github.com/sealmesh/sealmesh/ca/api/attested"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 )
 
 // TestProtocolDocMatchesRoutes: docs/protocol.md's table names exactly the
 // routes the server serves, and its code table exactly the codes there are.
 func TestProtocolDocMatchesRoutes(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/protocol.md")
+	raw, err := os.ReadFile("../docs/protocol.md")
 	if err != nil {
 		t.Fatal(err)
 	}

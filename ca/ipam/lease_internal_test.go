@@ -1,4 +1,4 @@
-package issuer
+package ipam
 
 import (
 	"net/netip"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sealmesh/sealmesh/ca/api"
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
