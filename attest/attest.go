@@ -17,8 +17,6 @@ import (
 
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Evidence is what an issuer produces and a verifier checks.
@@ -66,7 +64,7 @@ type Claims struct {
 	MigrationAgent              bool
 	HostData, FamilyID, ImageID string // hex
 	VMPL                        int
-	TCB                         manifest.SNPTCB // the reported TCB
+	TCB                         SNPTCB // the reported TCB
 }
 
 // ReportData binds evidence to one enrolment: a fresh nonce the coordinator issued,
@@ -91,11 +89,11 @@ func ReportData(nonce, publicKey, request []byte) [64]byte {
 func Verify(ev Evidence, reportData [64]byte) (_ *Claims, err error) {
 	defer recovered(ev.Platform, &err)
 	switch ev.Platform {
-	case manifest.PlatformSimulated:
+	case PlatformSimulated:
 		return verifySNP(ev, reportData, true, nil)
-	case manifest.PlatformSNP:
+	case PlatformSNP:
 		return verifySNP(ev, reportData, false, nil)
-	case manifest.PlatformTDX:
+	case PlatformTDX:
 		return verifyTDX(ev, reportData, nil)
 	default:
 		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp, tdx)", ev.Platform)
@@ -117,13 +115,13 @@ type Verifier struct {
 // Verify checks ev for reportData, as the package's Verify, and tokens.
 func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (_ *Claims, err error) {
 	defer recovered(ev.Platform, &err)
-	if ev.Platform == manifest.PlatformSNP && v != nil && v.SNPCerts != nil {
+	if ev.Platform == PlatformSNP && v != nil && v.SNPCerts != nil {
 		return verifySNP(ev, reportData, false, v.SNPCerts)
 	}
-	if ev.Platform == manifest.PlatformTDX && v != nil && v.TDXCollateral != nil {
+	if ev.Platform == PlatformTDX && v != nil && v.TDXCollateral != nil {
 		return verifyTDX(ev, reportData, v.TDXCollateral)
 	}
-	if ev.Platform != manifest.PlatformOIDC {
+	if ev.Platform != PlatformOIDC {
 		return Verify(ev, reportData)
 	}
 	if v == nil || v.Tokens == nil {
@@ -134,18 +132,18 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte)
 
 // Satisfies reports whether the claims meet a role's attestation policy. A role that
 // names no policy for the claims' platform refuses it.
-func (c *Claims) Satisfies(a manifest.Attestation) error {
+func (c *Claims) Satisfies(a Attestation) error {
 	switch c.Platform {
-	case manifest.PlatformTDX:
+	case PlatformTDX:
 		return c.satisfiesTDX(a.TDX)
-	case manifest.PlatformOIDC:
+	case PlatformOIDC:
 		return c.satisfiesOIDC(a.OIDC)
 	}
-	var p *manifest.SNPPolicy
+	var p *SNPPolicy
 	switch c.Platform {
-	case manifest.PlatformSimulated:
+	case PlatformSimulated:
 		p = a.Simulated
-	case manifest.PlatformSNP:
+	case PlatformSNP:
 		p = a.SNP
 	}
 	if p == nil {
@@ -153,7 +151,7 @@ func (c *Claims) Satisfies(a manifest.Attestation) error {
 	}
 	// For simulated evidence the pin is what makes the signature mean anything;
 	// manifest validation requires it, and this check must never be skipped.
-	if (c.Platform == manifest.PlatformSimulated || p.RootFingerprint != "") && c.RootFingerprint != p.RootFingerprint {
+	if (c.Platform == PlatformSimulated || p.RootFingerprint != "") && c.RootFingerprint != p.RootFingerprint {
 		return fmt.Errorf("evidence chains to root %s, the role pins %s", short(c.RootFingerprint), short(p.RootFingerprint))
 	}
 	if c.Debug && !p.AllowDebug {
@@ -185,7 +183,7 @@ func (c *Claims) Satisfies(a manifest.Attestation) error {
 	return nil
 }
 
-func (c *Claims) satisfiesTDX(p *manifest.TDXPolicy) error {
+func (c *Claims) satisfiesTDX(p *TDXPolicy) error {
 	if p == nil {
 		return fmt.Errorf("platform %q is not accepted by this role", c.Platform)
 	}

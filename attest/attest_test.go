@@ -14,7 +14,6 @@ import (
 
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -41,13 +40,13 @@ func devices(t *testing.T) (*simulated.Device, *simulated.Device) {
 	return dev, other
 }
 
-func policyFor(d *simulated.Device, images ...string) manifest.Attestation {
-	p := &manifest.SNPPolicy{RootFingerprint: d.RootFingerprint()}
+func policyFor(d *simulated.Device, images ...string) attest.Attestation {
+	p := &attest.SNPPolicy{RootFingerprint: d.RootFingerprint()}
 	for _, im := range images {
 		m := simulated.MeasurementOf(im)
 		p.Measurements = append(p.Measurements, hex.EncodeToString(m[:]))
 	}
-	return manifest.Attestation{Simulated: p}
+	return attest.Attestation{Simulated: p}
 }
 
 func TestSimulatedEvidence(t *testing.T) {
@@ -71,7 +70,7 @@ func TestSimulatedEvidence(t *testing.T) {
 		name       string
 		ev         attest.Evidence
 		reportData [64]byte
-		policy     manifest.Attestation
+		policy     attest.Attestation
 		wantVerify string // error from Verify, "" for none
 		wantPolicy string // error from Satisfies, "" for none
 	}{
@@ -80,13 +79,13 @@ func TestSimulatedEvidence(t *testing.T) {
 		{name: "bound to another key", ev: good, reportData: attest.ReportData([]byte("nonce"), []byte("other key"), nil), policy: policyFor(d, "web"), wantVerify: "does not match this enrolment"},
 		{name: "bound to another nonce", ev: good, reportData: attest.ReportData([]byte("nonce2"), []byte("pubkey"), nil), policy: policyFor(d, "web"), wantVerify: "does not match this enrolment"},
 		{name: "root not pinned", ev: fromOther, reportData: rd, policy: policyFor(d, "web"), wantPolicy: "the role pins"},
-		{name: "role without simulated", ev: good, reportData: rd, policy: manifest.Attestation{SNP: policyFor(d, "web").Simulated}, wantPolicy: `platform "simulated" is not accepted`},
+		{name: "role without simulated", ev: good, reportData: rd, policy: attest.Attestation{SNP: policyFor(d, "web").Simulated}, wantPolicy: `platform "simulated" is not accepted`},
 		{name: "debug refused", ev: debug, reportData: rd, policy: policyFor(d, "web"), wantPolicy: "debug"},
-		{name: "TCB too low", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *manifest.SNPPolicy) { p.MinimumTCB = &manifest.SNPTCB{SNP: 8} }), wantPolicy: "TCB too low"},
-		{name: "TCB at the minimum", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *manifest.SNPPolicy) { p.MinimumTCB = &manifest.SNPTCB{} })},
-		{name: "other host data", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *manifest.SNPPolicy) { p.HostData = strings.Repeat("1", 64) }), wantPolicy: "host data"},
-		{name: "other image ID", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *manifest.SNPPolicy) { p.ImageID = strings.Repeat("2", 32) }), wantPolicy: "image ID"},
-		{name: "other VMPL", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *manifest.SNPPolicy) { v := 2; p.VMPL = &v }), wantPolicy: "VMPL"},
+		{name: "TCB too low", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *attest.SNPPolicy) { p.MinimumTCB = &attest.SNPTCB{SNP: 8} }), wantPolicy: "TCB too low"},
+		{name: "TCB at the minimum", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *attest.SNPPolicy) { p.MinimumTCB = &attest.SNPTCB{} })},
+		{name: "other host data", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *attest.SNPPolicy) { p.HostData = strings.Repeat("1", 64) }), wantPolicy: "host data"},
+		{name: "other image ID", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *attest.SNPPolicy) { p.ImageID = strings.Repeat("2", 32) }), wantPolicy: "image ID"},
+		{name: "other VMPL", ev: good, reportData: rd, policy: with(policyFor(d, "web"), func(p *attest.SNPPolicy) { v := 2; p.VMPL = &v }), wantPolicy: "VMPL"},
 		{name: "report altered after signing", ev: tampered, reportData: rd, policy: policyFor(d, "web"), wantVerify: "signature"},
 		{name: "garbage", ev: attest.Evidence{Platform: "simulated", Data: []byte("x")}, reportData: rd, wantVerify: "not an SNP attestation"},
 		{name: "unknown platform", ev: attest.Evidence{Platform: "sgx"}, reportData: rd, wantVerify: "unknown platform"},
@@ -107,10 +106,10 @@ func TestSimulatedEvidence(t *testing.T) {
 	}
 }
 
-func with(a manifest.Attestation, f func(*manifest.SNPPolicy)) manifest.Attestation {
+func with(a attest.Attestation, f func(*attest.SNPPolicy)) attest.Attestation {
 	c := *a.Simulated
 	f(&c)
-	return manifest.Attestation{Simulated: &c}
+	return attest.Attestation{Simulated: &c}
 }
 
 func TestDebugAllowedWhenRoleSaysSo(t *testing.T) {

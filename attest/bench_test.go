@@ -11,8 +11,6 @@ import (
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // BenchmarkVerify is one evidence verification (chain, signature, report data)
@@ -28,7 +26,7 @@ func BenchmarkVerify(b *testing.B) {
 		data, _ := proto.Marshal(&spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{VcekCert: sevdata.VcekBytes}})
 		var rd [64]byte
 		copy(rd[:], r.GetReportData())
-		ev := Evidence{Platform: manifest.PlatformSNP, Data: data}
+		ev := Evidence{Platform: PlatformSNP, Data: data}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if _, err := Verify(ev, rd); err != nil {
@@ -45,7 +43,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		var rd [64]byte
 		copy(rd[:], q.(*tdxpb.QuoteV4).GetTdQuoteBody().GetReportData())
-		ev := Evidence{Platform: manifest.PlatformTDX, Data: tdxdata.RawQuote}
+		ev := Evidence{Platform: PlatformTDX, Data: tdxdata.RawQuote}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if _, err := Verify(ev, rd); err != nil {

@@ -13,8 +13,6 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TokenGroup is added to every certificate issued on a service-account token, so
@@ -107,12 +105,12 @@ func (v *TokenVerifier) Verify(ctx context.Context, token []byte) (*Claims, erro
 		return nil, fmt.Errorf("attest: pod %s/%s was replaced (UID %s, the token's %s)", kc.Namespace, kc.Pod.Name, uid, kc.Pod.UID)
 	}
 	return &Claims{
-		Platform: manifest.PlatformOIDC, Issuer: idt.Issuer, Audience: idt.Audience,
+		Platform: PlatformOIDC, Issuer: idt.Issuer, Audience: idt.Audience,
 		Namespace: kc.Namespace, ServiceAccount: kc.ServiceAccount.Name, Pod: kc.Pod.Name, PodUID: kc.Pod.UID,
 	}, nil
 }
 
-func (c *Claims) satisfiesOIDC(p *manifest.OIDCPolicy) error {
+func (c *Claims) satisfiesOIDC(p *OIDCPolicy) error {
 	switch {
 	case p == nil:
 		return fmt.Errorf("platform %q is not accepted by this role", c.Platform)
@@ -134,7 +132,7 @@ func (c *Claims) satisfiesOIDC(p *manifest.OIDCPolicy) error {
 type TokenFile string
 
 // Platform implements Issuer.
-func (TokenFile) Platform() string { return manifest.PlatformOIDC }
+func (TokenFile) Platform() string { return PlatformOIDC }
 
 // Evidence implements Issuer. The token cannot commit to reportData.
 func (f TokenFile) Evidence([64]byte) (Evidence, error) {
@@ -142,5 +140,5 @@ func (f TokenFile) Evidence([64]byte) (Evidence, error) {
 	if err != nil {
 		return Evidence{}, fmt.Errorf("attest: service-account token: %w", err)
 	}
-	return Evidence{Platform: manifest.PlatformOIDC, Data: bytes.TrimSpace(b)}, nil
+	return Evidence{Platform: PlatformOIDC, Data: bytes.TrimSpace(b)}, nil
 }

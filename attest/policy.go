@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Policy is what a verifying side accepts. The platform comes from the other
@@ -33,7 +31,7 @@ func (a Accept) Accept(c *Claims) error { return a.Claims(c) }
 
 // Satisfying is the Policy of one attestation block (a coordinator policy file,
 // a manifest role): claims must satisfy it.
-func Satisfying(p manifest.Attestation) Policy {
+func Satisfying(p Attestation) Policy {
 	return Accept{Platforms: p.Platforms(), Claims: func(c *Claims) error { return c.Satisfies(p) }}
 }
 

@@ -16,8 +16,6 @@ import (
 	"github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // now is replaced in tests that verify recorded evidence.
@@ -94,7 +92,7 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTT
 		FamilyID:        hex.EncodeToString(r.GetFamilyId()),
 		ImageID:         hex.EncodeToString(r.GetImageId()),
 		VMPL:            int(r.GetVmpl()),
-		TCB:             manifest.SNPTCB{Bootloader: tcb.BlSpl, TEE: tcb.TeeSpl, SNP: tcb.SnpSpl, Microcode: tcb.UcodeSpl},
+		TCB:             SNPTCB{Bootloader: tcb.BlSpl, TEE: tcb.TeeSpl, SNP: tcb.SnpSpl, Microcode: tcb.UcodeSpl},
 	}, nil
 }
 

@@ -13,8 +13,6 @@ import (
 	"github.com/google/go-sev-guest/verify/testdata"
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TestRealSNPEvidence verifies a real SEV-SNP report from a Milan machine, with
@@ -34,7 +32,7 @@ func TestRealSNPEvidence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Evidence{Platform: manifest.PlatformSNP, Data: b}
+		return Evidence{Platform: PlatformSNP, Data: b}
 	}
 	var rd [64]byte
 	copy(rd[:], report.GetReportData())
@@ -44,19 +42,19 @@ func TestRealSNPEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatalf("real SNP evidence: %v", err)
 	}
-	if c.Measurement != measurement || c.Platform != manifest.PlatformSNP {
+	if c.Measurement != measurement || c.Platform != PlatformSNP {
 		t.Fatalf("claims %+v", c)
 	}
-	policy := &manifest.SNPPolicy{Measurements: []string{measurement}, AllowDebug: c.Debug}
-	if err := c.Satisfies(manifest.Attestation{SNP: policy}); err != nil {
+	policy := &SNPPolicy{Measurements: []string{measurement}, AllowDebug: c.Debug}
+	if err := c.Satisfies(Attestation{SNP: policy}); err != nil {
 		t.Fatalf("Satisfies its own measurement: %v", err)
 	}
-	other := &manifest.SNPPolicy{Measurements: []string{strings.Repeat("0", 96)}, AllowDebug: true}
-	if err := c.Satisfies(manifest.Attestation{SNP: other}); err == nil {
+	other := &SNPPolicy{Measurements: []string{strings.Repeat("0", 96)}, AllowDebug: true}
+	if err := c.Satisfies(Attestation{SNP: other}); err == nil {
 		t.Fatal("accepted for a measurement the policy does not list")
 	}
 	// A simulated policy never accepts real evidence, and vice versa.
-	if err := c.Satisfies(manifest.Attestation{Simulated: policy}); err == nil {
+	if err := c.Satisfies(Attestation{Simulated: policy}); err == nil {
 		t.Fatal("real SNP evidence accepted by a simulated-only role")
 	}
 
@@ -80,7 +78,7 @@ func TestRealSNPEvidence(t *testing.T) {
 	// Simulated evidence is not real evidence: the same bytes claimed as
 	// "simulated" chain to AMD's ARK, which no simulated policy pins.
 	sim := evidence(report)
-	sim.Platform = manifest.PlatformSimulated
+	sim.Platform = PlatformSimulated
 	if _, err := Verify(sim, rd); err == nil {
 		t.Fatal("real report without ARK/ASK in the chain verified as simulated")
 	}
@@ -95,7 +93,7 @@ func TestChainCache(t *testing.T) {
 	report, _ := abi.ReportToProto(testdata.AttestationBytes)
 	ev := func(r *spb.Report, vcek []byte) Evidence {
 		b, _ := proto.Marshal(&spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{VcekCert: vcek}})
-		return Evidence{Platform: manifest.PlatformSNP, Data: b}
+		return Evidence{Platform: PlatformSNP, Data: b}
 	}
 	var rd [64]byte
 	copy(rd[:], report.GetReportData())
@@ -147,7 +145,7 @@ func TestVCEKFromCacheOrAMD(t *testing.T) {
 	trust.ClearProductCertCache()
 	report, _ := abi.ReportToProto(testdata.AttestationBytes)
 	data, _ := proto.Marshal(&spb.Attestation{Report: report})
-	ev := Evidence{Platform: manifest.PlatformSNP, Data: data}
+	ev := Evidence{Platform: PlatformSNP, Data: data}
 	var rd [64]byte
 	copy(rd[:], report.GetReportData())
 	kds := &fakeKDS{answers: map[string][]byte{

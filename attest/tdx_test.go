@@ -10,8 +10,6 @@ import (
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
-
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TestRealTDXQuote verifies the real TDX quote go-tdx-guest ships (a Sapphire
@@ -28,7 +26,7 @@ func TestRealTDXQuote(t *testing.T) {
 	body := q.(*tdxpb.QuoteV4).GetTdQuoteBody()
 	var rd [64]byte
 	copy(rd[:], body.GetReportData())
-	ev := Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}
+	ev := Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}
 
 	c, err := Verify(ev, rd)
 	if err != nil {
@@ -40,28 +38,28 @@ func TestRealTDXQuote(t *testing.T) {
 	if len(c.MRConfigID) != 96 || len(c.MROwner) != 96 || len(c.MRSeam) != 96 {
 		t.Fatalf("claims lack MRCONFIGID, MROWNER or MRSEAM: %+v", c)
 	}
-	policy := &manifest.TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug,
+	policy := &TDXPolicy{MRTDs: []string{c.Measurement}, RTMRs: []string{"", "", c.RTMRs[2], ""}, AllowDebug: c.Debug,
 		Xfam: c.Xfam, MinimumTeeTcbSvn: c.TeeTcbSvn, MRConfigIDs: []string{c.MRConfigID}, MROwner: c.MROwner, MRSeams: []string{c.MRSeam},
 		AllowSeptVE: !c.SeptVEDisable, AllowMigratable: c.Migratable}
-	if err := c.Satisfies(manifest.Attestation{TDX: policy}); err != nil {
+	if err := c.Satisfies(Attestation{TDX: policy}); err != nil {
 		t.Fatalf("Satisfies its own MRTD: %v", err)
 	}
 	tests := []struct {
 		name string
-		p    manifest.Attestation
+		p    Attestation
 		want string
 	}{
-		{"other MRTD", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}, AllowDebug: true}}, "MRTD"},
-		{"other RTMR2", tdxWith(policy, func(p *manifest.TDXPolicy) { p.RTMRs = []string{"", "", strings.Repeat("0", 96), ""} }), "RTMR2"},
-		{"other XFAM", tdxWith(policy, func(p *manifest.TDXPolicy) { p.Xfam = "ffffffffffffffff" }), "XFAM"},
-		{"TCB too low", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MinimumTeeTcbSvn = strings.Repeat("ff", 16) }), "TCB too low"},
+		{"other MRTD", Attestation{TDX: &TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}, AllowDebug: true}}, "MRTD"},
+		{"other RTMR2", tdxWith(policy, func(p *TDXPolicy) { p.RTMRs = []string{"", "", strings.Repeat("0", 96), ""} }), "RTMR2"},
+		{"other XFAM", tdxWith(policy, func(p *TDXPolicy) { p.Xfam = "ffffffffffffffff" }), "XFAM"},
+		{"TCB too low", tdxWith(policy, func(p *TDXPolicy) { p.MinimumTeeTcbSvn = strings.Repeat("ff", 16) }), "TCB too low"},
 		// Finding 17 of the attack review: the TDX policy checked nothing
 		// beyond DEBUG, MRTD, RTMRs, XFAM and the TCB.
-		{"other MRCONFIGID", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MRConfigIDs = []string{strings.Repeat("1", 96)} }), "MRCONFIGID"},
-		{"other MROWNER", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MROwner = strings.Repeat("1", 96) }), "MROWNER"},
-		{"other TDX module", tdxWith(policy, func(p *manifest.TDXPolicy) { p.MRSeams = []string{strings.Repeat("1", 96)} }), "MRSEAM"},
-		{"attributes refused by default", manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs, AllowDebug: true}}, attributeRefusal(c)},
-		{"role without tdx", manifest.Attestation{SNP: &manifest.SNPPolicy{Measurements: policy.MRTDs}}, `platform "tdx" is not accepted`},
+		{"other MRCONFIGID", tdxWith(policy, func(p *TDXPolicy) { p.MRConfigIDs = []string{strings.Repeat("1", 96)} }), "MRCONFIGID"},
+		{"other MROWNER", tdxWith(policy, func(p *TDXPolicy) { p.MROwner = strings.Repeat("1", 96) }), "MROWNER"},
+		{"other TDX module", tdxWith(policy, func(p *TDXPolicy) { p.MRSeams = []string{strings.Repeat("1", 96)} }), "MRSEAM"},
+		{"attributes refused by default", Attestation{TDX: &TDXPolicy{MRTDs: policy.MRTDs, AllowDebug: true}}, attributeRefusal(c)},
+		{"role without tdx", Attestation{SNP: &SNPPolicy{Measurements: policy.MRTDs}}, `platform "tdx" is not accepted`},
 	}
 	for _, tt := range tests {
 		if err := c.Satisfies(tt.p); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -69,7 +67,7 @@ func TestRealTDXQuote(t *testing.T) {
 		}
 	}
 	if c.Debug {
-		if err := c.Satisfies(manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: policy.MRTDs}}); err == nil {
+		if err := c.Satisfies(Attestation{TDX: &TDXPolicy{MRTDs: policy.MRTDs}}); err == nil {
 			t.Error("a debuggable TD accepted by a role that does not allow debug")
 		}
 	}
@@ -80,7 +78,7 @@ func TestRealTDXQuote(t *testing.T) {
 	}
 	tampered := append([]byte(nil), testdata.RawQuote...)
 	tampered[48+200] ^= 1 // inside the TD quote body, which the QE signed
-	if _, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: tampered}, rd); err == nil {
+	if _, err := Verify(Evidence{Platform: PlatformTDX, Data: tampered}, rd); err == nil {
 		t.Fatal("tampered quote verified")
 	}
 }
@@ -96,7 +94,7 @@ func TestTDXCollateral(t *testing.T) {
 	q, _ := tdxabi.QuoteToProto(testdata.RawQuote)
 	var rd [64]byte
 	copy(rd[:], q.(*tdxpb.QuoteV4).GetTdQuoteBody().GetReportData())
-	ev := Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}
+	ev := Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}
 	dir := t.TempDir()
 	ctx := context.Background()
 
@@ -164,7 +162,7 @@ func TestMalformedTDXQuote(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: tt.data}, [64]byte{})
+			_, err := Verify(Evidence{Platform: PlatformTDX, Data: tt.data}, [64]byte{})
 			if err == nil {
 				t.Fatal("verified")
 			}
@@ -179,21 +177,21 @@ func TestMalformedTDXQuote(t *testing.T) {
 func TestVerifyRecovers(t *testing.T) {
 	defer func(f func() time.Time) { now = f }(now)
 	now = func() time.Time { panic("a verifier's bug") }
-	_, err := Verify(Evidence{Platform: manifest.PlatformTDX, Data: testdata.RawQuote}, [64]byte{})
+	_, err := Verify(Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}, [64]byte{})
 	if err == nil || !strings.Contains(err.Error(), "made the verifier fail") {
 		t.Fatalf("got %v", err)
 	}
-	_, err = (&Verifier{}).Verify(context.Background(), Evidence{Platform: manifest.PlatformSimulated, Data: []byte{1}}, [64]byte{})
+	_, err = (&Verifier{}).Verify(context.Background(), Evidence{Platform: PlatformSimulated, Data: []byte{1}}, [64]byte{})
 	if err == nil {
 		t.Fatal("garbage verified")
 	}
 }
 
 // tdxWith is a copy of p changed by set, as an attestation block.
-func tdxWith(p *manifest.TDXPolicy, set func(*manifest.TDXPolicy)) manifest.Attestation {
+func tdxWith(p *TDXPolicy, set func(*TDXPolicy)) Attestation {
 	q := *p
 	set(&q)
-	return manifest.Attestation{TDX: &q}
+	return Attestation{TDX: &q}
 }
 
 // attributeRefusal is what a default policy says of c's TD attributes.
@@ -225,7 +223,7 @@ func TestTDXAttributeBits(t *testing.T) {
 		}
 	}
 	good := &Claims{Platform: "tdx", Measurement: strings.Repeat("a", 96), SeptVEDisable: true}
-	p := manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{good.Measurement}}}
+	p := Attestation{TDX: &TDXPolicy{MRTDs: []string{good.Measurement}}}
 	if err := good.Satisfies(p); err != nil {
 		t.Fatalf("a TD with SEPT_VE_DISABLE, not migratable: %v", err)
 	}

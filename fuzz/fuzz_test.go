@@ -100,7 +100,7 @@ func fuzzEvidence(f *testing.F, platform string, seeds ...[]byte) {
 func FuzzEvidenceTDX(f *testing.F) {
 	crasher := append([]byte(nil), testdata.RawQuote...)
 	copy(crasher[0x278:], []byte{16, 0, 0, 0}) // the attack review's crasher
-	fuzzEvidence(f, manifest.PlatformTDX, testdata.RawQuote, crasher, testdata.RawQuote[:0x30])
+	fuzzEvidence(f, attest.PlatformTDX, testdata.RawQuote, crasher, testdata.RawQuote[:0x30])
 }
 
 func FuzzEvidenceSNP(f *testing.F) {
@@ -110,7 +110,7 @@ func FuzzEvidenceSNP(f *testing.F) {
 		f.Fatal(err)
 	}
 	// A simulated report is an SNP report with its own chain.
-	fuzzEvidence(f, manifest.PlatformSNP, ev.Data)
+	fuzzEvidence(f, attest.PlatformSNP, ev.Data)
 }
 
 func FuzzEvidenceSimulated(f *testing.F) {
@@ -119,7 +119,7 @@ func FuzzEvidenceSimulated(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	fuzzEvidence(f, manifest.PlatformSimulated, ev.Data, ev.Data[:len(ev.Data)/2])
+	fuzzEvidence(f, attest.PlatformSimulated, ev.Data, ev.Data[:len(ev.Data)/2])
 }
 
 // FuzzSealed opens fuzzed sealed state and seed shares: no panic, and

@@ -28,7 +28,6 @@ import (
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/kube"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -79,32 +78,32 @@ func TestServiceAccountTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy := func(f func(*manifest.OIDCPolicy)) manifest.Attestation {
-		p := &manifest.OIDCPolicy{Issuer: issuer, Audience: "sealmesh", Namespaces: []string{"shop"}, ServiceAccounts: []string{"web"}}
+	policy := func(f func(*attest.OIDCPolicy)) attest.Attestation {
+		p := &attest.OIDCPolicy{Issuer: issuer, Audience: "sealmesh", Namespaces: []string{"shop"}, ServiceAccounts: []string{"web"}}
 		if f != nil {
 			f(p)
 		}
-		return manifest.Attestation{OIDC: p}
+		return attest.Attestation{OIDC: p}
 	}
 	good := token("sealmesh", true)
 
 	tests := []struct {
 		name       string
 		token      []byte
-		policy     manifest.Attestation
+		policy     attest.Attestation
 		clock      func() time.Time
 		wantVerify string
 		wantPolicy string
 	}{
 		{name: "pod-bound token of the role's service account", token: good, policy: policy(nil)},
 		{name: "wrong audience", token: token("other", true), policy: policy(nil), wantPolicy: "audience"},
-		{name: "wrong service account", token: good, policy: policy(func(p *manifest.OIDCPolicy) { p.ServiceAccounts = []string{"db"} }), wantPolicy: "service account"},
-		{name: "wrong namespace", token: good, policy: policy(func(p *manifest.OIDCPolicy) { p.Namespaces = []string{"prod"} }), wantPolicy: "namespace"},
-		{name: "wrong issuer", token: good, policy: policy(func(p *manifest.OIDCPolicy) { p.Issuer = "https://other.example" }), wantPolicy: "issuer"},
+		{name: "wrong service account", token: good, policy: policy(func(p *attest.OIDCPolicy) { p.ServiceAccounts = []string{"db"} }), wantPolicy: "service account"},
+		{name: "wrong namespace", token: good, policy: policy(func(p *attest.OIDCPolicy) { p.Namespaces = []string{"prod"} }), wantPolicy: "namespace"},
+		{name: "wrong issuer", token: good, policy: policy(func(p *attest.OIDCPolicy) { p.Issuer = "https://other.example" }), wantPolicy: "issuer"},
 		{name: "expired", token: good, policy: policy(nil), clock: func() time.Time { return time.Now().Add(time.Hour) }, wantVerify: "expired"},
 		{name: "not bound to a pod", token: token("sealmesh", false), policy: policy(nil), wantVerify: "not bound to a pod"},
 		{name: "forged with another key", token: forge(t, good), policy: policy(nil), wantVerify: "signature"},
-		{name: "a TEE-only role", token: good, policy: manifest.Attestation{SNP: &manifest.SNPPolicy{Measurements: []string{strings.Repeat("0", 96)}}}, wantPolicy: `platform "oidc" is not accepted`},
+		{name: "a TEE-only role", token: good, policy: attest.Attestation{SNP: &attest.SNPPolicy{Measurements: []string{strings.Repeat("0", 96)}}}, wantPolicy: `platform "oidc" is not accepted`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

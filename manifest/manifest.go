@@ -14,21 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
-)
 
-// Platform names as they appear under a role's attestation policy.
-const (
-	PlatformSimulated = "simulated"
-	PlatformSNP       = "snp"
-	PlatformTDX       = "tdx"
-	PlatformOIDC      = "oidc"
+	"github.com/sealmesh/sealmesh/attest"
 )
 
 // Version is the manifest format this code reads.
@@ -80,9 +73,9 @@ type Revoked struct {
 
 // Role is a kind of workload: the evidence that proves it and the groups it gets.
 type Role struct {
-	Name        string      `json:"name"`
-	Groups      []string    `json:"groups"`
-	Attestation Attestation `json:"attestation"`
+	Name        string             `json:"name"`
+	Groups      []string           `json:"groups"`
+	Attestation attest.Attestation `json:"attestation"`
 	// CertificateLifetime, when set, overrides the manifest's for this role.
 	CertificateLifetime string `json:"certificateLifetime,omitempty"`
 	// PodSelector picks this role for pods in node mode.
@@ -106,10 +99,22 @@ func (s *PodSelector) Matches(namespace, serviceAccount string) bool {
 		(len(s.ServiceAccounts) == 0 || slices.Contains(s.ServiceAccounts, serviceAccount))
 }
 
+// RoleName and RolePolicy make a Role an attest.Role.
+func (r Role) RoleName() string { return r.Name }
+
+// RolePolicy is the role's attestation policy.
+func (r Role) RolePolicy() attest.Attestation { return r.Attestation }
+
+// RoleName and RolePolicy make a CoordinatorRole an attest.Role.
+func (r CoordinatorRole) RoleName() string { return r.Name }
+
+// RolePolicy is the coordinator role's attestation policy.
+func (r CoordinatorRole) RolePolicy() attest.Attestation { return r.Attestation }
+
 // CoordinatorRole is evidence a coordinator must show.
 type CoordinatorRole struct {
-	Name        string      `json:"name"`
-	Attestation Attestation `json:"attestation"`
+	Name        string             `json:"name"`
+	Attestation attest.Attestation `json:"attestation"`
 }
 
 // PublicKey names a key holder: an owner (Ed25519) or a seed-share owner (X25519).
@@ -117,89 +122,6 @@ type PublicKey struct {
 	Name string `json:"name"`
 	// Key is the base64 (standard encoding) of the raw 32-byte public key.
 	Key string `json:"key"`
-}
-
-// Attestation holds one policy per platform a role accepts. A platform without a
-// policy is refused for that role: in particular simulated evidence is accepted only
-// where the manifest names `simulated`.
-type Attestation struct {
-	Simulated *SNPPolicy  `json:"simulated,omitempty"`
-	SNP       *SNPPolicy  `json:"snp,omitempty"`
-	TDX       *TDXPolicy  `json:"tdx,omitempty"`
-	OIDC      *OIDCPolicy `json:"oidc,omitempty"`
-}
-
-// TDXPolicy is what an Intel TDX quote must show.
-type TDXPolicy struct {
-	// MRTDs lists acceptable TD measurements, 96 hex characters each.
-	MRTDs []string `json:"mrtds"`
-	// RTMRs, when set, are the four runtime measurement registers, 96 hex
-	// characters each; an empty entry is not checked.
-	RTMRs      []string `json:"rtmrs,omitempty"`
-	AllowDebug bool     `json:"allowDebug,omitempty"`
-	// Xfam, when set, must equal the TD's XFAM (16 hex characters): the CPU
-	// extended features the TD may use.
-	Xfam string `json:"xfam,omitempty"`
-	// MinimumTeeTcbSvn, when set, is the lowest TEE_TCB_SVN accepted (32 hex
-	// characters), compared component by component.
-	MinimumTeeTcbSvn string `json:"minimumTeeTcbSvn,omitempty"`
-	// MRConfigIDs, when set, lists acceptable MRCONFIGID values (96 hex
-	// characters): the host-provided configuration the TD was launched with.
-	MRConfigIDs []string `json:"mrConfigIds,omitempty"`
-	// MROwner, when set, must equal the TD's MROWNER (96 hex characters).
-	MROwner string `json:"mrOwner,omitempty"`
-	// MRSeams, when set, lists acceptable measurements of the TDX module
-	// (MRSEAM, 96 hex characters).
-	MRSeams []string `json:"mrSeams,omitempty"`
-	// AllowSeptVE accepts a TD without SEPT_VE_DISABLE (the host can then
-	// inject #VE exceptions on EPT violations); refused by default.
-	AllowSeptVE bool `json:"allowSeptVE,omitempty"`
-	// AllowMigratable accepts a migratable TD (its state may leave the
-	// platform through a migration TD); refused by default.
-	AllowMigratable bool `json:"allowMigratable,omitempty"`
-}
-
-// OIDCPolicy accepts a Kubernetes service-account token: the weaker proof, only
-// where the manifest allows it.
-type OIDCPolicy struct {
-	Issuer          string   `json:"issuer"`
-	Audience        string   `json:"audience"`
-	Namespaces      []string `json:"namespaces,omitempty"`
-	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
-}
-
-// SNPPolicy is what an SEV-SNP report (real or simulated) must show.
-type SNPPolicy struct {
-	// Measurements lists acceptable launch measurements, 96 hex characters each.
-	Measurements []string `json:"measurements"`
-	// RootFingerprint pins the root (ARK) certificate by its SHA-256, 64 hex
-	// characters. Required for `simulated`, whose root is a development key pair;
-	// for real SNP the AMD roots shipped with go-sev-guest are used.
-	RootFingerprint string `json:"rootFingerprint,omitempty"`
-	// AllowDebug accepts guests launched with the debug policy bit (memory readable
-	// by the host). Off by default.
-	AllowDebug bool `json:"allowDebug,omitempty"`
-	// AllowMigrationAgent accepts guests whose policy lets a migration agent
-	// export their memory. Off by default.
-	AllowMigrationAgent bool `json:"allowMigrationAgent,omitempty"`
-	// HostData, when set, must equal the report's HOST_DATA (64 hex characters):
-	// what the host supplied at launch, e.g. a hash of the pod's policy.
-	HostData string `json:"hostData,omitempty"`
-	// FamilyID and ImageID, when set, must equal the ID block's (32 hex each).
-	FamilyID string `json:"familyID,omitempty"`
-	ImageID  string `json:"imageID,omitempty"`
-	// VMPL, when set, is the privilege level the report must come from (0-3).
-	VMPL *int `json:"vmpl,omitempty"`
-	// MinimumTCB holds the lowest security patch levels accepted.
-	MinimumTCB *SNPTCB `json:"minimumTCB,omitempty"`
-}
-
-// SNPTCB is an SEV-SNP TCB version by its security patch levels.
-type SNPTCB struct {
-	Bootloader uint8 `json:"bootloader"`
-	TEE        uint8 `json:"tee"`
-	SNP        uint8 `json:"snp"`
-	Microcode  uint8 `json:"microcode"`
 }
 
 // Lighthouse is a Nebula lighthouse with a fixed overlay IP, enrolled with a token.
@@ -374,20 +296,6 @@ func (m *Manifest) SimulatedCoordinators() bool {
 	return slices.ContainsFunc(m.Coordinators, func(r CoordinatorRole) bool { return r.Attestation.Simulated != nil })
 }
 
-// Platforms lists the platforms this policy names, in a fixed order.
-func (a Attestation) Platforms() []string {
-	var out []string
-	for _, p := range []struct {
-		name string
-		set  bool
-	}{{PlatformSimulated, a.Simulated != nil}, {PlatformSNP, a.SNP != nil}, {PlatformTDX, a.TDX != nil}, {PlatformOIDC, a.OIDC != nil}} {
-		if p.set {
-			out = append(out, p.name)
-		}
-	}
-	return out
-}
-
 // CoordinatorPlatforms lists the platforms any coordinator role names.
 func (m *Manifest) CoordinatorPlatforms() []string {
 	var out []string
@@ -482,7 +390,7 @@ func (m *Manifest) Validate() error {
 			}
 			groups[g] = true
 		}
-		checkAttestation(bad, p+".attestation", r.Attestation)
+		r.Attestation.Check(p+".attestation", bad)
 		checkLifetime(bad, p+".certificateLifetime", r.CertificateLifetime)
 		if r.PodSelector != nil {
 			for j, n := range r.PodSelector.Namespaces {
@@ -500,7 +408,7 @@ func (m *Manifest) Validate() error {
 		if c.Attestation.OIDC != nil {
 			bad(p+".attestation.oidc", "a coordinator must attest with a TEE, not a service-account token")
 		}
-		checkAttestation(bad, p+".attestation", c.Attestation)
+		c.Attestation.Check(p+".attestation", bad)
 	}
 	if len(m.Owners) == 0 {
 		bad("owners", "at least one owner key is required: without one the manifest can never change (meshctl keygen makes one)")
@@ -572,60 +480,6 @@ func checkLifetime(bad func(string, string, ...any), p, v string) {
 	}
 }
 
-func checkAttestation(bad func(string, string, ...any), p string, a Attestation) {
-	if a.Simulated == nil && a.SNP == nil && a.TDX == nil && a.OIDC == nil {
-		bad(p, "name at least one platform (simulated, snp, tdx, oidc)")
-	}
-	if a.Simulated != nil {
-		checkSNP(bad, p+".simulated", a.Simulated, true)
-	}
-	if a.SNP != nil {
-		checkSNP(bad, p+".snp", a.SNP, false)
-	}
-	if t := a.TDX; t != nil {
-		if len(t.MRTDs) == 0 {
-			bad(p+".tdx.mrtds", "at least one MRTD is required")
-		}
-		for k, v := range t.MRTDs {
-			if len(v) != 96 || !hexRE.MatchString(v) {
-				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "want 96 lower-case hex characters, got %d", len(v))
-			}
-		}
-		if len(t.RTMRs) != 0 && len(t.RTMRs) != 4 {
-			bad(p+".tdx.rtmrs", "want none or 4 entries (RTMR0-3), got %d", len(t.RTMRs))
-		}
-		if t.Xfam != "" && (len(t.Xfam) != 16 || !hexRE.MatchString(t.Xfam)) {
-			bad(p+".tdx.xfam", "want 16 lower-case hex characters, got %d", len(t.Xfam))
-		}
-		if t.MinimumTeeTcbSvn != "" && (len(t.MinimumTeeTcbSvn) != 32 || !hexRE.MatchString(t.MinimumTeeTcbSvn)) {
-			bad(p+".tdx.minimumTeeTcbSvn", "want 32 lower-case hex characters, got %d", len(t.MinimumTeeTcbSvn))
-		}
-		for name, list := range map[string][]string{"mrConfigIds": t.MRConfigIDs, "mrSeams": t.MRSeams} {
-			for k, v := range list {
-				if len(v) != 96 || !hexRE.MatchString(v) {
-					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "want 96 lower-case hex characters, got %d", len(v))
-				}
-			}
-		}
-		if t.MROwner != "" && (len(t.MROwner) != 96 || !hexRE.MatchString(t.MROwner)) {
-			bad(p+".tdx.mrOwner", "want 96 lower-case hex characters, got %d", len(t.MROwner))
-		}
-		for k, v := range t.RTMRs {
-			if v != "" && (len(v) != 96 || !hexRE.MatchString(v)) {
-				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "want 96 lower-case hex characters or empty, got %d", len(v))
-			}
-		}
-	}
-	if o := a.OIDC; o != nil {
-		if u, err := url.Parse(o.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
-			bad(p+".oidc.issuer", "want the cluster's https issuer URL, got %q", o.Issuer)
-		}
-		if o.Audience == "" {
-			bad(p+".oidc.audience", "required: the audience the projected token is minted for")
-		}
-	}
-}
-
 func checkKeys(bad func(string, string, ...any), p string, keys []PublicKey) {
 	seen := map[string]bool{}
 	for i, k := range keys {
@@ -639,34 +493,6 @@ func checkKeys(bad func(string, string, ...any), p string, keys []PublicKey) {
 		if b, err := base64.StdEncoding.DecodeString(k.Key); err != nil || len(b) != 32 {
 			bad(q+".key", "want the base64 of a 32-byte public key (meshctl keygen prints it)")
 		}
-	}
-}
-
-func checkSNP(bad func(string, string, ...any), p string, s *SNPPolicy, simulated bool) {
-	if len(s.Measurements) == 0 {
-		bad(p+".measurements", "at least one launch measurement is required")
-	}
-	for k, ms := range s.Measurements {
-		if len(ms) != 96 || !hexRE.MatchString(ms) {
-			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "want 96 lower-case hex characters, got %d", len(ms))
-		}
-	}
-	for _, f := range []struct {
-		name, v string
-		n       int
-	}{{"hostData", s.HostData, 64}, {"familyID", s.FamilyID, 32}, {"imageID", s.ImageID, 32}} {
-		if f.v != "" && (len(f.v) != f.n || !hexRE.MatchString(f.v)) {
-			bad(p+"."+f.name, "want %d lower-case hex characters, got %d", f.n, len(f.v))
-		}
-	}
-	if s.VMPL != nil && (*s.VMPL < 0 || *s.VMPL > 3) {
-		bad(p+".vmpl", "want 0 to 3, got %d", *s.VMPL)
-	}
-	switch {
-	case simulated && s.RootFingerprint == "":
-		bad(p+".rootFingerprint", "required for simulated: the SHA-256 of the simulated root certificate (meshctl sim-tee init prints it)")
-	case s.RootFingerprint != "" && (len(s.RootFingerprint) != 64 || !hexRE.MatchString(s.RootFingerprint)):
-		bad(p+".rootFingerprint", "want 64 lower-case hex characters, got %d", len(s.RootFingerprint))
 	}
 }
 

@@ -57,7 +57,7 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 // against the new roles.
 type Trust struct {
 	mu      sync.Mutex
-	initial manifest.Attestation
+	initial attest.Attestation
 	roles   []manifest.CoordinatorRole
 	head    string
 	// changed retires the connections made under the old roles.
@@ -87,15 +87,10 @@ func (t *Trust) Accept(c *attest.Claims) error {
 	if len(roles) == 0 {
 		return c.Satisfies(initial)
 	}
-	var why []string
-	for _, r := range roles {
-		err := c.Satisfies(r.Attestation)
-		if err == nil {
-			return nil
-		}
-		why = append(why, r.Name+": "+err.Error())
+	if _, err := attest.Match(c, roles, nil); err != nil {
+		return fmt.Errorf("matches no coordinator role of the manifest (%v)", err)
 	}
-	return fmt.Errorf("matches no coordinator role of the manifest (%s)", strings.Join(why, "; "))
+	return nil
 }
 
 // Refresh reads the current manifest through c (whose coordinator this Trust
@@ -127,8 +122,8 @@ func (t *Trust) Refresh(ctx context.Context, c *api.Client) error {
 }
 
 // LoadPolicy reads a coordinator policy file strictly.
-func LoadPolicy(path string) (manifest.Attestation, error) {
-	var p manifest.Attestation
+func LoadPolicy(path string) (attest.Attestation, error) {
+	var p attest.Attestation
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return p, err

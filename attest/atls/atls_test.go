@@ -27,7 +27,6 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 var (
@@ -45,9 +44,9 @@ func coordinatorTEE(t *testing.T) *simulated.Device {
 	return dev
 }
 
-func policy(d *simulated.Device, image string) manifest.Attestation {
+func policy(d *simulated.Device, image string) attest.Attestation {
 	m := simulated.MeasurementOf(image)
-	return manifest.Attestation{Simulated: &manifest.SNPPolicy{Measurements: []string{hex.EncodeToString(m[:])}, RootFingerprint: d.RootFingerprint()}}
+	return attest.Attestation{Simulated: &attest.SNPPolicy{Measurements: []string{hex.EncodeToString(m[:])}, RootFingerprint: d.RootFingerprint()}}
 }
 
 func serve(t *testing.T, cfg *tls.Config) string {
@@ -275,7 +274,7 @@ func TestClientAttestationError(t *testing.T) {
 		defer c.Close()
 		errs <- c.(*tls.Conn).Handshake()
 	}()
-	cfg, _ := atls.Client(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}, nil)
+	cfg, _ := atls.Client(attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}, nil)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cfg.Certificates = []tls.Certificate{selfSigned(t, key, nil)}
 	if c, err := tls.Dial("tcp", ln.Addr().String(), cfg); err == nil {
@@ -335,7 +334,7 @@ func TestPool(t *testing.T) {
 		}
 		return c.Satisfies(want)
 	}
-	pool := atls.NewPool(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: accept}, nil, nil)
+	pool := atls.NewPool(attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: accept}, nil, nil)
 	client := &http.Client{Transport: pool, Timeout: 10 * time.Second}
 	from := func(path string) (string, error) {
 		resp, err := client.Get(srv.URL + path)
@@ -437,7 +436,7 @@ func TestPoolBurst(t *testing.T) {
 		mu.Unlock()
 		return c.Satisfies(want)
 	}
-	client := &http.Client{Transport: atls.NewPool(attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: accept}, nil, nil), Timeout: 30 * time.Second}
+	client := &http.Client{Transport: atls.NewPool(attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: accept}, nil, nil), Timeout: 30 * time.Second}
 	errs := make(chan error, burst)
 	for range burst {
 		go func() {
@@ -467,7 +466,7 @@ func crasherServer(t *testing.T) *tls.Config {
 	q := append([]byte(nil), tdxtestdata.RawQuote...)
 	copy(q[0x278:], []byte{16, 0, 0, 0})
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ext, _ := json.Marshal(attest.Evidence{Platform: manifest.PlatformTDX, Data: q})
+	ext, _ := json.Marshal(attest.Evidence{Platform: attest.PlatformTDX, Data: q})
 	c := selfSigned(t, key, []pkix.Extension{{Id: atls.OID, Value: ext}})
 	return &tls.Config{Certificates: []tls.Certificate{c}}
 }
@@ -480,7 +479,7 @@ func crasherServer(t *testing.T) *tls.Config {
 func TestMalformedServerEvidence(t *testing.T) {
 	d := coordinatorTEE(t)
 	url := serve(t, crasherServer(t))
-	tdx := manifest.Attestation{TDX: &manifest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}}}
+	tdx := attest.Attestation{TDX: &attest.TDXPolicy{MRTDs: []string{strings.Repeat("0", 96)}}}
 	tests := []struct {
 		name   string
 		policy attest.Policy

@@ -36,7 +36,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // The simulated chip is a Milan; the product line decides the certificate names and
@@ -160,7 +159,7 @@ func vcekExtensions() []pkix.Extension {
 }
 
 // Platform implements attest.Issuer.
-func (d *Device) Platform() string { return manifest.PlatformSimulated }
+func (d *Device) Platform() string { return attest.PlatformSimulated }
 
 // RootFingerprint is the hex SHA-256 of the ARK certificate: what a manifest pins.
 func (d *Device) RootFingerprint() string {

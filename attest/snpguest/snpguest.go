@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // Guest is an SNP guest's attestation and key derivation.
@@ -39,7 +38,7 @@ func Open() (*Guest, error) {
 func New(qp client.QuoteProvider, dev client.Device) *Guest { return &Guest{qp: qp, dev: dev} }
 
 // Platform implements attest.Issuer.
-func (g *Guest) Platform() string { return manifest.PlatformSNP }
+func (g *Guest) Platform() string { return attest.PlatformSNP }
 
 // Evidence implements attest.Issuer.
 func (g *Guest) Evidence(reportData [64]byte) (attest.Evidence, error) {
@@ -51,7 +50,7 @@ func (g *Guest) Evidence(reportData [64]byte) (attest.Evidence, error) {
 	if err != nil {
 		return attest.Evidence{}, err
 	}
-	return attest.Evidence{Platform: manifest.PlatformSNP, Data: b}, nil
+	return attest.Evidence{Platform: attest.PlatformSNP, Data: b}, nil
 }
 
 // SealingRequest is the derived-key request sealmesh makes: rooted in the VCEK (so

@@ -11,7 +11,6 @@ import (
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 
 	"github.com/sealmesh/sealmesh/attest"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // QuoteProvider is go-tdx-guest's quote provider interface, as far as sealmesh
@@ -42,7 +41,7 @@ func Open() (*Guest, error) {
 func New(qp QuoteProvider) *Guest { return &Guest{qp: qp} }
 
 // Platform implements attest.Issuer.
-func (g *Guest) Platform() string { return manifest.PlatformTDX }
+func (g *Guest) Platform() string { return attest.PlatformTDX }
 
 // Evidence implements attest.Issuer: the raw quote, whose TD report data is
 // reportData.
@@ -61,7 +60,7 @@ func (g *Guest) Evidence(reportData [64]byte) (attest.Evidence, error) {
 	if !ok || !bytes.Equal(v4.GetTdQuoteBody().GetReportData(), reportData[:]) {
 		return attest.Evidence{}, fmt.Errorf("tdx: the quote provider returned a quote for other report data")
 	}
-	return attest.Evidence{Platform: manifest.PlatformTDX, Data: q}, nil
+	return attest.Evidence{Platform: attest.PlatformTDX, Data: q}, nil
 }
 
 var _ attest.Issuer = (*Guest)(nil)

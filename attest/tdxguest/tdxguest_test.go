@@ -9,8 +9,8 @@ import (
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 
+	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/tdxguest"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // The TD's quote provider is go-tdx-guest's fake (no TDX hardware here),
@@ -31,7 +31,7 @@ func TestGuestEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Platform != manifest.PlatformTDX || !bytes.Equal(ev.Data, testdata.RawQuote) {
+	if ev.Platform != attest.PlatformTDX || !bytes.Equal(ev.Data, testdata.RawQuote) {
 		t.Fatalf("evidence %s, %d bytes", ev.Platform, len(ev.Data))
 	}
 	if _, err := g.Evidence([64]byte{1}); err == nil {

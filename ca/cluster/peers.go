@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -291,18 +290,14 @@ func CoordinatorPolicy(m *manifest.Manifest) attest.Policy {
 // CoordinatorRole returns the name of the coordinator role of m that c
 // satisfies.
 func CoordinatorRole(m *manifest.Manifest, c *attest.Claims) (string, error) {
-	var why []string
-	for _, r := range m.Coordinators {
-		if err := c.Satisfies(r.Attestation); err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", r.Name, err))
-			continue
-		}
-		return r.Name, nil
-	}
 	if len(m.Coordinators) == 0 {
 		return "", errors.New("the manifest names no coordinator roles")
 	}
-	return "", fmt.Errorf("not a coordinator of manifest %s (%s)", m.Hash()[:12], strings.Join(why, "; "))
+	r, err := attest.Match(c, m.Coordinators, nil)
+	if err != nil {
+		return "", fmt.Errorf("not a coordinator of manifest %s (%v)", m.Hash()[:12], err)
+	}
+	return r.Name, nil
 }
 
 // dialGate admits each key at most once an interval.

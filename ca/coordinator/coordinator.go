@@ -32,7 +32,6 @@ import (
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 const (
@@ -468,5 +467,5 @@ func (c *Coordinator) Member() api.Member {
 
 // realTEE reports whether this coordinator attests with a hardware TEE.
 func (c *Coordinator) realTEE() bool {
-	return c.cfg.Issuer != nil && c.cfg.Issuer.Platform() != manifest.PlatformSimulated
+	return c.cfg.Issuer != nil && c.cfg.Issuer.Platform() != attest.PlatformSimulated
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -41,7 +40,7 @@ func TestEnrolmentFailsOver(t *testing.T) {
 	notReady, _ := p.start(t, p.coordDev, t.TempDir(), nil) // recovering: 503
 	nrURL, nrCount := counted(t, p.coordDev, notReady)
 	gone := "https://127.0.0.1:1"
-	accept := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }} // the servers are the test's own
+	accept := attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }} // the servers are the test's own
 	client := func(urls ...string) *api.Client {
 		return api.NewClient(strings.Join(urls, ","), atls.Transport(accept, nil))
 	}

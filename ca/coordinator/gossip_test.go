@@ -14,7 +14,6 @@ import (
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -22,11 +21,11 @@ import (
 // says 16 bytes: v0.3.1's parser panics on it.
 type crasher struct{}
 
-func (crasher) Platform() string { return manifest.PlatformTDX }
+func (crasher) Platform() string { return attest.PlatformTDX }
 func (crasher) Evidence([64]byte) (attest.Evidence, error) {
 	q := append([]byte(nil), tdxtestdata.RawQuote...)
 	copy(q[0x278:], []byte{16, 0, 0, 0})
-	return attest.Evidence{Platform: manifest.PlatformTDX, Data: q}, nil
+	return attest.Evidence{Platform: attest.PlatformTDX, Data: q}, nil
 }
 
 // dialLog counts the dials a coordinator makes, per URL.

@@ -11,7 +11,6 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/owner"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // TestHostListIsForOwnersAndCoordinators is finding 10: GET /v1/status
@@ -21,7 +20,7 @@ import (
 func TestHostListIsForOwnersAndCoordinators(t *testing.T) {
 	ctx := context.Background()
 	p := setupPeers(t)
-	anyServer := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
+	anyServer := attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
 	anon := cluster.AttestedDial(p.aURL, anyServer, nil)
 	if _, err := enrol.Workload(ctx, anon, webDev, api.Workload{Namespace: "ns", Name: "secret-pod"}); err != nil {
 		t.Fatal(err)

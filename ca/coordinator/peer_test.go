@@ -22,7 +22,6 @@ import (
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -126,7 +125,7 @@ func TestPeerRecovery(t *testing.T) {
 	t.Run("invariant A: a key request without client attestation gets nothing", func(t *testing.T) {
 		// The right TLS server check, but the requester attests only in the
 		// body-less way a plain agent would: no client certificate.
-		accept := attest.Accept{Platforms: []string{manifest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
+		accept := attest.Accept{Platforms: []string{attest.PlatformSimulated}, Claims: func(*attest.Claims) error { return nil }}
 		k, _ := seal.NewX25519()
 		_, err := cluster.AttestedDial(p.aURL, accept, nil).PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
 		if err == nil || !strings.Contains(err.Error(), "did not attest in the TLS handshake") {
@@ -280,7 +279,7 @@ func TestPeerRecovery(t *testing.T) {
 // matters here is only that the coordinator believes its own TEE is real.
 type hardware struct{ *simulated.Device }
 
-func (hardware) Platform() string { return manifest.PlatformSNP }
+func (hardware) Platform() string { return attest.PlatformSNP }
 
 // TestSimulatedCoordinatorRoles: a coordinator with a hardware TEE neither
 // accepts a manifest whose coordinator roles accept the simulated TEE (anyone

@@ -6,12 +6,12 @@ import (
 	"fmt"
 
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
-	"github.com/sealmesh/sealmesh/manifest"
 )
 
 // PeerKeys hands the seed to another coordinator (invariant A): only when the
@@ -32,7 +32,7 @@ func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*
 		c.log.Warn("peer key request refused", "err", "the requester did not attest in the TLS handshake")
 		return nil, fmt.Errorf("%w: the requester did not attest in the TLS handshake (attested TLS with a client certificate)", api.ErrRefused)
 	}
-	if claims.Platform == manifest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+	if claims.Platform == attest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
 		c.log.Warn("peer key request refused", "err", "the requester attested with the simulated TEE")
 		return nil, fmt.Errorf("%w: the requester attested with the simulated TEE and this coordinator runs a real one (--allow-simulated-coordinators, for development)", api.ErrRefused)
 	}

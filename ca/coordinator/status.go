@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/manifest"
@@ -42,7 +43,7 @@ func (c *Coordinator) Hosts(ctx context.Context, req *api.HostsRequest) (*api.St
 
 func (c *Coordinator) mayListHosts(ctx context.Context, m *manifest.Manifest, p *api.OwnerProof) error {
 	if claims := atls.PeerClaims(ctx); claims != nil && p == nil {
-		if claims.Platform == manifest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
+		if claims.Platform == attest.PlatformSimulated && c.realTEE() && !c.cfg.AllowSimulatedCoordinators {
 			return fmt.Errorf("%w: the host list is for owners and coordinators; the requester attested with the simulated TEE", api.ErrRefused)
 		}
 		if _, err := cluster.CoordinatorRole(m, claims); err != nil {

@@ -263,7 +263,7 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 		return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
 	}
 	w := req.Workload
-	if claims.Platform == manifest.PlatformOIDC {
+	if claims.Platform == attest.PlatformOIDC {
 		// A token names its pod itself, and it is all a token proves: the
 		// request's workload is a claim the token must back, never a
 		// substitute for it (a dev token claiming prod/db-0 got prod's role).
@@ -272,28 +272,23 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 		}
 		w = api.Workload{Namespace: claims.Namespace, Name: claims.Pod, UID: claims.PodUID, ServiceAccount: claims.ServiceAccount}
 	}
-	var why []string
-	for i := range m.Roles {
-		r := &m.Roles[i]
-		if err := claims.Satisfies(r.Attestation); err != nil {
-			why = append(why, fmt.Sprintf("role %s: %v", r.Name, err))
-			continue
-		}
-		// In node mode the node's evidence speaks for its pods; the pod it
-		// names (bound into the evidence's report data) picks the role.
+	// In node mode the node's evidence speaks for its pods; the pod it
+	// names (bound into the evidence's report data) picks the role.
+	r, err := attest.Match(claims, m.Roles, func(r manifest.Role) error {
 		if !r.PodSelector.Matches(w.Namespace, w.ServiceAccount) {
-			why = append(why, fmt.Sprintf("role %s: its podSelector does not select pod %s/%s (service account %q)", r.Name, w.Namespace, w.Name, w.ServiceAccount))
-			continue
+			return fmt.Errorf("its podSelector does not select pod %s/%s (service account %q)", w.Namespace, w.Name, w.ServiceAccount)
 		}
-		groups := r.Groups
-		if claims.Platform == manifest.PlatformOIDC {
-			// The weaker proof is visible to every peer's firewall.
-			groups = append(slices.Clone(groups), attest.TokenGroup)
-		}
-		return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(r), workload: w}, nil
+		return nil
+	})
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %v", api.ErrRefused, claims.Platform, m.Hash()[:12], err)
 	}
-	return identity{}, fmt.Errorf("%w: %s evidence matches no role of manifest %s: %s",
-		api.ErrRefused, claims.Platform, m.Hash()[:12], strings.Join(why, "; "))
+	groups := r.Groups
+	if claims.Platform == attest.PlatformOIDC {
+		// The weaker proof is visible to every peer's firewall.
+		groups = append(slices.Clone(groups), attest.TokenGroup)
+	}
+	return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(&r), workload: w}, nil
 }
 
 // sameWorkload checks that a token enrolment claims no other pod than the

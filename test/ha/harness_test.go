@@ -30,7 +30,6 @@ import (
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/internal/testenv"
-	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/netlab"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -54,7 +53,7 @@ type lab struct {
 	// conns counts the attested connections the clients made.
 	conns  atomic.Int64
 	teeDir string
-	policy manifest.Attestation
+	policy attest.Attestation
 	// workload is the simulated TEE the agents' evidence comes from.
 	workload *simulated.Device
 	ownerKey ed25519.PrivateKey
@@ -122,7 +121,7 @@ func newLab(t testing.TB, n int) *lab {
 	must(err)
 	must(dev.Save(l.teeDir))
 	meas := simulated.MeasurementOf("sealmesh-coordinator")
-	l.policy = manifest.Attestation{Simulated: &manifest.SNPPolicy{Measurements: []string{hex.EncodeToString(meas[:])}, RootFingerprint: dev.RootFingerprint()}}
+	l.policy = attest.Attestation{Simulated: &attest.SNPPolicy{Measurements: []string{hex.EncodeToString(meas[:])}, RootFingerprint: dev.RootFingerprint()}}
 	l.workload = &simulated.Device{}
 	*l.workload = *dev
 	l.workload.Measurement = simulated.MeasurementOf("sealmesh-workload")
@@ -250,9 +249,9 @@ func (l *lab) all(k int) *api.Client {
 	return l.client(urls...)
 }
 
-func evilPolicy(d *simulated.Device) manifest.Attestation {
+func evilPolicy(d *simulated.Device) attest.Attestation {
 	m := simulated.MeasurementOf("evil-coordinator")
-	return manifest.Attestation{Simulated: &manifest.SNPPolicy{Measurements: []string{hex.EncodeToString(m[:])}, RootFingerprint: d.RootFingerprint()}}
+	return attest.Attestation{Simulated: &attest.SNPPolicy{Measurements: []string{hex.EncodeToString(m[:])}, RootFingerprint: d.RootFingerprint()}}
 }
 
 // create sets the first manifest at coordinator 0.
