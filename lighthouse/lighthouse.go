@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/manifest"
@@ -24,6 +25,10 @@ type Options struct {
 	// (a lighthouse needs none to serve).
 	Device  string
 	Version string
+	// Follower reads the manifest (refreshing the client's trust in
+	// coordinators); Run runs it. nil: renewals only on the certificate's
+	// schedule.
+	Follower *follow.Follower
 }
 
 // Run enrols and serves until ctx is done. ready is called once Nebula is up.
@@ -59,33 +64,28 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go renew(rctx, log, c, o.Token, key, e.EnrolResponse, opts, control)
+	if o.Follower != nil {
+		go o.Follower.Run(rctx)
+	}
+	go renew(rctx, log, c, o.Token, key, e.EnrolResponse, opts, control, o.Follower)
 	return tunnel.Run(ctx, log, cfg, o.Version, ready, control)
 }
 
 // renew keeps the lighthouse's certificate and rules current.
-func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, key enrol.Key, cur *api.EnrolResponse, opts tunnel.Options, control string) {
+func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, key enrol.Key, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) {
 	at := enrol.RenewAt(cur.NotAfter)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var looked time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		if time.Now().Before(at) {
-			if time.Since(looked) < 5*time.Second {
-				continue
-			}
-			looked = time.Now()
-			mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			info, err := c.Manifest(mctx)
-			cancel()
-			if err != nil || info.Head == cur.Head {
-				continue
-			}
+		// Renewed two thirds of the way to expiry, or as soon as the
+		// manifest it was issued under is no longer the current one.
+		if time.Now().Before(at) && (f == nil || f.Head() == "" || f.Head() == cur.Head) {
+			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		e, err := enrol.RenewLighthouse(rctx, c, token, key)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
@@ -58,6 +59,9 @@ type Config struct {
 	// takes its service account from it (for the roles' podSelector).
 	Pods     PodSource
 	NodeName string
+	// Follower reads the manifest for Run (and refreshes the client's
+	// trust in coordinators as it does); nil: the manifest is not followed.
+	Follower *follow.Follower
 }
 
 // PodSource reads pods from the Kubernetes API (kube.Cluster).
@@ -342,7 +346,11 @@ func (a *Agent) Check(ctx context.Context, r *cniapi.Request) error {
 // Status reports whether ADD can succeed now: some coordinator is reachable
 // and ready (CNI STATUS).
 func (a *Agent) Status(ctx context.Context) *cniapi.Status {
-	if time.Since(time.Unix(0, a.contact.Load())) < statusFresh {
+	last := time.Unix(0, a.contact.Load())
+	if f := a.cfg.Follower; f != nil && f.Answered().After(last) {
+		last = f.Answered()
+	}
+	if time.Since(last) < statusFresh {
 		return &cniapi.Status{Ready: true}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -421,28 +429,18 @@ func collect(reqs map[string]cniapi.Request, network string, valid []cniapi.Atta
 func (a *Agent) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var head string
-	var lastLook time.Time
+	if f := a.cfg.Follower; f != nil {
+		go f.Run(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		if time.Since(lastLook) >= ManifestPoll {
-			lastLook = time.Now()
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			info, err := a.cfg.Coordinator.Manifest(lctx)
-			cancel()
-			if err != nil {
-				a.cfg.Log.Warn("manifest", "err", err)
-			} else {
-				a.contact.Store(time.Now().UnixNano())
-				if info.Head != head {
-					a.cfg.Log.Info("manifest", "head", info.Head, "generation", info.Generation)
-				}
-				head = info.Head
-			}
+		var head string
+		if a.cfg.Follower != nil {
+			head = a.cfg.Follower.Head()
 		}
 		for _, p := range a.dead(ctx) {
 			a.reattach(ctx, &p.req, p.fingerprint, p.releaseToken, p.ip, p.result.Address)
@@ -471,9 +469,6 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 	}
 }
-
-// ManifestPoll is how often the agent looks for a new manifest.
-var ManifestPoll = 5 * time.Second
 
 // renew enrols the pod's key again and hands its tunnel the new certificate
 // and the manifest's current rules.

@@ -94,11 +94,20 @@ func (t *Trust) Accept(c *attest.Claims) error {
 }
 
 // Refresh reads the current manifest through c (whose coordinator this Trust
-// has just accepted) and follows its coordinator roles, if it names any.
+// has just accepted) and follows it.
 func (t *Trust) Refresh(ctx context.Context, c *api.Client) error {
 	info, err := c.Manifest(ctx)
 	if err != nil {
 		return err
+	}
+	return t.Follow(info)
+}
+
+// Follow takes the coordinator roles of a manifest a coordinator this Trust
+// accepted sent (follow.Follower calls it with every manifest it reads).
+func (t *Trust) Follow(info *api.ManifestInfo) error {
+	if t == nil {
+		return nil // plain HTTP: no trust to follow
 	}
 	m, err := manifest.ParseJSON(info.Manifest)
 	if err != nil {

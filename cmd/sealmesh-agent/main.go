@@ -20,6 +20,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/cniinstall"
+	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/tee"
@@ -65,6 +66,9 @@ func nodeCmd() *cobra.Command {
 			cfg := node.Config{
 				Log: log, Coordinator: client, Issuer: issuer,
 				StateDir: stateDir, TunnelCommand: []string{tunnelBin}, PodsPerProcess: perProcess,
+				// Following the manifest's coordinator roles lets a rolling
+				// upgrade of the coordinators reach this agent.
+				Follower: &follow.Follower{Client: client, Trust: trust, Log: log},
 			}
 			if kubePods {
 				if nodeName == "" {
@@ -83,22 +87,6 @@ func nodeCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("agent serving", "socket", socket, "coordinator", coordinator, "tee", issuer.Platform())
-			if trust != nil {
-				// Follow the manifest's coordinator roles, so a rolling
-				// upgrade of the coordinators reaches this agent.
-				go func() {
-					for {
-						if err := trust.Refresh(ctx, client); err != nil {
-							log.Warn("coordinator roles from the manifest", "err", err)
-						}
-						select {
-						case <-ctx.Done():
-							return
-						case <-time.After(time.Minute):
-						}
-					}
-				}()
-			}
 			go func() {
 				// Ready while the CNI socket answers (after the pods of a
 				// previous agent are taken up).
@@ -144,7 +132,7 @@ when the pod stops (SIGTERM).`,
 			if err != nil {
 				return err
 			}
-			client, _, err := attested.Client(coordinator, policy)
+			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
 			}
@@ -153,7 +141,8 @@ when the pod stops (SIGTERM).`,
 				return err
 			}
 			host, _ := os.Hostname()
-			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{tunnelBin}})
+			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{tunnelBin},
+				Follower: &follow.Follower{Client: client, Trust: trust, Log: log}})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/lighthouse"
@@ -31,7 +32,7 @@ func main() {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			client, _, err := attested.Client(coordinator, policy)
+			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
 			}
@@ -49,6 +50,7 @@ func main() {
 			}()
 			return lighthouse.Run(ctx, log, client, lighthouse.Options{
 				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version,
+				Follower: &follow.Follower{Client: client, Trust: trust, Log: log},
 			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
 		},
 	}

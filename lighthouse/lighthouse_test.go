@@ -1,0 +1,160 @@
+package lighthouse_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealmesh/sealmesh/agent/follow"
+	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/lighthouse"
+	"github.com/sealmesh/sealmesh/test/mesh"
+)
+
+// seen records the manifests a follower hands its trust.
+type seen struct {
+	mu    sync.Mutex
+	heads []string
+}
+
+func (s *seen) Follow(info *api.ManifestInfo) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.heads) == 0 || s.heads[len(s.heads)-1] != info.Head {
+		s.heads = append(s.heads, info.Head)
+	}
+	return nil
+}
+
+func (s *seen) has(head string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.heads {
+		if h == head {
+			return true
+		}
+	}
+	return false
+}
+
+// freeUDPPort is a UDP port nothing listens on (as of now).
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestLighthouseFollowsTheManifest: a running lighthouse hands every
+// manifest it reads to its trust in coordinators (so a coordinator role the
+// owner removes is no longer trusted) and renews onto a new manifest. Before,
+// only the node agent refreshed its trust: the lighthouse kept trusting the
+// coordinator roles of the manifest it started with.
+func TestLighthouseFollowsTheManifest(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := coordinator.Open(ctx, coordinator.Config{Log: slog.New(slog.DiscardHandler), Store: st, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+
+	key, _, pub, err := owner.NewOwnerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.Repeat("ab", 16) // 128 bits, as hex
+	coordinatorRole := func(image string) map[string]any {
+		m := simulated.MeasurementOf(image)
+		return map[string]any{"simulated": map[string]any{"measurements": []string{hex.EncodeToString(m[:])}, "rootFingerprint": strings.Repeat("0", 64)}}
+	}
+	set := func(image, parent string) string {
+		t.Helper()
+		raw, err := mesh.Manifest(strings.Repeat("0", 64), token, pub, coordinatorRole(image), nil, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := owner.Request(raw, parent, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.SetManifest(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Status.Head
+	}
+	first := set("coordinator-v1", "")
+
+	client := api.NewClient(srv.URL)
+	trust := &seen{}
+	logs := &syncBuffer{}
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- lighthouse.Run(ctx, slog.New(slog.NewTextHandler(logs, nil)), client, lighthouse.Options{
+			Token: token, ListenPort: freeUDPPort(t), Version: "test",
+			Follower: &follow.Follower{Client: client, Trust: trust, Every: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler)},
+		}, func() { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("lighthouse: %v\n%s", err, logs)
+	case <-time.After(time.Minute):
+		t.Fatalf("lighthouse not up within a minute\n%s", logs)
+	}
+	waitFor(t, "the lighthouse's trust follows the first manifest", func() bool { return trust.has(first) })
+
+	// The owner replaces the coordinator role (a rolling upgrade).
+	second := set("coordinator-v2", first)
+	waitFor(t, "the lighthouse's trust follows the update", func() bool { return trust.has(second) })
+	waitFor(t, "the lighthouse renews onto the update", func() bool { return strings.Contains(logs.String(), second) })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	// The deadline only turns a hang into a failure.
+	for deadline := time.Now().Add(time.Minute); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within a minute", what)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
