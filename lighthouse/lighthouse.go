@@ -73,7 +73,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 
 // renew keeps the lighthouse's certificate and rules current.
 func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, key enrol.Key, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) {
-	at := enrol.RenewAt(cur.NotAfter)
+	at := enrol.RenewAt(time.Now(), cur.NotAfter)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -100,7 +100,7 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, k
 			log.Error("renewal", "err", err)
 			continue
 		}
-		cur, at = e, enrol.RenewAt(e.NotAfter)
+		cur, at = e, enrol.RenewAt(time.Now(), e.NotAfter)
 		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
 	}
 }

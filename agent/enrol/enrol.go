@@ -52,9 +52,37 @@ func InMemory(priv []byte) (Key, error) {
 	}}, nil
 }
 
+// Retry bounds how an enrolment moves between coordinators: every coordinator
+// the client knows is tried in turn, for up to Rounds rounds (0: 6) with a
+// backoff between them doubling from Backoff (0: 250 ms) up to 5 s, until
+// ctx ends. The package's functions use the defaults.
+type Retry struct {
+	Rounds  int
+	Backoff time.Duration
+}
+
+func (r Retry) rounds() int {
+	if r.Rounds <= 0 {
+		return 6
+	}
+	return r.Rounds
+}
+
+func (r Retry) backoff() time.Duration {
+	if r.Backoff <= 0 {
+		return 250 * time.Millisecond
+	}
+	return r.Backoff
+}
+
 // Workload enrols with TEE evidence from issuer.
 func Workload(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload) (*Enrolment, error) {
-	return run(ctx, c, proveWorkload(issuer, w))
+	return Retry{}.Workload(ctx, c, issuer, w)
+}
+
+// Workload enrols with TEE evidence from issuer, retrying as r says.
+func (r Retry) Workload(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload) (*Enrolment, error) {
+	return r.run(ctx, c, proveWorkload(issuer, w))
 }
 
 func proveWorkload(issuer attest.Issuer, w api.Workload) func(*api.EnrolRequest) error {
@@ -74,25 +102,29 @@ func proveWorkload(issuer attest.Issuer, w api.Workload) func(*api.EnrolRequest)
 // changes for a running tunnel. The private key stays where it is: key
 // proves its possession.
 func Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload, key Key) (*api.EnrolResponse, error) {
-	return runWithKey(ctx, c, key, proveWorkload(issuer, w))
+	return Retry{}.Renew(ctx, c, issuer, w, key)
 }
 
-// RenewAt is when to renew a certificate received now: two thirds of the way
+// Renew is the package's Renew, retrying as r says.
+func (r Retry) Renew(ctx context.Context, c *api.Client, issuer attest.Issuer, w api.Workload, key Key) (*api.EnrolResponse, error) {
+	return r.runWithKey(ctx, c, key, proveWorkload(issuer, w))
+}
+
+// RenewAt is when to renew a certificate received at now: two thirds of the way
 // to its expiry (its NotBefore is backdated for clock skew, so the lifetime it
 // states would say too early).
-func RenewAt(notAfter time.Time) time.Time {
-	now := time.Now()
+func RenewAt(now, notAfter time.Time) time.Time {
 	return now.Add(notAfter.Sub(now) * 2 / 3)
 }
 
 // Lighthouse enrols with a join token.
 func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, error) {
-	return run(ctx, c, proveToken(token))
+	return Retry{}.run(ctx, c, proveToken(token))
 }
 
 // RenewLighthouse enrols a lighthouse's same public key again.
 func RenewLighthouse(ctx context.Context, c *api.Client, token string, key Key) (*api.EnrolResponse, error) {
-	return runWithKey(ctx, c, key, proveToken(token))
+	return Retry{}.runWithKey(ctx, c, key, proveToken(token))
 }
 
 func proveToken(token string) func(*api.EnrolRequest) error {
@@ -102,18 +134,10 @@ func proveToken(token string) func(*api.EnrolRequest) error {
 	}
 }
 
-// Retry bounds how an enrolment moves between coordinators: every coordinator
-// the client knows is tried in turn, for up to Rounds rounds with a backoff
-// between them doubling from Backoff (up to 5 s), until ctx ends.
-var Retry = struct {
-	Rounds  int
-	Backoff time.Duration
-}{Rounds: 6, Backoff: 250 * time.Millisecond}
-
 // run enrols with one key pair: an enrolment that fails on one coordinator is
 // retried on the next with a fresh nonce from that coordinator and the same
 // key, so a retry after a lost answer gets the same address, not a second one.
-func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error) (*Enrolment, error) {
+func (r Retry) run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error) (*Enrolment, error) {
 	priv, _, err := KeyPair()
 	if err != nil {
 		return nil, err
@@ -122,17 +146,17 @@ func run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := runWithKey(ctx, c, key, prove)
+	resp, err := r.runWithKey(ctx, c, key, prove)
 	if err != nil {
 		return nil, err
 	}
 	return &Enrolment{EnrolResponse: resp, PrivateKey: priv}, nil
 }
 
-func runWithKey(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, error) {
+func (r Retry) runWithKey(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, error) {
 	var errs []error
-	wait := Retry.Backoff
-	for round := 0; round < Retry.Rounds; round++ {
+	wait := r.backoff()
+	for round := 0; round < r.rounds(); round++ {
 		if round > 0 {
 			select {
 			case <-ctx.Done():

@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sealmesh/sealmesh/agent/tunnel"
@@ -25,6 +28,25 @@ import (
 // with it until the agent restores them, so the number bounds that too.
 const DefaultPodsPerProcess = 16
 
+// Processes is Tunnels as sealmesh-tunnel processes, each running up to
+// PerProcess pods' instances, recorded under Dir so that a restarted agent
+// adopts them.
+type Processes struct {
+	// Command starts a tunnel process; it gets --control <socket> appended.
+	Command    []string
+	Dir        string
+	PerProcess int
+	// StartTimeout bounds a process's start and an instance's.
+	StartTimeout time.Duration
+	Log          *slog.Logger
+
+	// mu guards hosts and their counts; no I/O is made under it.
+	mu    sync.Mutex
+	hosts map[string]*tunnelHost
+	// adopted is what Adopt found running, for Settle.
+	adopted map[string]map[string]bool
+}
+
 // tunnelHost is one sealmesh-tunnel process and the pods placed in it.
 type tunnelHost struct {
 	id   string
@@ -36,99 +58,190 @@ type tunnelHost struct {
 }
 
 // hostRecord is what the agent keeps on disk of a tunnel process
-// (StateDir/tunnels/<id>.json), so a restarted agent adopts it.
+// (Dir/<id>.json), so a restarted agent adopts it.
 type hostRecord struct {
 	PID      int    `json:"pid"`
 	PIDStart uint64 `json:"pidStart"`
 }
 
-func (a *Agent) tunnelsDir() string { return filepath.Join(a.cfg.StateDir, "tunnels") }
+func (t *Processes) control(id string) string { return filepath.Join(t.Dir, id+".sock") }
 
-func (a *Agent) hostControl(id string) string { return filepath.Join(a.tunnelsDir(), id+".sock") }
+func (t *Processes) host(id string) *tunnelHost {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.hosts[id]
+}
+
+// Start places the instance in the fullest process with room (starting a
+// new one when all are full) and starts it there.
+func (t *Processes) Start(ctx context.Context, id string, req *tunnel.AddRequest) (string, error) {
+	h, err := t.place()
+	if err != nil {
+		return "", err
+	}
+	sctx, cancel := context.WithTimeout(ctx, t.StartTimeout)
+	err = tunnel.AddInstance(sctx, t.control(h.id), id, req)
+	cancel()
+	if err != nil {
+		// It may have started after all (a timeout): stop it either way.
+		t.Stop(h.id, id)
+		return "", err
+	}
+	return h.id, nil
+}
+
+// Stop removes instance id from its process and gives its room back.
+func (t *Processes) Stop(host, id string) {
+	h := t.host(host)
+	if h == nil {
+		return
+	}
+	if h.proc.Alive() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := tunnel.RemoveInstance(ctx, t.control(host), id); err != nil {
+			t.Log.Warn("stop tunnel", "tunnel", host, "instance", id, "err", err)
+		}
+		cancel()
+	}
+	t.unplace(h)
+}
+
+// Drop gives back the room of an instance that is gone.
+func (t *Processes) Drop(host string) {
+	if h := t.host(host); h != nil {
+		t.unplace(h)
+	}
+}
+
+// Alive reports whether the process runs.
+func (t *Processes) Alive(host string) bool {
+	h := t.host(host)
+	return h != nil && h.proc.Alive()
+}
+
+// Instances lists what the process runs.
+func (t *Processes) Instances(ctx context.Context, host string) ([]tunnel.InstanceInfo, error) {
+	return tunnel.Instances(ctx, t.control(host))
+}
+
+// Hosts lists the processes, sorted.
+func (t *Processes) Hosts() []string {
+	t.mu.Lock()
+	out := make([]string, 0, len(t.hosts))
+	for id := range t.hosts {
+		out = append(out, id)
+	}
+	t.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// Metrics reads a process's Nebula metrics.
+func (t *Processes) Metrics(ctx context.Context, host string) (io.ReadCloser, error) {
+	return tunnel.Metrics(ctx, t.control(host))
+}
+
+// Update hands an instance a new configuration.
+func (t *Processes) Update(ctx context.Context, host, id string, cfg []byte) error {
+	return tunnel.UpdateInstance(ctx, t.control(host), id, cfg)
+}
+
+// Prove has an instance prove possession of its key.
+func (t *Processes) Prove(ctx context.Context, host, id string, req *tunnel.ProveRequest) ([]byte, error) {
+	return tunnel.ProveInstance(ctx, t.control(host), id, req)
+}
 
 // place reserves room for one pod in a tunnel process, starting a new one
-// when all are full.
-func (a *Agent) place() (*tunnelHost, error) {
-	a.hostsMu.Lock()
-	defer a.hostsMu.Unlock()
+// when all are full. A new process is started outside the lock and counted
+// in once it runs.
+func (t *Processes) place() (*tunnelHost, error) {
+	t.mu.Lock()
 	var best *tunnelHost
-	for _, h := range a.hosts {
-		if !h.closed && h.proc.Alive() && h.pods < a.cfg.PodsPerProcess && (best == nil || h.pods > best.pods) {
+	for _, h := range t.hosts {
+		if !h.closed && h.proc.Alive() && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
 			best = h // fill the fullest first: fewer processes
 		}
 	}
-	if best == nil {
-		h, err := a.startHost()
-		if err != nil {
-			return nil, err
-		}
-		a.hosts[h.id] = h
-		best = h
+	if best != nil {
+		best.pods++
+		t.mu.Unlock()
+		return best, nil
 	}
-	best.pods++
-	return best, nil
+	t.mu.Unlock()
+	h, err := t.startHost()
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if t.hosts == nil {
+		t.hosts = map[string]*tunnelHost{}
+	}
+	h.pods = 1
+	t.hosts[h.id] = h
+	t.mu.Unlock()
+	return h, nil
 }
 
 // unplace gives a pod's room back; an emptied process is stopped.
-func (a *Agent) unplace(h *tunnelHost) {
-	a.hostsMu.Lock()
+func (t *Processes) unplace(h *tunnelHost) {
+	t.mu.Lock()
 	h.pods--
 	empty := h.pods <= 0 && !h.closed
 	if empty {
 		h.closed = true
-		delete(a.hosts, h.id)
+		delete(t.hosts, h.id)
 	}
-	a.hostsMu.Unlock()
+	t.mu.Unlock()
 	if empty {
-		a.stopHost(h)
+		t.stopHost(h)
 	}
 }
 
-func (a *Agent) startHost() (*tunnelHost, error) {
+func (t *Processes) startHost() (*tunnelHost, error) {
 	b := make([]byte, 4)
 	rand.Read(b)
 	id := "t" + hex.EncodeToString(b)
-	if err := os.MkdirAll(a.tunnelsDir(), 0o700); err != nil {
+	if err := os.MkdirAll(t.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(a.tunnelsDir(), id+".log")
+	logPath := filepath.Join(t.Dir, id+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	// The child holds its own descriptor for its stderr.
 	defer logFile.Close()
-	args := append(slices.Clone(a.cfg.TunnelCommand[1:]), "--control", a.hostControl(id))
-	proc, err := tunnel.Start(a.cfg.TunnelCommand[0], args, "", nil, logFile, a.cfg.StartTimeout)
+	args := append(slices.Clone(t.Command[1:]), "--control", t.control(id))
+	proc, err := tunnel.Start(t.Command[0], args, "", nil, logFile, t.StartTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	rec, _ := json.Marshal(hostRecord{PID: proc.Pid(), PIDStart: proc.StartTime()})
-	if err := atomicfile.Write(a.tunnelsDir(), id+".json", rec); err != nil {
+	if err := atomicfile.Write(t.Dir, id+".json", rec); err != nil {
 		proc.Stop(5 * time.Second)
 		return nil, err
 	}
-	a.cfg.Log.Info("tunnel process started", "tunnel", id, "pid", proc.Pid())
+	t.Log.Info("tunnel process started", "tunnel", id, "pid", proc.Pid())
 	return &tunnelHost{id: id, proc: proc}, nil
 }
 
-func (a *Agent) stopHost(h *tunnelHost) {
+func (t *Processes) stopHost(h *tunnelHost) {
 	if err := h.proc.Stop(10 * time.Second); err != nil {
-		a.cfg.Log.Warn("stop tunnel process", "tunnel", h.id, "err", err)
+		t.Log.Warn("stop tunnel process", "tunnel", h.id, "err", err)
 	}
 	for _, ext := range []string{".json", ".sock"} {
-		if err := os.Remove(filepath.Join(a.tunnelsDir(), h.id+ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			a.cfg.Log.Warn("forget tunnel process", "tunnel", h.id, "err", err)
+		if err := os.Remove(filepath.Join(t.Dir, h.id+ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Log.Warn("forget tunnel process", "tunnel", h.id, "err", err)
 		}
 	}
-	a.cfg.Log.Info("tunnel process stopped", "tunnel", h.id)
+	t.Log.Info("tunnel process stopped", "tunnel", h.id)
 }
 
-// adoptHosts takes up the tunnel processes a previous agent started, with
-// what each runs; records of processes that are gone are dropped.
-func (a *Agent) adoptHosts(ctx context.Context) map[string]map[string]bool {
+// Adopt takes up the tunnel processes a previous agent started, with what
+// each runs; records of processes that are gone are dropped.
+func (t *Processes) Adopt(ctx context.Context) map[string]map[string]bool {
 	running := map[string]map[string]bool{}
-	entries, err := os.ReadDir(a.tunnelsDir())
+	entries, err := os.ReadDir(t.Dir)
 	if err != nil {
 		return running
 	}
@@ -137,7 +250,7 @@ func (a *Agent) adoptHosts(ctx context.Context) map[string]map[string]bool {
 		if !ok {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(a.tunnelsDir(), e.Name()))
+		b, err := os.ReadFile(filepath.Join(t.Dir, e.Name()))
 		var rec hostRecord
 		if err == nil {
 			err = json.Unmarshal(b, &rec)
@@ -149,56 +262,77 @@ func (a *Agent) adoptHosts(ctx context.Context) map[string]map[string]bool {
 		var list []tunnel.InstanceInfo
 		if err == nil {
 			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			list, err = tunnel.Instances(lctx, a.hostControl(id))
+			list, err = t.Instances(lctx, id)
 			cancel()
 			if err != nil {
 				proc.Stop(5 * time.Second) // running but not answering: of no use
 			}
 		}
 		if err != nil {
-			a.cfg.Log.Warn("tunnel process gone", "tunnel", id, "err", err)
-			os.Remove(filepath.Join(a.tunnelsDir(), e.Name()))
-			os.Remove(a.hostControl(id))
+			t.Log.Warn("tunnel process gone", "tunnel", id, "err", err)
+			os.Remove(filepath.Join(t.Dir, e.Name()))
+			os.Remove(t.control(id))
 			continue
 		}
-		a.hosts[id] = &tunnelHost{id: id, proc: proc}
-		running[id] = map[string]bool{}
-		for _, in := range list {
-			running[id][in.ID] = true
+		t.mu.Lock()
+		if t.hosts == nil {
+			t.hosts = map[string]*tunnelHost{}
 		}
-		a.cfg.Log.Info("tunnel process re-adopted", "tunnel", id, "pid", rec.PID, "instances", len(list))
+		t.hosts[id] = &tunnelHost{id: id, proc: proc}
+		t.mu.Unlock()
+		running[id] = instanceSet(list)
+		t.Log.Info("tunnel process re-adopted", "tunnel", id, "pid", rec.PID, "instances", len(list))
 	}
+	t.mu.Lock()
+	t.adopted = running
+	t.mu.Unlock()
 	return running
 }
 
-// settleHosts, after Restore, stops instances no pod record claims (an agent
-// that died between starting one and recording it) and processes left empty.
-func (a *Agent) settleHosts(ctx context.Context, running map[string]map[string]bool) {
-	a.mu.Lock()
-	claimed := map[string]bool{}
-	for _, p := range a.pods {
-		claimed[p.host.id+"/"+p.instance] = true
+// Keep counts an adopted instance on host.
+func (t *Processes) Keep(host string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := t.hosts[host]; h != nil {
+		h.pods++
 	}
-	a.mu.Unlock()
-	for id, ins := range running {
+}
+
+// Settle stops instances no pod claimed (an agent that died between
+// starting one and recording it) and processes left empty.
+func (t *Processes) Settle(ctx context.Context, claimed map[string]bool) {
+	t.mu.Lock()
+	adopted := t.adopted
+	t.adopted = nil
+	t.mu.Unlock()
+	for id, ins := range adopted {
 		for in := range ins {
 			if !claimed[id+"/"+in] {
-				a.cfg.Log.Warn("unrecorded tunnel stopped", "tunnel", id, "instance", in)
-				tunnel.RemoveInstance(ctx, a.hostControl(id), in)
+				t.Log.Warn("unrecorded tunnel stopped", "tunnel", id, "instance", in)
+				tunnel.RemoveInstance(ctx, t.control(id), in)
 			}
 		}
 	}
-	a.hostsMu.Lock()
+	t.mu.Lock()
 	var empty []*tunnelHost
-	for id, h := range a.hosts {
+	for id, h := range t.hosts {
 		if h.pods == 0 {
 			h.closed = true
-			delete(a.hosts, id)
+			delete(t.hosts, id)
 			empty = append(empty, h)
 		}
 	}
-	a.hostsMu.Unlock()
+	t.mu.Unlock()
 	for _, h := range empty {
-		a.stopHost(h)
+		t.stopHost(h)
 	}
+}
+
+// instanceSet is the IDs of list.
+func instanceSet(list []tunnel.InstanceInfo) map[string]bool {
+	out := make(map[string]bool, len(list))
+	for _, in := range list {
+		out[in.ID] = true
+	}
+	return out
 }

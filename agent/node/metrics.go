@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
-	"github.com/sealmesh/sealmesh/agent/tunnel"
 )
 
 // metrics are the agent's own.
@@ -73,19 +72,13 @@ func (a *Agent) Metrics() http.Handler {
 
 // gatherTunnels reads each tunnel process's Nebula metrics and instances.
 func (a *Agent) gatherTunnels() ([]*dto.MetricFamily, error) {
-	a.hostsMu.Lock()
-	ids := make([]string, 0, len(a.hosts))
-	for id := range a.hosts {
-		ids = append(ids, id)
-	}
-	a.hostsMu.Unlock()
+	ids := a.cfg.Tunnels.Hosts()
 	a.mu.Lock()
 	byInstance := map[string]cniapi.Request{}
 	for _, p := range a.pods {
-		byInstance[p.host.id+"/"+p.instance] = p.req
+		byInstance[p.host+"/"+p.instance] = p.req
 	}
 	a.mu.Unlock()
-	slices.Sort(ids)
 
 	families := map[string]*dto.MetricFamily{}
 	podTunnels := &dto.MetricFamily{
@@ -95,7 +88,7 @@ func (a *Agent) gatherTunnels() ([]*dto.MetricFamily, error) {
 	}
 	for _, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		list, err := tunnel.Instances(ctx, a.hostControl(id))
+		list, err := a.cfg.Tunnels.Instances(ctx, id)
 		if err == nil {
 			for _, in := range list {
 				r, ok := byInstance[id+"/"+in.ID]
@@ -112,7 +105,7 @@ func (a *Agent) gatherTunnels() ([]*dto.MetricFamily, error) {
 				})
 			}
 		}
-		body, err := tunnel.Metrics(ctx, a.hostControl(id))
+		body, err := a.cfg.Tunnels.Metrics(ctx, id)
 		if err != nil {
 			cancel()
 			a.cfg.Log.Debug("tunnel metrics", "tunnel", id, "err", err)

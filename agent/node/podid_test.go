@@ -55,8 +55,7 @@ func TestPodIdentity(t *testing.T) {
 	}
 	// No coordinator answers: a pod that passes the check fails at enrolment
 	// instead, which shows the check came first and let it through.
-	enrol.Retry.Rounds = 1
-	a := New(Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Coordinator: api.NewClient("http://127.0.0.1:1"),
+	a := New(Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Coordinator: api.NewClient("http://127.0.0.1:1"), Retry: enrol.Retry{Rounds: 1},
 		Issuer: dev, StateDir: t.TempDir(), Pods: cluster, NodeName: "node-a"})
 
 	tests := []struct {

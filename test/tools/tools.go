@@ -3,6 +3,7 @@
 package tools
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,9 @@ import (
 // skipped, or failed under CI=true, where skipping would hide it.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s, a built server: not in the unit tier (go test -short, make unit)", name)
+	}
 	dir := os.Getenv("SEALMESH_TOOLS_BIN")
 	if dir == "" {
 		out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -164,6 +168,12 @@ var MeshPackages = []string{
 // directory, runs the package's tests with binDir set to it, removes it, and
 // exits with their code: the TestMain of packages that run real binaries.
 func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
+	flag.Parse()
+	if testing.Short() {
+		// The unit tier builds no binaries: these tests run in make test.
+		fmt.Println("skipped in the unit tier (go test -short): runs built binaries")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "sealmesh-test-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
