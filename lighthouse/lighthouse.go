@@ -4,11 +4,15 @@ package lighthouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
+
+	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/follow"
@@ -31,10 +35,15 @@ type Options struct {
 	Follower *follow.Follower
 }
 
+// instance names the lighthouse's Nebula in its tunnel host.
+const instance = "lighthouse"
+
 // Run enrols and serves until ctx is done. ready is called once Nebula is up.
-// The certificate is renewed (same key) two thirds of the way to its expiry,
-// and whenever the manifest changes (revocations, lighthouses), through
-// Nebula's reload: relayed and direct tunnels stay up.
+// Nebula runs in a tunnel host in this process with one instance, reached on
+// the same control protocol as the agent's pods: the certificate is renewed
+// (same key, whose possession the instance proves) two thirds of the way to
+// its expiry, and whenever the manifest changes (revocations, lighthouses),
+// through Nebula's reload: relayed and direct tunnels stay up.
 func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready func()) error {
 	// Before it is sent anywhere: the coordinator would refuse it too.
 	if err := manifest.CheckJoinToken(o.Token); err != nil {
@@ -46,41 +55,59 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
 	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true}
-	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, opts)
-	if err != nil {
-		return err
-	}
 	dir, err := os.MkdirTemp("", "sealmesh-lighthouse-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	control := filepath.Join(dir, "control.sock")
-	// The key stays in this process, which proves its possession at
-	// every renewal.
-	key, err := enrol.InMemory(e.PrivateKey)
+
+	hctx, stop := context.WithCancel(ctx)
+	up := make(chan struct{})
+	served := make(chan error, 1)
+	go func() { served <- tunnel.Serve(hctx, log, control, o.Version, func() { close(up) }) }()
+	defer func() {
+		stop()
+		<-served // Nebula has stopped when Run returns
+	}()
+	select {
+	case <-up:
+	case err := <-served:
+		served <- err
+		return err
+	}
+	cfg := tunnel.Config(e.EnrolResponse, e.PrivateKey, opts)
+	if err := tunnel.AddInstance(ctx, control, instance, &tunnel.AddRequest{Config: cfg}); err != nil {
+		return fmt.Errorf("lighthouse: %w", err)
+	}
+	if o.Follower != nil {
+		go o.Follower.Run(hctx)
+	}
+	ready()
+	return keep(ctx, log, c, o.Token, e.EnrolResponse, opts, control, o.Follower)
+}
+
+// keep keeps the lighthouse's certificate and rules current until ctx ends,
+// and reports Nebula stopping by itself.
+func keep(ctx context.Context, log *slog.Logger, c *api.Client, token string, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) error {
+	at := enrol.RenewAt(time.Now(), cur.NotAfter)
+	pub, err := publicKey(cur)
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if o.Follower != nil {
-		go o.Follower.Run(rctx)
-	}
-	go renew(rctx, log, c, o.Token, key, e.EnrolResponse, opts, control, o.Follower)
-	return tunnel.Run(ctx, log, cfg, o.Version, ready, control)
-}
-
-// renew keeps the lighthouse's certificate and rules current.
-func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, key enrol.Key, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) {
-	at := enrol.RenewAt(time.Now(), cur.NotAfter)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-tick.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := tunnel.Instances(lctx, control)
+		cancel()
+		if err == nil && !slices.ContainsFunc(list, func(in tunnel.InstanceInfo) bool { return in.ID == instance }) {
+			return errors.New("lighthouse: nebula stopped")
 		}
 		// Renewed two thirds of the way to expiry, or as soon as the
 		// manifest it was issued under is no longer the current one.
@@ -88,12 +115,12 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, k
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		key := enrol.Key{Public: pub, Prove: func(possessionKey, nonce []byte) ([]byte, error) {
+			return tunnel.ProveInstance(rctx, control, instance, &tunnel.ProveRequest{PossessionKey: possessionKey, Nonce: nonce})
+		}}
 		e, err := enrol.RenewLighthouse(rctx, c, token, key)
 		if err == nil {
-			var cfg []byte
-			if cfg, err = tunnel.Config(e, nil, opts); err == nil {
-				err = tunnel.Update(rctx, control, cfg)
-			}
+			err = tunnel.UpdateInstance(rctx, control, instance, tunnel.Config(e, nil, opts))
 		}
 		cancel()
 		if err != nil {
@@ -103,4 +130,13 @@ func renew(ctx context.Context, log *slog.Logger, c *api.Client, token string, k
 		cur, at = e, enrol.RenewAt(time.Now(), e.NotAfter)
 		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
 	}
+}
+
+// publicKey is the public key of the enrolment's certificate.
+func publicKey(e *api.EnrolResponse) ([]byte, error) {
+	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
+	if err != nil {
+		return nil, fmt.Errorf("lighthouse: its certificate: %w", err)
+	}
+	return crt.PublicKey(), nil
 }

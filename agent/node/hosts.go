@@ -142,7 +142,7 @@ func (t *Processes) Metrics(ctx context.Context, host string) (io.ReadCloser, er
 }
 
 // Update hands an instance a new configuration.
-func (t *Processes) Update(ctx context.Context, host, id string, cfg []byte) error {
+func (t *Processes) Update(ctx context.Context, host, id string, cfg *tunnel.Nebula) error {
 	return tunnel.UpdateInstance(ctx, t.control(host), id, cfg)
 }
 

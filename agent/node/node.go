@@ -200,11 +200,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 	fp, _ := crt.Fingerprint()
 	release := func() { a.release(fp, e.ReleaseToken, e.IP) }
 
-	cfg, err := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: r.IfName, MTU: mtu})
-	if err != nil {
-		release()
-		return nil, err
-	}
+	cfg := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: r.IfName, MTU: mtu})
 	logPath, err := a.podLog(r)
 	if err != nil {
 		release()

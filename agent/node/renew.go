@@ -96,10 +96,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	if e.IP != p.result.Address {
 		return fmt.Errorf("the renewed certificate carries %s, the tunnel %s", e.IP, p.result.Address)
 	}
-	cfg, err := tunnel.Config(e, nil, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
-	if err != nil {
-		return err
-	}
+	cfg := tunnel.Config(e, nil, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
 	if err := a.cfg.Tunnels.Update(rctx, host, instance, cfg); err != nil {
 		return err
 	}

@@ -45,90 +45,175 @@ type Options struct {
 	LogLevel   string // Nebula's logging.level; "" means info
 }
 
-// Config renders Nebula's configuration as JSON (which Nebula's YAML loader reads).
-// The private key is inlined: it goes to Nebula through memory, never a file.
-// Without a private key (a renewal or a manifest change sent to a running
-// tunnel, see Update) the key is left empty and the tunnel keeps its own.
-// Never pass the result to nebula.Main with configTest set: that path logs the
+// Nebula is the part of Nebula's configuration sealmesh sets, rendered to
+// the JSON that Nebula's YAML loader reads (JSON): one struct, so that a
+// misspelt key is a compile error, read the same way by the agent that makes
+// it and the tunnel host that runs it.
+type Nebula struct {
+	PKI           PKI                 `json:"pki"`
+	StaticHostMap map[string][]string `json:"static_host_map"`
+	Lighthouse    Lighthouse          `json:"lighthouse"`
+	Relay         Relay               `json:"relay"`
+	Listen        Listen              `json:"listen"`
+	Punchy        Punchy              `json:"punchy"`
+	Tun           Tun                 `json:"tun"`
+	Logging       Logging             `json:"logging"`
+	Firewall      Firewall            `json:"firewall"`
+}
+
+// PKI is the host's certificate, key and trust.
+type PKI struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	// Key is the private key (PEM); empty in an update, where the running
+	// tunnel keeps its own.
+	Key string `json:"key"`
+	// Blocklist holds revoked certificates' fingerprints: refused, and
+	// (DisconnectInvalid) the tunnels that carry them closed, as are
+	// expired ones.
+	Blocklist         []string `json:"blocklist"`
+	DisconnectInvalid bool     `json:"disconnect_invalid"`
+}
+
+// Lighthouse is Nebula's lighthouse section.
+type Lighthouse struct {
+	AmLighthouse bool     `json:"am_lighthouse"`
+	Interval     int      `json:"interval"`
+	Hosts        []string `json:"hosts,omitempty"`
+	// AdvertiseAddrs and LocalAllowList are set by the tunnel host, which
+	// reads the pod's addresses inside its namespace (host.netnsSafe).
+	AdvertiseAddrs []string   `json:"advertise_addrs,omitempty"`
+	LocalAllowList *AllowList `json:"local_allow_list,omitempty"`
+}
+
+// AllowList allows (true) or denies interfaces by name pattern.
+type AllowList struct {
+	Interfaces map[string]bool `json:"interfaces"`
+}
+
+// Relay is Nebula's relay section.
+type Relay struct {
+	AmRelay   bool     `json:"am_relay"`
+	UseRelays bool     `json:"use_relays"`
+	Relays    []string `json:"relays,omitempty"`
+}
+
+// Listen is the UDP socket.
+type Listen struct {
+	Host        string `json:"host"`
+	Port        int    `json:"port"`
+	ReadBuffer  int    `json:"read_buffer"`
+	WriteBuffer int    `json:"write_buffer"`
+}
+
+// Punchy keeps NAT mappings open.
+type Punchy struct {
+	Punch bool `json:"punch"`
+}
+
+// Tun is the overlay interface.
+type Tun struct {
+	Disabled bool   `json:"disabled"`
+	Dev      string `json:"dev,omitempty"`
+	TxQueue  int    `json:"tx_queue,omitempty"`
+	MTU      int    `json:"mtu,omitempty"`
+}
+
+// Logging is Nebula's log level and format.
+type Logging struct {
+	Level  string `json:"level"`
+	Format string `json:"format"`
+}
+
+// Firewall holds the inbound and outbound rules.
+type Firewall struct {
+	Outbound []Rule `json:"outbound"`
+	Inbound  []Rule `json:"inbound"`
+}
+
+// Rule is one firewall rule: from a group, or from any host.
+type Rule struct {
+	Port  string `json:"port"`
+	Proto string `json:"proto"`
+	Host  string `json:"host,omitempty"`
+	Group string `json:"group,omitempty"`
+}
+
+// Render is the configuration as Nebula loads it.
+func (n *Nebula) Render() ([]byte, error) {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: config: %w", err)
+	}
+	return b, nil
+}
+
+// Config makes Nebula's configuration from an enrolment. The private key is
+// inlined: it goes to Nebula through memory, never a file. Without a private
+// key (a renewal or a manifest change sent to a running tunnel, see
+// UpdateInstance) the key is left empty and the tunnel keeps its own. Never
+// pass the rendering to nebula.Main with configTest set: that path logs the
 // whole configuration, key included.
-func Config(e *api.EnrolResponse, privateKey []byte, o Options) ([]byte, error) {
+func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
 	if o.ListenPort == 0 {
 		o.ListenPort = DefaultPort
 	}
 	if o.LogLevel == "" {
 		o.LogLevel = "info"
 	}
-	staticHosts := map[string][]string{}
-	var lighthouses []string
-	for _, l := range e.Lighthouses {
-		staticHosts[l.OverlayIP] = append(staticHosts[l.OverlayIP], l.Underlay)
-		lighthouses = append(lighthouses, l.OverlayIP)
-	}
-	inbound := []map[string]any{}
-	for _, r := range e.Inbound {
-		rule := map[string]any{"proto": r.Proto, "port": r.Port}
-		if r.Group == "" {
-			rule["host"] = "any"
-		} else {
-			rule["group"] = r.Group
-		}
-		inbound = append(inbound, rule)
-	}
-	key := ""
-	if privateKey != nil {
-		key = string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, privateKey))
-	}
-	blocklist := e.Blocklist
-	if blocklist == nil {
-		blocklist = []string{}
-	}
-	tun := map[string]any{"disabled": o.Device == ""}
-	if o.Device != "" {
-		tun["dev"] = o.Device
-		tun["tx_queue"] = txQueue
-		if o.MTU > 0 {
-			tun["mtu"] = o.MTU
-		}
-	}
-	lh := map[string]any{"am_lighthouse": o.Lighthouse, "interval": 10}
-	relay := map[string]any{"am_relay": o.Lighthouse, "use_relays": !o.Lighthouse}
-	if o.Lighthouse {
-		// A lighthouse serves the others and needs no list of its own.
-		staticHosts = map[string][]string{}
-	} else {
-		lh["hosts"] = lighthouses
-		relay["relays"] = lighthouses
-	}
-	c := map[string]any{
-		"pki": map[string]any{
-			"ca":   e.CA,
-			"cert": e.Certificate,
-			"key":  key,
-			// Revoked certificates: refused, and (disconnect_invalid) the
-			// tunnels that carry them closed, as are expired ones.
-			"blocklist":          blocklist,
-			"disconnect_invalid": true,
-		},
-		"static_host_map": staticHosts,
-		"lighthouse":      lh,
-		"relay":           relay,
+	n := &Nebula{
+		PKI:           PKI{CA: e.CA, Cert: e.Certificate, Blocklist: e.Blocklist, DisconnectInvalid: true},
+		StaticHostMap: map[string][]string{},
+		Lighthouse:    Lighthouse{AmLighthouse: o.Lighthouse, Interval: 10},
+		Relay:         Relay{AmRelay: o.Lighthouse, UseRelays: !o.Lighthouse},
 		// Socket buffers sized for bursts: at the kernel's default (208 KiB)
 		// the receiving socket overflows under one TCP stream and the
 		// losses cap throughput (docs/BENCHMARKS.md, data plane). They
 		// are limits, not allocations: an idle pod costs nothing more.
-		"listen": map[string]any{"host": "0.0.0.0", "port": o.ListenPort,
-			"read_buffer": socketBuffer, "write_buffer": socketBuffer},
-		"punchy":  map[string]any{"punch": true},
-		"tun":     tun,
-		"logging": map[string]any{"level": o.LogLevel, "format": "json"},
-		"firewall": map[string]any{
-			"outbound": []map[string]any{{"port": "any", "proto": "any", "host": "any"}},
-			"inbound":  inbound,
+		Listen:  Listen{Host: "0.0.0.0", Port: o.ListenPort, ReadBuffer: socketBuffer, WriteBuffer: socketBuffer},
+		Punchy:  Punchy{Punch: true},
+		Tun:     Tun{Disabled: o.Device == ""},
+		Logging: Logging{Level: o.LogLevel, Format: "json"},
+		Firewall: Firewall{
+			Outbound: []Rule{{Port: "any", Proto: "any", Host: "any"}},
+			Inbound:  []Rule{},
 		},
 	}
-	b, err := json.Marshal(c)
-	if err != nil {
+	if privateKey != nil {
+		n.PKI.Key = string(cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, privateKey))
+	}
+	if n.PKI.Blocklist == nil {
+		n.PKI.Blocklist = []string{}
+	}
+	if o.Device != "" {
+		n.Tun.Dev, n.Tun.TxQueue = o.Device, txQueue
+		if o.MTU > 0 {
+			n.Tun.MTU = o.MTU
+		}
+	}
+	// A lighthouse serves the others and needs no list of its own.
+	if !o.Lighthouse {
+		for _, l := range e.Lighthouses {
+			n.StaticHostMap[l.OverlayIP] = append(n.StaticHostMap[l.OverlayIP], l.Underlay)
+			n.Lighthouse.Hosts = append(n.Lighthouse.Hosts, l.OverlayIP)
+		}
+		n.Relay.Relays = n.Lighthouse.Hosts
+	}
+	for _, r := range e.Inbound {
+		rule := Rule{Proto: r.Proto, Port: r.Port, Group: r.Group}
+		if r.Group == "" {
+			rule.Host = "any"
+		}
+		n.Firewall.Inbound = append(n.Firewall.Inbound, rule)
+	}
+	return n
+}
+
+// parse reads a configuration sent to a tunnel host.
+func parse(b []byte) (*Nebula, error) {
+	var n Nebula
+	if err := json.Unmarshal(b, &n); err != nil {
 		return nil, fmt.Errorf("tunnel: config: %w", err)
 	}
-	return b, nil
+	return &n, nil
 }

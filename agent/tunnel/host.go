@@ -14,7 +14,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,19 +50,21 @@ type instance struct {
 	key       string   // the pod's private key (PEM), kept for reloads
 	advertise []string // the pod's underlay addresses with Nebula's port
 	dev       string   // the TUN device in the pod ("" if none)
-	netns     ns.NetNS
-	logFile   *os.File
+	netns     netnsDoer
+	logFile   *os.File    // nil: the host's log
 	stopping  atomic.Bool // remove has begun: the TUN reader's error is expected
 }
 
 // AddRequest asks a host for a pod's instance.
 type AddRequest struct {
-	// Netns is the pod's network namespace (a path).
+	// Netns is the pod's network namespace (a path); "" runs the instance
+	// in the host's own (the lighthouse).
 	Netns string `json:"netns"`
-	// Log is where the instance writes Nebula's log (appended).
+	// Log is where the instance writes Nebula's log (appended); "": the
+	// host's log.
 	Log string `json:"log"`
 	// Config is Nebula's configuration, private key included (Config).
-	Config json.RawMessage `json:"config"`
+	Config *Nebula `json:"config"`
 }
 
 // InstanceInfo is one running instance in a host's listing.
@@ -71,6 +72,13 @@ type InstanceInfo struct {
 	ID string `json:"id"`
 	// Tunnels is the number of hosts this instance has a tunnel with.
 	Tunnels int `json:"tunnels"`
+}
+
+// netnsDoer runs functions in an instance's namespace: a pod's (ns.NetNS)
+// or the host's own (currentNS).
+type netnsDoer interface {
+	Do(func(ns.NetNS) error) error
+	Close() error
 }
 
 var instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,300}$`)
@@ -195,36 +203,47 @@ func (h *host) add(id string, req *AddRequest) error {
 }
 
 func (h *host) start(req *AddRequest) (*instance, error) {
-	netns, err := ns.GetNS(req.Netns)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: pod netns: %w", err)
+	if req.Config == nil {
+		return nil, errors.New("tunnel: no config")
 	}
-	in := &instance{netns: netns}
+	cfg := *req.Config
+	in := &instance{netns: currentNS{}, key: cfg.PKI.Key}
+	if !cfg.Tun.Disabled {
+		in.dev = cfg.Tun.Dev
+	}
 	fail := func(err error) (*instance, error) {
-		netns.Close()
+		in.netns.Close()
 		if in.logFile != nil {
 			in.logFile.Close()
 		}
 		return nil, err
 	}
-	if in.logFile, err = os.OpenFile(req.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
-		return fail(fmt.Errorf("tunnel: log: %w", err))
-	}
-	var m map[string]any
-	if err := json.Unmarshal(req.Config, &m); err != nil {
-		return fail(fmt.Errorf("tunnel: config: %w", err))
-	}
-	pki, _ := m["pki"].(map[string]any)
-	in.key, _ = pki["key"].(string)
-	if tun, _ := m["tun"].(map[string]any); tun != nil && tun["disabled"] != true {
-		in.dev, _ = tun["dev"].(string)
-	}
-	log := slog.New(stopNoise{slog.NewJSONHandler(in.logFile, &slog.HandlerOptions{Level: logLevel(m)}), &in.stopping})
-	err = netns.Do(func(ns.NetNS) error {
-		if in.advertise, err = underlayAddrs(listenPort(m)); err != nil {
-			return err
+	if req.Netns != "" {
+		netns, err := ns.GetNS(req.Netns)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: pod netns: %w", err)
 		}
-		b, err := netnsSafe(m, in.advertise)
+		in.netns = netns
+	}
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Logging.Level))
+	handler := h.log.Handler()
+	if req.Log != "" {
+		var err error
+		if in.logFile, err = os.OpenFile(req.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			return fail(fmt.Errorf("tunnel: log: %w", err))
+		}
+		handler = slog.NewJSONHandler(in.logFile, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(stopNoise{handler, &in.stopping})
+	err := in.netns.Do(func(ns.NetNS) error {
+		if req.Netns != "" {
+			var err error
+			if in.advertise, err = underlayAddrs(cfg.Listen.Port); err != nil {
+				return err
+			}
+		}
+		b, err := in.render(cfg)
 		if err != nil {
 			return err
 		}
@@ -250,21 +269,25 @@ func (h *host) start(req *AddRequest) (*instance, error) {
 	return in, nil
 }
 
-// netnsSafe renders the instance's configuration with what Nebula would
-// otherwise learn from the thread it runs on: its lighthouse updates list
-// the node's interfaces (net.Interfaces, by namespace), so the list is shut
-// and the pod's underlay addresses, read inside its namespace, are advertised
-// instead.
-func netnsSafe(m map[string]any, advertise []string) ([]byte, error) {
-	lh, _ := m["lighthouse"].(map[string]any)
-	if lh == nil {
-		lh = map[string]any{}
-		m["lighthouse"] = lh
+// render is the instance's configuration as Nebula loads it. In a pod's
+// namespace, with what Nebula would otherwise learn from the thread it runs
+// on: its lighthouse updates list the node's interfaces (net.Interfaces, by
+// namespace), so the list is shut and the pod's underlay addresses, read
+// inside its namespace, are advertised instead.
+func (in *instance) render(cfg Nebula) ([]byte, error) {
+	if _, own := in.netns.(currentNS); !own {
+		cfg.Lighthouse.AdvertiseAddrs = in.advertise
+		cfg.Lighthouse.LocalAllowList = &AllowList{Interfaces: map[string]bool{".*": false}}
 	}
-	lh["advertise_addrs"] = advertise
-	lh["local_allow_list"] = map[string]any{"interfaces": map[string]any{".*": false}}
-	return json.Marshal(m)
+	return cfg.Render()
 }
+
+// currentNS is the host's own namespace, for an instance that has no pod
+// (the lighthouse): Do runs the function as it is.
+type currentNS struct{}
+
+func (currentNS) Do(f func(ns.NetNS) error) error { return f(nil) }
+func (currentNS) Close() error                    { return nil }
 
 // underlayAddrs are the calling thread's namespace's unicast addresses
 // (neither loopback nor link-local) with port.
@@ -298,29 +321,6 @@ func underlayAddrs(port int) ([]string, error) {
 	return out, nil
 }
 
-func listenPort(m map[string]any) int {
-	if l, ok := m["listen"].(map[string]any); ok {
-		switch p := l["port"].(type) {
-		case float64:
-			return int(p)
-		case string:
-			n, _ := strconv.Atoi(p)
-			return n
-		}
-	}
-	return DefaultPort
-}
-
-func logLevel(m map[string]any) slog.Level {
-	var lv slog.Level
-	if l, ok := m["logging"].(map[string]any); ok {
-		if s, ok := l["level"].(string); ok {
-			lv.UnmarshalText([]byte(s))
-		}
-	}
-	return lv
-}
-
 // prove makes an instance's proof of possession of its key for an
 // enrolment (renewal), so the key stays in this process.
 func (h *host) prove(id string, req *ProveRequest) ([]byte, error) {
@@ -351,11 +351,12 @@ func (h *host) reload(id string, next []byte) error {
 	if in == nil {
 		return fmt.Errorf("%w: %s", errNoInstance, id)
 	}
-	m, err := withKey(next, in.key)
+	cfg, err := parse(next)
 	if err != nil {
 		return err
 	}
-	b, err := netnsSafe(m, in.advertise)
+	cfg.PKI.Key = in.key
+	b, err := in.render(*cfg)
 	if err != nil {
 		return err
 	}
@@ -409,7 +410,9 @@ func (h *host) remove(id string) {
 		h.log.Warn("tunnel readers still running after stop", "tunnel", id)
 	}
 	in.netns.Close()
-	in.logFile.Close()
+	if in.logFile != nil {
+		in.logFile.Close()
+	}
 	h.log.Info("tunnel stopped", "tunnel", id)
 }
 

@@ -162,7 +162,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 
 	// The lighthouse: Nebula in this test process, its socket in lhNS.
 	lhResp, lhKey := enrolment("lighthouse", "10.42.0.1")
-	lhCfg, err := Config(lhResp, lhKey, Options{Lighthouse: true})
+	lhCfg, err := Config(lhResp, lhKey, Options{Lighthouse: true}).Render()
 	must(err)
 	lhLog := slog.New(slog.NewJSONHandler(&syncBuffer{}, nil))
 	lc := config.NewC(lhLog)
@@ -197,8 +197,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	for _, name := range []string{"p1", "p2"} {
 		resp, key := enrolment(name, ips[name])
 		resps[name] = resp
-		cfg, err := Config(resp, key, Options{Device: "nebula1", MTU: 1300})
-		must(err)
+		cfg := Config(resp, key, Options{Device: "nebula1", MTU: 1300})
 		if err := AddInstance(ctx, control, name, &AddRequest{Netns: pods[name].Path, Log: dir + "/" + name + ".log", Config: cfg}); err != nil {
 			t.Fatalf("add %s: %v\n%s", name, err, hostLog)
 		}
@@ -277,8 +276,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 
 	// A reload (a renewal would send this) keeps the key and the tunnel.
 	resps["p1"].Blocklist = []string{strings.Repeat("ab", 32)}
-	upd, err := Config(resps["p1"], nil, Options{Device: "nebula1", MTU: 1300})
-	must(err)
+	upd := Config(resps["p1"], nil, Options{Device: "nebula1", MTU: 1300})
 	if err := UpdateInstance(ctx, control, "p1", upd); err != nil {
 		t.Fatalf("update p1: %v\n%s", err, hostLog)
 	}
@@ -358,10 +356,7 @@ func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 				t.Fatal(err)
 			}
 			pem, _ := c.MarshalPEM()
-			cfg, err := Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), Options{Device: "nebula1"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), Options{Device: "nebula1"})
 			if err := AddInstance(ctx, control, id, &AddRequest{Netns: n.Path, Log: dir + "/" + id + ".log", Config: cfg}); err != nil {
 				t.Fatalf("add %s: %v\n%s", id, err, hostLog)
 			}

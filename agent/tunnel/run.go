@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 
@@ -18,120 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rcrowley/go-metrics"
-	"github.com/slackhq/nebula"
-	"github.com/slackhq/nebula/config"
-	"github.com/slackhq/nebula/overlay"
-
-	"github.com/sealmesh/sealmesh/internal/serve"
 )
-
-// Run runs Nebula with cfg in the calling process until ctx is done. ready is
-// called once the interface is up and Nebula is serving. With control (a unix
-// socket path), it takes new configurations there (Update): a renewed
-// certificate, a new block list, firewall or lighthouses, applied by Nebula's
-// reload without dropping tunnels.
-func Run(ctx context.Context, log *slog.Logger, cfg []byte, version string, ready func(), control string) error {
-	c := config.NewC(log)
-	if err := c.LoadString(string(cfg)); err != nil {
-		return fmt.Errorf("tunnel: load config: %w", err)
-	}
-	var first map[string]any
-	if err := json.Unmarshal(cfg, &first); err != nil {
-		return fmt.Errorf("tunnel: config: %w", err)
-	}
-	pki, _ := first["pki"].(map[string]any)
-	key, _ := pki["key"].(string)
-	ctrl, err := nebula.Main(c, false, version, log, overlay.NewDeviceFromConfig)
-	if err != nil {
-		return fmt.Errorf("tunnel: start nebula: %w", err)
-	}
-	if err := ctrl.Start(); err != nil {
-		return fmt.Errorf("tunnel: start nebula: %w", err)
-	}
-	if control != "" {
-		stop, err := serveControl(control, log, func(next []byte) error { return reload(c, next, key) })
-		if err != nil {
-			ctrl.Stop()
-			return err
-		}
-		defer stop()
-	}
-	if ready != nil {
-		ready()
-	}
-	select {
-	case <-ctx.Done():
-		ctrl.Stop()
-		return nil
-	case <-ctrl.Context().Done():
-		// Nebula stopped by itself (a fatal reader error): report it.
-		if err := ctrl.Wait(); err != nil {
-			return fmt.Errorf("tunnel: nebula stopped: %w", err)
-		}
-		return fmt.Errorf("tunnel: nebula stopped")
-	}
-}
-
-// reload applies a configuration sent without a key, with this tunnel's key.
-func reload(c *config.C, next []byte, key string) error {
-	m, err := withKey(next, key)
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return c.ReloadConfigString(string(b))
-}
-
-// withKey parses a configuration sent without a key (Update) and puts the
-// running tunnel's key back in.
-func withKey(next []byte, key string) (map[string]any, error) {
-	var m map[string]any
-	if err := json.Unmarshal(next, &m); err != nil {
-		return nil, fmt.Errorf("tunnel: update: %w", err)
-	}
-	pki, ok := m["pki"].(map[string]any)
-	if !ok {
-		return nil, errors.New("tunnel: update: no pki section")
-	}
-	pki["key"] = key
-	return m, nil
-}
-
-// serveControl answers Update on a unix socket (mode 0600) until stop.
-func serveControl(path string, log *slog.Logger, apply func([]byte) error) (stop func(), err error) {
-	os.Remove(path) // left by a tunnel that died
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	var mu sync.Mutex
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/metrics", nebulaMetrics(true))
-	mux.HandleFunc("POST /v1/config", func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-		if err == nil {
-			mu.Lock()
-			err = apply(b)
-			mu.Unlock()
-		}
-		if err != nil {
-			log.Error("configuration update refused", "err", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		log.Info("configuration updated")
-	})
-	srv := serve.Server(mux, serve.Local)
-	go srv.Serve(serve.Limit(l, serve.Local))
-	return func() { srv.Close(); os.Remove(path) }, nil
-}
 
 // nebulaMetrics serves Nebula's own metrics (go-metrics, process-wide), for
 // the agent to gather under its /metrics: no listener per pod on any network.
@@ -201,13 +85,7 @@ func do(ctx context.Context, control, method, path string, body []byte) error {
 	return nil
 }
 
-// Update sends a running tunnel (Run) a new configuration (Config without the
-// private key) on its control socket; the tunnel keeps its key and its tunnels.
-func Update(ctx context.Context, control string, cfg []byte) error {
-	return do(ctx, control, http.MethodPost, "/v1/config", cfg)
-}
-
-// Metrics fetches a running tunnel's or host's Nebula metrics (Prometheus
+// Metrics fetches a host's Nebula metrics (Prometheus
 // text) from its control socket.
 func Metrics(ctx context.Context, control string) (io.ReadCloser, error) {
 	return call(ctx, control, http.MethodGet, "/v1/metrics", nil)
@@ -225,8 +103,12 @@ func AddInstance(ctx context.Context, control, id string, req *AddRequest) error
 
 // UpdateInstance hands a running instance a new configuration (Config without
 // the private key); it keeps its key and its tunnels.
-func UpdateInstance(ctx context.Context, control, id string, cfg []byte) error {
-	return do(ctx, control, http.MethodPost, "/v1/tunnels/"+id+"/config", cfg)
+func UpdateInstance(ctx context.Context, control, id string, cfg *Nebula) error {
+	b, err := cfg.Render()
+	if err != nil {
+		return err
+	}
+	return do(ctx, control, http.MethodPost, "/v1/tunnels/"+id+"/config", b)
 }
 
 // ProveRequest asks an instance for a proof of possession of its private

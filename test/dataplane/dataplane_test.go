@@ -336,7 +336,7 @@ func stockNebula(m *mesh.Mesh, a, b *mesh.Pod, mtu int, work string) ([]contende
 			if v.edit != nil {
 				b, err := tunnel.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(crtPEM),
 					Inbound: []api.FirewallRule{{Proto: "any", Port: "any"}}}, k.Bytes(),
-					tunnel.Options{Device: dev, MTU: mtu, ListenPort: port})
+					tunnel.Options{Device: dev, MTU: mtu, ListenPort: port}).Render()
 				if err != nil {
 					return nil, err
 				}

@@ -7,7 +7,6 @@ package nodetest
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,9 +61,11 @@ func (f *FakeNode) RemoveNetns(netns string) {
 
 type instance struct {
 	netns  string
-	config []byte
+	config tunnel.Nebula
 }
 
+// NewFakeNode is a node with the network namespaces netns and a tunnel
+// process running nothing.
 func NewFakeNode(netns ...string) *FakeNode {
 	f := &FakeNode{instances: map[string]*instance{}, netns: map[string]bool{}}
 	for _, n := range netns {
@@ -87,7 +88,7 @@ func (f *FakeNode) Start(_ context.Context, id string, req *tunnel.AddRequest) (
 	}
 	f.down = false
 	f.starts++
-	f.instances[id] = &instance{netns: req.Netns, config: req.Config}
+	f.instances[id] = &instance{netns: req.Netns, config: *req.Config}
 	return Host, nil
 }
 
@@ -118,7 +119,7 @@ func (f *FakeNode) Instances(_ context.Context, host string) ([]tunnel.InstanceI
 	return out, nil
 }
 
-func (f *FakeNode) Update(_ context.Context, host, id string, cfg []byte) error {
+func (f *FakeNode) Update(_ context.Context, host, id string, cfg *tunnel.Nebula) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	in, ok := f.instances[id]
@@ -126,14 +127,9 @@ func (f *FakeNode) Update(_ context.Context, host, id string, cfg []byte) error 
 		return fmt.Errorf("no instance %s", id)
 	}
 	// A renewal carries no key: the instance keeps its own.
-	var c struct {
-		PKI map[string]any `json:"pki"`
-	}
-	json.Unmarshal(cfg, &c)
-	var old map[string]any
-	json.Unmarshal(in.config, &old)
-	old["pki"].(map[string]any)["cert"] = c.PKI["cert"]
-	in.config, _ = json.Marshal(old)
+	key := in.config.PKI.Key
+	in.config = *cfg
+	in.config.PKI.Key = key
 	f.updates++
 	return nil
 }
@@ -147,12 +143,7 @@ func (f *FakeNode) Prove(_ context.Context, host, id string, req *tunnel.ProveRe
 	if !ok {
 		return nil, fmt.Errorf("no instance %s", id)
 	}
-	var c struct {
-		PKI struct{ Key, Cert string } `json:"pki"`
-	}
-	if err := json.Unmarshal(in.config, &c); err != nil {
-		return nil, err
-	}
+	c := in.config
 	priv, _, _, err := cert.UnmarshalPrivateKeyFromPEM([]byte(c.PKI.Key))
 	if err != nil {
 		return nil, err
@@ -219,12 +210,8 @@ func (f *FakeNode) HasAddress(netns, ifName, addr string) error {
 	return fmt.Errorf("interface %s in %s lacks %s", ifName, netns, addr)
 }
 
-func certNetworks(cfg []byte) string {
-	var c struct {
-		PKI struct{ Cert string } `json:"pki"`
-	}
-	json.Unmarshal(cfg, &c)
-	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(c.PKI.Cert))
+func certNetworks(cfg tunnel.Nebula) string {
+	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(cfg.PKI.Cert))
 	if err != nil {
 		return ""
 	}
@@ -273,6 +260,7 @@ type Mesh struct {
 	SetManifest func(image, parent string) string
 }
 
+// NewMesh starts a coordinator with a mesh whose certificates last lifetime.
 func NewMesh(t *testing.T, lifetime string) *Mesh {
 	t.Helper()
 	ctx := context.Background()
