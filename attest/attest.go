@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
@@ -86,22 +87,14 @@ func ReportData(nonce, publicKey, request []byte) [64]byte {
 
 // Verify checks the evidence's signatures and that it commits to reportData. It does
 // not decide whether the workload is acceptable: that is Claims.Satisfies.
-func Verify(ev Evidence, reportData [64]byte) (_ *Claims, err error) {
-	defer recovered(ev.Platform, &err)
-	switch ev.Platform {
-	case PlatformSimulated:
-		return verifySNP(ev, reportData, true, nil)
-	case PlatformSNP:
-		return verifySNP(ev, reportData, false, nil)
-	case PlatformTDX:
-		return verifyTDX(ev, reportData, nil)
-	default:
-		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp, tdx)", ev.Platform)
-	}
+// Service-account tokens need a Verifier with Tokens.
+func Verify(ev Evidence, reportData [64]byte) (*Claims, error) {
+	return (*Verifier)(nil).Verify(context.Background(), ev, reportData)
 }
 
-// Verifier verifies evidence of every platform: the TEE platforms with Verify,
-// service-account tokens with Tokens (nil: tokens are refused).
+// Verifier verifies evidence of every platform: the TEE platforms offline
+// or with the caches below, service-account tokens with Tokens (nil: tokens
+// are refused). A nil Verifier is the defaults.
 type Verifier struct {
 	Tokens *TokenVerifier
 	// SNPCerts supplies VCEKs missing from SNP evidence (a CertCache); nil:
@@ -110,24 +103,43 @@ type Verifier struct {
 	// TDXCollateral supplies Intel's collateral (a CollateralCache); with it,
 	// TDX quotes are also checked for TCB status. nil: signature and chain only.
 	TDXCollateral tdxtrust.HTTPSGetter
+	// Now is the clock certificates are checked at (time.Now if nil).
+	Now func() time.Time
+}
+
+func (v *Verifier) now() time.Time {
+	if v != nil && v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
 }
 
 // Verify checks ev for reportData, as the package's Verify, and tokens.
 func (v *Verifier) Verify(ctx context.Context, ev Evidence, reportData [64]byte) (_ *Claims, err error) {
 	defer recovered(ev.Platform, &err)
-	if ev.Platform == PlatformSNP && v != nil && v.SNPCerts != nil {
-		return verifySNP(ev, reportData, false, v.SNPCerts)
+	switch ev.Platform {
+	case PlatformSimulated:
+		return verifySNP(ev, reportData, true, nil, v.now())
+	case PlatformSNP:
+		var certs trust.HTTPSGetter
+		if v != nil && v.SNPCerts != nil {
+			certs = v.SNPCerts
+		}
+		return verifySNP(ev, reportData, false, certs, v.now())
+	case PlatformTDX:
+		var collateral tdxtrust.HTTPSGetter
+		if v != nil && v.TDXCollateral != nil {
+			collateral = v.TDXCollateral
+		}
+		return verifyTDX(ev, reportData, collateral, v.now())
+	case PlatformOIDC:
+		if v == nil || v.Tokens == nil {
+			return nil, errors.New("attest: this coordinator verifies no service-account tokens (start it with --kubernetes-tokens)")
+		}
+		return v.Tokens.Verify(ctx, ev.Data)
+	default:
+		return nil, fmt.Errorf("attest: unknown platform %q (known: simulated, snp, tdx, oidc)", ev.Platform)
 	}
-	if ev.Platform == PlatformTDX && v != nil && v.TDXCollateral != nil {
-		return verifyTDX(ev, reportData, v.TDXCollateral)
-	}
-	if ev.Platform != PlatformOIDC {
-		return Verify(ev, reportData)
-	}
-	if v == nil || v.Tokens == nil {
-		return nil, errors.New("attest: this coordinator verifies no service-account tokens (start it with --kubernetes-tokens)")
-	}
-	return v.Tokens.Verify(ctx, ev.Data)
 }
 
 // Satisfies reports whether the claims meet a role's attestation policy. A role that

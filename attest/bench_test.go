@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -17,8 +18,7 @@ import (
 // of the real samples the libraries ship (simulated: BenchmarkVerifySimulated).
 func BenchmarkVerify(b *testing.B) {
 	b.Run("snp", func(b *testing.B) {
-		defer func(f func() time.Time) { now = f }(now)
-		now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+		v := &Verifier{Now: func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }}
 		r, err := abi.ReportToProto(sevdata.AttestationBytes)
 		if err != nil {
 			b.Fatal(err)
@@ -29,14 +29,13 @@ func BenchmarkVerify(b *testing.B) {
 		ev := Evidence{Platform: PlatformSNP, Data: data}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, err := Verify(ev, rd); err != nil {
+			if _, err := v.Verify(context.Background(), ev, rd); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("tdx", func(b *testing.B) {
-		defer func(f func() time.Time) { now = f }(now)
-		now = func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }
+		v := &Verifier{Now: func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }}
 		q, err := tdxabi.QuoteToProto(tdxdata.RawQuote)
 		if err != nil {
 			b.Fatal(err)
@@ -46,7 +45,7 @@ func BenchmarkVerify(b *testing.B) {
 		ev := Evidence{Platform: PlatformTDX, Data: tdxdata.RawQuote}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, err := Verify(ev, rd); err != nil {
+			if _, err := v.Verify(context.Background(), ev, rd); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -80,7 +80,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, token []byte) (*Claims, erro
 	// and expiry are checked here.
 	clock := v.Now
 	if clock == nil {
-		clock = now
+		clock = time.Now
 	}
 	idt, err := oidc.NewVerifier("", v.keys, &oidc.Config{SkipClientIDCheck: true, SkipIssuerCheck: true, Now: clock}).Verify(ctx, string(token))
 	if err != nil {

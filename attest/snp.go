@@ -18,15 +18,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// now is replaced in tests that verify recorded evidence.
-var now = time.Now
-
 // verifySNP checks SNP-shaped evidence with go-sev-guest: VCEK chain to the root,
 // report signature, report data, guest policy. Real SNP evidence is checked against
 // the AMD roots the library ships; simulated evidence against the root in its own
 // chain, which Claims.Satisfies then compares with the manifest's pin. Everything
 // after the choice of root is the same code.
-func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTTPSGetter) (*Claims, error) {
+func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTTPSGetter, now time.Time) (*Claims, error) {
 	var att spb.Attestation
 	if err := proto.Unmarshal(ev.Data, &att); err != nil {
 		return nil, fmt.Errorf("attest: %s evidence is not an SNP attestation: %w", ev.Platform, err)
@@ -43,7 +40,7 @@ func verifySNP(ev Evidence, reportData [64]byte, simulated bool, certs trust.HTT
 		return nil, fmt.Errorf("attest: %s evidence lacks its VCEK certificate, and this coordinator fetches none (--vcek-cache)", ev.Platform)
 	}
 
-	opts := &verify.Options{DisableCertFetching: true, Now: now()}
+	opts := &verify.Options{DisableCertFetching: true, Now: now}
 	// A chain verified before (same root, intermediate and VCEK bytes, still
 	// within its validity) is neither parsed nor verified again; the report's
 	// own signature always is.

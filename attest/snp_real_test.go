@@ -20,8 +20,7 @@ import (
 // go-sev-guest ships: the same code that checks simulated evidence, with the
 // real trust root. The clock is set to when the VCEK was valid.
 func TestRealSNPEvidence(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+	v := &Verifier{Now: func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }}
 
 	report, err := abi.ReportToProto(testdata.AttestationBytes)
 	if err != nil {
@@ -38,7 +37,7 @@ func TestRealSNPEvidence(t *testing.T) {
 	copy(rd[:], report.GetReportData())
 	measurement := hex.EncodeToString(report.GetMeasurement())
 
-	c, err := Verify(evidence(report), rd)
+	c, err := v.Verify(context.Background(), evidence(report), rd)
 	if err != nil {
 		t.Fatalf("real SNP evidence: %v", err)
 	}
@@ -60,26 +59,26 @@ func TestRealSNPEvidence(t *testing.T) {
 
 	// Bound to other report data (another nonce or key): refused.
 	var other64 [64]byte
-	if _, err := Verify(evidence(report), other64); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
+	if _, err := v.Verify(context.Background(), evidence(report), other64); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
 		t.Fatalf("other report data: %v", err)
 	}
 	// One byte of the measurement changed: the signature no longer holds.
 	tampered := proto.Clone(report).(*spb.Report)
 	tampered.Measurement[0] ^= 1
-	if _, err := Verify(evidence(tampered), rd); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := v.Verify(context.Background(), evidence(tampered), rd); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("tampered report: %v", err)
 	}
 	// One byte of the signature changed.
 	badSig := proto.Clone(report).(*spb.Report)
 	badSig.Signature[10] ^= 1
-	if _, err := Verify(evidence(badSig), rd); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := v.Verify(context.Background(), evidence(badSig), rd); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("tampered signature: %v", err)
 	}
 	// Simulated evidence is not real evidence: the same bytes claimed as
 	// "simulated" chain to AMD's ARK, which no simulated policy pins.
 	sim := evidence(report)
 	sim.Platform = PlatformSimulated
-	if _, err := Verify(sim, rd); err == nil {
+	if _, err := v.Verify(context.Background(), sim, rd); err == nil {
 		t.Fatal("real report without ARK/ASK in the chain verified as simulated")
 	}
 }
@@ -87,8 +86,7 @@ func TestRealSNPEvidence(t *testing.T) {
 // TestChainCache: a verified chain is remembered, and the report is still checked
 // on every call; a chain the cache has not seen is verified in full.
 func TestChainCache(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+	v := &Verifier{Now: func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }}
 	clear(chains.m)
 	report, _ := abi.ReportToProto(testdata.AttestationBytes)
 	ev := func(r *spb.Report, vcek []byte) Evidence {
@@ -97,7 +95,7 @@ func TestChainCache(t *testing.T) {
 	}
 	var rd [64]byte
 	copy(rd[:], report.GetReportData())
-	if _, err := Verify(ev(report, testdata.VcekBytes), rd); err != nil {
+	if _, err := v.Verify(context.Background(), ev(report, testdata.VcekBytes), rd); err != nil {
 		t.Fatal(err)
 	}
 	if len(chains.m) != 1 {
@@ -107,7 +105,7 @@ func TestChainCache(t *testing.T) {
 	tampered.ReportData[0] ^= 1
 	var trd [64]byte
 	copy(trd[:], tampered.GetReportData())
-	if _, err := Verify(ev(tampered, testdata.VcekBytes), trd); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := v.Verify(context.Background(), ev(tampered, testdata.VcekBytes), trd); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("a tampered report over a cached chain: %v", err)
 	}
 	// The same VCEK claimed as simulated is another cache key: full verification.
@@ -115,8 +113,8 @@ func TestChainCache(t *testing.T) {
 		t.Fatal("real and simulated chains share a cache key")
 	}
 	// Past the VCEK's validity the cached entry is not used.
-	now = func() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }
-	if _, err := Verify(ev(report, testdata.VcekBytes), rd); err == nil {
+	v.Now = func() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }
+	if _, err := v.Verify(context.Background(), ev(report, testdata.VcekBytes), rd); err == nil {
 		t.Fatal("an expired chain verified from the cache")
 	}
 }
@@ -139,8 +137,7 @@ func (f *fakeKDS) Get(url string) ([]byte, error) {
 // from the certificate cache when it is there, and fetched (once) only where
 // fetching is allowed; what is fetched is verified against AMD's roots.
 func TestVCEKFromCacheOrAMD(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }
+	v := &Verifier{Now: func() time.Time { return time.Date(2022, time.September, 24, 1, 0, 0, 0, time.UTC) }}
 	clear(chains.m)
 	trust.ClearProductCertCache()
 	report, _ := abi.ReportToProto(testdata.AttestationBytes)
@@ -155,13 +152,13 @@ func TestVCEKFromCacheOrAMD(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 
-	if _, err := (&Verifier{}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "lacks its VCEK") {
+	if _, err := (&Verifier{Now: v.Now}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "lacks its VCEK") {
 		t.Fatalf("off-line without a VCEK: %v", err)
 	}
-	if _, err := (&Verifier{SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from AMD is off") {
+	if _, err := (&Verifier{Now: v.Now, SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from AMD is off") {
 		t.Fatalf("empty cache, fetching off: %v", err)
 	}
-	c, err := (&Verifier{SNPCerts: &CertCache{Dir: dir, Next: kds}}).Verify(ctx, ev, rd)
+	c, err := (&Verifier{Now: v.Now, SNPCerts: &CertCache{Dir: dir, Next: kds}}).Verify(ctx, ev, rd)
 	if err != nil {
 		t.Fatalf("fetching allowed: %v", err)
 	}
@@ -171,7 +168,7 @@ func TestVCEKFromCacheOrAMD(t *testing.T) {
 	clear(chains.m)
 	trust.ClearProductCertCache()
 	asked := kds.asked
-	if _, err := (&Verifier{SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err != nil {
+	if _, err := (&Verifier{Now: v.Now, SNPCerts: &CertCache{Dir: dir}}).Verify(ctx, ev, rd); err != nil {
 		t.Fatalf("from the cache, fetching off: %v", err)
 	}
 	if kds.asked != asked {

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"time"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
@@ -39,7 +40,7 @@ var intelRoots = func() *x509.CertPool {
 // signature and PCK chain to Intel's root, and that the TD's report data is
 // reportData. With collateral (from a cache, or fetched where allowed) it also
 // checks the platform's TCB status and the collateral's expiry.
-func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter) (*Claims, error) {
+func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter, now time.Time) (*Claims, error) {
 	// go-tdx-guest v0.3.1 slices by the quote's own length fields before it
 	// checks them: a few changed bytes made it panic in every client that
 	// parsed a server's evidence. Check the layout first.
@@ -55,7 +56,7 @@ func verifyTDX(ev Evidence, reportData [64]byte, collateral tdxtrust.HTTPSGetter
 		return nil, fmt.Errorf("attest: tdx evidence is a %T, want a v4 quote", q)
 	}
 	// A fresh Options per call: the library writes into it.
-	opts := &tdxverify.Options{Now: now(), TrustedRoots: intelRoots}
+	opts := &tdxverify.Options{Now: now, TrustedRoots: intelRoots}
 	if collateral != nil {
 		opts.GetCollateral, opts.Getter = true, collateral
 	}

@@ -16,8 +16,8 @@ import (
 // Rapids production quote) against Intel's root, off-line, at a time its PCK
 // chain was valid.
 func TestRealTDXQuote(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }
+	when := time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC)
+	at := func() time.Time { return when }
 
 	q, err := tdxabi.QuoteToProto(testdata.RawQuote)
 	if err != nil {
@@ -28,7 +28,7 @@ func TestRealTDXQuote(t *testing.T) {
 	copy(rd[:], body.GetReportData())
 	ev := Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}
 
-	c, err := Verify(ev, rd)
+	c, err := (&Verifier{Now: at}).Verify(context.Background(), ev, rd)
 	if err != nil {
 		t.Fatalf("real TDX quote: %v", err)
 	}
@@ -73,12 +73,12 @@ func TestRealTDXQuote(t *testing.T) {
 	}
 
 	var other [64]byte
-	if _, err := Verify(ev, other); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
+	if _, err := (&Verifier{Now: at}).Verify(context.Background(), ev, other); err == nil || !strings.Contains(err.Error(), "does not match this enrolment") {
 		t.Fatalf("other report data: %v", err)
 	}
 	tampered := append([]byte(nil), testdata.RawQuote...)
 	tampered[48+200] ^= 1 // inside the TD quote body, which the QE signed
-	if _, err := Verify(Evidence{Platform: PlatformTDX, Data: tampered}, rd); err == nil {
+	if _, err := (&Verifier{Now: at}).Verify(context.Background(), Evidence{Platform: PlatformTDX, Data: tampered}, rd); err == nil {
 		t.Fatal("tampered quote verified")
 	}
 }
@@ -89,8 +89,8 @@ func TestRealTDXQuote(t *testing.T) {
 // platform is out of date, which off-line verification cannot see. Collateral
 // past its next update is refused as such.
 func TestTDXCollateral(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { return time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC) }
+	when := time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC)
+	at := func() time.Time { return when }
 	q, _ := tdxabi.QuoteToProto(testdata.RawQuote)
 	var rd [64]byte
 	copy(rd[:], q.(*tdxpb.QuoteV4).GetTdQuoteBody().GetReportData())
@@ -98,22 +98,22 @@ func TestTDXCollateral(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 
-	if _, err := Verify(ev, rd); err != nil {
+	if _, err := (&Verifier{Now: at}).Verify(context.Background(), ev, rd); err != nil {
 		t.Fatalf("off-line (no TCB status): %v", err)
 	}
-	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from Intel is off") {
+	if _, err := (&Verifier{Now: at, TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "fetching from Intel is off") {
 		t.Fatalf("empty collateral cache: %v", err)
 	}
 	const outOfDate = "no matching TCB level found"
-	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir, Next: tdxtest.TestGetter}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
+	if _, err := (&Verifier{Now: at, TDXCollateral: &CollateralCache{Dir: dir, Next: tdxtest.TestGetter}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
 		t.Fatalf("with collateral: %v, want %q", err, outOfDate)
 	}
 	// The same answer from the cache alone: what was fetched was kept.
-	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
+	if _, err := (&Verifier{Now: at, TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), outOfDate) {
 		t.Fatalf("with collateral from the cache: %v, want %q", err, outOfDate)
 	}
-	now = func() time.Time { return time.Date(2053, time.July, 1, 1, 0, 0, 0, time.UTC) }
-	if _, err := (&Verifier{TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "expired") {
+	when = time.Date(2053, time.July, 1, 1, 0, 0, 0, time.UTC)
+	if _, err := (&Verifier{Now: at, TDXCollateral: &CollateralCache{Dir: dir}}).Verify(ctx, ev, rd); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("collateral past its next update: %v", err)
 	}
 }
@@ -175,13 +175,12 @@ func TestMalformedTDXQuote(t *testing.T) {
 
 // TestVerifyRecovers: a panic below Verify is an error, not a crash.
 func TestVerifyRecovers(t *testing.T) {
-	defer func(f func() time.Time) { now = f }(now)
-	now = func() time.Time { panic("a verifier's bug") }
-	_, err := Verify(Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}, [64]byte{})
+	at := func() time.Time { panic("a verifier's bug") }
+	_, err := (&Verifier{Now: at}).Verify(context.Background(), Evidence{Platform: PlatformTDX, Data: testdata.RawQuote}, [64]byte{})
 	if err == nil || !strings.Contains(err.Error(), "made the verifier fail") {
 		t.Fatalf("got %v", err)
 	}
-	_, err = (&Verifier{}).Verify(context.Background(), Evidence{Platform: PlatformSimulated, Data: []byte{1}}, [64]byte{})
+	_, err = (&Verifier{Now: at}).Verify(context.Background(), Evidence{Platform: PlatformSimulated, Data: []byte{1}}, [64]byte{})
 	if err == nil {
 		t.Fatal("garbage verified")
 	}
