@@ -301,6 +301,13 @@ type Host struct {
 	Holder string `json:"holder,omitempty"`
 }
 
+// Named reports whether what names the host: its certificate's
+// fingerprint or name, its overlay IP, or its pod (namespace/name). Status
+// filters and meshctl revoke name hosts the same way.
+func (h *Host) Named(what string) bool {
+	return what != "" && (what == h.Fingerprint || what == h.Name || what == h.IP || what == h.Workload)
+}
+
 // Error is the body of every failed request.
 type Error struct {
 	Error string `json:"error"`

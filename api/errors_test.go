@@ -50,3 +50,20 @@ func TestErrorCodesCrossTheWire(t *testing.T) {
 		})
 	}
 }
+
+// TestHostNamed: a host is named by fingerprint, certificate name, overlay IP
+// or pod, and by nothing else.
+func TestHostNamed(t *testing.T) {
+	h := api.Host{Name: "web-10-42-0-2", IP: "10.42.0.2", Fingerprint: "ab12", Workload: "shop/web-0"}
+	for what, want := range map[string]bool{
+		"web-10-42-0-2": true, "10.42.0.2": true, "ab12": true, "shop/web-0": true,
+		"10.42.0.2/16": false, "web": false, "": false, "shop/web-1": false,
+	} {
+		if got := h.Named(what); got != want {
+			t.Errorf("Named(%q) = %v, want %v", what, got, want)
+		}
+	}
+	if (&api.Host{Name: "lighthouse-1"}).Named("") {
+		t.Error(`a host without a pod is named by ""`)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -72,4 +74,10 @@ func (c *Cluster) Pod(ctx context.Context, namespace, name string) (Pod, error) 
 		return Pod{}, err
 	}
 	return Pod{UID: string(p.UID), Node: p.Spec.NodeName, ServiceAccount: p.Spec.ServiceAccountName}, nil
+}
+
+// RESTConfig is how a sealmesh process reaches the API server: in-cluster
+// credentials in a pod, else the kubeconfig $KUBECONFIG names.
+func RESTConfig() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 }

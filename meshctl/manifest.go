@@ -19,6 +19,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 
@@ -385,11 +386,8 @@ func rotateCmd(client func() (*api.Client, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(keyFile+".new", []byte(next+"\n"), 0o600); err != nil {
+			if err := atomicfile.Write(filepath.Dir(keyFile), filepath.Base(keyFile), []byte(next+"\n")); err != nil {
 				return fmt.Errorf("rotated, but the new key could not be saved (%v): it is %s", err, next)
-			}
-			if err := os.Rename(keyFile+".new", keyFile); err != nil {
-				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "unlock key rotated; the new one is in %s\n", keyFile)
 			return nil

@@ -42,7 +42,7 @@ issues another certificate to the key: the workload must start again with a new 
 			}
 			var found []api.Host
 			for _, h := range st.Hosts {
-				if what == h.Fingerprint || what == h.Name || what == h.IP || (h.Workload != "" && what == h.Workload) {
+				if h.Named(what) {
 					found = append(found, h)
 				}
 			}

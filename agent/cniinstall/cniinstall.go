@@ -27,6 +27,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
 // PluginType is sealmesh-cni's type in a plugin list.
@@ -39,7 +41,7 @@ const originalKey = "sealmeshOriginal"
 
 // tmpSuffix ends every temporary file: neither .conf, .conflist nor .json,
 // so no runtime loads one.
-const tmpSuffix = ".sealmesh-tmp"
+const tmpSuffix = atomicfile.TempSuffix
 
 // Extensions are the files a runtime reads as network configurations.
 var Extensions = []string{".conf", ".conflist", ".json"}
@@ -280,31 +282,11 @@ func writeJSON(path string, v any) error {
 	return writeFile(path, append(b, '\n'), 0o644)
 }
 
-// writeFile replaces path atomically: a temporary file in the same directory
-// (same filesystem, a name no runtime reads), synced, then renamed over path.
+// writeFile replaces path atomically (package atomicfile): a temporary file in
+// the same directory, with a name no runtime reads, synced, then renamed over
+// path.
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*"+tmpSuffix)
-	if err != nil {
-		return fmt.Errorf("cniinstall: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename there is nothing to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("cniinstall: write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("cniinstall: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("cniinstall: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cniinstall: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteMode(filepath.Dir(path), filepath.Base(path), data, mode); err != nil {
 		return fmt.Errorf("cniinstall: %w", err)
 	}
 	return nil

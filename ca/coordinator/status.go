@@ -82,16 +82,17 @@ func (c *Coordinator) status(v *view, match string) *api.Status {
 	live := v.alloc.Live(c.now())
 	s.HostCount = len(live)
 	for _, l := range live {
-		if match != "" && match != l.Fingerprint && match != l.Name && match != l.IP.String() && (l.Workload == "" || match != l.Workload) {
+		h := api.Host{
+			Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
+			NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,
+		}
+		if match != "" && !h.Named(match) {
 			continue
 		}
 		if len(s.Hosts) == maxStatusHosts {
 			break
 		}
-		s.Hosts = append(s.Hosts, api.Host{
-			Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
-			NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,
-		})
+		s.Hosts = append(s.Hosts, h)
 	}
 	return s
 }

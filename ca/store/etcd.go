@@ -42,8 +42,8 @@ func (e *Etcd) latestKey() string { return e.prefix + "latest" }
 
 // Get implements Store.
 func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
-	if !ValidKey(key) || key == "latest" {
-		return nil, fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
 	r, err := e.cli.Get(ctx, e.prefix+key)
 	if err != nil {
@@ -57,8 +57,8 @@ func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Put implements Store.
 func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
-	if !ValidKey(key) || key == "latest" {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	if _, err := e.cli.Put(ctx, e.prefix+key, string(value)); err != nil {
 		return fmt.Errorf("store: etcd put %s: %w", key, err)
@@ -68,8 +68,8 @@ func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
 
 // Delete implements Store.
 func (e *Etcd) Delete(ctx context.Context, key string) error {
-	if !ValidKey(key) || key == "latest" {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	if _, err := e.cli.Delete(ctx, e.prefix+key); err != nil {
 		return fmt.Errorf("store: etcd delete %s: %w", key, err)
@@ -112,8 +112,8 @@ func (e *Etcd) SwapLatest(ctx context.Context, old Version, value []byte) (Versi
 
 // GetVersion implements Store; the version is the key's modification revision.
 func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
-	if !ValidKey(key) || key == "latest" {
-		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, "", err
 	}
 	r, err := e.cli.Get(ctx, e.prefix+key)
 	if err != nil {

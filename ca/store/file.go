@@ -44,8 +44,8 @@ func (f *File) Dir() string { return f.dir }
 
 // Get implements Store.
 func (f *File) Get(_ context.Context, key string) ([]byte, error) {
-	if !ValidKey(key) || key == latestFile {
-		return nil, fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
 	return f.read(key)
 }
@@ -63,16 +63,16 @@ func (f *File) read(name string) ([]byte, error) {
 
 // Put implements Store.
 func (f *File) Put(_ context.Context, key string, value []byte) error {
-	if !ValidKey(key) || key == latestFile {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	return atomicfile.Write(f.dir, key, value)
 }
 
 // Delete implements Store.
 func (f *File) Delete(_ context.Context, key string) error {
-	if !ValidKey(key) || key == latestFile {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	if err := os.Remove(filepath.Join(f.dir, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: %w", err)
@@ -89,7 +89,7 @@ func (f *File) List(_ context.Context, prefix string) (map[string][]byte, error)
 	out := map[string][]byte{}
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasPrefix(name, prefix) || !ValidKey(name) || name == latestFile {
+		if !strings.HasPrefix(name, prefix) || checkKey(name) != nil {
 			continue // temporary files start with '.'
 		}
 		b, err := f.read(name)
@@ -120,8 +120,8 @@ func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version
 
 // GetVersion implements Store; the version is the value's SHA-256.
 func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error) {
-	if !ValidKey(key) || key == latestFile {
-		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, "", err
 	}
 	b, err := f.read(key)
 	if err != nil {

@@ -75,8 +75,8 @@ func (k *Kubernetes) get(ctx context.Context, key string) (*corev1.ConfigMap, er
 
 // Get implements Store.
 func (k *Kubernetes) Get(ctx context.Context, key string) ([]byte, error) {
-	if !ValidKey(key) || key == "latest" {
-		return nil, fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
 	cm, err := k.get(ctx, key)
 	if err != nil {
@@ -87,8 +87,8 @@ func (k *Kubernetes) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Put implements Store.
 func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
-	if !ValidKey(key) || key == "latest" {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	for attempt := 0; attempt < 5; attempt++ {
 		_, err := k.api().Create(ctx, k.object(key, value), metav1.CreateOptions{})
@@ -120,8 +120,8 @@ func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
 
 // Delete implements Store.
 func (k *Kubernetes) Delete(ctx context.Context, key string) error {
-	if !ValidKey(key) || key == "latest" {
-		return fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	err := k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -168,8 +168,8 @@ func (k *Kubernetes) SwapLatest(ctx context.Context, old Version, value []byte) 
 
 // GetVersion implements Store; the version is the ConfigMap's resourceVersion.
 func (k *Kubernetes) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
-	if !ValidKey(key) || key == "latest" {
-		return nil, "", fmt.Errorf("store: invalid key %q", key)
+	if err := checkKey(key); err != nil {
+		return nil, "", err
 	}
 	cm, err := k.get(ctx, key)
 	if err != nil {

@@ -79,9 +79,19 @@ func keys(rs []Record) []string {
 // (which only SwapLatest writes).
 func swapKeys(key string, also []Record) error {
 	for _, k := range append([]string{key}, keys(also)...) {
-		if !ValidKey(k) || k == "latest" {
-			return fmt.Errorf("store: invalid key %q", k)
+		if err := checkKey(k); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkKey refuses a key that is not usable in every backend, or that names
+// the latest pointer (which only SwapLatest writes): every backend's Get,
+// Put, Delete and Swap check their keys with it.
+func checkKey(key string) error {
+	if !ValidKey(key) || key == "latest" {
+		return fmt.Errorf("store: invalid key %q", key)
 	}
 	return nil
 }

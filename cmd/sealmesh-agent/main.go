@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/cniinstall"
@@ -74,7 +73,7 @@ func nodeCmd() *cobra.Command {
 				if nodeName == "" {
 					return errors.New("--kubernetes-pods needs --node-name (or $NODE_NAME, from the downward API)")
 				}
-				kc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+				kc, err := kube.RESTConfig()
 				if err != nil {
 					return fmt.Errorf("--kubernetes-pods: credentials: %w", err)
 				}
@@ -299,7 +298,7 @@ func followDaemonSet(ctx context.Context, owner string, log *slog.Logger) (*daem
 	if !ok || ns == "" || name == "" {
 		return nil, fmt.Errorf("--uninstall-when-gone %q: want namespace/name", owner)
 	}
-	kc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	kc, err := kube.RESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("--uninstall-when-gone: %w", err)
 	}

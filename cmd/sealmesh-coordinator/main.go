@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
@@ -81,7 +80,7 @@ func main() {
 				return errors.New("--intel-pcs needs --tdx-collateral: fetched collateral is kept there")
 			}
 			if tokens {
-				cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+				cfg, err := kube.RESTConfig()
 				if err != nil {
 					return fmt.Errorf("--kubernetes-tokens: credentials: %w", err)
 				}
@@ -236,7 +235,7 @@ func openStore(spec string) (store.Store, error) {
 		if !ok || ns == "" || name == "" {
 			return nil, fmt.Errorf("--store %q: want kubernetes:<namespace>/<name>", spec)
 		}
-		cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+		cfg, err := kube.RESTConfig()
 		if err != nil {
 			return nil, fmt.Errorf("--store %s: kubernetes credentials: %w", spec, err)
 		}

@@ -21,16 +21,24 @@ func step(s string) {
 	}
 }
 
+// TempSuffix ends every temporary file Write makes, so that a directory's
+// watchers can tell them from real ones (a CNI runtime reads .conf, .conflist
+// and .json files; this is none of them).
+const TempSuffix = ".sealmesh-tmp"
+
 // Write replaces dir/name with data (mode 0600): temporary file in the same
 // directory, fsync, rename over the old file, fsync of the directory.
-func Write(dir, name string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+func Write(dir, name string, data []byte) error { return WriteMode(dir, name, data, 0o600) }
+
+// WriteMode is Write with the file mode perm.
+func WriteMode(dir, name string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(dir, "."+name+".*"+TempSuffix)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	step("created")
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
