@@ -1,11 +1,11 @@
-// Package tunnel runs Nebula for one host: it renders Nebula's configuration from
-// an enrolment, entirely in memory, and runs Nebula as a library.
-//
-// Each pod's Nebula runs in a process of its own, started from a thread that is
-// inside the pod's network namespace, so every thread of it (Nebula starts
-// goroutines for interface discovery, reloads and route watching) is in that
-// namespace and nothing it does touches the node's. See DESIGN.md, "The data
-// plane".
+// Package tunnel runs Nebula as a library: it makes Nebula's configuration from
+// an enrolment (Nebula, entirely in memory) and runs instances of it in a
+// tunnel host (sealmesh-tunnel, or the lighthouse's own process), driven over
+// a control socket. Each pod's instance is created on a thread inside the
+// pod's network namespace, so its TUN device and UDP sockets are there; what
+// Nebula would otherwise do by namespace is taken away from it or run back
+// inside the pod's. See docs/architecture.md, "Several pods' Nebula in one
+// tunnel process".
 package tunnel
 
 import (

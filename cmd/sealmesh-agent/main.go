@@ -1,5 +1,6 @@
-// Command sealmesh-agent is the node agent: it serves the CNI plugin and runs each
-// pod's Nebula. `sealmesh-agent tunnel` is the per-pod Nebula process it starts.
+// Command sealmesh-agent is the node agent (it serves the CNI plugin and runs
+// the pods' Nebula in sealmesh-tunnel processes), the pod-mode sidecar, and the
+// installer of the CNI plugin.
 package main
 
 import (
