@@ -130,6 +130,11 @@ type ManifestRequest struct {
 	Parent    string `json:"parent"`   // head transition it replaces; "" for the first
 	SignerKey []byte `json:"signerKey"`
 	Signature []byte `json:"signature"`
+	// Unrevoke names (by fingerprint) each revocation of the current
+	// manifest that this one lifts: an update that drops a revocation
+	// without naming it is refused (ErrRevocationDropped), so that
+	// re-applying an old file cannot un-revoke by accident.
+	Unrevoke []string `json:"unrevoke,omitempty"`
 }
 
 // ManifestResponse reports the new head. The first manifest also returns the
@@ -146,6 +151,8 @@ type ManifestResponse struct {
 	// carries the seed shares again but never the unlock key: the request
 	// is in the store, for anyone to replay.
 	Replayed bool `json:"replayed,omitempty"`
+	// Unchanged: the manifest is the current one; no new generation.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // SeedSharesResponse carries the seed shares made when the mesh was created.
@@ -299,6 +306,9 @@ type Host struct {
 	Workload    string    `json:"workload,omitempty"`
 	// Holder names the certificate's public key (for meshctl revoke).
 	Holder string `json:"holder,omitempty"`
+	// Revoked: the manifest revokes this certificate or its key; peers
+	// refuse it, and it is not renewed.
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // Named reports whether what names the host: its certificate's

@@ -17,9 +17,12 @@ const (
 	CodeNonce       Code = "nonce-refused"
 	CodeConflict    Code = "conflict"
 	CodeStaleParent Code = "stale-parent"
-	CodeNotReady    Code = "not-ready"
-	CodeRateLimited Code = "rate-limited"
-	CodeInternal    Code = "internal"
+	// CodeRevocationDropped: an update drops revocations it does not name
+	// in ManifestRequest.Unrevoke.
+	CodeRevocationDropped Code = "revocation-dropped"
+	CodeNotReady          Code = "not-ready"
+	CodeRateLimited       Code = "rate-limited"
+	CodeInternal          Code = "internal"
 )
 
 // Fault is one kind of failure: its code on the wire and its HTTP status.
@@ -55,12 +58,15 @@ var (
 	ErrConflict = &Fault{Code: CodeConflict, Status: http.StatusConflict, Msg: "conflict"}
 	// ErrStaleParent: an update names a head that is no longer the latest.
 	ErrStaleParent = &Fault{Code: CodeStaleParent, Status: http.StatusConflict, Msg: "conflict", parent: ErrConflict}
-	ErrNotReady    = &Fault{Code: CodeNotReady, Status: http.StatusServiceUnavailable, Msg: "coordinator is not ready"}
-	ErrRateLimited = &Fault{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Msg: "rate limited"}
-	ErrInternal    = &Fault{Code: CodeInternal, Status: http.StatusInternalServerError, Msg: "internal error"}
+	// ErrRevocationDropped: an update would lift revocations it does not
+	// name (ManifestRequest.Unrevoke).
+	ErrRevocationDropped = &Fault{Code: CodeRevocationDropped, Status: http.StatusConflict, Msg: "conflict", parent: ErrConflict}
+	ErrNotReady          = &Fault{Code: CodeNotReady, Status: http.StatusServiceUnavailable, Msg: "coordinator is not ready"}
+	ErrRateLimited       = &Fault{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Msg: "rate limited"}
+	ErrInternal          = &Fault{Code: CodeInternal, Status: http.StatusInternalServerError, Msg: "internal error"}
 )
 
-var allFaults = []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrNotReady, ErrRateLimited, ErrInternal}
+var allFaults = []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrRevocationDropped, ErrNotReady, ErrRateLimited, ErrInternal}
 
 var faults = map[Code]*Fault{}
 

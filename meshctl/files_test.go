@@ -40,6 +40,19 @@ func TestKeygenNeverReplaces(t *testing.T) {
 	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("new key: %v, mode %v", err, fi.Mode())
 	}
+	// --force replaces it, mode 0600 whatever the old file's.
+	cmd := Command()
+	cmd.SetArgs([]string{"keygen", "--out", old, "--force"})
+	cmd.SetOut(io.Discard)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("keygen --force: %v", err)
+	}
+	if b, _ := os.ReadFile(old); !strings.Contains(string(b), "PRIVATE KEY") {
+		t.Fatalf("keygen --force left %q", b)
+	}
+	if fi, err := os.Stat(old); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced key: %v, mode %v", err, fi.Mode())
+	}
 }
 
 // fakeCreate is a coordinator waiting for its first manifest that answers

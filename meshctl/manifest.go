@@ -25,6 +25,7 @@ import (
 
 func keygenCmd() *cobra.Command {
 	var out, kind string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "make an owner key (signs manifest changes) or a seed-share key (receives the seed for recovery)",
@@ -43,8 +44,15 @@ func keygenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeNew(out, pemBytes); err != nil {
-				return fmt.Errorf("--out: %w", err)
+			write := writeNew
+			if force {
+				// Replaced in one step: a crash leaves the old key or the new.
+				write = func(path string, b []byte) error {
+					return atomicfile.Write(filepath.Dir(path), filepath.Base(path), b)
+				}
+			}
+			if err := write(out, pemBytes); err != nil {
+				return fmt.Errorf("--out: %w (--force replaces it; the key it holds is then lost)", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "key: %s\npublicKey: %s\n", out, pub)
 			return nil
@@ -52,6 +60,7 @@ func keygenCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write the private key to (required)")
 	cmd.Flags().StringVar(&kind, "kind", "owner", "owner or seed-share")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing key file (the key it holds is lost)")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -64,6 +73,7 @@ func manifestCmd(client func() (*api.Client, error)) *cobra.Command {
 
 func manifestSetCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile, parent, outDir string
+	var unrevoke []string
 	cmd := &cobra.Command{
 		Use:   "set MANIFEST",
 		Short: "create the mesh, or replace its manifest, signed with an owner key",
@@ -72,7 +82,11 @@ transition it replaces (the current head, or --parent); if the manifest moved si
 the coordinator refuses with a conflict and nothing changes.
 
 Creating the mesh writes, to --out-dir, the unlock key (when the coordinator seals with
-one) and each seed-share owner's encrypted share. They are shown only this once.`,
+one) and each seed-share owner's encrypted share. They are shown only this once.
+
+Revocations (meshctl revoke) stay: a manifest that drops one of the current
+manifest's revocations is refused, naming it, unless --unrevoke names its
+fingerprint. The current manifest again is no new generation.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := os.ReadFile(args[0])
@@ -125,12 +139,16 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 			if err != nil {
 				return err
 			}
+			req.Unrevoke = unrevoke
 			resp, err := c.SetManifest(ctx, req)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			s := resp.Status
+			if resp.Unchanged {
+				fmt.Fprintln(out, "the manifest is the current one; nothing changed")
+			}
 			if resp.Replayed {
 				fmt.Fprintln(out, "this signed request was applied already; nothing changed")
 				if parent == "" {
@@ -151,6 +169,7 @@ one) and each seed-share owner's encrypted share. They are shown only this once.
 	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
 	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
+	cmd.Flags().StringSliceVar(&unrevoke, "unrevoke", nil, "fingerprint of a revocation this manifest lifts on purpose (repeat for each)")
 	cmd.MarkFlagRequired("key")
 	return cmd
 }

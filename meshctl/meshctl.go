@@ -144,7 +144,11 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 		if wl == "" {
 			wl = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (in %s)\t%s\n", h.Name, h.Role, h.IP, strings.Join(h.Groups, ","),
+		name := h.Name
+		if h.Revoked {
+			name += " (REVOKED)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (in %s)\t%s\n", name, h.Role, h.IP, strings.Join(h.Groups, ","),
 			h.NotAfter.UTC().Format(time.RFC3339), h.NotAfter.Sub(now).Round(time.Minute), wl)
 	}
 	tw.Flush()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/history"
@@ -52,6 +53,14 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	}
 	if req.Parent == "" {
 		return nil, fmt.Errorf("%w: the mesh exists (generation %d, head %s); an update names the head it replaces", api.ErrConflict, v.hist.Generation(), v.hist.Head)
+	}
+	if dropped := droppedRevocations(v.hist.Manifest, m, req.Unrevoke); len(dropped) > 0 {
+		return nil, fmt.Errorf("%w: this manifest drops %d revocation(s) of the current one: %s; keep them under revoked (meshctl manifest get shows them), or lift each with --unrevoke FINGERPRINT",
+			api.ErrRevocationDropped, len(dropped), strings.Join(dropped, ", "))
+	}
+	if m.Hash() == v.hist.Manifest.Hash() {
+		// The owner's file again: nothing to write, no new generation.
+		return &api.ManifestResponse{Status: c.status(v, ""), Unchanged: true}, nil
 	}
 	if !slices.Equal(m.Prefixes(), v.hist.Manifest.Prefixes()) {
 		return nil, fmt.Errorf("%w: networks cannot change (%v → %v): issued certificates carry addresses of them", api.ErrBadInput, v.hist.Manifest.Networks, m.Networks)
@@ -164,4 +173,22 @@ func (c *Coordinator) History(ctx context.Context) ([]api.HistoryEntry, error) {
 		out = append(out, api.HistoryEntry{Generation: t.Generation, Head: head, Time: t.Time, Signer: t.Signer, Hash: t.Manifest, Manifest: raw})
 	}
 	return out, nil
+}
+
+// droppedRevocations lists the revocations of cur that next lacks and
+// unrevoke does not name ("name fingerprint").
+func droppedRevocations(cur, next *manifest.Manifest, unrevoke []string) []string {
+	var out []string
+	for _, r := range cur.Revoked {
+		kept := slices.ContainsFunc(next.Revoked, func(n manifest.Revoked) bool { return n.Fingerprint == r.Fingerprint && n.Holder == r.Holder })
+		if kept || slices.Contains(unrevoke, r.Fingerprint) {
+			continue
+		}
+		name := r.Fingerprint
+		if r.Name != "" {
+			name = r.Name + " " + r.Fingerprint
+		}
+		out = append(out, name)
+	}
+	return out
 }

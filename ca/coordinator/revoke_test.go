@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -113,5 +114,74 @@ func revokeHolder(t *testing.T, h *harness, pub []byte, e *enrol.Enrolment) {
 	}
 	if _, err := h.client.SetManifest(context.Background(), req); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRevocationsSurviveManifestUpdates: re-applying the owner's manifest
+// file (which never had the revocation meshctl revoke added) is refused with
+// the revocation named, and the revoked key stays refused; naming it in
+// unrevoke lifts it. An unchanged manifest is no new generation. Before, the
+// old file silently un-revoked the key and it was issued a certificate again.
+func TestRevocationsSurviveManifestUpdates(t *testing.T) {
+	ctx := context.Background()
+	h := readyHarness(t)
+	w := api.Workload{Namespace: "prod", Name: "web-0"}
+	e, err := enrol.Workload(ctx, h.client, webDev, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, pub, err := keyOf(t, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := enrol.InMemory(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokeHolder(t, h, pub, e)
+	revoked := h.c.Status()
+	for _, host := range h.c.StatusOf(w.Namespace + "/" + w.Name).Hosts {
+		if !host.Revoked {
+			t.Errorf("status does not mark the revoked host %s", host.Name)
+		}
+	}
+
+	// The owner's file, as it was before the revocation.
+	req, err := owner.Request([]byte(testManifest(webDev.RootFingerprint())), revoked.Head, ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.client.SetManifest(ctx, req)
+	if !errors.Is(err, api.ErrRevocationDropped) || !strings.Contains(err.Error(), fingerprintOf(t, e.Certificate)) {
+		t.Fatalf("re-applying the file without the revocation: %v, want revocation-dropped naming it", err)
+	}
+	if st := h.c.Status(); st.Head != revoked.Head || st.Generation != revoked.Generation {
+		t.Fatalf("the refused update moved the head to %s (generation %d)", st.Head, st.Generation)
+	}
+	if _, err := enrol.Renew(ctx, h.client, webDev, w, key); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("the revoked key enrolled after the refused update: %v", err)
+	}
+
+	// The current manifest again: no new generation.
+	cur, err := h.client.Manifest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := owner.Request(cur.Manifest, cur.Head, ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.client.SetManifest(ctx, same)
+	if err != nil || !resp.Unchanged || resp.Status.Generation != revoked.Generation {
+		t.Fatalf("unchanged manifest: %+v, %v; want unchanged at generation %d", resp, err, revoked.Generation)
+	}
+
+	// Lifting it on purpose.
+	req.Unrevoke = []string{fingerprintOf(t, e.Certificate)}
+	if _, err := h.client.SetManifest(ctx, req); err != nil {
+		t.Fatalf("update naming the revocation it lifts: %v", err)
+	}
+	if _, err := enrol.Renew(ctx, h.client, webDev, w, key); err != nil {
+		t.Fatalf("the key after its revocation was lifted: %v", err)
 	}
 }

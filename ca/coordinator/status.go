@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
@@ -81,10 +82,13 @@ func (c *Coordinator) status(v *view, match string) *api.Status {
 	}
 	live := v.alloc.Live(c.now())
 	s.HostCount = len(live)
+	m := v.hist.Manifest
+	blocked := m.Blocklist()
 	for _, l := range live {
 		h := api.Host{
 			Name: l.Name, Role: l.Role, IP: l.IP.String(), Groups: l.Groups,
 			NotAfter: l.NotAfter, Fingerprint: l.Fingerprint, Workload: l.Workload, Holder: l.Holder,
+			Revoked: m.RevokedHolder(l.Holder) || slices.Contains(blocked, l.Fingerprint),
 		}
 		if match != "" && !h.Named(match) {
 			continue
