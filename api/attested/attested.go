@@ -49,12 +49,16 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 	return api.NewClient(url, pool), t, nil
 }
 
-// Trust decides which coordinators a client accepts: at first the policy it was
-// given; once it has read the manifest from an attested coordinator, that
-// manifest's coordinator roles. A manifest change (a new coordinator image in a
-// rolling upgrade, an old one removed) takes effect at once: the client's
+// Trust decides which coordinators a client accepts: those its configured
+// policy accepts and, once it has read the manifest from an attested
+// coordinator, that also satisfy one of the manifest's coordinator roles.
+// The manifest only narrows the policy, never widens it: a manifest change
+// that removes a coordinator image takes effect at once (the client's
 // connections are retired and its next request makes a handshake checked
-// against the new roles.
+// against the new roles), but one that adds an image, or a simulated
+// coordinator, is not trusted until the data owner puts it in the client's
+// policy. Before, the manifest's roles replaced the policy, so whoever could
+// get a manifest applied widened every client's trust.
 type Trust struct {
 	mu      sync.Mutex
 	initial attest.Attestation
@@ -65,16 +69,16 @@ type Trust struct {
 }
 
 // Platform reports whether a coordinator could attest with platform: the
-// initial policy's, or the manifest's coordinator roles'. Evidence of any
-// other platform is refused unparsed.
+// configured policy's platforms (which the manifest's roles may narrow).
+// Evidence of any other platform is refused unparsed.
 func (t *Trust) Platform(platform string) bool {
 	t.mu.Lock()
 	roles, initial := t.roles, t.initial
 	t.mu.Unlock()
-	if len(roles) == 0 {
-		return slices.Contains(initial.Platforms(), platform)
+	if !slices.Contains(initial.Platforms(), platform) {
+		return false
 	}
-	return slices.ContainsFunc(roles, func(r manifest.CoordinatorRole) bool {
+	return len(roles) == 0 || slices.ContainsFunc(roles, func(r manifest.CoordinatorRole) bool {
 		return slices.Contains(r.Attestation.Platforms(), platform)
 	})
 }
@@ -84,8 +88,11 @@ func (t *Trust) Accept(c *attest.Claims) error {
 	t.mu.Lock()
 	roles, initial := t.roles, t.initial
 	t.mu.Unlock()
+	if err := c.Satisfies(initial); err != nil {
+		return fmt.Errorf("not a coordinator the configured policy accepts (--coordinator-policy): %w", err)
+	}
 	if len(roles) == 0 {
-		return c.Satisfies(initial)
+		return nil
 	}
 	if _, err := attest.Match(c, roles, nil); err != nil {
 		return fmt.Errorf("matches no coordinator role of the manifest (%v)", err)

@@ -26,11 +26,14 @@ func role(name string, d *simulated.Device) string {
 		name, hex.EncodeToString(d.Measurement[:]), d.RootFingerprint())
 }
 
-// TestTrustFollowsTheManifest: a client given coordinator image A's policy
-// accepts what the manifest's coordinator roles accept once it has read the
-// manifest, so adding image B to the manifest (a rolling upgrade) lets it talk
-// to B, and removing A stops it talking to A, each on the next handshake.
-func TestTrustFollowsTheManifest(t *testing.T) {
+// TestTrustOnlyNarrows: a client's configured policy bounds whom it trusts;
+// the manifest narrows it and never widens it. With images A and B in its
+// policy, a client trusts B only once the manifest names B (a rolling
+// upgrade) and stops trusting A when the manifest drops A; a coordinator the
+// manifest adds but the policy does not name (here a simulated TEE of
+// another chip, which anyone can run) is refused however the manifest reads.
+// Before, the manifest's roles replaced the client's policy.
+func TestTrustOnlyNarrows(t *testing.T) {
 	ctx := context.Background()
 	a, err := simulated.New(simulated.MeasurementOf("coordinator-v1"))
 	if err != nil {
@@ -39,6 +42,10 @@ func TestTrustFollowsTheManifest(t *testing.T) {
 	b := &simulated.Device{}
 	*b = *a
 	b.Measurement = simulated.MeasurementOf("coordinator-v2")
+	rogue, err := simulated.New(simulated.MeasurementOf("coordinator-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	key, _, pub, _ := owner.NewOwnerKey()
 	manifest := func(roles ...string) []byte {
@@ -64,29 +71,39 @@ func TestTrustFollowsTheManifest(t *testing.T) {
 		}
 	}
 	set(manifest(role("v1", a)))
-	urlA, urlB := tools.ServeAttested(t, a, c.Handler()), tools.ServeAttested(t, b, c.Handler())
+	urlA, urlB, urlRogue := tools.ServeAttested(t, a, c.Handler()), tools.ServeAttested(t, b, c.Handler()), tools.ServeAttested(t, rogue, c.Handler())
 
+	// The data owner's policy: images v1 and v2 on the genuine chip.
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(fmt.Sprintf("simulated:\n  measurements: [%s]\n  rootFingerprint: %s\n", hex.EncodeToString(a.Measurement[:]), a.RootFingerprint())), 0o600)
+	os.WriteFile(policy, []byte(fmt.Sprintf("simulated:\n  measurements: [%s, %s]\n  rootFingerprint: %s\n",
+		hex.EncodeToString(a.Measurement[:]), hex.EncodeToString(b.Measurement[:]), a.RootFingerprint())), 0o600)
 	clientA, trust, err := attested.Client(urlA, policy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clientB := api.NewClient(urlB, atls.Transport(trust, nil))
+	clientRogue := api.NewClient(urlRogue, atls.Transport(trust, nil))
 	talks := func(cl *api.Client) error { _, err := cl.Status(ctx); return err }
 
 	if err := talks(clientA); err != nil {
 		t.Fatalf("A with its own policy: %v", err)
 	}
-	if err := talks(clientB); err == nil {
-		t.Fatal("B accepted before the manifest names it")
+	if err := trust.Refresh(ctx, clientA); err != nil {
+		t.Fatal(err)
 	}
-	set(manifest(role("v1", a), role("v2", b)))
+	if err := talks(clientB); err == nil || !strings.Contains(err.Error(), "matches no coordinator role") {
+		t.Fatalf("B before the manifest names it: %v", err)
+	}
+	// The manifest names the rogue chip's coordinator too: still refused.
+	set(manifest(role("v1", a), role("v2", b), role("rogue", rogue)))
 	if err := trust.Refresh(ctx, clientA); err != nil {
 		t.Fatal(err)
 	}
 	if err := talks(clientB); err != nil {
 		t.Fatalf("B after the manifest added its role: %v", err)
+	}
+	if err := talks(clientRogue); err == nil || !strings.Contains(err.Error(), "configured policy") {
+		t.Fatalf("a coordinator the manifest added and the policy does not name: %v", err)
 	}
 	set(manifest(role("v2", b)))
 	if err := trust.Refresh(ctx, clientB); err != nil {
