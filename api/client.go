@@ -32,6 +32,15 @@ type Client struct {
 	spares *spares
 	// Resolver looks up coordinators' names (net.DefaultResolver if nil).
 	Resolver *net.Resolver
+	// expectedHead, when set, goes with every request (HeaderExpectedHead).
+	expectedHead string
+}
+
+// ExpectingHead is a client whose every request carries head as the one the
+// caller verified (HeaderExpectedHead): a coordinator at another head answers
+// ErrHeadMismatch and does nothing.
+func (c *Client) ExpectingHead(head string) *Client {
+	return &Client{bases: c.bases, http: c.http, one: c.one, spares: c.spares, Resolver: c.Resolver, expectedHead: head}
 }
 
 // dialTimeout bounds connecting to one coordinator, so an unreachable one
@@ -77,7 +86,7 @@ func (c *Client) Coordinators(ctx context.Context) []*Client {
 	c.mu.Unlock()
 	out := make([]*Client, 0, len(urls))
 	for _, u := range urls {
-		one := &Client{bases: []string{u}, http: c.http, one: true, spares: c.spares}
+		one := &Client{bases: []string{u}, http: c.http, one: true, spares: c.spares, expectedHead: c.expectedHead}
 		if u == good {
 			out = append([]*Client{one}, out...)
 		} else {
@@ -342,6 +351,9 @@ func (c *Client) doOne(ctx context.Context, method, path string, body []byte, ou
 		return fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.expectedHead != "" {
+		req.Header.Set(HeaderExpectedHead, c.expectedHead)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("coordinator %s: %w", base, err)

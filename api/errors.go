@@ -21,8 +21,10 @@ const (
 	// in ManifestRequest.Unrevoke.
 	CodeRevocationDropped Code = "revocation-dropped"
 	CodeNotReady          Code = "not-ready"
-	CodeRateLimited       Code = "rate-limited"
-	CodeInternal          Code = "internal"
+	// CodeHeadMismatch: the request expects another head (HeaderExpectedHead).
+	CodeHeadMismatch Code = "head-mismatch"
+	CodeRateLimited  Code = "rate-limited"
+	CodeInternal     Code = "internal"
 )
 
 // Fault is one kind of failure: its code on the wire and its HTTP status.
@@ -62,11 +64,14 @@ var (
 	// name (ManifestRequest.Unrevoke).
 	ErrRevocationDropped = &Fault{Code: CodeRevocationDropped, Status: http.StatusConflict, Msg: "conflict", parent: ErrConflict}
 	ErrNotReady          = &Fault{Code: CodeNotReady, Status: http.StatusServiceUnavailable, Msg: "coordinator is not ready"}
-	ErrRateLimited       = &Fault{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Msg: "rate limited"}
-	ErrInternal          = &Fault{Code: CodeInternal, Status: http.StatusInternalServerError, Msg: "internal error"}
+	// ErrHeadMismatch: the coordinator is not at the head the request
+	// expects (HeaderExpectedHead); it did nothing.
+	ErrHeadMismatch = &Fault{Code: CodeHeadMismatch, Status: http.StatusPreconditionFailed, Msg: "precondition failed"}
+	ErrRateLimited  = &Fault{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Msg: "rate limited"}
+	ErrInternal     = &Fault{Code: CodeInternal, Status: http.StatusInternalServerError, Msg: "internal error"}
 )
 
-var allFaults = []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrRevocationDropped, ErrNotReady, ErrRateLimited, ErrInternal}
+var allFaults = []*Fault{ErrBadInput, ErrRefused, ErrNonce, ErrConflict, ErrStaleParent, ErrRevocationDropped, ErrNotReady, ErrHeadMismatch, ErrRateLimited, ErrInternal}
 
 var faults = map[Code]*Fault{}
 

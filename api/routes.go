@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -26,6 +27,30 @@ const (
 	PathHealthz = "/healthz"
 	PathReadyz  = "/readyz"
 )
+
+// HeaderExpectedHead names the head a request expects (the one its sender
+// verified, meshctl verify): a coordinator at another head answers 412
+// (ErrHeadMismatch) and changes nothing, closing the window between
+// verifying the mesh and acting on it.
+const HeaderExpectedHead = "Sealmesh-Expected-Head"
+
+type expectedHeadKey struct{}
+
+// ExpectedHead is the head the request carries in HeaderExpectedHead, if any.
+func ExpectedHead(ctx context.Context) (string, bool) {
+	h, ok := ctx.Value(expectedHeadKey{}).(string)
+	return h, ok
+}
+
+// CheckHead is nil if the request expects no head or head itself, else
+// ErrHeadMismatch naming both. A server checks it against the state it acts
+// on, at the moment it acts.
+func CheckHead(ctx context.Context, head string) error {
+	if want, ok := ExpectedHead(ctx); ok && want != head {
+		return fmt.Errorf("%w: the request expects head %s; this coordinator is at %s (verify the mesh again)", ErrHeadMismatch, want, head)
+	}
+	return nil
+}
 
 // Server is what answers the API: the coordinator.
 type Server interface {
@@ -83,7 +108,13 @@ const maxBody = 1 << 20
 func Handler(s Server, limit func(http.Handler) http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range Routes {
-		mux.HandleFunc(r.Method+" "+r.Path, r.handler(s))
+		h := r.handler(s)
+		mux.HandleFunc(r.Method+" "+r.Path, func(w http.ResponseWriter, req *http.Request) {
+			if head := req.Header.Get(HeaderExpectedHead); head != "" {
+				req = req.WithContext(context.WithValue(req.Context(), expectedHeadKey{}, head))
+			}
+			h(w, req)
+		})
 	}
 	probes := http.NewServeMux()
 	probes.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {

@@ -48,6 +48,11 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	case !v.serving():
 		return nil, fmt.Errorf("%w: %s: %s", api.ErrNotReady, v.state, v.msg)
 	}
+	// Under the transition lock: no update can come between this check
+	// and the write.
+	if err := api.CheckHead(ctx, v.hist.Head); err != nil {
+		return nil, err
+	}
 	if resp, err := c.replayed(ctx, v, m, u); resp != nil || err != nil {
 		return resp, err
 	}

@@ -123,6 +123,11 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 	if err != nil {
 		return nil, err
 	}
+	// The certificate is made from sv alone: checked against it, the
+	// expected head holds for what is issued.
+	if err := api.CheckHead(ctx, sv.Hist.Head); err != nil {
+		return nil, err
+	}
 	// The nonce is redeemed only once the request verifies, so unverified
 	// requests leave nothing behind.
 	if err := s.nonces.Check(req.Nonce); err != nil {
@@ -334,6 +339,9 @@ func inbound(m *manifest.Manifest, id identity) []api.FirewallRule {
 func (s *Service) Release(ctx context.Context, req *api.ReleaseRequest) error {
 	sv, err := s.serving()
 	if err != nil {
+		return err
+	}
+	if err := api.CheckHead(ctx, sv.Hist.Head); err != nil {
 		return err
 	}
 	var ip netip.Addr
