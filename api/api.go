@@ -244,6 +244,11 @@ const (
 
 // Status is the coordinator's view of the mesh.
 type Status struct {
+	// MeshID is the mesh this coordinator serves (the hash of its first
+	// transition); MeshFirstUse: it was taken from the store unpinned
+	// (trust on first use; pin it with --mesh-id).
+	MeshID           string `json:"meshID,omitempty"`
+	MeshFirstUse     bool   `json:"meshFirstUse,omitempty"`
 	State            string `json:"state"`
 	Message          string `json:"message,omitempty"`
 	ManifestHash     string `json:"manifestHash,omitempty"`

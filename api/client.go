@@ -34,13 +34,35 @@ type Client struct {
 	Resolver *net.Resolver
 	// expectedHead, when set, goes with every request (HeaderExpectedHead).
 	expectedHead string
+	// mesh, when set, is the only mesh whose coordinators' answers are
+	// taken (HeaderMeshID).
+	mesh string
+}
+
+// ErrWrongMesh: a coordinator answered for another mesh than the one the
+// client is pinned to, or for none. Final: no other coordinator is asked.
+var ErrWrongMesh = errors.New("coordinator of another mesh")
+
+// ExpectingMesh is a client that takes answers only from coordinators of
+// the mesh id (HeaderMeshID): any other answer, a nonce's included, is
+// ErrWrongMesh, so nothing more is sent to such a coordinator.
+func (c *Client) ExpectingMesh(id string) *Client {
+	n := c.clone()
+	n.mesh = id
+	return n
+}
+
+func (c *Client) clone() *Client {
+	return &Client{bases: c.bases, http: c.http, one: c.one, spares: c.spares, Resolver: c.Resolver, expectedHead: c.expectedHead, mesh: c.mesh}
 }
 
 // ExpectingHead is a client whose every request carries head as the one the
 // caller verified (HeaderExpectedHead): a coordinator at another head answers
 // ErrHeadMismatch and does nothing.
 func (c *Client) ExpectingHead(head string) *Client {
-	return &Client{bases: c.bases, http: c.http, one: c.one, spares: c.spares, Resolver: c.Resolver, expectedHead: head}
+	n := c.clone()
+	n.expectedHead = head
+	return n
 }
 
 // dialTimeout bounds connecting to one coordinator, so an unreachable one
@@ -86,7 +108,7 @@ func (c *Client) Coordinators(ctx context.Context) []*Client {
 	c.mu.Unlock()
 	out := make([]*Client, 0, len(urls))
 	for _, u := range urls {
-		one := &Client{bases: []string{u}, http: c.http, one: true, spares: c.spares, expectedHead: c.expectedHead}
+		one := &Client{bases: []string{u}, http: c.http, one: true, spares: c.spares, expectedHead: c.expectedHead, mesh: c.mesh}
 		if u == good {
 			out = append([]*Client{one}, out...)
 		} else {
@@ -138,7 +160,7 @@ func expand(ctx context.Context, r *net.Resolver, base string) []string {
 func Retryable(err error) bool {
 	var se *StatusError
 	if !errors.As(err, &se) {
-		return err != nil && !errors.Is(err, context.Canceled)
+		return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrWrongMesh)
 	}
 	switch {
 	case se.Status >= 500, se.Status == http.StatusTooManyRequests:
@@ -359,6 +381,12 @@ func (c *Client) doOne(ctx context.Context, method, path string, body []byte, ou
 		return fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	defer resp.Body.Close()
+	if got := resp.Header.Get(HeaderMeshID); c.mesh != "" && got != c.mesh {
+		if got == "" {
+			got = "none"
+		}
+		return fmt.Errorf("coordinator %s%s: %w: it serves mesh %s, this client is pinned to %s", base, path, ErrWrongMesh, got, c.mesh)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
 		return fmt.Errorf("coordinator %s%s: read: %w", base, path, err)

@@ -34,6 +34,12 @@ const (
 // verifying the mesh and acting on it.
 const HeaderExpectedHead = "Sealmesh-Expected-Head"
 
+// HeaderMeshID is on every answer of a coordinator that knows its mesh: the
+// mesh's ID (the hash of its first transition). A client pinned to a mesh
+// (Client.ExpectingMesh) checks it on every answer, the nonce's included,
+// so it sends no evidence to a coordinator of another mesh.
+const HeaderMeshID = "Sealmesh-Mesh-ID"
+
 type expectedHeadKey struct{}
 
 // ExpectedHead is the head the request carries in HeaderExpectedHead, if any.
@@ -71,6 +77,8 @@ type Server interface {
 	// Ready and State answer /readyz; they must not block.
 	Ready() bool
 	State() string
+	// MeshID is the mesh served ("" if none yet), for HeaderMeshID.
+	MeshID() string
 }
 
 // Route is one call of the API.
@@ -110,6 +118,9 @@ func Handler(s Server, limit func(http.Handler) http.Handler) http.Handler {
 	for _, r := range Routes {
 		h := r.handler(s)
 		mux.HandleFunc(r.Method+" "+r.Path, func(w http.ResponseWriter, req *http.Request) {
+			if id := s.MeshID(); id != "" {
+				w.Header().Set(HeaderMeshID, id)
+			}
 			if head := req.Header.Get(HeaderExpectedHead); head != "" {
 				req = req.WithContext(context.WithValue(req.Context(), expectedHeadKey{}, head))
 			}

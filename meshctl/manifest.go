@@ -156,6 +156,9 @@ fingerprint. The current manifest again is no new generation.`,
 				}
 			}
 			fmt.Fprintf(out, "manifest %s is generation %d (head %s); coordinator %s, nebula CA %s\n", s.ManifestHash, s.Generation, s.Head, s.State, s.CAFingerprint)
+			if creating && s.MeshID != "" {
+				fmt.Fprintf(out, "mesh ID: %s (pin it: --mesh-id for coordinators, agents, lighthouses and meshctl, or $SEALMESH_MESH_ID)\n", s.MeshID)
+			}
 			if resp.UnlockKey != "" {
 				p := filepath.Join(outDir, "unlock-key")
 				if err := writeNew(p, []byte(resp.UnlockKey+"\n")); err != nil {

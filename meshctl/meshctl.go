@@ -23,7 +23,7 @@ import (
 
 // Command returns meshctl's root command.
 func Command() *cobra.Command {
-	var coordinator, policy string
+	var coordinator, policy, meshID string
 	root := &cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true}
 	def := os.Getenv("SEALMESH_COORDINATOR")
 	if def == "" {
@@ -31,6 +31,7 @@ func Command() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL, https (attested TLS) or http (development) (or $SEALMESH_COORDINATOR)")
 	root.PersistentFlags().StringVar(&policy, "coordinator-policy", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as (or $SEALMESH_COORDINATOR_POLICY)")
+	root.PersistentFlags().StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to talk to (meshctl manifest set prints it at creation): a coordinator of another mesh is refused before anything is sent (or $SEALMESH_MESH_ID)")
 	// Built on first use, after the flags are parsed, and only by the
 	// commands that talk to a coordinator (keygen needs no policy).
 	var cached *api.Client
@@ -39,6 +40,9 @@ func Command() *cobra.Command {
 			c, _, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return nil, err
+			}
+			if meshID != "" {
+				c = c.ExpectingMesh(meshID)
 			}
 			cached = c
 		}
@@ -102,6 +106,13 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 	}
 	if s.ManifestHash != "" {
 		fmt.Fprintf(w, "manifest:    %s (generation %d, head %s)\n", s.ManifestHash, s.Generation, s.Head)
+	}
+	if s.MeshID != "" {
+		tofu := ""
+		if s.MeshFirstUse {
+			tofu = " (trusted on first use by this coordinator: start it with --mesh-id to pin it)"
+		}
+		fmt.Fprintf(w, "mesh:        %s%s\n", s.MeshID, tofu)
 	}
 	if s.CAFingerprint != "" {
 		fmt.Fprintf(w, "nebula CA:   %s\n", s.CAFingerprint)

@@ -223,20 +223,27 @@ func (p *Peers) ReadyPeer(ctx context.Context, st store.Store) string {
 type Take func(ctx context.Context, seed keys.Seed, floor history.Floor, head string, gen uint64) error
 
 // Recover takes the seed from a ready peer, in the order of the Contrast RFC
-// (invariant B): read the latest from the store without trusting it; take that
+// (invariant B): read the latest from the store without trusting it; check
+// with mesh that it is the mesh to serve; take that
 // manifest's coordinator roles; attest the serving peer against them
 // (attested TLS) before sending anything, proving this coordinator's own
 // role in the same handshake; receive the seed; hand it to take, which
 // verifies the store's history with it and requires the verified head to be
 // the one read unverified.
-func (p *Peers) Recover(ctx context.Context, st store.Store, urls []string, take Take) error {
+func (p *Peers) Recover(ctx context.Context, st store.Store, urls []string, mesh func(id string) error, take Take) error {
 	if p.Issuer == nil {
 		return errors.New("peer recovery needs this coordinator's TEE (--tee)")
 	}
-	m, head, gen, err := history.Peek(ctx, st)
+	peeked, err := history.PeekAll(ctx, st)
 	if err != nil {
 		return fmt.Errorf("peer recovery: %w", err)
 	}
+	// The mesh is checked on the state the peers are chosen from, before
+	// any of them is dialed.
+	if err := mesh(peeked.MeshID); err != nil {
+		return err
+	}
+	m, head, gen := peeked.Manifest, peeked.Head, peeked.Generation
 	accept := CoordinatorPolicy(m)
 	var errs []error
 	for _, url := range urls {

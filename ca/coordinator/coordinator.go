@@ -58,6 +58,12 @@ type Config struct {
 	StoreAddr string
 	// StateDir holds this coordinator's sealed seed and anti-rollback floor.
 	StateDir string
+	// MeshID pins the mesh this coordinator serves (history.State.MeshID):
+	// a store, a peer or a seed share of another mesh is refused before
+	// anything is asked or adopted. Empty: the sealed state's, or, for a
+	// coordinator without one, the first mesh it recovers (trust on first
+	// use, said in its log and status).
+	MeshID string
 	// SealingKey comes from the TEE; nil means unlock-key mode: the first
 	// manifest returns an unlock key, and a restarted coordinator waits for it.
 	SealingKey []byte
@@ -97,6 +103,10 @@ type Config struct {
 // without a lock (Coordinator.view).
 type view struct {
 	state, msg string
+	// mesh is the ID of the mesh served or expected ("" before any);
+	// firstUse: taken from the store unpinned.
+	mesh     string
+	firstUse bool
 	seed       *keys.Seed
 	hist       *history.State
 	ca         *issuer.CA
@@ -137,6 +147,9 @@ type Coordinator struct {
 type sealedState struct {
 	Seed  []byte        `json:"seed"`
 	Floor history.Floor `json:"floor"`
+	// MeshID is the mesh the seed is for; empty in state sealed before
+	// mesh IDs, filled at the next seal.
+	MeshID string `json:"meshID,omitempty"`
 }
 
 // New makes a coordinator in state starting. It does no I/O: Start (or Run)
@@ -151,7 +164,7 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Log, st: cfg.Store, now: cfg.Now, tx: make(chan struct{}, 1),
 		hints: make(chan struct{}, 1), allocated: make(chan struct{})}
-	c.v.Store(&view{state: api.StateStarting, msg: "reading the sealed state and the store"})
+	c.v.Store(&view{state: api.StateStarting, msg: "reading the sealed state and the store", mesh: cfg.MeshID})
 	c.peers = &cluster.Peers{Static: cfg.Peers, Members: cfg.Members, Self: cfg.API, Issuer: cfg.Issuer, Dial: cfg.Dial, Log: cfg.Log, Now: cfg.Now}
 	var err error
 	if c.enrol, err = enrol.New(cfg.Log, cfg.Verifier, cfg.Now, c.serving); err != nil {
@@ -279,6 +292,13 @@ func (c *Coordinator) openLocked(ctx context.Context, kek *seal.KEK) error {
 	if err != nil {
 		return err
 	}
+	if ss.MeshID != "" {
+		if want := c.view().mesh; want != "" && want != ss.MeshID {
+			c.setState(api.StateFailed, fmt.Sprintf("the sealed state is for mesh %s; this coordinator was started for mesh %s (--mesh-id)", ss.MeshID, want))
+			return fmt.Errorf("%w: sealed state of another mesh", api.ErrRefused)
+		}
+		c.update(func(v *view) { v.mesh = ss.MeshID })
+	}
 	c.kek = kek
 	return c.adoptLocked(ctx, seed, ss.Floor)
 }
@@ -302,6 +322,15 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 		}
 		return err
 	}
+	mesh, firstUse := h.MeshID(), false
+	switch want := c.view().mesh; {
+	case want == "":
+		firstUse = true
+		c.log.Warn("trusting on first use: serving mesh "+mesh+"; start coordinators with --mesh-id "+mesh+" to pin it", "mesh", mesh)
+	case want != mesh:
+		c.setState(api.StateFailed, fmt.Sprintf("the store holds mesh %s; this coordinator serves mesh %s", mesh, want))
+		return fmt.Errorf("%w: the store holds another mesh", history.ErrTampered)
+	}
 	ca, err := issuer.LoadCA(seed.CAKey(1), h.CAPEM)
 	if err != nil {
 		c.setState(api.StateFailed, err.Error())
@@ -318,8 +347,12 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 		defer close(c.allocated)
 	}
 	alloc.SetReserved(h.Manifest)
-	c.update(func(v *view) { v.seed, v.hist, v.ca, v.alloc = &seed, h, ca, alloc })
-	if h.Floor() != floor {
+	c.update(func(v *view) {
+		v.seed, v.hist, v.ca, v.alloc = &seed, h, ca, alloc
+		v.firstUse = v.firstUse || firstUse
+		v.mesh = mesh
+	})
+	if h.Floor() != floor || firstUse {
 		if err := c.persistLocked(); err != nil {
 			c.setState(api.StateFailed, err.Error())
 			return err
@@ -344,7 +377,7 @@ func (c *Coordinator) persistLocked() error {
 	if v.hist != nil {
 		floor = v.hist.Floor()
 	}
-	raw, err := json.Marshal(sealedState{Seed: v.seed[:], Floor: floor})
+	raw, err := json.Marshal(sealedState{Seed: v.seed[:], Floor: floor, MeshID: v.mesh})
 	if err != nil {
 		return err
 	}
@@ -441,6 +474,10 @@ func (c *Coordinator) Readiness() error {
 	}
 	return errors.New(v.state)
 }
+
+// MeshID is the ID of the mesh this coordinator serves, or was started for
+// ("" before it knows one).
+func (c *Coordinator) MeshID() string { return c.view().mesh }
 
 // Hint tells the coordinator that gossip changed (package cluster calls it):
 // a peer may announce a newer generation, so look at the store now rather

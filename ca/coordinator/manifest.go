@@ -100,6 +100,12 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 	if u.Parent != "" {
 		return nil, fmt.Errorf("%w: there is no mesh yet; the first manifest has no parent", api.ErrConflict)
 	}
+	if want := c.view().mesh; want != "" {
+		// Its store holds no mesh, but it was started to serve one: a
+		// new mesh here would be another one (a store emptied, or the
+		// wrong store).
+		return nil, fmt.Errorf("%w: this coordinator serves mesh %s (--mesh-id) and its store holds no mesh: it creates none", api.ErrConflict, want)
+	}
 	if len(c.cfg.Owners) > 0 && !slices.ContainsFunc(c.cfg.Owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(u.SignerKey)) }) {
 		return nil, fmt.Errorf("%w: this coordinator creates the mesh only with a manifest signed by one of the %d owner keys it was deployed with (--owner-key)", api.ErrRefused, len(c.cfg.Owners))
 	}
@@ -142,10 +148,11 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 		return nil, historyErr(err)
 	}
 	resp := &api.ManifestResponse{UnlockKey: unlockText, SeedShares: shares}
+	c.update(func(v *view) { v.mesh = h.MeshID() }) // its own: not trusted on first use
 	if err := c.adoptLocked(ctx, seed, history.Floor{}); err != nil {
 		return nil, err
 	}
-	c.log.Info("mesh created", "head", h.Head, "sealedWith", kek.ID(), "seedShares", len(resp.SeedShares))
+	c.log.Info("mesh created", "mesh", h.MeshID(), "head", h.Head, "sealedWith", kek.ID(), "seedShares", len(resp.SeedShares))
 	resp.Status = c.status(c.view(), "")
 	return resp, nil
 }

@@ -76,7 +76,38 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, urls []string) error
 	if s := c.view().state; s != api.StateRecovering && s != api.StateLocked {
 		return fmt.Errorf("%w: coordinator is %s, not recovering or locked", api.ErrConflict, s)
 	}
-	return c.peers.Recover(ctx, c.st, urls, c.takeSeed)
+	return c.peers.Recover(ctx, c.st, urls, func(id string) error { return c.ourMesh(ctx, id) }, c.takeSeed)
+}
+
+// storeIsOurMesh refuses a store that holds another mesh than the one this
+// coordinator serves or was started for (--mesh-id), read without the seed
+// (history.PeekMeshID): before any peer is asked for the seed, or a seed
+// share taken, so that a store writer's self-consistent mesh of their own
+// cannot lead a genuine replica to recover their seed. Unpinned, it says
+// that the mesh will be trusted on first use.
+func (c *Coordinator) storeIsOurMesh(ctx context.Context) error {
+	got, err := history.PeekMeshID(ctx, c.st)
+	if err != nil {
+		return fmt.Errorf("read the store's mesh: %w", err)
+	}
+	return c.ourMesh(ctx, got)
+}
+
+// ourMesh refuses the mesh got, read from the store unverified, if it is not
+// the one this coordinator serves or was started for.
+func (c *Coordinator) ourMesh(ctx context.Context, got string) error {
+	want := c.view().mesh
+	if want == "" || want == got {
+		return nil
+	}
+	msg := fmt.Sprintf("the store holds mesh %s, not mesh %s this coordinator serves (--mesh-id): nothing is asked of peers, no seed share taken", got, want)
+	if err := c.begin(ctx); err == nil {
+		if s := c.view().state; (s == api.StateRecovering || s == api.StateLocked) && c.view().msg != msg {
+			c.setState(s, msg)
+		}
+		c.end()
+	}
+	return fmt.Errorf("%w: %s", api.ErrRefused, msg)
 }
 
 // takeSeed verifies the store's history with a seed received from a peer

@@ -86,6 +86,9 @@ func (c *Coordinator) Recover(ctx context.Context, req *api.RecoverRequest) (*ap
 	if rk == nil {
 		return nil, fmt.Errorf("%w: fetch the recovery key first", api.ErrBadInput)
 	}
+	if err := c.storeIsOurMesh(ctx); err != nil {
+		return nil, err
+	}
 	if !req.Force {
 		// A seed share is for when every coordinator is gone: a ready peer
 		// would recover this coordinator by itself, without a second, divergent

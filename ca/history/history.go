@@ -110,6 +110,17 @@ type State struct {
 // Generation is the head's generation.
 func (s *State) Generation() uint64 { return s.Chain[len(s.Chain)-1].Generation }
 
+// MeshID names the mesh: the hash of its first transition, which commits to
+// the first manifest (its owners), the CA certificate and the owner's
+// signature. Every later state of the mesh descends from it; a history of
+// another mesh, however valid in itself, has another ID.
+func (s *State) MeshID() string {
+	if len(s.Chain) > 1 {
+		return s.Chain[1].Prev
+	}
+	return s.Head
+}
+
 // Floor is the state as an anti-rollback floor.
 func (s *State) Floor() Floor { return Floor{Generation: s.Generation(), Head: s.Head} }
 
@@ -347,36 +358,61 @@ func short(h string) string {
 // owners, and a seed that does not verify the history is refused at
 // recovery, so a store that swaps them gains nothing.
 func Shares(ctx context.Context, st store.Store) ([]byte, error) {
-	lraw, _, err := st.Latest(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrEmpty
-	}
+	t, _, err := genesis(ctx, st)
 	if err != nil {
 		return nil, err
 	}
+	return GenesisShares(ctx, st, t)
+}
+
+// PeekMeshID is the ID of the mesh the store holds (State.MeshID), read as
+// Peek reads: only the hash links from the latest pointer back to the first
+// transition are checked. A coordinator started for a mesh uses it to refuse
+// a store of another before it asks any peer for anything.
+func PeekMeshID(ctx context.Context, st store.Store) (string, error) {
+	_, h, err := genesis(ctx, st)
+	return h, err
+}
+
+// genesis walks the hash links from the latest pointer to the first
+// transition and returns it with its hash.
+func genesis(ctx context.Context, st store.Store) (Transition, string, error) {
+	lraw, _, err := st.Latest(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return Transition{}, "", ErrEmpty
+	}
+	if err != nil {
+		return Transition{}, "", err
+	}
 	var l latest
 	if err := json.Unmarshal(lraw, &l); err != nil {
-		return nil, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+		return Transition{}, "", fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
 	}
+	return genesisFrom(ctx, st, l)
+}
+
+// genesisFrom walks from l to the first transition.
+func genesisFrom(ctx context.Context, st store.Store, l latest) (Transition, string, error) {
+	var t Transition
 	h := l.Transition
 	for g := l.Generation; g >= 1; g-- {
 		raw, err := getVerified(ctx, st, transitionKey(h), h)
 		if err != nil {
-			return nil, err
+			return t, "", err
 		}
-		var t Transition
+		t = Transition{}
 		if err := json.Unmarshal(raw, &t); err != nil {
-			return nil, fmt.Errorf("%w: transition %s is not valid JSON", ErrTampered, short(h))
+			return t, "", fmt.Errorf("%w: transition %s is not valid JSON", ErrTampered, short(h))
 		}
 		if t.Generation != g {
-			return nil, fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
+			return t, "", fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
 		}
 		if g == 1 {
-			return GenesisShares(ctx, st, t)
+			return t, h, nil
 		}
 		h = t.Prev
 	}
-	return nil, fmt.Errorf("%w: latest has generation 0", ErrTampered)
+	return t, "", fmt.Errorf("%w: latest has generation 0", ErrTampered)
 }
 
 // GenesisShares returns the seed shares the first transition t names (nil if
@@ -394,32 +430,55 @@ func GenesisShares(ctx context.Context, st store.Store, t Transition) ([]byte, e
 // coordinator roles), and must later require the verified history to match what
 // it peeked (invariant B).
 func Peek(ctx context.Context, st store.Store) (*manifest.Manifest, string, uint64, error) {
-	lraw, _, err := st.Latest(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", 0, ErrEmpty
-	}
+	p, err := PeekAll(ctx, st)
 	if err != nil {
 		return nil, "", 0, err
+	}
+	return p.Manifest, p.Head, p.Generation, nil
+}
+
+// Peeked is the store's latest state as Peek reads it, with its mesh's ID
+// (State.MeshID) from the hash links back to the first transition.
+type Peeked struct {
+	Manifest   *manifest.Manifest
+	Head       string
+	Generation uint64
+	MeshID     string
+}
+
+// PeekAll is Peek with the mesh ID, from one read of the latest pointer: a
+// coordinator checks the mesh and chooses its peers from the same state.
+func PeekAll(ctx context.Context, st store.Store) (*Peeked, error) {
+	lraw, _, err := st.Latest(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrEmpty
+	}
+	if err != nil {
+		return nil, err
 	}
 	var l latest
 	if err := json.Unmarshal(lraw, &l); err != nil {
-		return nil, "", 0, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+		return nil, fmt.Errorf("%w: latest pointer is not valid JSON", ErrTampered)
+	}
+	_, mesh, err := genesisFrom(ctx, st, l)
+	if err != nil {
+		return nil, err
 	}
 	traw, err := getVerified(ctx, st, transitionKey(l.Transition), l.Transition)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, err
 	}
 	var t Transition
 	if err := json.Unmarshal(traw, &t); err != nil {
-		return nil, "", 0, fmt.Errorf("%w: transition is not valid JSON", ErrTampered)
+		return nil, fmt.Errorf("%w: transition is not valid JSON", ErrTampered)
 	}
 	mraw, err := getVerified(ctx, st, manifestKey(t.Manifest), t.Manifest)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, err
 	}
 	m, err := manifest.ParseJSON(mraw)
 	if err != nil {
-		return nil, "", 0, fmt.Errorf("%w: %v", ErrTampered, err)
+		return nil, fmt.Errorf("%w: %v", ErrTampered, err)
 	}
-	return m, l.Transition, l.Generation, nil
+	return &Peeked{Manifest: m, Head: l.Transition, Generation: l.Generation, MeshID: mesh}, nil
 }

@@ -40,7 +40,7 @@ func main() {
 }
 
 func nodeCmd() *cobra.Command {
-	var coordinator, policy, socket, teeSpec, stateDir, healthAddr, nodeName string
+	var coordinator, policy, meshID, socket, teeSpec, stateDir, healthAddr, nodeName string
 	var kubePods bool
 	var perProcess int
 	cmd := &cobra.Command{
@@ -58,6 +58,9 @@ func nodeCmd() *cobra.Command {
 			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
+			}
+			if meshID != "" {
+				client = client.ExpectingMesh(meshID)
 			}
 			tunnelBin, err := tunnelBinary()
 			if err != nil {
@@ -106,6 +109,7 @@ func nodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
 	f.StringVar(&teeSpec, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
@@ -118,7 +122,7 @@ func nodeCmd() *cobra.Command {
 }
 
 func podCmd() *cobra.Command {
-	var coordinator, policy, teeSpec, stateDir, healthAddr, ifName, namespace, name, uid string
+	var coordinator, policy, meshID, teeSpec, stateDir, healthAddr, ifName, namespace, name, uid string
 	cmd := &cobra.Command{
 		Use:   "pod",
 		Short: "attach this pod (its own TEE, its own network namespace) to the mesh: a sidecar, no CNI",
@@ -135,6 +139,9 @@ when the pod stops (SIGTERM).`,
 			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
+			}
+			if meshID != "" {
+				client = client.ExpectingMesh(meshID)
 			}
 			tunnelBin, err := tunnelBinary()
 			if err != nil {
@@ -166,6 +173,7 @@ when the pod stops (SIGTERM).`,
 	f := cmd.Flags()
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&teeSpec, "tee", "", "this pod's evidence source: snp, tdx, or simulated:<dir> (development)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "state and the tunnel's log (an emptyDir)")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz, /readyz and /metrics")

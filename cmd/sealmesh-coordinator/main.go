@@ -36,7 +36,7 @@ func main() {
 	var ratePerSource float64
 	var vcekCache, tdxCollateral, jwksFile string
 	var peers, join, ownerKeys []string
-	var gossipAddr, gossipAdvertise, name, apiURL string
+	var gossipAddr, gossipAdvertise, name, apiURL, meshID string
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
@@ -106,7 +106,7 @@ func main() {
 				return err
 			}
 			var cl *cluster.Cluster
-			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, MeshID: meshID, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
 				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
 				API: apiURL, Members: func() []api.Member {
 					if cl == nil {
@@ -161,6 +161,7 @@ func main() {
 	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz, /readyz and /metrics (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
+	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh this coordinator serves (meshctl manifest set prints it): a store, peer or seed share of another mesh is refused; empty: the sealed state's, or the first mesh recovered (trust on first use) (or $SEALMESH_MESH_ID)")
 	f.StringSliceVar(&peers, "peers", nil, "other coordinators (https URLs) to recover the seed from while recovering, besides those gossip finds; needs --tee")
 	f.StringVar(&gossipAddr, "gossip-addr", "", "memberlist gossip address (host:port, UDP and TCP) of the coordinator cluster; empty: no cluster")
 	f.StringVar(&gossipAdvertise, "gossip-advertise", "", "gossip address other members reach this one at, when not --gossip-addr's")

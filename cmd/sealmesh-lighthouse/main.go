@@ -23,7 +23,7 @@ import (
 var version = "dev"
 
 func main() {
-	var coordinator, policy, tokenFile, healthAddr, device string
+	var coordinator, policy, meshID, tokenFile, healthAddr, device string
 	var port int
 	cmd := &cobra.Command{
 		Use:           "sealmesh-lighthouse",
@@ -35,6 +35,9 @@ func main() {
 			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
+			}
+			if meshID != "" {
+				client = client.ExpectingMesh(meshID)
 			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
@@ -57,6 +60,7 @@ func main() {
 	f := cmd.Flags()
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before the join token is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
 	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
