@@ -107,10 +107,10 @@ type view struct {
 	// firstUse: taken from the store unpinned.
 	mesh     string
 	firstUse bool
-	seed       *keys.Seed
-	hist       *history.State
-	ca         *issuer.CA
-	alloc      *ipam.Allocator
+	seed     *keys.Seed
+	hist     *history.State
+	ca       *issuer.CA
+	alloc    *ipam.Allocator
 }
 
 func (v *view) serving() bool { return v.state == api.StateReady || v.state == api.StateDegraded }
