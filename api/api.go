@@ -172,6 +172,9 @@ type ManifestInfo struct {
 	Head       string `json:"head"`
 	Hash       string `json:"hash"`
 	Manifest   []byte `json:"manifest"` // canonical JSON
+	// CA is the mesh's CA certificate (PEM); the head transition names its
+	// hash.
+	CA string `json:"ca,omitempty"`
 }
 
 // HistoryEntry is one transition with its manifest.
@@ -182,6 +185,11 @@ type HistoryEntry struct {
 	Signer     string    `json:"signer"`
 	Hash       string    `json:"hash"`
 	Manifest   []byte    `json:"manifest"`
+	// Transition is the transition as stored: its hash is Head, and it
+	// names its parent, its manifest's and CA's hashes, the signer's key
+	// and signature, so that a client re-checks the whole history
+	// (history.VerifyChain) without trusting the coordinator.
+	Transition json.RawMessage `json:"transition,omitempty"`
 }
 
 // UnlockRequest carries an unlock key.

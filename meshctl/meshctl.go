@@ -48,7 +48,7 @@ func Command() *cobra.Command {
 		}
 		return cached, nil
 	}
-	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), verifyCmd(client, &meshID), simTEECmd())
 	return root
 }
 

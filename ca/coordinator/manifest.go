@@ -163,7 +163,7 @@ func (c *Coordinator) Manifest(context.Context) (*api.ManifestInfo, error) {
 	if v.hist == nil {
 		return nil, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
 	}
-	return &api.ManifestInfo{Generation: v.hist.Generation(), Head: v.hist.Head, Hash: v.hist.Manifest.Hash(), Manifest: v.hist.Manifest.Canonical()}, nil
+	return &api.ManifestInfo{Generation: v.hist.Generation(), Head: v.hist.Head, Hash: v.hist.Manifest.Hash(), Manifest: v.hist.Manifest.Canonical(), CA: string(v.hist.CAPEM)}, nil
 }
 
 // History returns the verified history with each manifest.
@@ -182,7 +182,7 @@ func (c *Coordinator) History(ctx context.Context) ([]api.HistoryEntry, error) {
 		if i+1 < len(h.Chain) {
 			head = h.Chain[i+1].Prev
 		}
-		out = append(out, api.HistoryEntry{Generation: t.Generation, Head: head, Time: t.Time, Signer: t.Signer, Hash: t.Manifest, Manifest: raw})
+		out = append(out, api.HistoryEntry{Generation: t.Generation, Head: head, Time: t.Time, Signer: t.Signer, Hash: t.Manifest, Manifest: raw, Transition: h.Raw[i]})
 	}
 	return out, nil
 }

@@ -100,8 +100,11 @@ type Floor struct {
 
 // State is a verified history.
 type State struct {
-	Head     string
-	Chain    []Transition // oldest first; Chain[len-1] is the head
+	Head  string
+	Chain []Transition // oldest first; Chain[len-1] is the head
+	// Raw holds each transition as stored (its hash is the head it makes),
+	// for clients to re-check (VerifyChain).
+	Raw      [][]byte
 	Manifest *manifest.Manifest
 	CAPEM    []byte
 	Version  store.Version
@@ -197,6 +200,10 @@ func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *m
 	if err != nil {
 		return nil, err
 	}
+	var raws [][]byte
+	if cur != nil {
+		raws = slices.Clone(cur.Raw)
+	}
 	head := hashOf(traw)
 	objects[transitionKey(head)] = traw
 	// Objects first, pointer last: a crash in between leaves unreferenced
@@ -219,7 +226,7 @@ func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *m
 	if err != nil {
 		return nil, fmt.Errorf("history: swap latest: %w", err)
 	}
-	return &State{Head: head, Chain: append(chain, t), Manifest: m, CAPEM: caPEM, Version: v}, nil
+	return &State{Head: head, Chain: append(chain, t), Raw: append(raws, traw), Manifest: m, CAPEM: caPEM, Version: v}, nil
 }
 
 // Load reads and verifies the whole history: the latest pointer's signature with
@@ -249,7 +256,7 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 		return nil, fmt.Errorf("%w: latest has generation 0", ErrTampered)
 	}
 
-	chain := make([]Transition, l.Generation)
+	raws := make([][]byte, l.Generation)
 	h := l.Transition
 	for g := l.Generation; g >= 1; g-- {
 		raw, err := st.Get(ctx, transitionKey(h))
@@ -266,42 +273,103 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 		if t.Generation != g || (g == 1) != (t.Prev == "") {
 			return nil, fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
 		}
-		chain[g-1] = t
+		raws[g-1] = raw
 		if g == floor.Generation && h != floor.Head {
 			return nil, fmt.Errorf("%w: generation %d is %s in the store, %s was seen: the store is on another branch", ErrRollback, g, short(h), short(floor.Head))
 		}
 		h = t.Prev
 	}
-
-	var prev *manifest.Manifest
-	var m *manifest.Manifest
-	var caPEM []byte
-	for _, t := range chain {
+	entries := make([]Entry, len(raws))
+	for i, raw := range raws {
+		var t Transition
+		json.Unmarshal(raw, &t) // parsed in the walk above
 		mraw, err := getVerified(ctx, st, manifestKey(t.Manifest), t.Manifest)
 		if err != nil {
 			return nil, err
 		}
-		if m, err = manifest.ParseJSON(mraw); err != nil {
-			return nil, fmt.Errorf("%w: manifest of generation %d: %v", ErrTampered, t.Generation, err)
+		entries[i] = Entry{Transition: raw, Manifest: mraw}
+	}
+	vh, err := VerifyChain(entries)
+	if err != nil {
+		return nil, err
+	}
+	head := vh.Chain[len(vh.Chain)-1]
+	caPEM, err := getVerified(ctx, st, caKey(head.CA), head.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &State{Head: l.Transition, Chain: vh.Chain, Raw: raws, Manifest: vh.Manifests[len(vh.Manifests)-1], CAPEM: caPEM, Version: v}, nil
+}
+
+// Entry is one transition as stored, with its manifest as stored: what a
+// client needs to re-check a history without the seed.
+type Entry struct {
+	Transition []byte
+	Manifest   []byte
+}
+
+// Verified is a history checked from its first transition (VerifyChain).
+type Verified struct {
+	Chain     []Transition
+	Manifests []*manifest.Manifest
+	// Heads are the heads the transitions make (their hashes).
+	Heads []string
+}
+
+// Head is the newest transition's hash.
+func (v *Verified) Head() string { return v.Heads[len(v.Heads)-1] }
+
+// MeshID is the mesh's ID (State.MeshID): the first transition's hash.
+func (v *Verified) MeshID() string { return v.Heads[0] }
+
+// VerifyChain checks a whole history from its first transition: each
+// transition's hash links to its parent, generations run 1, 2, 3 without a
+// gap, each manifest matches the hash its transition names, each transition
+// is signed by an owner of the manifest it replaces (the first by an owner
+// of its own), and the seed-share owners never change. It needs no seed:
+// Load runs it on the store's history, and a data owner's client (meshctl
+// verify) on what a coordinator sends.
+func VerifyChain(entries []Entry) (*Verified, error) {
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("%w: no transitions", ErrTampered)
+	}
+	v := &Verified{}
+	var prev *manifest.Manifest
+	for i, e := range entries {
+		g := uint64(i + 1)
+		h := hashOf(e.Transition)
+		var t Transition
+		if err := json.Unmarshal(e.Transition, &t); err != nil {
+			return nil, fmt.Errorf("%w: transition %s is not valid JSON", ErrTampered, short(h))
+		}
+		switch {
+		case t.Generation != g:
+			return nil, fmt.Errorf("%w: transition %s claims generation %d at position %d", ErrTampered, short(h), t.Generation, g)
+		case i == 0 && t.Prev != "":
+			return nil, fmt.Errorf("%w: the first transition %s names a parent", ErrTampered, short(h))
+		case i > 0 && t.Prev != v.Heads[i-1]:
+			return nil, fmt.Errorf("%w: generation %d names parent %s, generation %d is %s", ErrTampered, g, short(t.Prev), g-1, short(v.Heads[i-1]))
+		case hashOf(e.Manifest) != t.Manifest:
+			return nil, fmt.Errorf("%w: the manifest of generation %d does not match its hash", ErrTampered, g)
+		}
+		m, err := manifest.ParseJSON(e.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("%w: manifest of generation %d: %v", ErrTampered, g, err)
 		}
 		by := prev
 		if by == nil {
 			by = m
 		}
-		// t.Prev was checked against the parent's hash in the walk above.
 		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature}); err != nil {
-			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, t.Generation, err)
+			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, g, err)
 		}
 		if prev != nil && !slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) {
-			return nil, fmt.Errorf("%w: generation %d changes seedShareOwners", ErrTampered, t.Generation)
+			return nil, fmt.Errorf("%w: generation %d changes seedShareOwners", ErrTampered, g)
 		}
+		v.Chain, v.Manifests, v.Heads = append(v.Chain, t), append(v.Manifests, m), append(v.Heads, h)
 		prev = m
 	}
-	head := chain[len(chain)-1]
-	if caPEM, err = getVerified(ctx, st, caKey(head.CA), head.CA); err != nil {
-		return nil, err
-	}
-	return &State{Head: l.Transition, Chain: chain, Manifest: m, CAPEM: caPEM, Version: v}, nil
+	return v, nil
 }
 
 func getVerified(ctx context.Context, st store.Store, key, want string) ([]byte, error) {

@@ -11,6 +11,6 @@ import (
 func main() {
 	if err := meshctl.Command().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "meshctl:", err)
-		os.Exit(1)
+		os.Exit(meshctl.ExitCode(err))
 	}
 }

@@ -1,0 +1,203 @@
+package meshctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/history"
+	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/manifest"
+)
+
+// verifyMesh is a coordinator (plain HTTP: what is verified is the history,
+// not the transport) at generation 3, its owner key, and the manifests set.
+type verifyMesh struct {
+	c         *coordinator.Coordinator
+	key       ed25519.PrivateKey
+	manifests [][]byte
+}
+
+func newVerifyMesh(t *testing.T) *verifyMesh {
+	t.Helper()
+	st, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.DiscardHandler), Store: st, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, pub, err := owner.NewOwnerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &verifyMesh{c: c, key: key}
+	for _, lifetime := range []string{"1h", "2h", "3h"} {
+		raw := []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}], "networks": ["10.42.0.0/24"], "certificateLifetime": %q,
+ "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
+			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), strings.Repeat("a", 64)))
+		req, err := owner.Request(raw, c.Status().Head, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Status().State == api.StateWaiting {
+			req, _ = owner.Request(raw, "", key)
+		}
+		if _, err := c.SetManifest(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		m.manifests = append(m.manifests, raw)
+	}
+	return m
+}
+
+// serve serves the coordinator, passing GET /v1/history's answer through
+// edit (nil: as it is).
+func (m *verifyMesh) serve(t *testing.T, edit func([]api.HistoryEntry) []api.HistoryEntry) string {
+	h := m.c.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != api.PathHistory || edit == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		var entries []api.HistoryEntry
+		if err := json.Unmarshal(rec.Body.Bytes(), &entries); err != nil {
+			t.Error(err)
+		}
+		json.NewEncoder(w).Encode(edit(entries))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func meshctl(args ...string) (string, error) {
+	cmd := Command()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// TestVerify: meshctl verify re-checks the whole history here and writes the
+// CA, the manifests and a pin; a history altered on its way (a signature
+// byte, two entries swapped, a generation dropped, an entry signed by a key
+// that was no owner at that point) exits 4, an expected manifest that is not
+// the active one 5, another mesh than --mesh-id 6.
+func TestVerify(t *testing.T) {
+	m := newVerifyMesh(t)
+	st := m.c.Status()
+	out := t.TempDir()
+	got, err := meshctl("--coordinator", m.serve(t, nil), "verify", "--out", out, "--manifest", writeTemp(t, m.manifests[2]), "-o", "json")
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	var res verifyResult
+	if err := json.Unmarshal([]byte(got), &res); err != nil || res.MeshID != st.MeshID || res.Head != st.Head || res.Generation != 3 {
+		t.Fatalf("verify printed %s (%v); status %s at %d, mesh %s", got, err, st.Head, st.Generation, st.MeshID)
+	}
+	var pin Pin
+	if b, err := os.ReadFile(filepath.Join(out, "pin")); err != nil || json.Unmarshal(b, &pin) != nil || pin != res.Pin {
+		t.Fatalf("pin file: %s, %v", b, err)
+	}
+	for _, f := range []string{"ca.crt", "manifest-1.json", "manifest-3.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("verify wrote no %s: %v", f, err)
+		}
+	}
+
+	forged := forgedEntry(t, m)
+	for _, tc := range []struct {
+		name string
+		args []string
+		edit func([]api.HistoryEntry) []api.HistoryEntry
+		code int
+	}{
+		{"a signature byte flipped", nil, func(e []api.HistoryEntry) []api.HistoryEntry {
+			e[1].Transition = editTransition(t, e[1].Transition, func(tr *history.Transition) { tr.Signature[0] ^= 1 })
+			return e
+		}, ExitHistory},
+		{"two entries swapped", nil, func(e []api.HistoryEntry) []api.HistoryEntry { e[0], e[1] = e[1], e[0]; return e }, ExitHistory},
+		{"a generation dropped", nil, func(e []api.HistoryEntry) []api.HistoryEntry { return append(e[:1], e[2:]...) }, ExitHistory},
+		{"signed by a key that was no owner then", nil, func(e []api.HistoryEntry) []api.HistoryEntry { return append(e[:1], forged) }, ExitHistory},
+		{"transitions withheld", nil, func(e []api.HistoryEntry) []api.HistoryEntry { e[2].Transition = nil; return e }, ExitHistory},
+		{"another expected manifest", []string{"--manifest", writeTemp(t, m.manifests[1])}, nil, ExitManifestMismatch},
+		{"another mesh", []string{"--mesh-id", strings.Repeat("ab", 32)}, nil, ExitMeshMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := meshctl(append([]string{"--coordinator", m.serve(t, tc.edit), "verify", "--out", ""}, tc.args...)...)
+			if ExitCode(err) != tc.code {
+				t.Fatalf("verify: %v (exit %d), want exit %d", err, ExitCode(err), tc.code)
+			}
+		})
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	p := filepath.Join(t.TempDir(), "manifest.json")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func editTransition(t *testing.T, raw []byte, f func(*history.Transition)) []byte {
+	t.Helper()
+	var tr history.Transition
+	if err := json.Unmarshal(raw, &tr); err != nil {
+		t.Fatal(err)
+	}
+	f(&tr)
+	b, _ := json.Marshal(tr)
+	return b
+}
+
+// forgedEntry is a generation 2 whose manifest adds an owner, signed by that
+// owner: the first manifest's owners never allowed it.
+func forgedEntry(t *testing.T, m *verifyMesh) api.HistoryEntry {
+	t.Helper()
+	h, err := m.c.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, key, _ := ed25519.GenerateKey(nil)
+	var doc map[string]any
+	json.Unmarshal(h[0].Manifest, &doc)
+	doc["owners"] = append(doc["owners"].([]any), map[string]any{"name": "mallory", "key": base64.StdEncoding.EncodeToString(pub)})
+	raw, _ := json.Marshal(doc)
+	mf, err := manifest.ParseJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first history.Transition
+	json.Unmarshal(h[0].Transition, &first)
+	u := history.Sign(h[0].Head, mf, key)
+	canon := mf.Canonical()
+	sum := sha256.Sum256(canon)
+	tr := history.Transition{Generation: 2, Prev: h[0].Head, Manifest: hex.EncodeToString(sum[:]), CA: first.CA, Time: time.Now().UTC(),
+		Signer: "mallory", SignerKey: u.SignerKey, Signature: u.Signature}
+	b, _ := json.Marshal(tr)
+	return api.HistoryEntry{Generation: 2, Manifest: canon, Transition: b}
+}
