@@ -21,7 +21,7 @@ TOOLS_BIN := $(CURDIR)/.cache/bin
 export SEALMESH_TOOLS_BIN := $(TOOLS_BIN)
 
 .PHONY: tools
-tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/helm ## build the servers and CLIs the tests use (etcd, kube-apiserver, kubectl, helm) into .cache/bin
+tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/helm $(TOOLS_BIN)/nebula-cert ## build the servers and CLIs the tests use (etcd, kube-apiserver, kubectl, helm, nebula-cert) into .cache/bin
 
 $(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && $(GO) build -o $@ .
@@ -37,6 +37,11 @@ $(TOOLS_BIN)/kube-apiserver: tools/kube/go.mod tools/kube/main.go
 KUBE_CMDS := kubectl kubelet kube-controller-manager kube-scheduler kube-proxy
 $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS)): tools/kube/go.mod
 	cd tools/kube && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+# Stock nebula-cert at the version sealmesh links: meshctl verify's ca.crt
+# must satisfy Nebula's own tool.
+$(TOOLS_BIN)/nebula-cert: tools/nebula/go.mod
+	cd tools/nebula && CGO_ENABLED=0 $(GO) build -o $@ github.com/slackhq/nebula/cmd/nebula-cert
 
 $(TOOLS_BIN)/coredns: tools/coredns/go.mod
 	cd tools/coredns && CGO_ENABLED=0 $(GO) build -o $@ github.com/coredns/coredns

@@ -14,17 +14,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/manifest"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // verifyMesh is a coordinator (plain HTTP: what is verified is the history,
@@ -54,7 +57,7 @@ func newVerifyMesh(t *testing.T) *verifyMesh {
 		raw := []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}], "networks": ["10.42.0.0/24"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
  "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
-			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), strings.Repeat("a", 64)))
+			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), sha256Hex([]byte(lighthouseToken))))
 		req, err := owner.Request(raw, c.Status().Head, key)
 		if err != nil {
 			t.Fatal(err)
@@ -152,6 +155,42 @@ func TestVerify(t *testing.T) {
 				t.Fatalf("verify: %v (exit %d), want exit %d", err, ExitCode(err), tc.code)
 			}
 		})
+	}
+}
+
+// lighthouseToken joins verifyMesh's lighthouse (128 bits, hex).
+var lighthouseToken = strings.Repeat("cd", 16)
+
+// TestNebulaCertAcceptsVerifiedCA: stock nebula-cert (v1.11.1, the version
+// sealmesh links) verifies a certificate the mesh issued against the ca.crt
+// meshctl verify wrote.
+func TestNebulaCertAcceptsVerifiedCA(t *testing.T) {
+	nebulaCert := tools.Bin(t, "nebula-cert")
+	m := newVerifyMesh(t)
+	url := m.serve(t, nil)
+	out := t.TempDir()
+	if _, err := meshctl("--coordinator", url, "verify", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	e, err := enrol.Lighthouse(context.Background(), api.NewClient(url), lighthouseToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(out, "host.crt")
+	if err := os.WriteFile(crt, []byte(e.Certificate), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(nebulaCert, "verify", "-ca", filepath.Join(out, "ca.crt"), "-crt", crt).CombinedOutput(); err != nil {
+		t.Fatalf("nebula-cert verify: %v\n%s", err, b)
+	}
+	// And refuses it against another mesh's CA.
+	other := newVerifyMesh(t)
+	otherOut := t.TempDir()
+	if _, err := meshctl("--coordinator", other.serve(t, nil), "verify", "--out", otherOut); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(nebulaCert, "verify", "-ca", filepath.Join(otherOut, "ca.crt"), "-crt", crt).CombinedOutput(); err == nil {
+		t.Fatalf("nebula-cert verify accepted the certificate against another mesh's CA:\n%s", b)
 	}
 }
 
