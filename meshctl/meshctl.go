@@ -23,7 +23,7 @@ import (
 
 // Command returns meshctl's root command.
 func Command() *cobra.Command {
-	var coordinator, policy, meshID string
+	var coordinator, policy, meshID, pinFile string
 	root := &cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true}
 	def := os.Getenv("SEALMESH_COORDINATOR")
 	if def == "" {
@@ -32,6 +32,7 @@ func Command() *cobra.Command {
 	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL, https (attested TLS) or http (development) (or $SEALMESH_COORDINATOR)")
 	root.PersistentFlags().StringVar(&policy, "coordinator-policy", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as (or $SEALMESH_COORDINATOR_POLICY)")
 	root.PersistentFlags().StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to talk to (meshctl manifest set prints it at creation): a coordinator of another mesh is refused before anything is sent (or $SEALMESH_MESH_ID)")
+	root.PersistentFlags().StringVar(&pinFile, "pin", "", "a pin file meshctl verify wrote: talk only to its mesh, and only while the coordinator is at its head (any change answers 412: verify again)")
 	// Built on first use, after the flags are parsed, and only by the
 	// commands that talk to a coordinator (keygen needs no policy).
 	var cached *api.Client
@@ -40,6 +41,17 @@ func Command() *cobra.Command {
 			c, _, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return nil, err
+			}
+			if pinFile != "" {
+				pin, err := readPin(pinFile)
+				if err != nil {
+					return nil, err
+				}
+				if meshID != "" && meshID != pin.MeshID {
+					return nil, fmt.Errorf("--mesh-id %s and --pin %s (mesh %s) disagree", meshID, pinFile, pin.MeshID)
+				}
+				meshID = pin.MeshID
+				c = c.ExpectingHead(pin.Head)
 			}
 			if meshID != "" {
 				c = c.ExpectingMesh(meshID)

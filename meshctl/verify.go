@@ -58,6 +58,19 @@ type Pin struct {
 	CA         string `json:"caSHA256"`
 }
 
+// readPin reads a pin file meshctl verify wrote.
+func readPin(path string) (*Pin, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--pin: %w", err)
+	}
+	var p Pin
+	if err := json.Unmarshal(b, &p); err != nil || p.MeshID == "" || p.Head == "" {
+		return nil, fmt.Errorf("--pin %s: not a pin meshctl verify wrote", path)
+	}
+	return &p, nil
+}
+
 // verifyResult is meshctl verify's report (-o json).
 type verifyResult struct {
 	Pin

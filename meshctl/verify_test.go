@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 type verifyMesh struct {
 	c         *coordinator.Coordinator
 	key       ed25519.PrivateKey
+	keyPEM    []byte
 	manifests [][]byte
 }
 
@@ -48,11 +50,11 @@ func newVerifyMesh(t *testing.T) *verifyMesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _, pub, err := owner.NewOwnerKey()
+	key, keyPEM, pub, err := owner.NewOwnerKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &verifyMesh{c: c, key: key}
+	m := &verifyMesh{c: c, key: key, keyPEM: keyPEM}
 	for _, lifetime := range []string{"1h", "2h", "3h"} {
 		raw := []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}], "networks": ["10.42.0.0/24"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
@@ -239,4 +241,35 @@ func forgedEntry(t *testing.T, m *verifyMesh) api.HistoryEntry {
 		Signer: "mallory", SignerKey: u.SignerKey, Signature: u.Signature}
 	b, _ := json.Marshal(tr)
 	return api.HistoryEntry{Generation: 2, Manifest: canon, Transition: b}
+}
+
+// TestPinnedCommands: with the pin verify wrote, meshctl talks only to the
+// verified mesh at the verified head: after the owner's next change, a
+// pinned manifest set is refused 412 and changes nothing.
+func TestPinnedCommands(t *testing.T) {
+	m := newVerifyMesh(t)
+	url := m.serve(t, nil)
+	out := t.TempDir()
+	if _, err := meshctl("--coordinator", url, "verify", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(out, "pin")
+	keyFile := filepath.Join(t.TempDir(), "owner.key")
+	os.WriteFile(keyFile, m.keyPEM, 0o600)
+	if _, err := meshctl("--coordinator", url, "--pin", pin, "status"); err != nil {
+		t.Fatalf("pinned status at the verified head: %v", err)
+	}
+	// Someone moves the mesh on.
+	req, _ := owner.Request(m.manifests[1], m.c.Status().Head, m.key)
+	if _, err := m.c.SetManifest(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	moved := m.c.Status()
+	_, err := meshctl("--coordinator", url, "--pin", pin, "manifest", "set", writeTemp(t, m.manifests[0]), "--key", keyFile)
+	if !errors.Is(err, api.ErrHeadMismatch) {
+		t.Fatalf("pinned manifest set after the mesh moved: %v, want head-mismatch", err)
+	}
+	if st := m.c.Status(); st.Head != moved.Head {
+		t.Fatalf("the refused set moved the head to %s", st.Head)
+	}
 }
