@@ -20,6 +20,9 @@
 package api
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
 	"encoding/json"
 	"time"
 )
@@ -336,4 +339,42 @@ type Error struct {
 	Error string `json:"error"`
 	// Code is why, for machines (CodeRefused, CodeNonce, ...).
 	Code Code `json:"code,omitempty"`
+}
+
+// AttestResponse answers GET /.well-known/sealmesh/attest?nonce=HEX: the
+// coordinator's evidence, whose report data is AttestReportData over the
+// caller's nonce and the rest of this answer. A verifier that does not speak
+// attested TLS checks the evidence with its platform's tools, recomputes the
+// report data, and learns which mesh, head and CA this coordinator serves
+// and which TLS key it answers with (docs/verify.md).
+type AttestResponse struct {
+	Evidence     Evidence `json:"evidence"`
+	TLSPublicKey []byte   `json:"tlsPublicKey"` // DER SubjectPublicKeyInfo
+	MeshID       string   `json:"meshID"`
+	Head         string   `json:"head"`
+	Generation   uint64   `json:"generation"`
+	CA           string   `json:"ca"` // PEM
+}
+
+// AttestReportData is the report data of an AttestResponse's evidence:
+// SHA-512 over "sealmesh attest v1\x00" and, each as an 8-byte big-endian
+// length and its bytes, the nonce, SHA-256 of the TLS public key, the mesh
+// ID, the head, the generation as 8 big-endian bytes, and SHA-256 of the CA
+// certificate's PEM.
+func AttestReportData(nonce []byte, r *AttestResponse) [64]byte {
+	tlsKey := sha256.Sum256(r.TLSPublicKey)
+	ca := sha256.Sum256([]byte(r.CA))
+	var gen [8]byte
+	binary.BigEndian.PutUint64(gen[:], r.Generation)
+	h := sha512.New()
+	h.Write([]byte("sealmesh attest v1\x00"))
+	for _, part := range [][]byte{nonce, tlsKey[:], []byte(r.MeshID), []byte(r.Head), gen[:], ca[:]} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var out [64]byte
+	copy(out[:], h.Sum(nil))
+	return out
 }

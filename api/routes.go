@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,9 @@ const (
 	PathPeerKeys    = "/v1/peer/keys"
 	PathStatus      = "/v1/status"
 	PathHosts       = "/v1/hosts"
+	// PathAttest serves third-party verifiers that do not speak attested
+	// TLS (AttestResponse), with ?nonce=HEX.
+	PathAttest = "/.well-known/sealmesh/attest"
 	// The probes, never rate-limited.
 	PathHealthz = "/healthz"
 	PathReadyz  = "/readyz"
@@ -73,6 +77,7 @@ type Server interface {
 	SeedShares(context.Context, *OwnerProof) (*SeedSharesResponse, error)
 	PeerKeys(context.Context, *PeerKeysRequest) (*PeerKeysResponse, error)
 	PublicStatus(context.Context) (*Status, error)
+	Attest(ctx context.Context, nonce []byte) (*AttestResponse, error)
 	Hosts(context.Context, *HostsRequest) (*Status, error)
 	// Ready and State answer /readyz; they must not block.
 	Ready() bool
@@ -105,6 +110,17 @@ var Routes = []Route{
 	{http.MethodPost, PathPeerKeys, func(s Server) http.HandlerFunc { return post(s.PeerKeys) }},
 	{http.MethodGet, PathStatus, func(s Server) http.HandlerFunc { return get(s.PublicStatus) }},
 	{http.MethodPost, PathHosts, func(s Server) http.HandlerFunc { return post(s.Hosts) }},
+	{http.MethodGet, PathAttest, func(s Server) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))
+			if err != nil || len(nonce) < 16 || len(nonce) > 64 {
+				WriteError(w, fmt.Errorf("%w: nonce: want 16 to 64 bytes as hex", ErrBadInput))
+				return
+			}
+			resp, err := s.Attest(r.Context(), nonce)
+			reply(w, resp, err)
+		}
+	}},
 }
 
 // maxBody bounds request bodies; evidence with its certificate chain is a few KiB.

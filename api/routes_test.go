@@ -19,7 +19,7 @@ func TestProtocolDocMatchesRoutes(t *testing.T) {
 	}
 	doc := string(raw)
 	var documented []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `((?:GET|POST) /v1/[^`]+)`").FindAllStringSubmatch(doc, -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `((?:GET|POST) /(?:v1|\\.well-known)/[^`?]+)").FindAllStringSubmatch(doc, -1) {
 		documented = append(documented, m[1])
 	}
 	var served []string

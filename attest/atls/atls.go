@@ -87,6 +87,10 @@ type peerKey struct{}
 // NewServer makes a server that attests with issuer and checks clients'
 // evidence with verify (attest.Verify with no caches if nil). The TLS key is
 // made here and lives only in memory.
+// PublicKey is the server's TLS key (DER SubjectPublicKeyInfo): what its
+// evidence binds every handshake to, and the attest endpoint's answers too.
+func (s *Server) PublicKey() []byte { return s.spki }
+
 func NewServer(issuer attest.Issuer, verify VerifyFunc) (*Server, error) {
 	key, spki, err := newKey()
 	if err != nil {

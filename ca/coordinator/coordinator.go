@@ -72,6 +72,9 @@ type Config struct {
 	// Issuer is this coordinator's own TEE, for attesting to peers; nil: no
 	// peer recovery.
 	Issuer attest.Issuer
+	// TLSPublicKey is the attested-TLS server's key (atls.Server.PublicKey),
+	// which the attest endpoint's evidence binds; nil: no attest endpoint.
+	TLSPublicKey []byte
 	// Peers are other coordinators' URLs (https) to recover the seed from while
 	// recovering.
 	Peers []string

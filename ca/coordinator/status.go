@@ -100,3 +100,26 @@ func (c *Coordinator) status(v *view, match string) *api.Status {
 	}
 	return s
 }
+
+// Attest answers a third-party verifier (GET /.well-known/sealmesh/attest):
+// evidence of this coordinator's TEE over the verifier's nonce, the TLS key
+// it serves with, and the mesh, head, generation and CA it serves
+// (api.AttestReportData). Every call makes a TEE report; the API's rate per
+// source bounds them.
+func (c *Coordinator) Attest(ctx context.Context, nonce []byte) (*api.AttestResponse, error) {
+	if c.cfg.Issuer == nil || c.cfg.TLSPublicKey == nil {
+		return nil, fmt.Errorf("%w: this coordinator runs without a TEE (no --tee): it has no evidence to give", api.ErrNotReady)
+	}
+	v := c.view()
+	if !v.serving() {
+		return nil, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
+	}
+	resp := &api.AttestResponse{TLSPublicKey: c.cfg.TLSPublicKey, MeshID: v.mesh, Head: v.hist.Head,
+		Generation: v.hist.Generation(), CA: string(v.hist.CAPEM)}
+	ev, err := c.cfg.Issuer.Evidence(api.AttestReportData(nonce, resp))
+	if err != nil {
+		return nil, fmt.Errorf("attest: %s evidence: %w", c.cfg.Issuer.Platform(), err)
+	}
+	resp.Evidence = api.Evidence{Platform: ev.Platform, Data: ev.Data}
+	return resp, nil
+}

@@ -105,8 +105,19 @@ func main() {
 			if err != nil {
 				return err
 			}
+			// Attested TLS: every handshake carries fresh evidence for the
+			// client's nonce, bound to this process's TLS key; peers attest
+			// back with evidence for this server's nonce.
+			var as *atls.Server
+			var tlsKey []byte
+			if issuer != nil {
+				if as, err = atls.NewServer(issuer, verifier.Verify); err != nil {
+					return err
+				}
+				tlsKey = as.PublicKey()
+			}
 			var cl *cluster.Cluster
-			c, err := coordinator.New(coordinator.Config{Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, MeshID: meshID, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+			c, err := coordinator.New(coordinator.Config{TLSPublicKey: tlsKey, Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, MeshID: meshID, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
 				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
 				API: apiURL, Members: func() []api.Member {
 					if cl == nil {
@@ -139,17 +150,9 @@ func main() {
 			if err != nil {
 				return err
 			}
-			if issuer == nil {
+			if as == nil {
 				log.Warn("no --tee: serving plain HTTP; clients cannot verify this coordinator (development only)", "addr", listen)
 			} else {
-				// Attested TLS: every handshake carries fresh evidence for the
-				// client's nonce, bound to this process's TLS key; peers attest
-				// back with evidence for this server's nonce.
-				as, err := atls.NewServer(issuer, verifier.Verify)
-				if err != nil {
-					l.Close()
-					return err
-				}
 				as.Configure(srv)
 				log.Info("coordinator serving attested TLS", "addr", listen, "tee", issuer.Platform())
 			}
