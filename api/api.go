@@ -244,6 +244,12 @@ const (
 	// StateRecovering: the store holds a mesh but this coordinator has no
 	// sealed state; waiting for meshctl recover (or a peer).
 	StateRecovering = "recovering"
+	// StateUnconfirmed: restarted from its sealed state with peers to ask,
+	// it verified the store's history but does not serve until an attested
+	// peer confirms that history is the newest (or an owner does, POST
+	// /v1/freshness): a store and a sealed state rolled back together
+	// verify, and only someone who saw a newer head can tell.
+	StateUnconfirmed = "unconfirmed"
 	// StateDegraded: ready, but the store could not be read at the last
 	// check (an I/O error, not a verification failure); the coordinator
 	// serves the state it verified and checks again.
@@ -255,6 +261,10 @@ const (
 
 // Status is the coordinator's view of the mesh.
 type Status struct {
+	// FreshnessUnconfirmed: this coordinator serves a history no attested
+	// peer or owner has confirmed as the newest since it restarted from its
+	// sealed state (a lone coordinator; meshctl confirm).
+	FreshnessUnconfirmed bool `json:"freshnessUnconfirmed,omitempty"`
 	// MeshID is the mesh this coordinator serves (the hash of its first
 	// transition); MeshFirstUse: it was taken from the store unpinned
 	// (trust on first use; pin it with --mesh-id).

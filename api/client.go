@@ -322,6 +322,13 @@ func (s *spares) take(url string) (NonceResponse, bool) {
 	return l[0].n, true
 }
 
+// ConfirmFresh sends an owner's statement that the coordinator's head is the
+// newest it knows (api.PurposeFresh).
+func (c *Client) ConfirmFresh(ctx context.Context, proof *OwnerProof) (*Status, error) {
+	var s Status
+	return &s, c.post(ctx, PathFreshness, proof, &s)
+}
+
 // Release gives an IP back.
 func (c *Client) Release(ctx context.Context, req *ReleaseRequest) error {
 	return c.post(ctx, PathRelease, req, nil)

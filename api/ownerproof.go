@@ -20,6 +20,10 @@ const (
 	PurposeHosts      = "hosts"
 )
 
+// PurposeFresh is the purpose of an owner's statement that head is the
+// newest head of the mesh it knows (POST /v1/freshness).
+func PurposeFresh(head string) string { return "fresh:" + head }
+
 // ProofWindow is how far an OwnerProof's time may be from the coordinator's
 // clock, either way.
 const ProofWindow = 5 * time.Minute

@@ -24,6 +24,7 @@ const (
 	PathPeerKeys    = "/v1/peer/keys"
 	PathStatus      = "/v1/status"
 	PathHosts       = "/v1/hosts"
+	PathFreshness   = "/v1/freshness"
 	// PathAttest serves third-party verifiers that do not speak attested
 	// TLS (AttestResponse), with ?nonce=HEX.
 	PathAttest = "/.well-known/sealmesh/attest"
@@ -79,6 +80,7 @@ type Server interface {
 	PublicStatus(context.Context) (*Status, error)
 	Attest(ctx context.Context, nonce []byte) (*AttestResponse, error)
 	Hosts(context.Context, *HostsRequest) (*Status, error)
+	ConfirmFresh(context.Context, *OwnerProof) (*Status, error)
 	// Ready and State answer /readyz; they must not block.
 	Ready() bool
 	State() string
@@ -110,6 +112,7 @@ var Routes = []Route{
 	{http.MethodPost, PathPeerKeys, func(s Server) http.HandlerFunc { return post(s.PeerKeys) }},
 	{http.MethodGet, PathStatus, func(s Server) http.HandlerFunc { return get(s.PublicStatus) }},
 	{http.MethodPost, PathHosts, func(s Server) http.HandlerFunc { return post(s.Hosts) }},
+	{http.MethodPost, PathFreshness, func(s Server) http.HandlerFunc { return post(s.ConfirmFresh) }},
 	{http.MethodGet, PathAttest, func(s Server) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))

@@ -60,7 +60,7 @@ func Command() *cobra.Command {
 		}
 		return cached, nil
 	}
-	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), verifyCmd(client, &meshID), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), verifyCmd(client, &meshID), confirmCmd(client), simTEECmd())
 	return root
 }
 
@@ -118,6 +118,9 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 	}
 	if s.ManifestHash != "" {
 		fmt.Fprintf(w, "manifest:    %s (generation %d, head %s)\n", s.ManifestHash, s.Generation, s.Head)
+	}
+	if s.FreshnessUnconfirmed {
+		fmt.Fprintf(w, "freshness:   UNCONFIRMED since a restart (no attested peer or owner has confirmed this head is the newest: meshctl confirm)\n")
 	}
 	if s.MeshID != "" {
 		tofu := ""

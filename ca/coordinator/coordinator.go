@@ -110,10 +110,13 @@ type view struct {
 	// firstUse: taken from the store unpinned.
 	mesh     string
 	firstUse bool
-	seed     *keys.Seed
-	hist     *history.State
-	ca       *issuer.CA
-	alloc    *ipam.Allocator
+	// unconfirmed: restarted from sealed state, and no attested peer or
+	// owner has confirmed since that its history is the newest.
+	unconfirmed bool
+	seed        *keys.Seed
+	hist        *history.State
+	ca          *issuer.CA
+	alloc       *ipam.Allocator
 }
 
 func (v *view) serving() bool { return v.state == api.StateReady || v.state == api.StateDegraded }
@@ -303,7 +306,24 @@ func (c *Coordinator) openLocked(ctx context.Context, kek *seal.KEK) error {
 		c.update(func(v *view) { v.mesh = ss.MeshID })
 	}
 	c.kek = kek
-	return c.adoptLocked(ctx, seed, ss.Floor)
+	if err := c.adoptLocked(ctx, seed, ss.Floor); err != nil {
+		return err
+	}
+	// A store and a sealed state restored together from an old copy
+	// verify: only someone who saw a newer head can tell.
+	c.update(func(v *view) { v.unconfirmed = true })
+	if c.hasPeers() {
+		c.setState(api.StateUnconfirmed, fmt.Sprintf("restarted from sealed state at generation %d; waiting for an attested peer (or an owner: meshctl confirm) to confirm it is the newest", c.view().hist.Generation()))
+	} else {
+		c.log.Warn("freshness unconfirmed: restarted from sealed state with no peer to ask; serving generation " + fmt.Sprint(c.view().hist.Generation()) + " (an owner confirms it is the newest with meshctl confirm)")
+	}
+	return nil
+}
+
+// hasPeers reports whether this coordinator has peers to ask over attested
+// TLS (static or by gossip).
+func (c *Coordinator) hasPeers() bool {
+	return c.cfg.Issuer != nil && (len(c.cfg.Peers) > 0 || c.cfg.Members != nil)
 }
 
 // adoptLocked verifies the store's history with seed above floor and, if it
@@ -435,6 +455,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 			// A member joined or announced something: a recovering
 			// coordinator may now have a peer to ask.
 			c.tryPeers(ctx)
+			c.confirmFresh(ctx)
 			if v := c.view(); v.seed == nil || v.hist == nil || !c.peers.Ahead(*v.seed, v.hist.Generation(), v.hist.Head) {
 				continue
 			}
@@ -454,6 +475,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 		case <-t.C:
 		case <-peers.C:
 			c.tryPeers(ctx)
+			c.confirmFresh(ctx)
 			continue
 		}
 		c.Recheck(ctx)

@@ -29,3 +29,6 @@ func (c *Coordinator) StatusOf(host string) *api.Status { return c.status(c.view
 
 // MaxRedeemed is the bound on nonces remembered as used.
 const MaxRedeemed = enrol.MaxRedeemed
+
+// ConfirmFromPeers is one freshness check, as Run makes every 5 s.
+func (c *Coordinator) ConfirmFromPeers(ctx context.Context) { c.confirmFresh(ctx) }

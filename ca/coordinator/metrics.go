@@ -25,6 +25,12 @@ func (c *Coordinator) initMetrics() {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_coordinator_freshness_confirmed", Help: "0 while no attested peer or owner has confirmed, since a restart from sealed state, that the history served is the newest."}, func() float64 {
+			if c.view().unconfirmed {
+				return 0
+			}
+			return 1
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_coordinator_manifest_generation", Help: "Generation of the manifest served (0: none)."}, func() float64 {
 			if h := c.view().hist; h != nil {
 				return float64(h.Generation())

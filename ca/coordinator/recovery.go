@@ -223,3 +223,51 @@ func (c *Coordinator) Recheck(ctx context.Context) {
 		c.adoptLocked(ctx, seed, floor)
 	}
 }
+
+// confirmFresh asks the attested peers, after a restart from sealed state,
+// whether this coordinator's history is the newest: one that runs exactly
+// its head confirms it (it serves again); one that runs a newer generation
+// shows that the store and the sealed state were rolled back together
+// (failed, saying which peer knows better). Peers without a verified state
+// say nothing.
+func (c *Coordinator) confirmFresh(ctx context.Context) {
+	v := c.view()
+	if !v.unconfirmed || v.seed == nil || v.hist == nil || c.cfg.Issuer == nil {
+		return
+	}
+	gen, head := v.hist.Generation(), v.hist.Head
+	for _, url := range c.peers.URLs(v.seed) {
+		st := c.peers.Status(ctx, v.hist.Manifest, url)
+		if st == nil || st.Head == "" || st.MeshID != v.mesh {
+			continue
+		}
+		switch {
+		case st.Generation > gen:
+			c.settle(ctx, v, func() {
+				c.setState(api.StateFailed, fmt.Sprintf("rolled back: the attested coordinator at %s runs generation %d (head %s); this coordinator's store and sealed state are at generation %d — recover it from that peer (restart it without its state dir)",
+					url, st.Generation, st.Head, gen))
+			})
+			return
+		case st.Generation == gen && st.Head == head:
+			c.settle(ctx, v, func() {
+				c.update(func(v *view) { v.unconfirmed = false })
+				if c.view().state == api.StateUnconfirmed {
+					c.setState(api.StateReady, "")
+				}
+				c.log.Info("freshness confirmed by an attested peer", "peer", url, "generation", gen, "head", head)
+			})
+			return
+		}
+	}
+}
+
+// settle runs f under the transition lock if the view is still v.
+func (c *Coordinator) settle(ctx context.Context, v *view, f func()) {
+	if c.begin(ctx) != nil {
+		return
+	}
+	defer c.end()
+	if c.view().hist == v.hist && c.view().unconfirmed {
+		f()
+	}
+}

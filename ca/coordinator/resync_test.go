@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -9,9 +10,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
+	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -52,9 +55,13 @@ func (p *peerSetup) update(t *testing.T, c *coordinator.Coordinator, lifetime st
 	}
 }
 
-// Anti-rollback across the cluster: a coordinator that restarts over a store
+// Anti-rollback across the cluster. A running coordinator whose store is
 // rolled back below what an attested peer runs refuses it, once gossip says a
-// peer is ahead; without that hint it could not know.
+// peer is ahead. One that restarts from a sealed state rolled back together
+// with the store (both at generation 1, while A runs 2) verifies them, so it
+// does not serve until an attested peer confirms its head (issue 24: before,
+// it came up ready at the old generation with no warning); a peer that runs
+// a newer one shows the rollback.
 func TestStoreOlderThanAnAttestedPeer(t *testing.T) {
 	ctx := context.Background()
 	p := setupPeers(t)
@@ -64,33 +71,92 @@ func TestStoreOlderThanAnAttestedPeer(t *testing.T) {
 	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
 		t.Fatal(err)
 	}
-	// B stops at generation 1; A moves to 2; the store's operator puts 1 back.
+	// B is at generation 1; A moves to 2; the store's operator puts 1 back.
 	old, _ := os.ReadFile(filepath.Join(p.store, "latest"))
 	p.update(t, p.a, `"2h"`)
 	os.WriteFile(filepath.Join(p.store, "latest"), old, 0o600)
 
+	// B restarts from its sealed state (generation 1) over the store at 1.
 	b2, _ := p.member(t, bState, g)
-	b2.Recheck(ctx)
-	if st := b2.Status(); st.State != api.StateReady || st.Generation != 1 {
-		t.Fatalf("without a hint B cannot tell: %s at %d", st.State, st.Generation)
+	if st := b2.Status(); st.State != api.StateUnconfirmed || st.Generation != 1 || !st.FreshnessUnconfirmed {
+		t.Fatalf("restarted from sealed state with peers: %s at %d", st.State, st.Generation)
 	}
-	// A gossip claim nobody confirms over attested TLS is not believed.
+	b2.ConfirmFromPeers(ctx)
+	// A gossip claim nobody confirms over attested TLS is not believed,
+	// and does not confirm either.
 	g.set(api.Member{Name: "liar", API: "https://127.0.0.1:1", State: api.StateReady, Generation: 9})
-	b2.Recheck(ctx)
-	if st := b2.Status(); st.State != api.StateReady {
-		t.Fatalf("an unconfirmed gossip claim stopped B: %s: %s", st.State, st.Message)
+	b.Recheck(ctx)
+	b2.ConfirmFromPeers(ctx)
+	if st, st2 := b.Status(), b2.Status(); st.State != api.StateReady || st2.State != api.StateUnconfirmed {
+		t.Fatalf("an unconfirmed gossip claim: running B %s (%s), restarted B %s (%s)", st.State, st.Message, st2.State, st2.Message)
 	}
 	// Announced as A, but not vouched for with the mesh's seed: not dialed.
 	g.set(api.Member{Name: "a", API: p.aURL, State: api.StateReady, Generation: 2})
-	b2.Recheck(ctx)
-	if st := b2.Status(); st.State != api.StateReady {
-		t.Fatalf("an unvouched announcement stopped B: %s: %s", st.State, st.Message)
+	b.Recheck(ctx)
+	b2.ConfirmFromPeers(ctx)
+	if st, st2 := b.Status(), b2.Status(); st.State != api.StateReady || st2.State != api.StateUnconfirmed {
+		t.Fatalf("an unvouched announcement: running B %s (%s), restarted B %s (%s)", st.State, st.Message, st2.State, st2.Message)
 	}
 	g.set(p.a.Vouched(api.Member{Name: "a", API: p.aURL, State: api.StateReady, Generation: 2}))
-	b2.Recheck(ctx)
-	st := b2.Status()
-	if st.State != api.StateFailed || !strings.Contains(st.Message, "runs generation 2") {
-		t.Fatalf("B over a store older than attested A: %s: %s", st.State, st.Message)
+	b.Recheck(ctx)
+	if st := b.Status(); st.State != api.StateFailed || !strings.Contains(st.Message, "runs generation 2") {
+		t.Fatalf("running B over a store older than attested A: %s: %s", st.State, st.Message)
+	}
+	b2.ConfirmFromPeers(ctx)
+	if st := b2.Status(); st.State != api.StateFailed || !strings.Contains(st.Message, "rolled back") || !strings.Contains(st.Message, "runs generation 2") {
+		t.Fatalf("restarted B, rolled back with its store, asking attested A: %s: %s", st.State, st.Message)
+	}
+}
+
+// TestFreshnessAfterRestart: a coordinator restarted from its sealed state
+// serves again once an attested peer at its head confirms it; a lone one
+// serves but says its freshness is unconfirmed until an owner confirms the
+// head (a statement for another head, or by a non-owner, is refused).
+func TestFreshnessAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	p := setupPeers(t)
+	g := &gossip{}
+	bState := t.TempDir()
+	b, _ := p.member(t, bState, g)
+	if err := b.RecoverFromPeers(ctx, []string{p.aURL}); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Status(); st.State != api.StateReady || st.FreshnessUnconfirmed {
+		t.Fatalf("recovered from a peer: %s, unconfirmed %v", st.State, st.FreshnessUnconfirmed)
+	}
+	b2, _ := p.member(t, bState, g)
+	a := p.a.Status()
+	g.set(p.a.Vouched(api.Member{Name: "a", API: p.aURL, State: a.State, Generation: a.Generation, Head: a.Head}))
+	b2.ConfirmFromPeers(ctx)
+	if st := b2.Status(); st.State != api.StateReady || st.FreshnessUnconfirmed {
+		t.Fatalf("restarted, confirmed by attested A at the same head: %s (%s)", st.State, st.Message)
+	}
+
+	// A lone coordinator (no peers): serves, unconfirmed, until the owner says.
+	st, err := store.OpenFile(p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := p.coordDev.SealingKey()
+	lone, err := coordinator.Open(ctx, coordinator.Config{Log: slog.New(slog.DiscardHandler), Store: st, StateDir: bState, SealingKey: key, Issuer: p.coordDev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := lone.Status()
+	if s.State != api.StateReady || !s.FreshnessUnconfirmed {
+		t.Fatalf("lone coordinator restarted: %s, unconfirmed %v", s.State, s.FreshnessUnconfirmed)
+	}
+	other, _, _, _ := owner.NewOwnerKey()
+	for _, bad := range []*api.OwnerProof{
+		api.ProveOwner(ownerKey, api.PurposeFresh(strings.Repeat("0", 64)), time.Now()),
+		api.ProveOwner(other, api.PurposeFresh(s.Head), time.Now()),
+	} {
+		if _, err := lone.ConfirmFresh(ctx, bad); !errors.Is(err, api.ErrRefused) {
+			t.Fatalf("freshness statement %+v: %v, want refused", bad, err)
+		}
+	}
+	if got, err := lone.ConfirmFresh(ctx, api.ProveOwner(ownerKey, api.PurposeFresh(s.Head), time.Now())); err != nil || got.FreshnessUnconfirmed {
+		t.Fatalf("the owner's statement: %+v, %v", got, err)
 	}
 }
 

@@ -64,7 +64,7 @@ func (c *Coordinator) mayListHosts(ctx context.Context, m *manifest.Manifest, p 
 // status is v as api.Status, listing the live hosts that match names (all
 // for "").
 func (c *Coordinator) status(v *view, match string) *api.Status {
-	s := &api.Status{State: v.state, Message: v.msg, Hosts: []api.Host{}, MeshID: v.mesh, MeshFirstUse: v.firstUse}
+	s := &api.Status{State: v.state, Message: v.msg, Hosts: []api.Host{}, MeshID: v.mesh, MeshFirstUse: v.firstUse, FreshnessUnconfirmed: v.unconfirmed}
 	if v.hist != nil {
 		s.ManifestHash = v.hist.Manifest.Hash()
 		s.AcceptsSimulated = v.hist.Manifest.AcceptsSimulated()
@@ -122,4 +122,29 @@ func (c *Coordinator) Attest(ctx context.Context, nonce []byte) (*api.AttestResp
 	}
 	resp.Evidence = api.Evidence{Platform: ev.Platform, Data: ev.Data}
 	return resp, nil
+}
+
+// ConfirmFresh takes an owner's statement that this coordinator's head is
+// the newest it knows (api.PurposeFresh over that head): a coordinator
+// restarted from its sealed state with no peer to confirm it serves again,
+// or stops reporting its freshness unconfirmed.
+func (c *Coordinator) ConfirmFresh(ctx context.Context, p *api.OwnerProof) (*api.Status, error) {
+	v := c.view()
+	if v.hist == nil {
+		return nil, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
+	}
+	if err := p.Verify(api.PurposeFresh(v.hist.Head), c.now()); err != nil {
+		return nil, fmt.Errorf("%w: %v (the statement names the head it confirms; this coordinator is at %s)", api.ErrRefused, err, v.hist.Head)
+	}
+	if !c.isOwner(v.hist.Manifest, p.SignerKey) {
+		return nil, fmt.Errorf("%w: the signing key is not an owner of the current manifest", api.ErrRefused)
+	}
+	c.settle(ctx, v, func() {
+		c.update(func(v *view) { v.unconfirmed = false })
+		if c.view().state == api.StateUnconfirmed {
+			c.setState(api.StateReady, "")
+		}
+		c.log.Info("freshness confirmed by an owner", "generation", v.hist.Generation(), "head", v.hist.Head)
+	})
+	return c.status(c.view(), ""), nil
 }
