@@ -67,13 +67,14 @@ func keygenCmd() *cobra.Command {
 
 func manifestCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"}
-	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client))
+	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client), manifestDiffCmd(client))
 	return cmd
 }
 
 func manifestSetCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile, parent, outDir string
 	var unrevoke []string
+	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "set MANIFEST",
 		Short: "create the mesh, or replace its manifest, signed with an owner key",
@@ -116,6 +117,9 @@ fingerprint. The current manifest again is no new generation.`,
 			m, err := manifest.Parse(raw)
 			if err != nil {
 				return err
+			}
+			if dryRun {
+				return printDiff(cmd, c, m)
 			}
 			if !creating && !cmd.Flags().Changed("parent") {
 				// Run again after an answer was lost: send the request
@@ -173,6 +177,7 @@ fingerprint. The current manifest again is no new generation.`,
 	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
 	cmd.Flags().StringSliceVar(&unrevoke, "unrevoke", nil, "fingerprint of a revocation this manifest lifts on purpose (repeat for each)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would change (meshctl manifest diff) and send nothing")
 	cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -256,6 +261,62 @@ owner brings the mesh back: meshctl recover --force.`,
 	return cmd
 }
 
+func manifestDiffCmd(client func() (*api.Client, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "diff MANIFEST",
+		Short: "show what setting MANIFEST would change, by field path (+ added, - removed, ~ changed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			m, err := manifest.Parse(raw)
+			if err != nil {
+				return err
+			}
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			return printDiff(cmd, c, m)
+		},
+	}
+}
+
+// printDiff prints the change from the current manifest to m, and the
+// revocations it would lift (which the coordinator refuses without
+// --unrevoke).
+func printDiff(cmd *cobra.Command, c *api.Client, m *manifest.Manifest) error {
+	info, err := c.Manifest(cmd.Context())
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if info.Hash == m.Hash() {
+		fmt.Fprintf(out, "no change: the manifest is the current one (generation %d)\n", info.Generation)
+		return nil
+	}
+	changes, err := Changes(info.Manifest, m.Canonical())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "from generation %d (manifest %s) to manifest %s:\n", info.Generation, info.Hash[:12], m.Hash()[:12])
+	for _, ch := range changes {
+		fmt.Fprintf(out, "  %s\n", ch)
+	}
+	cur, err := manifest.ParseJSON(info.Manifest)
+	if err != nil {
+		return err
+	}
+	for _, r := range cur.Revoked {
+		if !slices.ContainsFunc(m.Revoked, func(n manifest.Revoked) bool { return n.Fingerprint == r.Fingerprint }) {
+			fmt.Fprintf(out, "lifts the revocation of %s %s (refused without --unrevoke %s)\n", r.Name, r.Fingerprint, r.Fingerprint)
+		}
+	}
+	return nil
+}
+
 func manifestGetCmd(client func() (*api.Client, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get",
@@ -297,70 +358,29 @@ func manifestHistoryCmd(client func() (*api.Client, error)) *cobra.Command {
 	}
 }
 
-// PrintHistory writes each transition and a diff against the one before.
+// PrintHistory writes each transition and what changed from the one before
+// (Changes: field paths).
 func PrintHistory(w io.Writer, h []api.HistoryEntry) {
-	var prev []string
+	var prev []byte
 	for _, e := range h {
 		signer := e.Signer
 		if signer == "" {
 			signer = "-"
 		}
 		fmt.Fprintf(w, "generation %d  head %s  %s  signed by %s  manifest %s\n", e.Generation, e.Head[:12], e.Time.UTC().Format(time.RFC3339), signer, e.Hash[:12])
-		cur := lines(e.Manifest)
 		if prev == nil {
-			fmt.Fprintf(w, "  (first manifest, %d lines)\n", len(cur))
+			fmt.Fprintln(w, "  (first manifest)")
+		} else if changes, err := Changes(prev, e.Manifest); err != nil {
+			fmt.Fprintf(w, "  (cannot compare: %v)\n", err)
+		} else if len(changes) == 0 {
+			fmt.Fprintln(w, "  (no change)")
 		} else {
-			for _, d := range diff(prev, cur) {
-				fmt.Fprintf(w, "  %s\n", d)
+			for _, c := range changes {
+				fmt.Fprintf(w, "  %s\n", c)
 			}
 		}
-		prev = cur
+		prev = e.Manifest
 	}
-}
-
-func lines(raw []byte) []string {
-	var b bytes.Buffer
-	if err := json.Indent(&b, raw, "", "  "); err != nil {
-		return strings.Split(string(raw), "\n")
-	}
-	return strings.Split(b.String(), "\n")
-}
-
-// diff is a line diff by longest common subsequence; manifests are short.
-func diff(a, b []string) []string {
-	n, m := len(a), len(b)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var out []string
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && a[i] == b[j]:
-			i++
-			j++
-		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
-			out = append(out, "- "+strings.TrimSpace(a[i]))
-			i++
-		default:
-			out = append(out, "+ "+strings.TrimSpace(b[j]))
-			j++
-		}
-	}
-	if len(out) == 0 {
-		out = []string{"(no change)"}
-	}
-	return out
 }
 
 func unlockCmd(client func() (*api.Client, error)) *cobra.Command {

@@ -24,10 +24,9 @@ func TestPrintHistory(t *testing.T) {
 	var b bytes.Buffer
 	PrintHistory(&b, h)
 	want := `generation 1  head aaaaaaaaaaaa  2026-11-23T01:02:03Z  signed by alice  manifest 111111111111
-  (first manifest, 9 lines)
+  (first manifest)
 generation 2  head bbbbbbbbbbbb  2026-11-23T02:02:03Z  signed by bob  manifest 222222222222
-  - "certificateLifetime": "1h",
-  + "certificateLifetime": "2h",
+  ~ certificateLifetime: "1h" → "2h"
 generation 3  head cccccccccccc  2026-11-23T03:02:03Z  signed by bob  manifest 222222222222
   (no change)
 `
