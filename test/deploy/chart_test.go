@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -223,6 +224,35 @@ func TestManifestsServerDryRun(t *testing.T) {
 		}
 		if !strings.Contains(string(out), "daemonset.apps/sealmesh-agent created (server dry run)") {
 			t.Fatalf("kubectl apply --dry-run=server -f %s:\n%s", filepath.Base(f), out)
+		}
+	}
+}
+
+// TestChartPinsTheMesh: with meshID set, the coordinators, the agents and
+// the lighthouse each get --mesh-id; without it, none does.
+func TestChartPinsTheMesh(t *testing.T) {
+	id := strings.Repeat("ab", 32)
+	lh := []string{"lighthouse.enabled=true", "lighthouse.tokenSecret=lh"}
+	for _, pinned := range []bool{true, false} {
+		set := lh
+		if pinned {
+			set = append([]string{"meshID=" + id}, lh...)
+		}
+		rendered := render(t, set...)
+		for _, key := range []string{"StatefulSet/sealmesh-coordinator", "DaemonSet/sealmesh-agent", "Deployment/sealmesh-lighthouse"} {
+			o, ok := objects(t, rendered)[key]
+			if !ok {
+				t.Fatalf("%s not rendered", key)
+			}
+			cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			found := false
+			for _, c := range cs {
+				args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+				found = found || slices.Contains(args, "--mesh-id="+id)
+			}
+			if found != pinned {
+				t.Errorf("meshID set %v: %s has --mesh-id %v", pinned, key, found)
+			}
 		}
 	}
 }
