@@ -230,6 +230,10 @@ type PeerKeysResponse struct {
 	Seed       []byte `json:"seed"`
 	Generation uint64 `json:"generation"`
 	Head       string `json:"head"`
+	// Unconfirmed: the serving peer restarted from its sealed state and no
+	// one has confirmed its head is the newest; the recovering coordinator
+	// inherits that, so recovering from it confirms nothing.
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
 }
 
 // Coordinator states.

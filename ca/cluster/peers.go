@@ -220,7 +220,9 @@ func (p *Peers) ReadyPeer(ctx context.Context, st store.Store) string {
 // Take verifies the store's history with a seed a peer sent, above the
 // peer's view of it (floor), requires the verified head to be head at gen
 // (read before anything was trusted), and only then adopts the seed.
-type Take func(ctx context.Context, seed keys.Seed, floor history.Floor, head string, gen uint64) error
+// unconfirmed says the peer's own freshness is unconfirmed (it restarted
+// from its sealed state and no one confirmed its head since).
+type Take func(ctx context.Context, seed keys.Seed, floor history.Floor, head string, gen uint64, unconfirmed bool) error
 
 // Recover takes the seed from a ready peer, in the order of the Contrast RFC
 // (invariant B): read the latest from the store without trusting it; check
@@ -247,9 +249,9 @@ func (p *Peers) Recover(ctx context.Context, st store.Store, urls []string, mesh
 	accept := CoordinatorPolicy(m)
 	var errs []error
 	for _, url := range urls {
-		seed, floor, err := p.askSeed(ctx, p.dial(url, accept))
+		seed, floor, unconfirmed, err := p.askSeed(ctx, p.dial(url, accept))
 		if err == nil {
-			err = take(ctx, seed, floor, head, gen)
+			err = take(ctx, seed, floor, head, gen, unconfirmed)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", url, err))
@@ -264,25 +266,25 @@ func (p *Peers) Recover(ctx context.Context, st store.Store, urls []string, mesh
 // askSeed asks an attested peer for the seed, encrypted to a key made for
 // this one request. The peer's view of the history comes back as a floor: a
 // store older than what it has seen is refused.
-func (p *Peers) askSeed(ctx context.Context, peer *api.Client) (keys.Seed, history.Floor, error) {
+func (p *Peers) askSeed(ctx context.Context, peer *api.Client) (keys.Seed, history.Floor, bool, error) {
 	var zero keys.Seed
 	var floor history.Floor
 	k, err := seal.NewX25519()
 	if err != nil {
-		return zero, floor, err
+		return zero, floor, false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	resp, err := peer.PeerKeys(ctx, &api.PeerKeysRequest{PublicKey: k.PublicKey().Bytes()})
 	if err != nil {
-		return zero, floor, err
+		return zero, floor, false, err
 	}
 	raw, err := seal.OpenWith(k, seal.PeerSeedInfo, resp.Seed)
 	if err != nil {
-		return zero, floor, err
+		return zero, floor, false, err
 	}
 	seed, err := keys.SeedFrom(raw)
-	return seed, history.Floor{Generation: resp.Generation, Head: resp.Head}, err
+	return seed, history.Floor{Generation: resp.Generation, Head: resp.Head}, resp.Unconfirmed, err
 }
 
 // CoordinatorPolicy accepts peers that attest as a coordinator role of m, and

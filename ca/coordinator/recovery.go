@@ -25,7 +25,11 @@ func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*
 		return nil, fmt.Errorf("%w: publicKey is %d bytes, want a 32-byte X25519 key", api.ErrBadInput, len(req.PublicKey))
 	}
 	v := c.view()
-	if !v.serving() {
+	// An unconfirmed coordinator hands the seed too (the seed is the same
+	// whatever the head), and says so: a peer that recovers from it is
+	// unconfirmed as well. Else a cluster whose only holder of the seed
+	// restarted could not come back.
+	if !v.serving() && v.state != api.StateUnconfirmed {
 		return nil, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
 	}
 	if claims == nil {
@@ -46,7 +50,7 @@ func (c *Coordinator) PeerKeys(ctx context.Context, req *api.PeerKeysRequest) (*
 		return nil, err
 	}
 	c.log.Info("seed handed to an attested coordinator", "role", role, "measurement", claims.Measurement)
-	return &api.PeerKeysResponse{Seed: enc, Generation: v.hist.Generation(), Head: v.hist.Head}, nil
+	return &api.PeerKeysResponse{Seed: enc, Generation: v.hist.Generation(), Head: v.hist.Head, Unconfirmed: v.unconfirmed}, nil
 }
 
 // tryPeers recovers a coordinator without secrets from a ready peer, if it
@@ -113,7 +117,7 @@ func (c *Coordinator) ourMesh(ctx context.Context, got string) error {
 // takeSeed verifies the store's history with a seed received from a peer
 // and requires it to be what was read before trusting anything; only then is the
 // seed sealed and adopted.
-func (c *Coordinator) takeSeed(ctx context.Context, seed keys.Seed, peerFloor history.Floor, head string, gen uint64) error {
+func (c *Coordinator) takeSeed(ctx context.Context, seed keys.Seed, peerFloor history.Floor, head string, gen uint64, unconfirmed bool) error {
 	h, err := history.Load(ctx, c.st, seed, peerFloor)
 	if errors.Is(err, history.ErrRollback) {
 		return fmt.Errorf("the store is older than the attested peer's view: %w", err)
@@ -128,6 +132,9 @@ func (c *Coordinator) takeSeed(ctx context.Context, seed keys.Seed, peerFloor hi
 		return err
 	}
 	defer c.end()
+	if unconfirmed {
+		defer c.inheritUnconfirmed()
+	}
 	switch c.view().state {
 	case api.StateLocked:
 		// Sealed under the operator's unlock key, which this process does not
@@ -259,6 +266,16 @@ func (c *Coordinator) confirmFresh(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// inheritUnconfirmed marks a coordinator that recovered from an unconfirmed
+// peer unconfirmed too (the transition lock held).
+func (c *Coordinator) inheritUnconfirmed() {
+	if c.view().state != api.StateReady {
+		return // the recovery failed
+	}
+	c.update(func(v *view) { v.unconfirmed = true })
+	c.setState(api.StateUnconfirmed, "recovered from a peer whose freshness is unconfirmed; waiting for an attested peer at the same head to confirm it (or an owner: meshctl confirm)")
 }
 
 // settle runs f under the transition lock if the view is still v.

@@ -124,7 +124,17 @@ func TestFreshnessAfterRestart(t *testing.T) {
 	if st := b.Status(); st.State != api.StateReady || st.FreshnessUnconfirmed {
 		t.Fatalf("recovered from a peer: %s, unconfirmed %v", st.State, st.FreshnessUnconfirmed)
 	}
-	b2, _ := p.member(t, bState, g)
+	b2, b2URL := p.member(t, bState, g)
+	// A fresh replica may recover from unconfirmed b2 (else a cluster whose
+	// only holder of the seed restarted could not come back), and is
+	// unconfirmed too.
+	fresh, _ := p.member(t, t.TempDir(), &gossip{})
+	if err := fresh.RecoverFromPeers(ctx, []string{b2URL}); err != nil {
+		t.Fatalf("recovery from an unconfirmed peer: %v", err)
+	}
+	if st := fresh.Status(); st.State != api.StateUnconfirmed || !st.FreshnessUnconfirmed {
+		t.Fatalf("recovered from an unconfirmed peer: %s", st.State)
+	}
 	a := p.a.Status()
 	g.set(p.a.Vouched(api.Member{Name: "a", API: p.aURL, State: a.State, Generation: a.Generation, Head: a.Head}))
 	b2.ConfirmFromPeers(ctx)
