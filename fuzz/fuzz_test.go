@@ -21,6 +21,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/cni"
 	"github.com/sealmesh/sealmesh/manifest"
+	"github.com/sealmesh/sealmesh/meshctl"
 )
 
 // panicked reports whether a verifier's error is a recovered panic: the
@@ -188,6 +189,20 @@ func FuzzAgentRequest(f *testing.F) {
 			if strings.ContainsAny(s, "/\x00\n") || s == ".." {
 				t.Fatalf("validated request carries %q", s)
 			}
+		}
+	})
+}
+
+// FuzzChanges: meshctl's structural diff of two manifests (one of them a
+// coordinator's answer) refuses what is not JSON and never panics; a
+// document compared with itself has no change.
+func FuzzChanges(f *testing.F) {
+	f.Add([]byte(`{"roles":[{"name":"web","groups":["web"]}],"revoked":[{"fingerprint":"ab"}]}`), []byte(`{"roles":[]}`))
+	f.Add([]byte(`[1,{"name":"x"},[{}]]`), []byte(`null`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		meshctl.Changes(a, b)
+		if same, err := meshctl.Changes(a, a); err == nil && len(same) != 0 {
+			t.Fatalf("%q against itself: %v", a, same)
 		}
 	})
 }

@@ -3,23 +3,17 @@ package lighthouse_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sealmesh/sealmesh/agent/follow"
+	"github.com/sealmesh/sealmesh/agent/node/nodetest"
 	"github.com/sealmesh/sealmesh/api"
-	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/ca/coordinator"
-	"github.com/sealmesh/sealmesh/ca/owner"
-	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/lighthouse"
-	"github.com/sealmesh/sealmesh/test/mesh"
 )
 
 // seen records the manifests a follower hands its trust.
@@ -67,46 +61,9 @@ func freeUDPPort(t *testing.T) int {
 func TestLighthouseFollowsTheManifest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := store.OpenFile(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := coordinator.Open(ctx, coordinator.Config{Log: slog.New(slog.DiscardHandler), Store: st, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go c.Run(ctx)
-	srv := httptest.NewServer(c.Handler())
-	defer srv.Close()
-
-	key, _, pub, err := owner.NewOwnerKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.Repeat("ab", 16) // 128 bits, as hex
-	coordinatorRole := func(image string) map[string]any {
-		m := simulated.MeasurementOf(image)
-		return map[string]any{"simulated": map[string]any{"measurements": []string{hex.EncodeToString(m[:])}, "rootFingerprint": strings.Repeat("0", 64)}}
-	}
-	set := func(image, parent string) string {
-		t.Helper()
-		raw, err := mesh.Manifest(strings.Repeat("0", 64), token, pub, coordinatorRole(image), nil, nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, err := owner.Request(raw, parent, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := c.SetManifest(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Status.Head
-	}
-	first := set("coordinator-v1", "")
-
-	client := api.NewClient(srv.URL)
+	m := nodetest.NewMesh(t, "1h")
+	first := m.Coordinator.Status().Head
+	client, token := m.Client, nodetest.LighthouseToken
 	trust := &seen{}
 	logs := &syncBuffer{}
 	ready := make(chan struct{})
@@ -127,7 +84,7 @@ func TestLighthouseFollowsTheManifest(t *testing.T) {
 	waitFor(t, "the lighthouse's trust follows the first manifest", func() bool { return trust.has(first) })
 
 	// The owner replaces the coordinator role (a rolling upgrade).
-	second := set("coordinator-v2", first)
+	second := m.SetManifest("coordinator-v2", first)
 	waitFor(t, "the lighthouse's trust follows the update", func() bool { return trust.has(second) })
 	waitFor(t, "the lighthouse renews onto the update", func() bool { return strings.Contains(logs.String(), second) })
 }

@@ -1,6 +1,7 @@
 package meshctl
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"time"
 
@@ -23,11 +24,7 @@ until one confirms. confirm signs the coordinator's current head with an owner k
 only for the head you verified (meshctl verify; with --pin, the pin's head).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := owner.LoadOwnerKey(keyFile)
-			if err != nil {
-				return err
-			}
-			c, err := client()
+			key, c, err := ownerClient(keyFile, client)
 			if err != nil {
 				return err
 			}
@@ -49,4 +46,15 @@ only for the head you verified (meshctl verify; with --pin, the pin's head).`,
 	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (required)")
 	cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+// ownerClient loads the owner key in keyFile and the client, for the
+// commands an owner signs.
+func ownerClient(keyFile string, client func() (*api.Client, error)) (ed25519.PrivateKey, *api.Client, error) {
+	key, err := owner.LoadOwnerKey(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := client()
+	return key, c, err
 }

@@ -94,15 +94,11 @@ fingerprint. The current manifest again is no new generation.`,
 			if err != nil {
 				return err
 			}
-			key, err := owner.LoadOwnerKey(keyFile)
+			key, c, err := ownerClient(keyFile, client)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			c, err := client()
-			if err != nil {
-				return err
-			}
 			creating := false
 			if !cmd.Flags().Changed("parent") {
 				st, err := c.Status(ctx)
@@ -233,11 +229,7 @@ manifest was lost. A locked coordinator serves them too; with one, a seed-share
 owner brings the mesh back: meshctl recover --force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := owner.LoadOwnerKey(keyFile)
-			if err != nil {
-				return err
-			}
-			c, err := client()
+			key, c, err := ownerClient(keyFile, client)
 			if err != nil {
 				return err
 			}

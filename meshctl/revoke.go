@@ -27,11 +27,7 @@ its tunnels once its agent sees the new manifest (within seconds), and no coordi
 issues another certificate to the key: the workload must start again with a new key.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, err := owner.LoadOwnerKey(keyFile)
-			if err != nil {
-				return err
-			}
-			c, err := client()
+			key, c, err := ownerClient(keyFile, client)
 			if err != nil {
 				return err
 			}

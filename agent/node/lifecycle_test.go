@@ -315,76 +315,32 @@ func agentOver(t *testing.T, m *nodetest.Mesh, f *nodetest.FakeNode, dir string)
 		Tunnels: f, Netns: f, Now: m.Clock.Now})
 }
 
-func testLog(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(tlog{t}, nil)) }
-
-// tlog writes a test's log lines to t.Log, shown when it fails.
-type tlog struct{ t *testing.T }
-
-func (l tlog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
-
-// TestPodMode: an agent in pod mode attaches its own pod (its own netns, no
-// CNI), is ready while attached, and gives the address back when it leaves.
-func TestPodMode(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	m := nodetest.NewMesh(t, "1h")
-	f := nodetest.NewFakeNode(selfNetns)
-	a := agentOver(t, m, f, t.TempDir())
-	res, err := a.Self(ctx, Pod{ContainerID: "pod-web-0", IfName: "nebula1", Namespace: "shop", Name: "web-0", UID: "0123-abcd"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !a.Ready() || !strings.HasPrefix(res.Address, "10.42.") || m.Hosts() != 1 {
-		t.Fatalf("pod mode: ready %v, %+v, %d leases", a.Ready(), res, m.Hosts())
-	}
-	if err := a.Leave(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if a.Ready() || len(f.Running()) != 0 || m.Hosts() != 0 {
-		t.Fatalf("after leaving: ready %v, instances %v, %d leases", a.Ready(), f.Running(), m.Hosts())
-	}
+// testLog is a logger whose lines are shown when the test fails. They are
+// buffered, not sent to t.Log: the agent's goroutines may still log after
+// the test ended, where t.Log panics.
+func testLog(t *testing.T) *slog.Logger {
+	b := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(b.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, nil))
 }
 
-// TestSocketServer: the CNI socket answers ADD, CHECK, STATUS, GC and DEL
-// with the lifecycle's results, and refuses a request with a field the
-// protocol does not have.
-func TestSocketServer(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	m := nodetest.NewMesh(t, "1h")
-	f := nodetest.NewFakeNode("/run/netns/a")
-	a := agentOver(t, m, f, t.TempDir())
-	socket := filepath.Join(t.TempDir(), "agent.sock")
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, socket) }()
-	waitFor(t, "the socket answers", a.Ready)
-	c := cniapi.NewClient(socket, 30*time.Second)
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
 
-	r := podRequest("a", "/run/netns/a")
-	res, err := c.Add(ctx, r)
-	if err != nil || !strings.HasPrefix(res.Address, "10.42.") {
-		t.Fatalf("ADD: %+v, %v", res, err)
-	}
-	if err := c.Check(ctx, r); err != nil {
-		t.Fatalf("CHECK: %v", err)
-	}
-	if st, err := c.Status(ctx); err != nil || !st.Ready {
-		t.Fatalf("STATUS: %+v, %v", st, err)
-	}
-	if err := c.GC(ctx, r.Network, []cniapi.Attachment{{ContainerID: "a", IfName: "eth0"}}); err != nil || len(f.Running()) != 1 {
-		t.Fatalf("GC keeping the pod: %v, instances %v", err, f.Running())
-	}
-	if err := c.Del(ctx, r); err != nil || len(f.Running()) != 0 {
-		t.Fatalf("DEL: %v, instances %v", err, f.Running())
-	}
-	bad := podRequest("b", "/run/netns/a")
-	bad.IfName = "../x"
-	if _, err := c.Add(ctx, bad); err == nil || !strings.Contains(err.Error(), "ifName") {
-		t.Fatalf("ADD of a bad request: %v", err)
-	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
-	}
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -85,16 +85,16 @@ func (c *Coordinator) RecoverFromPeers(ctx context.Context, urls []string) error
 
 // storeIsOurMesh refuses a store that holds another mesh than the one this
 // coordinator serves or was started for (--mesh-id), read without the seed
-// (history.PeekMeshID): before any peer is asked for the seed, or a seed
+// (history.PeekAll): before any peer is asked for the seed, or a seed
 // share taken, so that a store writer's self-consistent mesh of their own
 // cannot lead a genuine replica to recover their seed. Unpinned, it says
 // that the mesh will be trusted on first use.
 func (c *Coordinator) storeIsOurMesh(ctx context.Context) error {
-	got, err := history.PeekMeshID(ctx, c.st)
+	p, err := history.PeekAll(ctx, c.st)
 	if err != nil {
 		return fmt.Errorf("read the store's mesh: %w", err)
 	}
-	return c.ourMesh(ctx, got)
+	return c.ourMesh(ctx, p.MeshID)
 }
 
 // ourMesh refuses the mesh got, read from the store unverified, if it is not

@@ -433,15 +433,6 @@ func Shares(ctx context.Context, st store.Store) ([]byte, error) {
 	return GenesisShares(ctx, st, t)
 }
 
-// PeekMeshID is the ID of the mesh the store holds (State.MeshID), read as
-// Peek reads: only the hash links from the latest pointer back to the first
-// transition are checked. A coordinator started for a mesh uses it to refuse
-// a store of another before it asks any peer for anything.
-func PeekMeshID(ctx context.Context, st store.Store) (string, error) {
-	_, h, err := genesis(ctx, st)
-	return h, err
-}
-
 // genesis walks the hash links from the latest pointer to the first
 // transition and returns it with its hash.
 func genesis(ctx context.Context, st store.Store) (Transition, string, error) {

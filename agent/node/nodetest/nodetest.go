@@ -260,6 +260,9 @@ type Mesh struct {
 	SetManifest func(image, parent string) string
 }
 
+// LighthouseToken joins the Mesh's lighthouse, lighthouse-1 (128 bits, hex).
+var LighthouseToken = strings.Repeat("cd", 16)
+
 // NewMesh starts a coordinator with a mesh whose certificates last lifetime.
 func NewMesh(t *testing.T, lifetime string) *Mesh {
 	t.Helper()
@@ -288,7 +291,7 @@ func NewMesh(t *testing.T, lifetime string) *Mesh {
 		t.Helper()
 		meas := simulated.MeasurementOf(image)
 		role := map[string]any{"simulated": map[string]any{"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": dev.RootFingerprint()}}
-		raw, err := mesh.Manifest(dev.RootFingerprint(), strings.Repeat("cd", 16), pub, role, nil, nil, lifetime)
+		raw, err := mesh.Manifest(dev.RootFingerprint(), LighthouseToken, pub, role, nil, nil, lifetime)
 		if err != nil {
 			t.Fatal(err)
 		}
