@@ -57,16 +57,23 @@ type Workload struct {
 
 // EnrolRequest asks for a certificate for PublicKey. A workload proves itself
 // with Evidence whose report data is attest.ReportData(Nonce, PublicKey,
-// Binding()); a lighthouse with its JoinToken. There is no field for the name, IP
-// or groups: those are assigned (invariant C).
+// Binding()); a lighthouse or a host of a joinToken role with its JoinToken
+// (package jointoken) the first time, and with its current Certificate
+// (for the same key, whose possession Proof shows) to renew. There is no
+// field for the name, IP or groups: those are assigned (invariant C).
 type EnrolRequest struct {
 	Nonce     []byte    `json:"nonce"`
 	PublicKey []byte    `json:"publicKey"`
 	Evidence  *Evidence `json:"evidence,omitempty"`
 	JoinToken string    `json:"joinToken,omitempty"`
+	// Certificate is the requester's current certificate (PEM), to renew
+	// without a token: only for lighthouses and joinToken roles.
+	Certificate string `json:"certificate,omitempty"`
 	Workload  Workload  `json:"workload"`
 	// Proof shows the requester holds PublicKey's private key (Prove).
-	Proof []byte `json:"proof"`
+	// A first enrolment with a join token may leave it out (meshctl host
+	// enrol has the public key only); every other enrolment needs it.
+	Proof []byte `json:"proof,omitempty"`
 }
 
 // Binding is the part of the request, besides nonce and key, that the evidence

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 )
 
@@ -46,6 +47,15 @@ const HeaderExpectedHead = "Sealmesh-Expected-Head"
 const HeaderMeshID = "Sealmesh-Mesh-ID"
 
 type expectedHeadKey struct{}
+
+type sourceKey struct{}
+
+// Source is the address of the request's peer (never a header a client
+// sets), for what a server limits per source; "" outside a request.
+func Source(ctx context.Context) string {
+	s, _ := ctx.Value(sourceKey{}).(string)
+	return s
+}
 
 // ExpectedHead is the head the request carries in HeaderExpectedHead, if any.
 func ExpectedHead(ctx context.Context) (string, bool) {
@@ -140,9 +150,11 @@ func Handler(s Server, limit func(http.Handler) http.Handler) http.Handler {
 			if id := s.MeshID(); id != "" {
 				w.Header().Set(HeaderMeshID, id)
 			}
+			ctx := context.WithValue(req.Context(), sourceKey{}, PeerAddr(req))
 			if head := req.Header.Get(HeaderExpectedHead); head != "" {
-				req = req.WithContext(context.WithValue(req.Context(), expectedHeadKey{}, head))
+				ctx = context.WithValue(ctx, expectedHeadKey{}, head)
 			}
+			req = req.WithContext(ctx)
 			h(w, req)
 		})
 	}
@@ -163,6 +175,15 @@ func Handler(s Server, limit func(http.Handler) http.Handler) http.Handler {
 	}
 	probes.Handle("/", calls)
 	return probes
+}
+
+// PeerAddr is the request's peer IP address (never a header a client sets).
+func PeerAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // post serves a call whose request is a JSON body.

@@ -37,7 +37,7 @@ func workloadManifest(ownerPub ed25519.PublicKey, sharePub []byte, dev *simulate
  "owners": [{"name": "alice", "key": %q}],
  "seedShareOwners": [{"name": "bob", "key": %q}],
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}]}`,
 		base64.StdEncoding.EncodeToString(ownerPub), base64.StdEncoding.EncodeToString(sharePub),
 		fmt.Sprintf("%x", m[:]), dev.RootFingerprint(), strings.Repeat("0", 64))
 }

@@ -215,7 +215,7 @@ func enrolOnToken(t *testing.T, v *attest.TokenVerifier, token []byte) {
 	client := api.NewClient(srv.URL)
 	raw := fmt.Sprintf(`{"version": 1, "owners": [{"name": "o", "key": %q}], "networks": ["10.42.0.0/24"],
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"oidc": {"issuer": %q, "audience": "sealmesh", "namespaces": ["shop"]}}}],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}],
  "firewall": [{"from": ["attested-by-token"], "to": "web", "proto": "icmp", "port": "any"}]}`, pub, issuer, strings.Repeat("a", 64))
 	req, err := owner.Request([]byte(raw), "", key)
 	if err != nil {

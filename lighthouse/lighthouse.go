@@ -18,7 +18,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
-	"github.com/sealmesh/sealmesh/manifest"
+	"github.com/sealmesh/sealmesh/jointoken"
 )
 
 // Options configure a lighthouse.
@@ -45,11 +45,14 @@ const instance = "lighthouse"
 // its expiry, and whenever the manifest changes (revocations, lighthouses),
 // through Nebula's reload: relayed and direct tunnels stay up.
 func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready func()) error {
-	// Before it is sent anywhere: the coordinator would refuse it too.
-	if err := manifest.CheckJoinToken(o.Token); err != nil {
+	// Before it is sent anywhere: the client is pinned to the token's mesh
+	// for good, renewals included.
+	tok, err := jointoken.Parse(o.Token)
+	if err != nil {
 		return fmt.Errorf("lighthouse: %w", err)
 	}
-	e, err := enrol.Lighthouse(ctx, c, o.Token)
+	c = c.ExpectingMesh(tok.MeshID)
+	e, err := enrol.Join(ctx, c, o.Token)
 	if err != nil {
 		return fmt.Errorf("lighthouse: %w", err)
 	}
@@ -84,12 +87,12 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		go o.Follower.Run(hctx)
 	}
 	ready()
-	return keep(ctx, log, c, o.Token, e.EnrolResponse, opts, control, o.Follower)
+	return keep(ctx, log, c, e.EnrolResponse, opts, control, o.Follower)
 }
 
 // keep keeps the lighthouse's certificate and rules current until ctx ends,
 // and reports Nebula stopping by itself.
-func keep(ctx context.Context, log *slog.Logger, c *api.Client, token string, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) error {
+func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) error {
 	at := enrol.RenewAt(time.Now(), cur.NotAfter)
 	pub, err := publicKey(cur)
 	if err != nil {
@@ -118,7 +121,9 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, token string, cu
 		key := enrol.Key{Public: pub, Prove: func(possessionKey, nonce []byte) ([]byte, error) {
 			return tunnel.ProveInstance(rctx, control, instance, &tunnel.ProveRequest{PossessionKey: possessionKey, Nonce: nonce})
 		}}
-		e, err := enrol.RenewLighthouse(rctx, c, token, key)
+		// By its certificate, not the token: a rotated or revoked token
+		// does not stop a running lighthouse.
+		e, err := enrol.RenewCertificate(rctx, c, cur.Certificate, key)
 		if err == nil {
 			err = tunnel.UpdateInstance(rctx, control, instance, tunnel.Config(e, nil, opts))
 		}

@@ -63,7 +63,7 @@ func TestLighthouseFollowsTheManifest(t *testing.T) {
 	defer cancel()
 	m := nodetest.NewMesh(t, "1h")
 	first := m.Coordinator.Status().Head
-	client, token := m.Client, nodetest.LighthouseToken
+	client, token := m.Client, m.LighthouseToken
 	trust := &seen{}
 	logs := &syncBuffer{}
 	ready := make(chan struct{})

@@ -47,7 +47,11 @@ type Manifest struct {
 	// rolling upgrades and mixed SNP/TDX clusters.
 	Coordinators []CoordinatorRole `json:"coordinators,omitempty"`
 	Lighthouses  []Lighthouse      `json:"lighthouses"`
-	Firewall     []Rule            `json:"firewall,omitempty"`
+	// JoinTokens admit lighthouses and hosts of joinToken roles without
+	// TEE evidence (meshctl token create). Only the hashes of their secrets
+	// are here.
+	JoinTokens []JoinToken `json:"joinTokens,omitempty"`
+	Firewall   []Rule      `json:"firewall,omitempty"`
 	// Revoked certificates (meshctl revoke): every host refuses them and
 	// closes their tunnels, and no coordinator issues another certificate to
 	// their key.
@@ -80,6 +84,65 @@ type Role struct {
 	CertificateLifetime string `json:"certificateLifetime,omitempty"`
 	// PodSelector picks this role for pods in node mode.
 	PodSelector *PodSelector `json:"podSelector,omitempty"`
+	// JoinToken admits hosts of this role with a join token instead of
+	// evidence (VMs and bare metal running stock Nebula): such a role has
+	// no attestation, and its certificates also carry JoinTokenGroup.
+	JoinToken bool `json:"joinToken,omitempty"`
+}
+
+// JoinTokenGroup is on every certificate issued to a host admitted by a join
+// token, so that firewall rules can tell such hosts from attested ones.
+const JoinTokenGroup = "joined-by-token"
+
+// LighthouseRole is the role a join token names to admit a lighthouse.
+const LighthouseRole = "lighthouse"
+
+// JoinToken admits one kind of host. The secret is the joiner's; the
+// manifest holds its hash, and what the host becomes (role; for a
+// lighthouse, which one) is decided here, never by the joiner.
+type JoinToken struct {
+	// SHA256 is the hex SHA-256 of the token's secret (jointoken.Token.Hash).
+	SHA256 string `json:"sha256"`
+	// Role is a role with joinToken set, or "lighthouse".
+	Role string `json:"role"`
+	// Name is the lighthouse the token admits (required for role
+	// lighthouse); for other roles, the host name its certificates get
+	// (otherwise role-IP).
+	Name string `json:"name,omitempty"`
+	// Expires, when set, ends the token's use for new hosts; hosts it
+	// admitted keep renewing with their certificates.
+	Expires *time.Time `json:"expires,omitempty"`
+	// Uses, when above zero, is how many distinct keys may join with it.
+	Uses int `json:"uses,omitempty"`
+}
+
+// ID is the token's public name (its hash's first 12 characters), as meshctl
+// token list shows it and revoke takes it.
+func (t JoinToken) ID() string {
+	if len(t.SHA256) < 12 {
+		return t.SHA256
+	}
+	return t.SHA256[:12]
+}
+
+// JoinTokenByID returns the token whose ID is id.
+func (m *Manifest) JoinTokenByID(id string) (int, bool) {
+	for i, t := range m.JoinTokens {
+		if t.ID() == id {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+// LighthouseNamed returns the lighthouse called name.
+func (m *Manifest) LighthouseNamed(name string) (*Lighthouse, bool) {
+	for i := range m.Lighthouses {
+		if m.Lighthouses[i].Name == name {
+			return &m.Lighthouses[i], true
+		}
+	}
+	return nil, false
 }
 
 // PodSelector matches pods by namespace and service account; an empty list
@@ -124,15 +187,13 @@ type PublicKey struct {
 	Key string `json:"key"`
 }
 
-// Lighthouse is a Nebula lighthouse with a fixed overlay IP, enrolled with a token.
+// Lighthouse is a Nebula lighthouse with a fixed overlay IP, enrolled with a
+// join token whose role is "lighthouse" and whose name is the lighthouse's.
 type Lighthouse struct {
 	Name      string `json:"name"`
 	OverlayIP string `json:"overlayIP"`
 	// Underlay is the host:port every node uses to reach it.
 	Underlay string `json:"underlay"`
-	// TokenSHA256 is the hex SHA-256 of the lighthouse's pre-shared enrolment token;
-	// the manifest never holds the token itself.
-	TokenSHA256 string `json:"tokenSHA256"`
 }
 
 // Rule allows traffic into hosts of group To from hosts of any group in From.
@@ -375,7 +436,7 @@ func (m *Manifest) Validate() error {
 	seenRole := map[string]bool{}
 	// Certificates issued on a service-account token also carry this group
 	// (attest.TokenGroup), so rules may name it.
-	groups := map[string]bool{"attested-by-token": true}
+	groups := map[string]bool{"attested-by-token": true, JoinTokenGroup: true, LighthouseRole: true}
 	for i, r := range m.Roles {
 		p := fmt.Sprintf("roles[%d]", i)
 		if !nameRE.MatchString(r.Name) {
@@ -390,7 +451,16 @@ func (m *Manifest) Validate() error {
 			}
 			groups[g] = true
 		}
-		r.Attestation.Check(p+".attestation", bad)
+		switch {
+		case r.JoinToken && r.Attestation != (attest.Attestation{}):
+			bad(p+".attestation", "a joinToken role is admitted by token, not evidence: remove attestation, or joinToken")
+		case r.JoinToken && r.PodSelector != nil:
+			bad(p+".podSelector", "a joinToken role admits hosts, not pods: remove podSelector")
+		case r.Name == LighthouseRole:
+			bad(p+".name", "%q is the lighthouses' role; name this one otherwise", r.Name)
+		case !r.JoinToken:
+			r.Attestation.Check(p+".attestation", bad)
+		}
 		checkLifetime(bad, p+".certificateLifetime", r.CertificateLifetime)
 		if r.PodSelector != nil {
 			for j, n := range r.PodSelector.Namespaces {
@@ -438,8 +508,34 @@ func (m *Manifest) Validate() error {
 		if ap, err := netip.ParseAddrPort(l.Underlay); err != nil || ap.Port() == 0 {
 			bad(p+".underlay", "want ip:port that nodes reach it on, got %q", l.Underlay)
 		}
-		if len(l.TokenSHA256) != 64 || !hexRE.MatchString(l.TokenSHA256) {
-			bad(p+".tokenSHA256", "want 64 lower-case hex characters (sha256sum of the token), got %d", len(l.TokenSHA256))
+	}
+	seenHash := map[string]bool{}
+	for i, t := range m.JoinTokens {
+		p := fmt.Sprintf("joinTokens[%d]", i)
+		if len(t.SHA256) != 64 || !hexRE.MatchString(t.SHA256) {
+			bad(p+".sha256", "want 64 lower-case hex characters (meshctl token create writes it), got %d", len(t.SHA256))
+		} else if seenHash[t.ID()] {
+			bad(p+".sha256", "another token has ID %s", t.ID())
+		}
+		seenHash[t.ID()] = true
+		if t.Uses < 0 {
+			bad(p+".uses", "want 0 (any number) or more, got %d", t.Uses)
+		}
+		if t.Role == LighthouseRole {
+			if _, ok := m.LighthouseNamed(t.Name); !ok {
+				bad(p+".name", "a lighthouse token names one of lighthouses[].name, got %q", t.Name)
+			}
+			continue
+		}
+		r, ok := m.Role(t.Role)
+		switch {
+		case !ok:
+			bad(p+".role", "want %q or a role with joinToken: true, got %q", LighthouseRole, t.Role)
+		case !r.JoinToken:
+			bad(p+".role", "role %q is admitted by evidence; set joinToken: true on it, or name another", t.Role)
+		}
+		if t.Name != "" && !nameRE.MatchString(t.Name) {
+			bad(p+".name", "want a DNS label, got %q", t.Name)
 		}
 	}
 

@@ -10,6 +10,8 @@ import (
 const m96 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 const fp64 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 
+const fpC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+
 const key32 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 const goodYAML = `
@@ -37,6 +39,9 @@ roles:
     attestation:
       tdx: {mrtds: [` + m96 + `]}
       oidc: {issuer: "https://kubernetes.default.svc", audience: sealmesh, namespaces: [prod]}
+  - name: vm
+    groups: [vms]
+    joinToken: true
 coordinators:
   - name: coordinator-v1
     attestation:
@@ -45,7 +50,9 @@ lighthouses:
   - name: lh1
     overlayIP: 10.42.0.1
     underlay: 192.0.2.1:4242
-    tokenSHA256: ` + fp64 + `
+joinTokens:
+  - {role: lighthouse, name: lh1, sha256: ` + fp64 + `}
+  - {role: vm, sha256: ` + fpC + `, uses: 1, expires: "2030-01-01T00:00:00Z"}
 firewall:
   - {from: [pods], to: web, proto: icmp, port: any}
   - {from: [any], to: pods, proto: tcp, port: 8000-8080}
@@ -112,6 +119,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"one name in owners and seedShareOwners is fine", [2]string{"{name: bob,", "{name: alice,"}, ""},
 		{"short mrtd", [2]string{"mrtds: [" + m96, "mrtds: [" + m96[2:]}, "roles[1].attestation.tdx.mrtds[0]: want 96"},
 		{"oidc issuer not https", [2]string{"https://kubernetes.default.svc", "http://kubernetes.default.svc"}, "roles[1].attestation.oidc.issuer: want the cluster's https issuer URL"},
+		{"token for no lighthouse", [2]string{"{role: lighthouse, name: lh1,", "{role: lighthouse, name: lh2,"}, `joinTokens[0].name: a lighthouse token names one of lighthouses[].name, got "lh2"`},
+		{"token for an attested role", [2]string{"{role: vm,", "{role: web,"}, `joinTokens[1].role: role "web" is admitted by evidence`},
+		{"token for no role", [2]string{"{role: vm,", "{role: vn,"}, `joinTokens[1].role: want "lighthouse" or a role with joinToken: true, got "vn"`},
+		{"two tokens, one ID", [2]string{fpC, fp64}, "joinTokens[1].sha256: another token has ID bbbbbbbbbbbb"},
+		{"short token hash", [2]string{fpC, "cc"}, "joinTokens[1].sha256: want 64 lower-case hex characters"},
+		{"negative uses", [2]string{"uses: 1", "uses: -1"}, "joinTokens[1].uses: want 0"},
+		{"token role with evidence", [2]string{"    joinToken: true\n", "    joinToken: true\n    attestation: {snp: {measurements: [" + m96 + "]}}\n"}, "roles[2].attestation: a joinToken role is admitted by token"},
+		{"a role called lighthouse", [2]string{"  - name: vm\n", "  - name: lighthouse\n"}, `roles[2].name: "lighthouse" is the lighthouses' role`},
 		{"coordinator by token", [2]string{"snp: {measurements: [" + m96 + "]}\nlighthouses", "oidc: {issuer: \"https://x\", audience: a}\nlighthouses"}, "coordinators[0].attestation.oidc: a coordinator must attest with a TEE"},
 	}
 	for _, tt := range tests {

@@ -60,7 +60,7 @@ func Command() *cobra.Command {
 		}
 		return cached, nil
 	}
-	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), verifyCmd(client, &meshID), confirmCmd(client), simTEECmd())
+	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), tokenCmd(client), hostCmd(client), verifyCmd(client, &meshID), confirmCmd(client), simTEECmd())
 	return root
 }
 

@@ -1,7 +1,6 @@
 package meshctl
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,9 +10,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sealmesh/sealmesh/api"
-	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/manifest"
 )
+
+var errAlready = errors.New("already done")
 
 func revokeCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
@@ -54,35 +54,23 @@ issues another certificate to the key: the workload must start again with a new 
 				return fmt.Errorf("%q names %d hosts (%s): give the fingerprint", what, len(found), strings.Join(names, ", "))
 			}
 			h := found[0]
-			info, err := c.Manifest(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := manifest.ParseJSON(info.Manifest)
-			if err != nil {
-				return fmt.Errorf("the coordinator's manifest: %w", err)
-			}
-			if m.Hash() != info.Hash {
-				return errors.New("the coordinator sent a manifest that does not match its hash")
-			}
-			if slices.ContainsFunc(m.Revoked, func(r manifest.Revoked) bool { return r.Fingerprint == h.Fingerprint }) {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is already revoked\n", h.Name, h.Fingerprint)
-				return nil
-			}
 			name := h.Name
 			if h.Workload != "" {
 				name += " (" + h.Workload + ")"
 			}
-			m.Revoked = append(m.Revoked, manifest.Revoked{Fingerprint: h.Fingerprint, Holder: h.Holder, Name: name})
-			raw, err := json.Marshal(m)
-			if err != nil {
-				return err
+			already := false
+			resp, err := editManifest(ctx, c, key, func(m *manifest.Manifest, _ string) error {
+				already = slices.ContainsFunc(m.Revoked, func(r manifest.Revoked) bool { return r.Fingerprint == h.Fingerprint })
+				if already {
+					return errAlready
+				}
+				m.Revoked = append(m.Revoked, manifest.Revoked{Fingerprint: h.Fingerprint, Holder: h.Holder, Name: name})
+				return nil
+			})
+			if already {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is already revoked\n", h.Name, h.Fingerprint)
+				return nil
 			}
-			req, err := owner.Request(raw, info.Head, key)
-			if err != nil {
-				return err
-			}
-			resp, err := c.SetManifest(ctx, req)
 			if err != nil {
 				return err
 			}

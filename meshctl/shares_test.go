@@ -46,7 +46,7 @@ func TestRerunAfterLostAnswer(t *testing.T) {
 	mf := filepath.Join(dir, "m.json")
 	os.WriteFile(mf, []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}],
   "seedShareOwners": [{"name": "bob", "key": %q}], "networks": ["10.42.0.0/24"],
-  "roles": [{"name": "web", "groups": ["web"], "attestation": {"snp": {"measurements": [%q]}}}], "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
+  "roles": [{"name": "web", "groups": ["web"], "attestation": {"snp": {"measurements": [%q]}}}], "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh1", "sha256": %q}]}`,
 		ownerPub, sharePub, strings.Repeat("ab", 48), strings.Repeat("cd", 32))), 0o600)
 	meshctl := func(args ...string) (string, error) {
 		var out bytes.Buffer

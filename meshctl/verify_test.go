@@ -27,6 +27,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -58,8 +59,8 @@ func newVerifyMesh(t *testing.T) *verifyMesh {
 	for _, lifetime := range []string{"1h", "2h", "3h"} {
 		raw := []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}], "networks": ["10.42.0.0/24"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
-			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), sha256Hex([]byte(lighthouseToken))))
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}]}`,
+			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), lighthouseSecret.Hash()))
 		req, err := owner.Request(raw, c.Status().Head, key)
 		if err != nil {
 			t.Fatal(err)
@@ -160,8 +161,9 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-// lighthouseToken joins verifyMesh's lighthouse (128 bits, hex).
-var lighthouseToken = strings.Repeat("cd", 16)
+// lighthouseSecret's hash admits verifyMesh's lighthouse; the token is
+// lighthouseSecret.For(the mesh's ID).
+var lighthouseSecret, _ = jointoken.New(strings.Repeat("0", 64))
 
 // TestNebulaCertAcceptsVerifiedCA: stock nebula-cert (v1.11.1, the version
 // sealmesh links) verifies a certificate the mesh issued against the ca.crt
@@ -174,7 +176,11 @@ func TestNebulaCertAcceptsVerifiedCA(t *testing.T) {
 	if _, err := meshctl("--coordinator", url, "verify", "--out", out); err != nil {
 		t.Fatal(err)
 	}
-	e, err := enrol.Lighthouse(context.Background(), api.NewClient(url), lighthouseToken)
+	tok, err := lighthouseSecret.For(m.c.MeshID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := enrol.Join(context.Background(), api.NewClient(url), tok.String())
 	if err != nil {
 		t.Fatal(err)
 	}

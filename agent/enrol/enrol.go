@@ -13,6 +13,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/jointoken"
 )
 
 // Enrolment is a certificate with its private key.
@@ -117,19 +118,44 @@ func RenewAt(now, notAfter time.Time) time.Time {
 	return now.Add(notAfter.Sub(now) * 2 / 3)
 }
 
-// Lighthouse enrols with a join token.
-func Lighthouse(ctx context.Context, c *api.Client, token string) (*Enrolment, error) {
-	return Retry{}.run(ctx, c, proveToken(token))
+// Join enrols a new key pair with a join token (a lighthouse, or a host of a
+// joinToken role). The client is pinned to the token's mesh first: a
+// coordinator of another mesh is found out by the nonce's answer, before
+// the secret is sent.
+func Join(ctx context.Context, c *api.Client, token string) (*Enrolment, error) {
+	t, err := jointoken.Parse(token)
+	if err != nil {
+		return nil, fmt.Errorf("enrol: %w", err)
+	}
+	return Retry{}.run(ctx, c.ExpectingMesh(t.MeshID), proveToken(t))
 }
 
-// RenewLighthouse enrols a lighthouse's same public key again.
-func RenewLighthouse(ctx context.Context, c *api.Client, token string, key Key) (*api.EnrolResponse, error) {
-	return Retry{}.runWithKey(ctx, c, key, proveToken(token))
+// JoinPublic enrols public, a key made elsewhere (stock nebula-cert
+// keygen), with a join token: without the private key there is no proof of
+// possession, which the token stands in for the first time; renewals
+// (RenewCertificate) prove it.
+func JoinPublic(ctx context.Context, c *api.Client, token string, public []byte) (*api.EnrolResponse, error) {
+	t, err := jointoken.Parse(token)
+	if err != nil {
+		return nil, fmt.Errorf("enrol: %w", err)
+	}
+	key := Key{Public: public, Prove: func(_, _ []byte) ([]byte, error) { return nil, nil }}
+	return Retry{}.runWithKey(ctx, c.ExpectingMesh(t.MeshID), key, proveToken(t))
 }
 
-func proveToken(token string) func(*api.EnrolRequest) error {
+// RenewCertificate renews the certificate certPEM of a host a join token
+// admitted, with its key and without the token: rotating or using up the
+// token never stops a running host.
+func RenewCertificate(ctx context.Context, c *api.Client, certPEM string, key Key) (*api.EnrolResponse, error) {
+	return Retry{}.runWithKey(ctx, c, key, func(req *api.EnrolRequest) error {
+		req.Certificate = certPEM
+		return nil
+	})
+}
+
+func proveToken(t jointoken.Token) func(*api.EnrolRequest) error {
 	return func(req *api.EnrolRequest) error {
-		req.JoinToken = token
+		req.JoinToken = t.String()
 		return nil
 	}
 }

@@ -52,7 +52,7 @@ func TestTrustOnlyNarrows(t *testing.T) {
 		return []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "o", "key": %q}], "networks": ["10.42.0.0/24"],
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
  "coordinators": [%s],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}]}`,
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}]}`,
 			pub, strings.Repeat("0", 96), a.RootFingerprint(), strings.Join(roles, ","), strings.Repeat("a", 64)))
 	}
 	st, _ := store.OpenFile(t.TempDir())

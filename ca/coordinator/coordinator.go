@@ -276,7 +276,7 @@ func (c *Coordinator) serving() (enrol.Serving, error) {
 	if !v.serving() {
 		return enrol.Serving{}, fmt.Errorf("%w: %s", api.ErrNotReady, v.state)
 	}
-	return enrol.Serving{Hist: v.hist, CA: v.ca, Alloc: v.alloc}, nil
+	return enrol.Serving{Hist: v.hist, CA: v.ca, Alloc: v.alloc, Store: c.cfg.Store}, nil
 }
 
 // openLocked unseals the local state with kek and adopts the store's history.

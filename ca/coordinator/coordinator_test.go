@@ -3,7 +3,6 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -29,16 +28,30 @@ import (
 	"github.com/sealmesh/sealmesh/ca/nonce"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/jointoken"
 )
 
 var (
-	devOnce           sync.Once
-	webDev, dbDev     *simulated.Device
-	strangerDev       *simulated.Device
-	devErr            error
-	lighthouseToken   = "5d0c8e3b9a7f4e21c6b8d0a3f7e19c42"
-	lighthouseTokenFP = func() string { s := sha256.Sum256([]byte(lighthouseToken)); return hex.EncodeToString(s[:]) }()
+	devOnce       sync.Once
+	webDev, dbDev *simulated.Device
+	strangerDev   *simulated.Device
+	devErr        error
+	// lighthouseSecret's hash is in the test manifest; the token for a
+	// harness's mesh is lighthouseToken(h).
+	lighthouseSecret, _ = jointoken.New(strings.Repeat("0", 64))
+	lighthouseTokenFP   = lighthouseSecret.Hash()
 )
+
+// lighthouseToken is the join token of the test manifest's lighthouse for
+// h's mesh.
+func lighthouseToken(t testing.TB, h *harness) string {
+	t.Helper()
+	tok, err := lighthouseSecret.For(h.c.MeshID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.String()
+}
 
 // devices: two guests on one simulated chip (images "web" and "db"), and a guest
 // whose chip chains to a root no manifest pins.
@@ -76,7 +89,7 @@ func testManifest(root string) string {
     {"name": "db", "groups": ["db", "pods"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}},
     {"name": "hw", "groups": ["hw"], "attestation": {"snp": {"measurements": [%q]}}}
   ],
-  "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
+  "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh1", "sha256": %q}],
   "firewall": [
     {"from": ["web"], "to": "db", "proto": "tcp", "port": "5432"},
     {"from": ["any"], "to": "pods", "proto": "icmp", "port": "any"}
@@ -324,15 +337,23 @@ func TestEnrolRefusals(t *testing.T) {
 		{"wrong join token", func() *api.EnrolRequest {
 			n, _ := h.client.Nonce(ctx)
 			req := proven(t, n, priv)
-			req.JoinToken = "9e1b7c3d5f0a2e4c6b8d1f3a5c7e9b0d"
+			tok, _ := jointoken.New(h.c.MeshID())
+			req.JoinToken = tok.String()
 			return req
-		}, "matches no lighthouse"},
-		{"weak join token", func() *api.EnrolRequest {
+		}, "the join token is not one of manifest"},
+		{"join token of another mesh", func() *api.EnrolRequest {
+			n, _ := h.client.Nonce(ctx)
+			req := proven(t, n, priv)
+			tok, _ := lighthouseSecret.For(strings.Repeat("e", 64))
+			req.JoinToken = tok.String()
+			return req
+		}, "the join token is for mesh eeee"},
+		{"malformed join token", func() *api.EnrolRequest {
 			n, _ := h.client.Nonce(ctx)
 			req := proven(t, n, priv)
 			req.JoinToken = "lighthouse-token-for-tests"
 			return req
-		}, "join token too weak"},
+		}, "join token malformed"},
 		{"short key", func() *api.EnrolRequest {
 			req := request(t, h, webDev, priv)
 			req.PublicKey = pub[:16]
@@ -390,7 +411,7 @@ func TestInvariantC_RequestCannotAskForIdentity(t *testing.T) {
 
 func TestLighthouseGetsItsFixedIdentity(t *testing.T) {
 	h := readyHarness(t)
-	e, err := enrol.Lighthouse(context.Background(), h.client, lighthouseToken)
+	e, err := enrol.Join(context.Background(), h.client, lighthouseToken(t, h))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,10 @@ import (
 	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/issuer"
 	"github.com/sealmesh/sealmesh/ca/nonce"
+	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/tokenuse"
+	"github.com/sealmesh/sealmesh/internal/ratelimit"
+	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 
@@ -49,6 +53,8 @@ type Serving struct {
 	Hist  *history.State
 	CA    *issuer.CA
 	Alloc *ipam.Allocator
+	// Store keeps the join tokens' uses (package tokenuse).
+	Store store.Store
 }
 
 // Service enrols and releases.
@@ -64,8 +70,18 @@ type Service struct {
 	// possession is this process's key for proofs of possession
 	// (api.Prove), handed out with each nonce.
 	possession *ecdh.PrivateKey
-	metrics    metrics
+	// tokenFailures limits failed join-token attempts per source address.
+	tokenFailures *ratelimit.PerSource
+	metrics       metrics
 }
+
+// Failed join-token attempts a source may make: a burst, then one a minute.
+// Secrets have 160 bits, so this is not what stops guessing; it keeps a
+// scanner from filling the log and the CPU.
+const (
+	tokenFailureBurst = 10
+	tokenFailureRate  = 1.0 / 60
+)
 
 // New makes the service. serving is called once per request.
 func New(log *slog.Logger, v *attest.Verifier, now func() time.Time, serving func() (Serving, error)) (*Service, error) {
@@ -74,7 +90,8 @@ func New(log *slog.Logger, v *attest.Verifier, now func() time.Time, serving fun
 		return nil, err
 	}
 	return &Service{log: log, verifier: v, now: now, serving: serving, possession: possession,
-		nonces: nonce.New(NonceLifetime, MaxRedeemed, now), metrics: newMetrics()}, nil
+		nonces: nonce.New(NonceLifetime, MaxRedeemed, now), metrics: newMetrics(),
+		tokenFailures: ratelimit.NewBurst(tokenFailureRate, tokenFailureBurst, now)}, nil
 }
 
 // Nonce issues a fresh single-use nonce. Issuing stores nothing (package
@@ -103,6 +120,8 @@ type identity struct {
 	// workload is the pod as proven: the token's for token enrolments, the
 	// request's (bound into the evidence) otherwise.
 	workload api.Workload
+	// token is the join token that admitted the requester, if one did.
+	token *manifest.JoinToken
 }
 
 // Enrol checks the request and issues a certificate.
@@ -134,12 +153,28 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 		return nil, fmt.Errorf("%w: %v", api.ErrNonce, err)
 	}
 	m := sv.Hist.Manifest
-	if err := api.CheckPossession(s.possession, req.Nonce, req.PublicKey, req.Proof); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	// A first enrolment with a token may come from meshctl host enrol, which
+	// has the public key only: the token is the proof there, and the key's
+	// holder proves possession at every renewal.
+	if len(req.Proof) > 0 || req.JoinToken == "" || req.Certificate != "" {
+		if err := api.CheckPossession(s.possession, req.Nonce, req.PublicKey, req.Proof); err != nil {
+			return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+		}
 	}
+	holder := ipam.Holder(req.PublicKey)
 
 	verifying := time.Now()
-	id, err := identify(ctx, s.verifier, m, req)
+	var id identity
+	switch {
+	case req.Certificate != "" && (req.JoinToken != "" || req.Evidence != nil):
+		err = fmt.Errorf("%w: a renewal by certificate carries no token or evidence", api.ErrBadInput)
+	case req.Certificate != "":
+		id, err = renewal(ctx, sv, req.Certificate, req.PublicKey, holder, s.now())
+	case req.JoinToken != "":
+		id, err = s.joining(ctx, sv, req.JoinToken, holder)
+	default:
+		id, err = identify(ctx, s.verifier, m, req)
+	}
 	s.metrics.timed("verify", verifying)
 	if err != nil {
 		s.log.Warn("enrolment refused", "workload", workloadString(req.Workload), "err", err)
@@ -153,10 +188,19 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 	}
 
 	now := s.now()
-	holder := ipam.Holder(req.PublicKey)
 	if m.RevokedHolder(holder) {
 		s.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
 		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", api.ErrRefused, m.Hash()[:12])
+	}
+	if id.token != nil {
+		// Counted once the request has verified, so that only a key that
+		// would be issued uses the token up.
+		if err := tokenuse.Take(ctx, sv.Store, id.token.ID(), holder, id.token.Uses); errors.Is(err, tokenuse.ErrSpent) {
+			s.log.Warn("enrolment refused", "token", id.token.ID(), "err", err)
+			return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	crt, lease, err := s.issue(ctx, sv, id, req.PublicKey, holder, now)
 	if err != nil {
@@ -231,7 +275,7 @@ func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey 
 // to a third of the lifetime).
 func blocklist(m *manifest.Manifest, alloc *ipam.Allocator, now time.Time) []string {
 	out := m.Blocklist()
-	for _, fp := range alloc.HeldBy(m.RevokedHolder, now) {
+	for _, fp := range slices.Concat(alloc.HeldBy(m.RevokedHolder, now), alloc.Superseded(now)) {
 		if !slices.Contains(out, fp) {
 			out = append(out, fp)
 		}
@@ -239,27 +283,115 @@ func blocklist(m *manifest.Manifest, alloc *ipam.Allocator, now time.Time) []str
 	return out
 }
 
-// identify matches the request to exactly what the manifest allows: a
-// lighthouse by its token, a workload by its evidence. Nothing else in the
-// request counts.
-func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
+// joining matches a join token to the manifest's: the role it admits (for a
+// lighthouse, which one), nothing more. Failures are limited per source
+// and logged by the token's ID at most, never the secret.
+func (s *Service) joining(ctx context.Context, sv Serving, raw, holder string) (identity, error) {
+	src := api.Source(ctx)
+	if spent, wait := s.tokenFailures.Spent(src); spent {
+		return identity{}, fmt.Errorf("%w: too many failed join-token attempts from %s, retry in %s", api.ErrRateLimited, src, wait.Round(time.Second))
+	}
+	id, err := admit(sv.Hist, raw, s.now())
+	if err != nil {
+		s.tokenFailures.Allow(src)
+		s.log.Warn("join token refused", "source", src, "err", err)
+	}
+	return id, err
+}
+
+// admit is joining's check against the state.
+func admit(h *history.State, raw string, now time.Time) (identity, error) {
+	tok, err := jointoken.Parse(raw)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	if tok.MeshID != h.MeshID() {
+		return identity{}, fmt.Errorf("%w: the join token is for mesh %s; this coordinator serves %s", api.ErrRefused, tok.MeshID, h.MeshID())
+	}
+	m := h.Manifest
+	// Every entry is compared, so the time taken says nothing about which
+	// hashes share a prefix with the secret's.
+	found := -1
+	for i, t := range m.JoinTokens {
+		if tok.Matches(t.SHA256) && found < 0 {
+			found = i
+		}
+	}
+	if found < 0 {
+		return identity{}, fmt.Errorf("%w: the join token is not one of manifest %s (revoked, rotated, or never made)", api.ErrRefused, m.Hash()[:12])
+	}
+	t := m.JoinTokens[found]
+	if t.Expires != nil && !now.Before(*t.Expires) {
+		return identity{}, fmt.Errorf("%w: join token %s expired at %s", api.ErrRefused, t.ID(), t.Expires.UTC().Format(time.RFC3339))
+	}
+	id, err := tokenIdentity(m, t.Role, t.Name)
+	id.token = &t
+	return id, err
+}
+
+// tokenIdentity is what the manifest makes of a host of role (lighthouse or
+// a joinToken role) called name.
+func tokenIdentity(m *manifest.Manifest, role, name string) (identity, error) {
+	if role == manifest.LighthouseRole {
+		l, ok := m.LighthouseNamed(name)
+		if !ok {
+			return identity{}, fmt.Errorf("%w: lighthouse %q is not in manifest %s", api.ErrRefused, name, m.Hash()[:12])
+		}
+		return identity{name: l.Name, role: LighthouseGroup, groups: []string{LighthouseGroup},
+			fixed: netip.MustParseAddr(l.OverlayIP), ttl: m.Lifetime()}, nil
+	}
+	r, ok := m.Role(role)
+	if !ok || !r.JoinToken {
+		return identity{}, fmt.Errorf("%w: role %q admits no host by token in manifest %s", api.ErrRefused, role, m.Hash()[:12])
+	}
+	return identity{name: name, role: r.Name, groups: append(slices.Clone(r.Groups), manifest.JoinTokenGroup), ttl: m.RoleLifetime(r)}, nil
+}
+
+// renewal admits the holder of a live certificate of this mesh's CA to renew
+// it without a token: the certificate must be the current one of its lease
+// (not renewed away long ago, superseded, released or revoked), and its role
+// must still admit hosts by token. Identity comes from the manifest again.
+func renewal(ctx context.Context, sv Serving, pemCert string, publicKey []byte, holder string, now time.Time) (identity, error) {
+	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(pemCert))
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: certificate: %v", api.ErrBadInput, err)
+	}
+	ca := sv.CA.Certificate()
 	switch {
-	case req.JoinToken != "" && req.Evidence != nil:
-		return identity{}, fmt.Errorf("%w: send evidence or a join token, not both", api.ErrBadInput)
-	case req.JoinToken != "":
-		if err := manifest.CheckJoinToken(req.JoinToken); err != nil {
-			return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
-		}
-		sum := HashHex(req.JoinToken)
-		for _, l := range m.Lighthouses {
-			if subtle.ConstantTimeCompare([]byte(sum), []byte(l.TokenSHA256)) == 1 {
-				return identity{name: l.Name, role: LighthouseGroup, groups: []string{LighthouseGroup},
-					fixed: netip.MustParseAddr(l.OverlayIP), ttl: m.Lifetime()}, nil
-			}
-		}
-		return identity{}, fmt.Errorf("%w: join token matches no lighthouse of the manifest", api.ErrRefused)
-	case req.Evidence == nil:
-		return identity{}, fmt.Errorf("%w: no evidence and no join token", api.ErrBadInput)
+	case crt.Issuer() != sv.CA.Fingerprint() || !crt.CheckSignature(ca.PublicKey()):
+		return identity{}, fmt.Errorf("%w: the certificate is not one of this mesh's CA", api.ErrRefused)
+	case crt.Expired(now):
+		return identity{}, fmt.Errorf("%w: the certificate expired at %s; enrol again with a join token", api.ErrRefused, crt.NotAfter().UTC().Format(time.RFC3339))
+	case subtle.ConstantTimeCompare(crt.PublicKey(), publicKey) != 1:
+		return identity{}, fmt.Errorf("%w: the certificate is for another key", api.ErrRefused)
+	case len(crt.Networks()) == 0:
+		return identity{}, fmt.Errorf("%w: the certificate has no address", api.ErrRefused)
+	}
+	fp, err := crt.Fingerprint()
+	if err != nil {
+		return identity{}, err
+	}
+	m := sv.Hist.Manifest
+	if slices.Contains(blocklist(m, sv.Alloc, now), fp) {
+		return identity{}, fmt.Errorf("%w: certificate %s is revoked", api.ErrRefused, fp[:12])
+	}
+	lease, ok, err := sv.Alloc.Current(ctx, crt.Networks()[0].Addr(), holder, fp, now)
+	if err != nil {
+		return identity{}, err
+	}
+	if !ok {
+		return identity{}, fmt.Errorf("%w: certificate %s is no longer its address's (released, or its key replaced); enrol again with a join token", api.ErrRefused, fp[:12])
+	}
+	// The name the manifest gave it at its first enrolment (the lease is
+	// MAC'd: the store cannot change it).
+	return tokenIdentity(m, lease.Role, lease.Name)
+}
+
+// identify matches the request's evidence to exactly what the manifest
+// allows. Nothing else in the request counts.
+func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req *api.EnrolRequest) (identity, error) {
+	if req.Evidence == nil {
+		return identity{}, fmt.Errorf("%w: no evidence, join token or certificate", api.ErrBadInput)
 	}
 
 	rd := attest.ReportData(req.Nonce, req.PublicKey, req.Binding())

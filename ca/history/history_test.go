@@ -31,7 +31,7 @@ func mf(t testing.TB, lifetime string, owners ...ed25519.PrivateKey) *manifest.M
 	}
 	m, err := manifest.Parse([]byte(fmt.Sprintf(`{"version": 1, "networks": ["10.42.0.0/16"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}],
  "owners": [%s]}`, lifetime, m96, fp64, fp64, strings.Join(os, ","))))
 	if err != nil {
 		t.Fatal(err)

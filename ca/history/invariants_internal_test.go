@@ -34,7 +34,7 @@ func manifestFor(t *testing.T, owner ed25519.PublicKey, shareOwner []byte, lifet
 	t.Helper()
 	m, err := manifest.Parse([]byte(fmt.Sprintf(`{"version": 1, "networks": ["10.42.0.0/16"], "certificateLifetime": %q,
  "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
- "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": %q}],
+ "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}],
  "owners": [{"name": "alice", "key": %q}], "seedShareOwners": [{"name": "bob", "key": %q}]}`,
 		lifetime, strings.Repeat("a", 96), strings.Repeat("b", 64), strings.Repeat("c", 64),
 		base64.StdEncoding.EncodeToString(owner), base64.StdEncoding.EncodeToString(shareOwner))))

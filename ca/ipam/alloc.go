@@ -261,8 +261,13 @@ func (a *Allocator) Issue(ctx context.Context, fixed netip.Addr, holder, role st
 			return Lease{}, err
 		}
 		l, err := sign(c.ip)
-		if err == nil && c.prev.Holder == holder && holder != "" && a.verify(c.prev) {
+		switch {
+		case err != nil || !a.verify(c.prev):
+		case c.prev.Holder == holder && holder != "":
 			l.Previous = carry(c.prev, now)
+			l.Superseded = supersede(Lease{Superseded: c.prev.Superseded}, now)
+		case fixed.IsValid():
+			l.Superseded = supersede(c.prev, now)
 		}
 		if err == nil {
 			if l.IP != c.ip || l.Holder != holder {
@@ -586,6 +591,42 @@ func (a *Allocator) HeldBy(match func(holder string) bool, now time.Time) []stri
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Superseded returns the live certificates that a new key's lease of the
+// same fixed address replaced, as far as this allocator knows.
+func (a *Allocator) Superseded(now time.Time) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, e := range a.leases {
+		if !e.valid {
+			continue
+		}
+		for _, s := range e.lease.Superseded {
+			if s.NotAfter.After(now) {
+				out = append(out, s.Fingerprint)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Current reports whether fingerprint is the live certificate of the lease
+// at ip, held by holder, as the store has it now: what renewal by
+// certificate needs (a certificate renewed away, superseded or released
+// renews nothing). The lease is returned for its role and name.
+func (a *Allocator) Current(ctx context.Context, ip netip.Addr, holder, fingerprint string, now time.Time) (Lease, bool, error) {
+	l, _, err := a.read(ctx, ip)
+	if errors.Is(err, store.ErrNotFound) {
+		return Lease{}, false, nil
+	}
+	if err != nil {
+		return Lease{}, false, err
+	}
+	ok := a.verify(l) && l.Holder == holder && !l.Released && slices.Contains(l.Fingerprints(now), fingerprint)
+	return l, ok, nil
 }
 
 // Live returns the leases whose certificates have not expired, by IP, as far

@@ -24,7 +24,7 @@ const raw = `{
   "owners": [{"name": "alice", "key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}],
   "networks": ["10.42.0.0/26"],
   "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": ["000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"], "rootFingerprint": "0000000000000000000000000000000000000000000000000000000000000000"}}}],
-  "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": "0000000000000000000000000000000000000000000000000000000000000000"}]
+  "lighthouses": [{"name": "lh1", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh1", "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}]
 }`
 
 func stores(t *testing.T) map[string]func(t *testing.T) store.Store {

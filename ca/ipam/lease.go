@@ -61,6 +61,11 @@ type Lease struct {
 	// before Fingerprint (renewed away) that have not expired: a revocation
 	// of the holder blocks them too.
 	Previous []Issued `json:"previous,omitempty"`
+	// Superseded are the live certificates of another key that held this
+	// fixed address before (a lighthouse enrolled again with a new key):
+	// refused everywhere, so one fixed identity is never in two live
+	// certificates of different keys.
+	Superseded []Issued `json:"superseded,omitempty"`
 }
 
 // Issued is one certificate a lease's holder was issued.
@@ -85,6 +90,22 @@ func (l Lease) Fingerprints(now time.Time) []string {
 		if p.NotAfter.After(now) {
 			out = append(out, p.Fingerprint)
 		}
+	}
+	return out
+}
+
+// supersede returns what a lease for a new holder of prev's fixed address
+// must keep refused: every live certificate of prev, and what prev itself
+// superseded.
+func supersede(prev Lease, now time.Time) []Issued {
+	var out []Issued
+	for _, p := range slices.Concat(prev.Superseded, prev.Previous, []Issued{{Fingerprint: prev.Fingerprint, NotAfter: prev.NotAfter}}) {
+		if p.Fingerprint != "" && p.NotAfter.After(now) {
+			out = append(out, p)
+		}
+	}
+	if len(out) > maxPrevious {
+		out = out[len(out)-maxPrevious:]
 	}
 	return out
 }

@@ -4,7 +4,6 @@ package ratelimit
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -33,10 +32,15 @@ type PerSource struct {
 // New allows each source perSecond requests a second, in bursts of twice
 // that. perSecond <= 0 means no limit.
 func New(perSecond float64, now func() time.Time) *PerSource {
+	return NewBurst(perSecond, max(1, int(2*perSecond)), now)
+}
+
+// NewBurst allows each source perSecond events a second, in bursts of burst.
+func NewBurst(perSecond float64, burst int, now func() time.Time) *PerSource {
 	if now == nil {
 		now = time.Now
 	}
-	l := &PerSource{every: rate.Limit(perSecond), burst: max(1, int(2*perSecond)), now: now, sources: map[string]*rate.Limiter{}}
+	l := &PerSource{every: rate.Limit(perSecond), burst: max(1, burst), now: now, sources: map[string]*rate.Limiter{}}
 	if perSecond <= 0 {
 		l.every = rate.Inf
 	}
@@ -68,6 +72,22 @@ func (l *PerSource) Allow(source string) (bool, time.Duration) {
 	return true, 0
 }
 
+// Spent reports, without taking anything, whether source has no events left
+// now, and how long until it has one.
+func (l *PerSource) Spent(source string) (bool, time.Duration) {
+	if l.every == rate.Inf {
+		return false, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.sources[source]
+	if !ok || lim.TokensAt(now) >= 1 {
+		return false, 0
+	}
+	return true, time.Duration((1 - lim.TokensAt(now)) / float64(l.every) * float64(time.Second))
+}
+
 // forgetIdle drops sources whose bucket has refilled (they lose nothing),
 // or every source if none has.
 func (l *PerSource) forgetIdle(now time.Time) {
@@ -95,10 +115,4 @@ func (l *PerSource) Handler(next http.Handler) http.Handler {
 }
 
 // Source is the request's peer IP address (never a header a client sets).
-func Source(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func Source(r *http.Request) string { return api.PeerAddr(r) }

@@ -288,7 +288,7 @@ func (l *lab) manifestRequest(lifetime, parent string) (*api.ManifestRequest, er
 		// expires, and the benchmark's runs enrol tens of thousands.
 		"networks":            []string{"10.32.0.0/12"},
 		"certificateLifetime": lifetime,
-		"lighthouses":         []any{map[string]string{"name": "lh1", "overlayIP": "10.32.0.1", "underlay": "192.0.2.1:4242", "tokenSHA256": strings.Repeat("0", 64)}},
+		"lighthouses":         []any{map[string]string{"name": "lh1", "overlayIP": "10.32.0.1", "underlay": "192.0.2.1:4242"}},
 		"roles": []any{map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": map[string]any{"simulated": map[string]any{
 			"measurements": []string{hex.EncodeToString(wm[:])}, "rootFingerprint": l.workload.RootFingerprint(),
 		}}}},

@@ -1,8 +1,6 @@
 package k8s
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -101,12 +99,6 @@ func TestKubernetes(t *testing.T) {
 		_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", s[0], "--from-file", s[1])
 		fail(err)
 	}
-	// A join token as an operator should make one: 128 random bits.
-	tok := make([]byte, 16)
-	rand.Read(tok)
-	token := hex.EncodeToString(tok)
-	_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", "lighthouse-token", "--from-literal", "token="+token)
-	fail(err)
 	coordPolicy := map[string]any{"simulated": map[string]any{
 		"measurements": []string{field(coordOut, "measurement")}, "rootFingerprint": field(coordOut, "rootFingerprint"),
 	}}
@@ -131,7 +123,7 @@ func TestKubernetes(t *testing.T) {
 	ownerKey := filepath.Join(c.Dir, "owner.key")
 	keyOut, err := c.Run(meshctl, "keygen", "--kind", "owner", "--out", ownerKey)
 	fail(err)
-	man, err := mesh.ManifestFor(field(nodeOut, "rootFingerprint"), token, field(keyOut, "publicKey"), coordPolicy, NodeIP+":4242")
+	man, err := mesh.ManifestFor(field(nodeOut, "rootFingerprint"), field(keyOut, "publicKey"), coordPolicy, NodeIP+":4242")
 	fail(err)
 	manPath := filepath.Join(c.Dir, "manifest.json")
 	fail(os.WriteFile(manPath, man, 0o644))
@@ -142,6 +134,13 @@ func TestKubernetes(t *testing.T) {
 	fail(err)
 	coord := "https://" + ip0 + ":7080"
 	_, err = c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "manifest", "set", manPath, "--key", ownerKey, "--out-dir", c.Dir)
+	fail(err)
+	// The lighthouse's join token, as an operator makes it; its pod waits
+	// for the Secret.
+	tokenFile := filepath.Join(c.Dir, "lighthouse.token")
+	_, err = c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "token", "create", "--role", "lighthouse", "--name", mesh.LighthouseName, "--key", ownerKey, "--out", tokenFile)
+	fail(err)
+	_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", "lighthouse-token", "--from-file", "token="+tokenFile)
 	fail(err)
 	fail(c.WaitFor("three coordinators ready", 3*time.Minute, func() error {
 		return podsReady(c, "sealmesh", "app.kubernetes.io/component=coordinator", 3)

@@ -1,12 +1,14 @@
 package mesh
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 
 	"github.com/sealmesh/sealmesh/attest/simulated"
 )
+
+// LighthouseName is the manifest's lighthouse.
+const LighthouseName = "lighthouse-1"
 
 // Role is a manifest role for the pods of some namespaces.
 type Role struct {
@@ -24,24 +26,26 @@ type FirewallRule struct {
 }
 
 // Manifest is the demo's manifest: one pod role accepting the simulated TEE with
-// the image "sealmesh-workload", the coordinator role (what clients' coordinator
-// policy also names), a lighthouse, and pods may reach each other.
-func Manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime string) ([]byte, error) {
-	return manifest(rootFingerprint, lighthouseToken, ownerKey, coordinator, roles, firewall, lifetime, LighthouseIP+":4242")
+// the image "sealmesh-workload", a role "vm" for hosts admitted by join
+// token, the coordinator role (what clients' coordinator policy also
+// names), a lighthouse, and pods and VMs may reach each other. A join token
+// whose secret hashes to lighthouseTokenHash (jointoken.Token.Hash) admits
+// the lighthouse; "" leaves that to meshctl token create.
+func Manifest(rootFingerprint, lighthouseTokenHash, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime string) ([]byte, error) {
+	return manifest(rootFingerprint, lighthouseTokenHash, ownerKey, coordinator, roles, firewall, lifetime, LighthouseIP+":4242")
 }
 
 // ManifestFor is the demo's manifest with the lighthouse at underlay
 // (host:port), for a mesh laid out elsewhere (make e2e-k8s).
-func ManifestFor(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, underlay string) ([]byte, error) {
-	return manifest(rootFingerprint, lighthouseToken, ownerKey, coordinator, nil, nil, "", underlay)
+func ManifestFor(rootFingerprint, ownerKey string, coordinator map[string]any, underlay string) ([]byte, error) {
+	return manifest(rootFingerprint, "", ownerKey, coordinator, nil, nil, "", underlay)
 }
 
-func manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime, underlay string) ([]byte, error) {
+func manifest(rootFingerprint, lighthouseTokenHash, ownerKey string, coordinator map[string]any, roles []Role, firewall []FirewallRule, lifetime, underlay string) ([]byte, error) {
 	if lifetime == "" {
 		lifetime = "1h"
 	}
 	meas := simulated.MeasurementOf("sealmesh-workload")
-	tok := sha256.Sum256([]byte(lighthouseToken))
 	attestation := map[string]any{"simulated": map[string]any{
 		"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": rootFingerprint,
 	}}
@@ -49,9 +53,13 @@ func manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map
 	for _, r := range roles {
 		rs = append(rs, map[string]any{"name": r.Name, "groups": r.Groups, "podSelector": map[string]any{"namespaces": r.Namespaces}, "attestation": attestation})
 	}
-	rs = append(rs, map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": attestation})
+	rs = append(rs, map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": attestation},
+		map[string]any{"name": "vm", "groups": []string{"vms"}, "joinToken": true})
 	if firewall == nil {
-		firewall = []FirewallRule{{From: []string{"pods"}, To: "pods", Proto: "any", Port: "any"}}
+		firewall = []FirewallRule{
+			{From: []string{"pods", "vms"}, To: "pods", Proto: "any", Port: "any"},
+			{From: []string{"pods", "vms"}, To: "vms", Proto: "any", Port: "any"},
+		}
 	}
 	man := map[string]any{
 		"version":             1,
@@ -60,11 +68,11 @@ func manifest(rootFingerprint, lighthouseToken, ownerKey string, coordinator map
 		"networks":            []string{Overlay, Overlay6},
 		"certificateLifetime": lifetime,
 		"roles":               rs,
-		"lighthouses": []any{map[string]any{
-			"name": "lighthouse-1", "overlayIP": LighthouseVPN, "underlay": underlay,
-			"tokenSHA256": hex.EncodeToString(tok[:]),
-		}},
-		"firewall": firewall,
+		"lighthouses": []any{map[string]any{"name": LighthouseName, "overlayIP": LighthouseVPN, "underlay": underlay}},
+		"firewall":    firewall,
+	}
+	if lighthouseTokenHash != "" {
+		man["joinTokens"] = []any{map[string]any{"role": "lighthouse", "name": LighthouseName, "sha256": lighthouseTokenHash}}
 	}
 	return json.MarshalIndent(man, "", "  ")
 }

@@ -12,8 +12,6 @@ package mesh
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,16 +176,12 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		return m, err
 	}
 	root := field(out, "rootFingerprint")
-	token := randomHex(16)
-	if err := os.WriteFile(m.path("lighthouse.token"), []byte(token+"\n"), 0o600); err != nil {
-		return m, err
-	}
 	say("making the workload owner's key (meshctl keygen)")
 	out, err = m.Meshctl("keygen", "--kind", "owner", "--out", m.path("owner.key"))
 	if err != nil {
 		return m, err
 	}
-	man, err := Manifest(root, token, field(out, "publicKey"), coordAttestation, o.Roles, o.Firewall, o.Lifetime)
+	man, err := Manifest(root, "", field(out, "publicKey"), coordAttestation, o.Roles, o.Firewall, o.Lifetime)
 	if err != nil {
 		return m, err
 	}
@@ -201,6 +195,13 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 			say("  %s", l)
 		}
+	}
+
+	say("making the lighthouse's join token (meshctl token create)")
+	if out, err := m.Meshctl("token", "create", "--role", "lighthouse", "--name", LighthouseName, "--key", m.path("owner.key"), "--out", m.path("lighthouse.token")); err != nil {
+		return m, err
+	} else {
+		say("  %s", strings.TrimSpace(out))
 	}
 
 	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s)", m.LH.Name, LighthouseIP, LighthouseVPN)
@@ -676,10 +677,4 @@ func field(out, key string) string {
 		}
 	}
 	return ""
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

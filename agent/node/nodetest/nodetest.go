@@ -26,6 +26,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/test/mesh"
 )
 
@@ -258,10 +259,9 @@ type Mesh struct {
 	// SetManifest has the owner sign a manifest whose coordinator role is
 	// image, replacing parent ("" to create the mesh); it returns the head.
 	SetManifest func(image, parent string) string
+	// LighthouseToken joins the mesh's lighthouse, lighthouse-1.
+	LighthouseToken string
 }
-
-// LighthouseToken joins the Mesh's lighthouse, lighthouse-1 (128 bits, hex).
-var LighthouseToken = strings.Repeat("cd", 16)
 
 // NewMesh starts a coordinator with a mesh whose certificates last lifetime.
 func NewMesh(t *testing.T, lifetime string) *Mesh {
@@ -287,11 +287,17 @@ func NewMesh(t *testing.T, lifetime string) *Mesh {
 		t.Fatal(err)
 	}
 	m := &Mesh{Clock: clk, Coordinator: c, Client: api.NewClient(srv.URL), Dev: dev}
+	// The first manifest holds the token's hash; the token gets the mesh's
+	// ID once the mesh has one.
+	tok, err := jointoken.New(strings.Repeat("0", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.SetManifest = func(image, parent string) string {
 		t.Helper()
 		meas := simulated.MeasurementOf(image)
 		role := map[string]any{"simulated": map[string]any{"measurements": []string{hex.EncodeToString(meas[:])}, "rootFingerprint": dev.RootFingerprint()}}
-		raw, err := mesh.Manifest(dev.RootFingerprint(), LighthouseToken, pub, role, nil, nil, lifetime)
+		raw, err := mesh.Manifest(dev.RootFingerprint(), tok.Hash(), pub, role, nil, nil, lifetime)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,6 +312,11 @@ func NewMesh(t *testing.T, lifetime string) *Mesh {
 		return resp.Status.Head
 	}
 	m.SetManifest("sealmesh-coordinator", "")
+	lh, err := tok.For(c.MeshID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.LighthouseToken = lh.String()
 	return m
 }
 
