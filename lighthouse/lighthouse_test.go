@@ -3,8 +3,13 @@ package lighthouse_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +18,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/node/nodetest"
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/lighthouse"
 )
 
@@ -114,4 +120,43 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestTokenOfAnotherMeshIsNotSent: a lighthouse given a token that names
+// another mesh than the coordinator serves stops at the nonce's answer: the
+// coordinator never receives the secret, nor an enrolment.
+func TestTokenOfAnotherMeshIsNotSent(t *testing.T) {
+	m := nodetest.NewMesh(t, "1h")
+	other, err := jointoken.New(strings.Repeat("e", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := other.String()[strings.LastIndex(other.String(), "-")+1:]
+	var mu sync.Mutex
+	var paths []string
+	leaked := false
+	h := m.Coordinator.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		leaked = leaked || strings.Contains(string(body)+r.URL.String(), secret)
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	err = lighthouse.Run(context.Background(), slog.New(slog.DiscardHandler), api.NewClient(srv.URL),
+		lighthouse.Options{Token: other.String(), ListenPort: freeUDPPort(t), Version: "test"}, func() { t.Error("the lighthouse came up") })
+	if !errors.Is(err, api.ErrWrongMesh) {
+		t.Fatalf("lighthouse.Run = %v, want ErrWrongMesh", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if leaked || slices.Contains(paths, api.PathEnrol) {
+		t.Fatalf("the coordinator of another mesh received %v (secret sent: %v)", paths, leaked)
+	}
+	if !slices.Contains(paths, api.PathNonce) {
+		t.Fatalf("requests %v: the check is meant to be on the nonce's answer", paths)
+	}
 }

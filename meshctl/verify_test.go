@@ -36,6 +36,7 @@ import (
 // not the transport) at generation 3, its owner key, and the manifests set.
 type verifyMesh struct {
 	c         *coordinator.Coordinator
+	st        store.Store
 	key       ed25519.PrivateKey
 	keyPEM    []byte
 	manifests [][]byte
@@ -55,10 +56,10 @@ func newVerifyMesh(t *testing.T) *verifyMesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &verifyMesh{c: c, key: key, keyPEM: keyPEM}
+	m := &verifyMesh{c: c, st: st, key: key, keyPEM: keyPEM}
 	for _, lifetime := range []string{"1h", "2h", "3h"} {
 		raw := []byte(fmt.Sprintf(`{"version": 1, "owners": [{"name": "alice", "key": %q}], "networks": ["10.42.0.0/24"], "certificateLifetime": %q,
- "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}],
+ "roles": [{"name": "web", "groups": ["web"], "attestation": {"simulated": {"measurements": [%q], "rootFingerprint": %q}}}, {"name": "vm", "groups": ["vms"], "joinToken": true}],
  "lighthouses": [{"name": "lh", "overlayIP": "10.42.0.1", "underlay": "192.0.2.1:4242"}], "joinTokens": [{"role": "lighthouse", "name": "lh", "sha256": %q}]}`,
 			pub, lifetime, strings.Repeat("0", 96), strings.Repeat("1", 64), lighthouseSecret.Hash()))
 		req, err := owner.Request(raw, c.Status().Head, key)
