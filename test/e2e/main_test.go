@@ -16,5 +16,9 @@ func TestMain(m *testing.M) {
 		"github.com/containernetworking/plugins/plugins/meta/portmap",
 		"github.com/containernetworking/plugins/plugins/meta/tuning",
 		"github.com/containernetworking/cni/cnitool",
+		// Stock Nebula at the version sealmesh links, for hosts without
+		// sealmesh's agent (TestStockNebulaHost; nebula-cert is make
+		// tools', whose module has its dependencies).
+		"github.com/slackhq/nebula/cmd/nebula",
 	)...)
 }

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -34,51 +30,9 @@ func TestRenewalKeepsStreams(t *testing.T) {
 	}
 
 	// pod-b echoes lines; pod-a sends one every 50 ms for 35 s and reads it back.
-	var ln net.Listener
-	if err := b.NS.Do(func() (err error) {
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(b.OverlayIP, 7000).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			fmt.Fprintln(c, sc.Text())
-		}
-	}()
-	var conn net.Conn
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if err = a.NS.Do(func() (err error) {
-			conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(b.OverlayIP, 7000).String(), 2*time.Second)
-			return err
-		}); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("stream from pod-a to pod-b: %v", err)
-	}
-	defer conn.Close()
-	rd := bufio.NewScanner(conn)
-	sent := 0
-	for end := time.Now().Add(35 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		line := fmt.Sprintf("line %d", sent)
-		if _, err := fmt.Fprintln(conn, line); err != nil {
-			t.Fatalf("stream broke after %d lines: %v", sent, err)
-		}
-		if !rd.Scan() || rd.Text() != line {
-			t.Fatalf("stream broke after %d lines: got %q, %v", sent, rd.Text(), rd.Err())
-		}
-		sent++
-	}
+	st := openStream(t, b.NS, b.OverlayIP, a.NS)
+	st.keep(t, 35*time.Second)
+	sent := st.sent
 	agentLog, _ := os.ReadFile(m.Path("agent.log"))
 	renewals := strings.Count(string(agentLog), "certificate renewed")
 	t.Logf("%d lines over the stream; %d renewals", sent, renewals)
