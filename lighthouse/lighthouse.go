@@ -29,6 +29,8 @@ type Options struct {
 	// (a lighthouse needs none to serve).
 	Device  string
 	Version string
+	// DNS is the ip:port to answer DNS for host names on; "" serves none.
+	DNS string
 	// Follower reads the manifest (refreshing the client's trust in
 	// coordinators); Run runs it. nil: renewals only on the certificate's
 	// schedule.
@@ -57,7 +59,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
-	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true}
+	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true, DNS: o.DNS}
 	dir, err := os.MkdirTemp("", "sealmesh-lighthouse-")
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ package tunnel
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	"github.com/slackhq/nebula/cert"
 
@@ -43,6 +44,10 @@ type Options struct {
 	ListenPort int    // 0: DefaultPort
 	Lighthouse bool   // serve as lighthouse and relay
 	LogLevel   string // Nebula's logging.level; "" means info
+	// DNS, for a lighthouse, is the host:port its DNS server answers on:
+	// the certificate names of the hosts it knows, as A and AAAA records.
+	// "" serves none.
+	DNS string
 }
 
 // Nebula is the part of Nebula's configuration sealmesh sets, rendered to
@@ -84,6 +89,15 @@ type Lighthouse struct {
 	// reads the pod's addresses inside its namespace (host.netnsSafe).
 	AdvertiseAddrs []string   `json:"advertise_addrs,omitempty"`
 	LocalAllowList *AllowList `json:"local_allow_list,omitempty"`
+	// ServeDNS and DNS make a lighthouse answer DNS for host names.
+	ServeDNS bool `json:"serve_dns,omitempty"`
+	DNS      *DNS `json:"dns,omitempty"`
+}
+
+// DNS is where a lighthouse's DNS server listens.
+type DNS struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
 }
 
 // AllowList allows (true) or denies interfaces by name pattern.
@@ -189,6 +203,13 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
 		n.Tun.Dev, n.Tun.TxQueue = o.Device, txQueue
 		if o.MTU > 0 {
 			n.Tun.MTU = o.MTU
+		}
+	}
+	if o.Lighthouse && o.DNS != "" {
+		// Checked by the lighthouse's flags; a bad one leaves DNS off.
+		if ap, err := netip.ParseAddrPort(o.DNS); err == nil {
+			n.Lighthouse.ServeDNS = true
+			n.Lighthouse.DNS = &DNS{Host: ap.Addr().String(), Port: int(ap.Port())}
 		}
 	}
 	// A lighthouse serves the others and needs no list of its own.

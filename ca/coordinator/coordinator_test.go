@@ -200,14 +200,19 @@ func TestEnrolAssignsIdentityFromTheManifest(t *testing.T) {
 		name       string
 		dev        *simulated.Device
 		workload   api.Workload
+		wantName   string
 		wantRole   string
 		wantGroups []string
 		wantIP     string
 		wantRules  int
 	}{
 		// The workload claims to be the lighthouse; the evidence says web.
-		{"web claiming another name", webDev, api.Workload{Namespace: "kube-system", Name: "lh1"}, "web", []string{"web", "pods"}, "10.42.0.2/24", 1},
-		{"db", dbDev, api.Workload{Namespace: "prod", Name: "db-0"}, "db", []string{"db", "pods"}, "10.42.0.3/24", 2},
+		// A pod's name has its namespace: it never equals a lighthouse's
+		// or a VM's, which are DNS labels.
+		{"web claiming another name", webDev, api.Workload{Namespace: "kube-system", Name: "lh1"}, "lh1.kube-system", "web", []string{"web", "pods"}, "10.42.0.2/24", 1},
+		{"db", dbDev, api.Workload{Namespace: "prod", Name: "db-0"}, "db-0.prod", "db", []string{"db", "pods"}, "10.42.0.3/24", 2},
+		{"no pod named", dbDev, api.Workload{}, "db-10-42-0-4", "db", []string{"db", "pods"}, "10.42.0.4/24", 2},
+		{"not a DNS name", dbDev, api.Workload{Namespace: "prod", Name: "DB_0"}, "db-10-42-0-5", "db", []string{"db", "pods"}, "10.42.0.5/24", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,9 +221,8 @@ func TestEnrolAssignsIdentityFromTheManifest(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := parseCert(t, e)
-			wantName := tt.wantRole + "-" + strings.ReplaceAll(strings.Split(tt.wantIP, "/")[0], ".", "-")
-			if c.Name() != wantName || e.Role != tt.wantRole {
-				t.Errorf("name, role = %q, %q; want %q, %q", c.Name(), e.Role, wantName, tt.wantRole)
+			if c.Name() != tt.wantName || e.Role != tt.wantRole {
+				t.Errorf("name, role = %q, %q; want %q, %q", c.Name(), e.Role, tt.wantName, tt.wantRole)
 			}
 			if got := fmt.Sprint(c.Groups()); got != fmt.Sprint(tt.wantGroups) {
 				t.Errorf("groups = %s, want %s", got, fmt.Sprint(tt.wantGroups))
@@ -243,7 +247,7 @@ func TestEnrolAssignsIdentityFromTheManifest(t *testing.T) {
 		})
 	}
 	st := h.c.Status()
-	if len(st.Hosts) != 2 || st.Hosts[0].Workload != "kube-system/lh1" || st.Hosts[0].Role != "web" {
+	if len(st.Hosts) != len(tests) || st.Hosts[0].Workload != "kube-system/lh1" || st.Hosts[0].Role != "web" {
 		t.Errorf("status hosts = %+v", st.Hosts)
 	}
 	if !st.AcceptsSimulated {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -425,8 +426,26 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 		// The weaker proof is visible to every peer's firewall.
 		groups = append(slices.Clone(groups), attest.TokenGroup)
 	}
-	return identity{role: r.Name, groups: groups, ttl: m.RoleLifetime(&r), workload: w}, nil
+	return identity{name: podName(w), role: r.Name, groups: groups, ttl: m.RoleLifetime(&r), workload: w}, nil
 }
+
+// podName is the certificate name of a pod as proven: <name>.<namespace>,
+// which lighthouses answer DNS for (so a pod's name outlives its IP). ""
+// (the role and IP name it then) for a workload that names no pod, or
+// whose names are not DNS names. Names are for people and DNS; firewall
+// rules go by groups.
+func podName(w api.Workload) string {
+	if !podNameRE.MatchString(w.Name) || !namespaceRE.MatchString(w.Namespace) || len(w.Name)+1+len(w.Namespace) > 253 {
+		return ""
+	}
+	return w.Name + "." + w.Namespace
+}
+
+var (
+	// A pod's name is a DNS subdomain; a namespace a DNS label.
+	podNameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	namespaceRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
 
 // sameWorkload checks that a token enrolment claims no other pod than the
 // token's own (fields the request leaves empty claim nothing).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,7 +24,7 @@ import (
 var version = "dev"
 
 func main() {
-	var coordinator, policy, meshID, tokenFile, healthAddr, device string
+	var coordinator, policy, meshID, tokenFile, healthAddr, device, dns string
 	var port int
 	cmd := &cobra.Command{
 		Use:           "sealmesh-lighthouse",
@@ -39,6 +40,11 @@ func main() {
 			if meshID != "" {
 				client = client.ExpectingMesh(meshID)
 			}
+			if dns != "" {
+				if _, err := netip.ParseAddrPort(dns); err != nil {
+					return fmt.Errorf("--dns %q: want ip:port, e.g. 10.0.0.5:53", dns)
+				}
+			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
 				return fmt.Errorf("join token: %w", err)
@@ -52,7 +58,7 @@ func main() {
 				}
 			}()
 			return lighthouse.Run(ctx, log, client, lighthouse.Options{
-				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version,
+				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version, DNS: dns,
 				Follower: &follow.Follower{Client: client, Trust: trust, Log: log},
 			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
 		},
@@ -64,6 +70,7 @@ func main() {
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
 	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
+	f.StringVar(&dns, "dns", "", "ip:port to answer DNS on: the overlay IPs of the hosts this lighthouse knows, by certificate name (a pod is <name>.<namespace>); empty serves none")
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7082", "address for /healthz and /readyz")
 	cmd.MarkFlagRequired("token-file")
 	if err := cmd.Execute(); err != nil && !errors.Is(err, context.Canceled) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/slackhq/nebula/cert"
 
+	"github.com/sealmesh/sealmesh/test/mesh"
 	"github.com/sealmesh/sealmesh/test/netlab"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -42,43 +43,19 @@ func TestStockNebulaHost(t *testing.T) {
 	if err := vm.DefaultRoute("10.99.2.1"); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(m.Dir(), "vm")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(tools.Bin(t, "nebula-cert"), "keygen", "-out-key", filepath.Join(dir, "host.key"), "-out-pub", filepath.Join(dir, "host.pub")).CombinedOutput(); err != nil {
-		t.Fatalf("nebula-cert keygen: %v\n%s", err, out)
-	}
-	if _, err := m.Meshctl("token", "create", "--role", "vm", "--uses", "1", "--key", m.OwnerKey(), "--out", filepath.Join(dir, "vm.token")); err != nil {
-		t.Fatal(err)
-	}
-	out, err := m.Meshctl("host", "enrol", "--token", filepath.Join(dir, "vm.token"), "--pub", filepath.Join(dir, "host.pub"), "--out", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(strings.TrimSpace(out))
-	first := hostCert(t, dir)
-	vmIP := first.Networks()[0].Addr()
+	h := joinVM(t, m, vm, "vm")
+	dir, first, vmIP, nebula := h.dir, h.cert, h.ip, h.cmd
 	if g := first.Groups(); !strings.Contains(strings.Join(g, ","), "joined-by-token") {
 		t.Fatalf("the VM's certificate has groups %v, want joined-by-token among them", g)
 	}
-
-	nebula, err := m.Lab.Start(vm, m.Path("vm-nebula.log"), m.Bin("nebula"), "-config", filepath.Join(dir, "config.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- vm-nebula.log\n%s", m.Tail("vm-nebula.log"))
-		}
-	})
 	reach(t, "the VM reaches the pod", vm, pod.OverlayIP)
 	reach(t, "the pod reaches the VM", pod.NS, vmIP)
 
 	// Renewal under a stream: new files, nebula reloads them.
 	st := openStream(t, pod.NS, pod.OverlayIP, vm)
 	st.keep(t, 2*time.Second)
-	if out, err = m.Meshctl("host", "renew", "--dir", dir); err != nil {
+	out, err := m.Meshctl("host", "renew", "--dir", dir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(strings.TrimSpace(out))
@@ -113,6 +90,57 @@ func TestStockNebulaHost(t *testing.T) {
 	if _, err := m.Meshctl("host", "renew", "--dir", dir); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("the revoked VM's renewal: %v, want refused as revoked", err)
 	}
+}
+
+// vmHost is a host running stock nebula, joined by token.
+type vmHost struct {
+	ns   *netlab.NS
+	dir  string
+	cert cert.Certificate
+	ip   netip.Addr
+	cmd  *exec.Cmd
+	log  string
+}
+
+// joinVM makes a key in ns with stock nebula-cert, a single-use token for
+// role vm, enrols the public key with meshctl host enrol and starts stock
+// nebula in ns on the files it wrote.
+func joinVM(t *testing.T, m *mesh.Mesh, ns *netlab.NS, name string) *vmHost {
+	t.Helper()
+	dir := filepath.Join(m.Dir(), name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(tools.Bin(t, "nebula-cert"), "keygen", "-out-key", filepath.Join(dir, "host.key"), "-out-pub", filepath.Join(dir, "host.pub")).CombinedOutput(); err != nil {
+		t.Fatalf("nebula-cert keygen: %v\n%s", err, out)
+	}
+	if _, err := m.Meshctl("token", "create", "--role", "vm", "--uses", "1", "--key", m.OwnerKey(), "--out", filepath.Join(dir, "vm.token")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.Meshctl("host", "enrol", "--token", filepath.Join(dir, "vm.token"), "--pub", filepath.Join(dir, "host.pub"), "--out", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(strings.TrimSpace(out))
+	h := &vmHost{ns: ns, dir: dir, cert: hostCert(t, dir), log: name + "-nebula.log"}
+	h.ip = h.cert.Networks()[0].Addr()
+	h.start(t, m)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- %s\n%s", h.log, m.Tail(h.log))
+		}
+	})
+	return h
+}
+
+// start runs stock nebula on the host's files.
+func (h *vmHost) start(t *testing.T, m *mesh.Mesh) {
+	t.Helper()
+	cmd, err := m.Lab.Start(h.ns, m.Path(h.log), m.Bin("nebula"), "-config", filepath.Join(h.dir, "config.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cmd = cmd
 }
 
 // reach waits (up to 30 s: the first packet waits for a handshake through

@@ -204,10 +204,10 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		say("  %s", strings.TrimSpace(out))
 	}
 
-	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s)", m.LH.Name, LighthouseIP, LighthouseVPN)
+	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s, DNS for host names on %s:53)", m.LH.Name, LighthouseIP, LighthouseVPN, LighthouseIP)
 	if _, err := m.Lab.Start(m.LH, m.path("lighthouse.log"), m.bin("sealmesh-lighthouse"),
 		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
-		"--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082"); err != nil {
+		"--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082", "--dns", LighthouseIP+":53"); err != nil {
 		return m, err
 	}
 	if err := m.waitHTTP(ctx, m.LH, "http://127.0.0.1:7082/readyz"); err != nil {
@@ -536,6 +536,18 @@ func (m *Mesh) CheckSealmesh(ctx context.Context, p *Pod) error {
 // DelPod runs the conflist's DEL.
 func (m *Mesh) DelPod(ctx context.Context, p *Pod) error {
 	return m.Node.Do(func() error { return m.cni.DelNetworkList(ctx, m.conflist, p.rt) })
+}
+
+// RemovePod deletes the pod's attachment (CNI DEL) and its namespace, as
+// a pod that is deleted: a pod of the same name may be added again.
+func (m *Mesh) RemovePod(ctx context.Context, p *Pod) error {
+	if err := m.DelPod(ctx, p); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.Pods, p.Name)
+	m.mu.Unlock()
+	return m.Lab.Remove(p.NS)
 }
 
 // Status returns the coordinator's status, fetched from the node.

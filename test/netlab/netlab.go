@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -202,4 +203,16 @@ func (l *Lab) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Remove deletes one namespace of the lab (its interfaces with it) before
+// Close; its name may then be used again.
+func (l *Lab) Remove(n *NS) error {
+	l.mu.Lock()
+	l.nss = slices.DeleteFunc(l.nss, func(o *NS) bool { return o == n })
+	l.mu.Unlock()
+	if err := netns.DeleteNamed(n.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("netlab: delete netns %s: %w", n.Name, err)
+	}
+	return nil
 }
