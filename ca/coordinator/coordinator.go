@@ -26,6 +26,7 @@ import (
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/enrol"
+	"github.com/sealmesh/sealmesh/ca/kbs"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/issuer"
@@ -141,6 +142,7 @@ type Coordinator struct {
 	keyMu       sync.Mutex
 	recoveryKey *ecdh.PrivateKey
 	enrol       *enrol.Service
+	kbs         *kbs.Server
 	peers       *cluster.Peers
 	// hints wakes Run when gossip says something changed.
 	hints chan struct{}
@@ -174,6 +176,9 @@ func New(cfg Config) (*Coordinator, error) {
 	c.peers = &cluster.Peers{Static: cfg.Peers, Members: cfg.Members, Self: cfg.API, Issuer: cfg.Issuer, Dial: cfg.Dial, Log: cfg.Log, Now: cfg.Now}
 	var err error
 	if c.enrol, err = enrol.New(cfg.Log, cfg.Verifier, cfg.Now, c.serving); err != nil {
+		return nil, err
+	}
+	if c.kbs, err = kbs.New(cfg.Log, c.enrol, cfg.Now); err != nil {
 		return nil, err
 	}
 	c.initMetrics()

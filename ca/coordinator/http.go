@@ -8,9 +8,15 @@ import (
 	"github.com/sealmesh/sealmesh/internal/ratelimit"
 )
 
-// Handler serves the protocol of package api (api.Routes).
+// Handler serves the protocol of package api (api.Routes), and the KBS
+// protocol for Confidential Containers guests (package kbs) under /kbs/,
+// one rate limit per source over both.
 func (c *Coordinator) Handler() http.Handler {
-	return api.Handler(c, ratelimit.New(c.cfg.RatePerSource, c.now).Handler)
+	limit := ratelimit.New(c.cfg.RatePerSource, c.now).Handler
+	mux := http.NewServeMux()
+	mux.Handle("/kbs/", limit(c.kbs.Handler()))
+	mux.Handle("/", api.Handler(c, limit))
+	return mux
 }
 
 // The enrolment service's calls, served from the current view.

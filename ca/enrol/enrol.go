@@ -188,9 +188,21 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 		return nil, fmt.Errorf("%w: %v", api.ErrNonce, err)
 	}
 
+	resp, err = s.respond(ctx, sv, id, req.PublicKey, holder)
+	if err != nil {
+		return nil, err
+	}
+	resp.Next = s.spare()
+	return resp, nil
+}
+
+// respond issues the certificate of an admitted requester: not to a
+// revoked key, and not past a token's uses.
+func (s *Service) respond(ctx context.Context, sv Serving, id identity, publicKey []byte, holder string) (*api.EnrolResponse, error) {
+	m := sv.Hist.Manifest
 	now := s.now()
 	if m.RevokedHolder(holder) {
-		s.log.Warn("enrolment refused: revoked key", "workload", workloadString(req.Workload), "holder", holder)
+		s.log.Warn("enrolment refused: revoked key", "workload", workloadString(id.workload), "holder", holder)
 		return nil, fmt.Errorf("%w: a certificate for this key was revoked (manifest %s); the workload needs a new key", api.ErrRefused, m.Hash()[:12])
 	}
 	if id.token != nil {
@@ -203,7 +215,7 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 			return nil, err
 		}
 	}
-	crt, lease, err := s.issue(ctx, sv, id, req.PublicKey, holder, now)
+	crt, lease, err := s.issue(ctx, sv, id, publicKey, holder, now)
 	if err != nil {
 		return nil, err
 	}
@@ -214,11 +226,10 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 	addrs := crt.Networks()
 	s.log.Info("certificate issued", "name", lease.Name, "role", id.role, "ips", addrs, "fingerprint", lease.Fingerprint, "workload", workloadString(id.workload))
 
-	resp = &api.EnrolResponse{
+	resp := &api.EnrolResponse{
 		Name: lease.Name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
 		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(sv.CA.PEM()),
 		Inbound: inbound(m, id), ReleaseToken: lease.releaseToken, Blocklist: blocklist(m, sv.Alloc, now), Head: sv.Hist.Head,
-		Next: s.spare(),
 	}
 	for _, a := range addrs {
 		resp.IPs = append(resp.IPs, a.String())
@@ -227,6 +238,67 @@ func (s *Service) Enrol(ctx context.Context, req *api.EnrolRequest) (resp *api.E
 		resp.Lighthouses = append(resp.Lighthouses, api.Lighthouse{OverlayIP: l.OverlayIP, Underlay: l.Underlay})
 	}
 	return resp, nil
+}
+
+// Admission is a requester whose evidence verified: what the manifest makes
+// of it, for IssueFor. Only this package makes one.
+type Admission struct {
+	id   identity
+	head string
+}
+
+// Role is the manifest role the evidence matched.
+func (a Admission) Role() string { return a.id.role }
+
+// Admit verifies evidence whose report data must be reportData, for a
+// requester that speaks another protocol than sealmesh's (the KBS
+// handshake, package kbs), and matches it to a role of the current
+// manifest as Enrol would. w is the workload the evidence speaks for
+// (bound into reportData by the caller's protocol), or none.
+func (s *Service) Admit(ctx context.Context, ev api.Evidence, w api.Workload, reportData [64]byte) (Admission, error) {
+	sv, err := s.serving()
+	if err != nil {
+		return Admission{}, err
+	}
+	id, err := identifyEvidence(ctx, s.verifier, sv.Hist.Manifest, ev, w, reportData)
+	if err != nil {
+		s.log.Warn("admission refused", "platform", ev.Platform, "err", err)
+		return Admission{}, err
+	}
+	return Admission{id: id, head: sv.Hist.Head}, nil
+}
+
+// IssueFor issues a certificate for publicKey to an admitted requester,
+// counted like an enrolment. An admission made under an older manifest
+// is matched again by the current one's roles at the next Admit; here it
+// must still name a role of the current manifest.
+func (s *Service) IssueFor(ctx context.Context, a Admission, publicKey []byte) (resp *api.EnrolResponse, err error) {
+	defer func(start time.Time) { s.metrics.observe(start, err) }(time.Now())
+	if len(publicKey) != 32 {
+		return nil, fmt.Errorf("%w: public key is %d bytes, want a 32-byte X25519 key", api.ErrBadInput, len(publicKey))
+	}
+	sv, err := s.serving()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := sv.Hist.Manifest.Role(a.id.role); !ok {
+		return nil, fmt.Errorf("%w: role %q is no longer in the manifest; attest again", api.ErrRefused, a.id.role)
+	}
+	return s.respond(ctx, sv, a.id, publicKey, ipam.Holder(publicKey))
+}
+
+// ReleaseLease gives back what IssueFor issued (a credential refused after
+// it was made), as Release would for its holder.
+func (s *Service) ReleaseLease(ctx context.Context, e *api.EnrolResponse) error {
+	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(e.Certificate))
+	if err != nil {
+		return err
+	}
+	fp, err := crt.Fingerprint()
+	if err != nil {
+		return err
+	}
+	return s.Release(ctx, &api.ReleaseRequest{Fingerprint: fp, ReleaseToken: e.ReleaseToken, IP: e.IP})
 }
 
 // issued is a lease with the release token only its holder gets.
@@ -394,13 +466,15 @@ func identify(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, req
 	if req.Evidence == nil {
 		return identity{}, fmt.Errorf("%w: no evidence, join token or certificate", api.ErrBadInput)
 	}
+	return identifyEvidence(ctx, v, m, *req.Evidence, req.Workload, attest.ReportData(req.Nonce, req.PublicKey, req.Binding()))
+}
 
-	rd := attest.ReportData(req.Nonce, req.PublicKey, req.Binding())
-	claims, err := v.Verify(ctx, attest.Evidence{Platform: req.Evidence.Platform, Data: req.Evidence.Data}, rd)
+// identifyEvidence is identify for evidence bound to rd, for the workload w.
+func identifyEvidence(ctx context.Context, v *attest.Verifier, m *manifest.Manifest, ev api.Evidence, w api.Workload, rd [64]byte) (identity, error) {
+	claims, err := v.Verify(ctx, attest.Evidence{Platform: ev.Platform, Data: ev.Data}, rd)
 	if err != nil {
 		return identity{}, fmt.Errorf("%w: %v", api.ErrRefused, err)
 	}
-	w := req.Workload
 	if claims.Platform == attest.PlatformOIDC {
 		// A token names its pod itself, and it is all a token proves: the
 		// request's workload is a claim the token must back, never a
