@@ -200,12 +200,15 @@ func New(log *slog.Logger, issuer Issuer, now func() time.Time) (*Server, error)
 		pub: jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}, sessions: map[string]*session{}}, nil
 }
 
+// Routes are the calls served, as docs/protocol.md's KBS table lists them.
+var Routes = []string{"POST " + PathAuth, "POST " + PathAttest, "GET " + PathCredential}
+
 // Handler serves the routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+PathAuth, s.auth)
-	mux.HandleFunc("POST "+PathAttest, s.attest)
-	mux.HandleFunc("GET "+PathCredential, s.credential)
+	for i, h := range []http.HandlerFunc{s.auth, s.attest, s.credential} {
+		mux.HandleFunc(Routes[i], h)
+	}
 	return mux
 }
 
