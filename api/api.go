@@ -68,8 +68,8 @@ type EnrolRequest struct {
 	JoinToken string    `json:"joinToken,omitempty"`
 	// Certificate is the requester's current certificate (PEM), to renew
 	// without a token: only for lighthouses and joinToken roles.
-	Certificate string `json:"certificate,omitempty"`
-	Workload  Workload  `json:"workload"`
+	Certificate string   `json:"certificate,omitempty"`
+	Workload    Workload `json:"workload"`
 	// Proof shows the requester holds PublicKey's private key (Prove).
 	// A first enrolment with a join token may leave it out (meshctl host
 	// enrol has the public key only); every other enrolment needs it.

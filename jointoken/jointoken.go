@@ -97,7 +97,9 @@ func (t Token) Matches(hash string) bool {
 }
 
 // GoString keeps the secret out of %#v.
-func (t Token) GoString() string { return "jointoken.Token{MeshID: " + t.MeshID + ", secret: <hidden>}" }
+func (t Token) GoString() string {
+	return "jointoken.Token{MeshID: " + t.MeshID + ", secret: <hidden>}"
+}
 
 // Format keeps the secret out of %v and %+v; String is the way to print it.
 func (t Token) Format(f fmt.State, verb rune) {

@@ -236,4 +236,3 @@ func printHost(w io.Writer, what, dir string, e *api.EnrolResponse) error {
 		what, e.Role, e.Name, e.IP, strings.Join(e.Groups, ","), e.NotAfter.UTC().Format("2006-01-02T15:04:05Z"), dir)
 	return err
 }
-

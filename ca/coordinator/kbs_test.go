@@ -189,18 +189,18 @@ func TestKBSCredential(t *testing.T) {
 	if code, out := c.attestWith(webDev, c.nonce); code != 200 || c.token == "" {
 		t.Fatalf("attest: %d %s", code, out)
 	}
-	code, cred, out := c.credential(url.Values{"name": {"podA"}})
+	code, _, out := c.credential(url.Values{"name": {"podA"}})
 	if code != http.StatusForbidden || !strings.Contains(string(out), "the manifest names this host") {
 		t.Fatalf("a name the manifest did not give: %d %s", code, out)
 	}
-	code, cred, out = c.credential(url.Values{"ip": {"10.42.0.99/24"}})
+	code, _, out = c.credential(url.Values{"ip": {"10.42.0.99/24"}})
 	if code != http.StatusForbidden || !strings.Contains(string(out), "the manifest assigns this host") {
 		t.Fatalf("an IP asked for: %d %s", code, out)
 	}
 	if code, _, out := c.credential(url.Values{"subnets": {"10.9.0.0/16"}}); code != http.StatusForbidden {
 		t.Fatalf("subnets asked for: %d %s", code, out)
 	}
-	code, cred, out = c.credential(url.Values{})
+	code, cred, out := c.credential(url.Values{})
 	if code != 200 {
 		t.Fatalf("credential: %d %s", code, out)
 	}

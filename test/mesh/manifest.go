@@ -68,8 +68,8 @@ func manifest(rootFingerprint, lighthouseTokenHash, ownerKey string, coordinator
 		"networks":            []string{Overlay, Overlay6},
 		"certificateLifetime": lifetime,
 		"roles":               rs,
-		"lighthouses": []any{map[string]any{"name": LighthouseName, "overlayIP": LighthouseVPN, "underlay": underlay}},
-		"firewall":    firewall,
+		"lighthouses":         []any{map[string]any{"name": LighthouseName, "overlayIP": LighthouseVPN, "underlay": underlay}},
+		"firewall":            firewall,
 	}
 	if lighthouseTokenHash != "" {
 		man["joinTokens"] = []any{map[string]any{"role": "lighthouse", "name": LighthouseName, "sha256": lighthouseTokenHash}}
