@@ -184,8 +184,8 @@ func TestMeshOnOneMachine(t *testing.T) {
 		}
 		want := map[string]string{
 			mesh.LighthouseVPN:   "lighthouse lighthouse-1 lighthouse ",
-			a.OverlayIP.String(): "pod pod-" + strings.ReplaceAll(a.OverlayIP.String(), ".", "-") + " pods demo/pod-a",
-			b.OverlayIP.String(): "pod pod-" + strings.ReplaceAll(b.OverlayIP.String(), ".", "-") + " pods demo/pod-b",
+			a.OverlayIP.String(): "pod pod-a.demo pods demo/pod-a",
+			b.OverlayIP.String(): "pod pod-b.demo pods demo/pod-b",
 		}
 		if fmt.Sprint(hosts) != fmt.Sprint(want) {
 			t.Errorf("status hosts\n got %v\nwant %v", hosts, want)
