@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/slackhq/nebula/cert"
@@ -25,24 +24,8 @@ import (
 // config.yml, keeping the name and address.
 func TestHostEnrolAndRenew(t *testing.T) {
 	ctx := context.Background()
-	m := newVerifyMesh(t)
-	url := m.serve(t, nil)
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "owner.key")
-	if err := os.WriteFile(keyFile, m.keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		return meshctl(append([]string{"--coordinator", url}, args...)...)
-	}
-	must := func(args ...string) string {
-		t.Helper()
-		out, err := run(args...)
-		if err != nil {
-			t.Fatalf("meshctl %s: %v", strings.Join(args, " "), err)
-		}
-		return out
-	}
+	o := newOwnerMesh(t)
+	m, url, dir, keyFile, run, must := o.verifyMesh, o.url, o.dir, o.keyFile, o.run, o.must
 	// The host's key, as nebula-cert keygen writes it.
 	k, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	host := filepath.Join(dir, "etc-nebula")

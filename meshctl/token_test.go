@@ -26,22 +26,9 @@ import (
 // no store record and no listing.
 func TestTokenLifecycle(t *testing.T) {
 	ctx := context.Background()
-	m := newVerifyMesh(t)
-	url := m.serve(t, nil)
+	o := newOwnerMesh(t)
+	m, url, dir, keyFile, run := o.verifyMesh, o.url, o.dir, o.keyFile, o.must
 	c := api.NewClient(url)
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "owner.key")
-	if err := os.WriteFile(keyFile, m.keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := meshctl(append([]string{"--coordinator", url}, args...)...)
-		if err != nil {
-			t.Fatalf("meshctl %s: %v", strings.Join(args, " "), err)
-		}
-		return out
-	}
 	readToken := func(path string) string {
 		t.Helper()
 		b, err := os.ReadFile(path)
@@ -171,6 +158,40 @@ func TestTokenLifecycle(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ownerMesh is a verifyMesh served over HTTP, its owner key in a file, and
+// meshctl pointed at it.
+type ownerMesh struct {
+	*verifyMesh
+	url, dir, keyFile string
+	t                 *testing.T
+}
+
+func newOwnerMesh(t *testing.T) *ownerMesh {
+	t.Helper()
+	m := newVerifyMesh(t)
+	o := &ownerMesh{verifyMesh: m, url: m.serve(t, nil), dir: t.TempDir(), t: t}
+	o.keyFile = filepath.Join(o.dir, "owner.key")
+	if err := os.WriteFile(o.keyFile, m.keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// run runs meshctl against the mesh.
+func (o *ownerMesh) run(args ...string) (string, error) {
+	return meshctl(append([]string{"--coordinator", o.url}, args...)...)
+}
+
+// must runs meshctl against the mesh and fails the test if it fails.
+func (o *ownerMesh) must(args ...string) string {
+	o.t.Helper()
+	out, err := o.run(args...)
+	if err != nil {
+		o.t.Fatalf("meshctl %s: %v", strings.Join(args, " "), err)
+	}
+	return out
 }
 
 func tokenID(t *testing.T, token string) string {
