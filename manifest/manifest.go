@@ -57,7 +57,8 @@ type Manifest struct {
 	// their key.
 	Revoked []Revoked `json:"revoked,omitempty"`
 	// Owners may change the manifest: every transition is signed by one of the
-	// previous manifest's owners (the first by one of its own).
+	// previous manifest's owners (the first by one of its own). A manifest
+	// without owners is final: no transition may follow it (Immutable).
 	Owners []PublicKey `json:"owners"`
 	// SeedShareOwners receive the seed, encrypted to them, when the mesh is
 	// created, for disaster recovery. Fixed after the first manifest.
@@ -334,6 +335,10 @@ func (m *Manifest) Owner(pub []byte) (PublicKey, bool) {
 	return PublicKey{}, false
 }
 
+// Immutable reports whether the manifest is final: it has no owners, so
+// no transition may follow it.
+func (m *Manifest) Immutable() bool { return len(m.Owners) == 0 }
+
 // Role returns the role with the given name.
 func (m *Manifest) Role(name string) (*Role, bool) {
 	for i := range m.Roles {
@@ -479,9 +484,6 @@ func (m *Manifest) Validate() error {
 			bad(p+".attestation.oidc", "a coordinator must attest with a TEE, not a service-account token")
 		}
 		c.Attestation.Check(p+".attestation", bad)
-	}
-	if len(m.Owners) == 0 {
-		bad("owners", "at least one owner key is required: without one the manifest can never change (meshctl keygen makes one)")
 	}
 	checkKeys(bad, "owners", m.Owners)
 	checkKeys(bad, "seedShareOwners", m.SeedShareOwners)

@@ -77,6 +77,8 @@ type verifyResult struct {
 	Manifest    string   `json:"manifest"`
 	Coordinator string   `json:"coordinator"`
 	Files       []string `json:"files,omitempty"`
+	// Immutable: the active manifest has no owners, so it is final.
+	Immutable bool `json:"immutable,omitempty"`
 }
 
 func verifyCmd(client func() (*api.Client, error), meshID *string) *cobra.Command {
@@ -131,7 +133,7 @@ Exit codes: 3 the coordinator did not attest or answer, 4 the history does not v
 				}
 			}
 			res := verifyResult{Pin: Pin{MeshID: v.MeshID(), Head: v.Head(), Generation: v.Chain[len(v.Chain)-1].Generation, CA: sha256Hex([]byte(info.CA))},
-				Manifest: info.Hash, Coordinator: c.URL()}
+				Manifest: info.Hash, Coordinator: c.URL(), Immutable: v.Manifests[len(v.Manifests)-1].Immutable()}
 			if outDir != "" {
 				if res.Files, err = writeVerified(outDir, v, info, entries, res.Pin); err != nil {
 					return err
@@ -214,6 +216,9 @@ func printVerify(w io.Writer, output string, r verifyResult) error {
 	case "":
 		fmt.Fprintf(w, "verified: mesh %s, generation %d, head %s, manifest %s, CA sha256 %s (coordinator %s)\n",
 			r.MeshID, r.Generation, r.Head, r.Manifest, r.CA, r.Coordinator)
+		if r.Immutable {
+			fmt.Fprintln(w, "immutable: the manifest has no owners; no transition can follow it")
+		}
 		return nil
 	default:
 		return fmt.Errorf("-o %q: want json, or nothing for text", output)

@@ -280,3 +280,26 @@ func TestPinnedCommands(t *testing.T) {
 		t.Fatalf("the refused set moved the head to %s", st.Head)
 	}
 }
+
+// TestImmutableMesh: an owner sets a manifest without owners; verify
+// reports the mesh immutable, and every later change, the former owner's
+// included, is refused.
+func TestImmutableMesh(t *testing.T) {
+	o := newOwnerMesh(t)
+	if _, err := editManifest(context.Background(), api.NewClient(o.url), o.key, func(m *manifest.Manifest, _ string) error {
+		m.Owners = nil
+		return nil
+	}); err != nil {
+		t.Fatalf("making the mesh final: %v", err)
+	}
+	var res verifyResult
+	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || !res.Immutable {
+		t.Fatalf("verify: %+v, %v; want immutable", res, err)
+	}
+	if out := o.must("verify"); !strings.Contains(out, "immutable") {
+		t.Fatalf("verify's text does not say the mesh is immutable:\n%s", out)
+	}
+	if _, err := o.run("token", "create", "--role", "vm", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Fatalf("a change after the final manifest: %v, want refused as immutable", err)
+	}
+}

@@ -36,6 +36,9 @@ var (
 	ErrStale = errors.New("history: update is based on a transition that is no longer the latest")
 	// ErrUnauthorized: the update is not signed by an owner of the current manifest.
 	ErrUnauthorized = errors.New("history: update not signed by an owner")
+	// ErrFinal: the current manifest has no owners, so nothing may follow
+	// it (an immutable mesh). errors.Is(ErrFinal, ErrUnauthorized) holds.
+	ErrFinal = fmt.Errorf("%w: the mesh is immutable", ErrUnauthorized)
 	// ErrInvalid: the update breaks a rule of the history.
 	ErrInvalid = errors.New("history: invalid update")
 	// ErrEmpty: the store holds no history.
@@ -168,8 +171,15 @@ func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *
 	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, nil, now)
 }
 
-// authorise checks that u is signed by an owner of by over m.
+// authorise checks that u is signed by an owner of by over m. A manifest
+// without owners authorises nothing: it is final.
 func authorise(by, m *manifest.Manifest, u Update) (manifest.PublicKey, error) {
+	if by.Immutable() {
+		if by == m {
+			return manifest.PublicKey{}, fmt.Errorf("%w: a first manifest without owners has nobody to sign it; create the mesh with owners, then set a manifest without them", ErrUnauthorized)
+		}
+		return manifest.PublicKey{}, fmt.Errorf("%w: manifest %s has no owners, so no transition may follow it (not even from its former owners)", ErrFinal, by.Hash()[:12])
+	}
 	owner, ok := by.Owner(u.SignerKey)
 	if !ok {
 		return owner, fmt.Errorf("%w: the signing key is not an owner of the current manifest", ErrUnauthorized)

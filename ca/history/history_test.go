@@ -270,3 +270,39 @@ func TestTamperingIsDetected(t *testing.T) {
 		}
 	})
 }
+
+// TestImmutableMesh: an owner may make the mesh final by setting a manifest
+// without owners; after it no transition is accepted, not even one signed by
+// a former owner, and the chain still verifies. A first manifest without
+// owners has nobody to sign it.
+func TestImmutableMesh(t *testing.T) {
+	ctx := context.Background()
+	f := grow(t, 2)
+	final := mf(t, "1h")
+	if !final.Immutable() {
+		t.Fatal("a manifest without owners is not immutable")
+	}
+	s, err := history.Append(ctx, f.st, f.seed, f.s, final, history.Sign(f.s.Head, final, f.owner), time.Now())
+	if err != nil {
+		t.Fatalf("making the mesh final: %v", err)
+	}
+	for _, signer := range []ed25519.PrivateKey{f.owner, key(t)} {
+		for _, next := range []*manifest.Manifest{mf(t, "2h", f.owner), mf(t, "2h")} {
+			_, before, _ := f.st.Latest(ctx)
+			if _, err := history.Append(ctx, f.st, f.seed, s, next, history.Sign(s.Head, next, signer), time.Now()); !errors.Is(err, history.ErrFinal) {
+				t.Fatalf("a transition after the final manifest: %v, want ErrFinal", err)
+			}
+			if _, after, _ := f.st.Latest(ctx); after != before {
+				t.Fatal("a refused transition changed the latest pointer")
+			}
+		}
+	}
+	loaded, err := history.Load(ctx, f.st, f.seed, history.Floor{})
+	if err != nil || loaded.Head != s.Head || !loaded.Manifest.Immutable() {
+		t.Fatalf("loading the immutable history: %v", err)
+	}
+	st2, _ := store.OpenFile(t.TempDir())
+	if _, err := history.Create(ctx, st2, f.seed, final, history.Sign("", final, f.owner), nil, nil, time.Now()); !errors.Is(err, history.ErrUnauthorized) {
+		t.Fatalf("a first manifest without owners: %v, want ErrUnauthorized", err)
+	}
+}
