@@ -85,6 +85,10 @@ deps:
 		echo "installing nftables (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v ssh-agent >/dev/null; then \
+		echo "installing openssh-client (apt-get): ssh-agent for the owner-key tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client; \
+	fi
 
 # The agent's pod lifecycle, which make unit holds to a coverage floor
 # with its tests that need no root (fakes for tunnels and namespaces, a real

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
@@ -46,9 +47,23 @@ func ownerProofDigest(purpose string, t time.Time) []byte {
 
 // ProveOwner signs purpose at now with an owner key.
 func ProveOwner(key ed25519.PrivateKey, purpose string, now time.Time) *OwnerProof {
+	p, _ := ProveOwnerWith(key, purpose, now) // an in-memory key cannot fail
+	return p
+}
+
+// ProveOwnerWith is ProveOwner with an owner key held elsewhere (an
+// ssh-agent): any Ed25519 crypto.Signer.
+func ProveOwnerWith(key crypto.Signer, purpose string, now time.Time) (*OwnerProof, error) {
+	pub, ok := key.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("owner proof: an owner key is Ed25519, this one is %T", key.Public())
+	}
 	now = now.UTC().Round(0)
-	return &OwnerProof{Purpose: purpose, Time: now, SignerKey: key.Public().(ed25519.PublicKey),
-		Signature: ed25519.Sign(key, ownerProofDigest(purpose, now))}
+	sig, err := key.Sign(nil, ownerProofDigest(purpose, now), crypto.Hash(0))
+	if err != nil {
+		return nil, fmt.Errorf("owner proof: signing: %w", err)
+	}
+	return &OwnerProof{Purpose: purpose, Time: now, SignerKey: pub, Signature: sig}, nil
 }
 
 // Verify checks that p is a proof for purpose, made within ProofWindow of

@@ -1,7 +1,7 @@
 package meshctl
 
 import (
-	"crypto/ed25519"
+	"crypto"
 	"fmt"
 	"time"
 
@@ -35,7 +35,11 @@ only for the head you verified (meshctl verify; with --pin, the pin's head).`,
 			if st.Head == "" {
 				return fmt.Errorf("the coordinator is %s and has no verified head to confirm", st.State)
 			}
-			got, err := c.ConfirmFresh(cmd.Context(), api.ProveOwner(key, api.PurposeFresh(st.Head), time.Now()))
+			proof, err := api.ProveOwnerWith(key, api.PurposeFresh(st.Head), time.Now())
+			if err != nil {
+				return err
+			}
+			got, err := c.ConfirmFresh(cmd.Context(), proof)
 			if err != nil {
 				return err
 			}
@@ -43,18 +47,21 @@ only for the head you verified (meshctl verify; with --pin, the pin's head).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.MarkFlagRequired("key")
 	return cmd
 }
 
 // ownerClient loads the owner key in keyFile and the client, for the
 // commands an owner signs.
-func ownerClient(keyFile string, client func() (*api.Client, error)) (ed25519.PrivateKey, *api.Client, error) {
-	key, err := owner.LoadOwnerKey(keyFile)
+func ownerClient(keyFile string, client func() (*api.Client, error)) (crypto.Signer, *api.Client, error) {
+	key, err := owner.LoadOwnerSigner(keyFile)
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := client()
 	return key, c, err
 }
+
+// ownerKeyHelp is the help of every --key that takes an owner key.
+const ownerKeyHelp = "owner key: a file meshctl keygen wrote (encrypted ones ask for the passphrase, or read $SEALMESH_KEY_PASSPHRASE), or ssh-agent: / ssh-agent:COMMENT-OR-FINGERPRINT for an Ed25519 key an ssh-agent holds (required)"

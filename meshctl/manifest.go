@@ -3,6 +3,7 @@ package meshctl
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,18 +26,40 @@ import (
 
 func keygenCmd() *cobra.Command {
 	var out, kind string
-	var force bool
+	var force, encrypt bool
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "make an owner key (signs manifest changes) or a seed-share key (receives the seed for recovery)",
+		Long: `Writes a new private key to --out (mode 0600; never over an existing file unless
+--force) and prints its public key for the manifest.
+
+An owner key with --encrypt is written in OpenSSH's format, encrypted with a passphrase
+(asked twice on the terminal, or $SEALMESH_KEY_PASSPHRASE): meshctl asks for it when the
+key is used, and ssh-add loads it, so the key can live in an ssh-agent (--key ssh-agent:)
+or behind one on a hardware token.`,
+		Example: `  meshctl keygen --out owner.key
+  meshctl keygen --encrypt --out owner.key && ssh-add owner.key`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var pemBytes []byte
 			var pub string
 			var err error
-			switch kind {
-			case "owner":
+			switch {
+			case encrypt && kind != "owner":
+				return fmt.Errorf("--encrypt: only owner keys (seed-share keys are X25519, which OpenSSH's format does not hold)")
+			case encrypt:
+				var key ed25519.PrivateKey
+				if key, _, pub, err = owner.NewOwnerKey(); err != nil {
+					return err
+				}
+				pass, perr := owner.Passphrase("passphrase for the new key: ", true)
+				if perr != nil {
+					return perr
+				}
+				pemBytes, err = owner.EncryptOwnerKey(key, pass)
+			case kind == "owner":
 				_, pemBytes, pub, err = owner.NewOwnerKey()
-			case "seed-share":
+			case kind == "seed-share":
 				_, pemBytes, pub, err = owner.NewShareKey()
 			default:
 				return fmt.Errorf("--kind %q: want owner or seed-share", kind)
@@ -61,6 +84,7 @@ func keygenCmd() *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "file to write the private key to (required)")
 	cmd.Flags().StringVar(&kind, "kind", "owner", "owner or seed-share")
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing key file (the key it holds is lost)")
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt the owner key with a passphrase (OpenSSH format; ssh-add loads it)")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -169,7 +193,7 @@ fingerprint. The current manifest again is no new generation.`,
 			return writeShares(out, outDir, m.SeedShareOwners, resp.SeedShares, true)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
 	cmd.Flags().StringSliceVar(&unrevoke, "unrevoke", nil, "fingerprint of a revocation this manifest lifts on purpose (repeat for each)")
@@ -233,7 +257,11 @@ owner brings the mesh back: meshctl recover --force.`,
 			if err != nil {
 				return err
 			}
-			resp, err := c.SeedShares(cmd.Context(), api.ProveOwner(key, api.PurposeSeedShares, time.Now()))
+			proof, err := api.ProveOwnerWith(key, api.PurposeSeedShares, time.Now())
+			if err != nil {
+				return err
+			}
+			resp, err := c.SeedShares(cmd.Context(), proof)
 			if err != nil {
 				return err
 			}
@@ -247,7 +275,7 @@ owner brings the mesh back: meshctl recover --force.`,
 			return writeShares(cmd.OutOrStdout(), outDir, nil, resp.SeedShares, false)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write the seed shares")
 	cmd.MarkFlagRequired("key")
 	return cmd

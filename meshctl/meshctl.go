@@ -84,11 +84,15 @@ are listed only to an owner: give --key.`,
 			}
 			var s *api.Status
 			if keyFile != "" {
-				key, kerr := owner.LoadOwnerKey(keyFile)
+				key, kerr := owner.LoadOwnerSigner(keyFile)
 				if kerr != nil {
 					return kerr
 				}
-				s, err = c.Hosts(ctx, api.ProveOwner(key, api.PurposeHosts, time.Now()), host)
+				proof, perr := api.ProveOwnerWith(key, api.PurposeHosts, time.Now())
+				if perr != nil {
+					return perr
+				}
+				s, err = c.Hosts(ctx, proof, host)
 			} else {
 				s, err = c.Status(ctx)
 			}
@@ -106,7 +110,7 @@ are listed only to an owner: give --key.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint (needs --key)")
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key: list the hosts")
+	cmd.Flags().StringVar(&keyFile, "key", "", "owner key, to list the hosts: a file meshctl keygen wrote, or ssh-agent:[COMMENT-OR-FINGERPRINT]")
 	return cmd
 }
 

@@ -32,7 +32,11 @@ issues another certificate to the key: the workload must start again with a new 
 				return err
 			}
 			ctx, what := cmd.Context(), args[0]
-			st, err := c.Hosts(ctx, api.ProveOwner(key, api.PurposeHosts, time.Now()), what)
+			proof, err := api.ProveOwnerWith(key, api.PurposeHosts, time.Now())
+			if err != nil {
+				return err
+			}
+			st, err := c.Hosts(ctx, proof, what)
 			if err != nil {
 				return err
 			}
@@ -79,7 +83,7 @@ issues another certificate to the key: the workload must start again with a new 
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.MarkFlagRequired("key")
 	return cmd
 }

@@ -2,7 +2,7 @@ package meshctl
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +62,7 @@ func tokenCreateCmd(client func() (*api.Client, error)) *cobra.Command {
 			return emitToken(cmd, tok, out, fmt.Sprintf("token %s for role %s", jointoken.IDOf(tok.Hash()), role), gen)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.Flags().StringVar(&role, "role", "", `"lighthouse", or a role with joinToken: true (required)`)
 	cmd.Flags().StringVar(&name, "name", "", "the lighthouse the token admits (required with --role lighthouse); for other roles, the host name certificates get")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long new hosts may join with it, e.g. 24h (0: until revoked)")
@@ -95,7 +95,7 @@ old token admitted keep renewing. A --uses limit starts again for the new token.
 			return emitToken(cmd, tok, out, fmt.Sprintf("token %s replaces %s", jointoken.IDOf(tok.Hash()), args[0]), gen)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.Flags().StringVar(&out, "out", "", "write the new token to this file (mode 0600, replaced in one step) instead of standard output")
 	cmd.MarkFlagRequired("key")
 	return cmd
@@ -130,7 +130,7 @@ certificates and renew them; to cut one off, meshctl revoke it.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key (meshctl keygen --kind owner) (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
 	cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -197,7 +197,7 @@ func printTokens(w io.Writer, output string, ts []manifest.JoinToken) error {
 
 // addToken makes a token for jt's role, or (replacing non-empty) for the
 // role of the token it replaces, and sets the manifest with its hash.
-func addToken(ctx context.Context, c *api.Client, key ed25519.PrivateKey, jt manifest.JoinToken, replacing string) (jointoken.Token, uint64, error) {
+func addToken(ctx context.Context, c *api.Client, key crypto.Signer, jt manifest.JoinToken, replacing string) (jointoken.Token, uint64, error) {
 	var tok jointoken.Token
 	resp, err := editManifest(ctx, c, key, func(m *manifest.Manifest, meshID string) error {
 		var err error
@@ -259,7 +259,7 @@ func currentManifest(ctx context.Context, c *api.Client) (*manifest.Manifest, *a
 // ID) and sets it, signed with key, as the transition after the head it
 // read: if anyone changed the manifest in between, the coordinator refuses
 // (conflict) and nothing changes.
-func editManifest(ctx context.Context, c *api.Client, key ed25519.PrivateKey, edit func(m *manifest.Manifest, meshID string) error) (*api.ManifestResponse, error) {
+func editManifest(ctx context.Context, c *api.Client, key crypto.Signer, edit func(m *manifest.Manifest, meshID string) error) (*api.ManifestResponse, error) {
 	st, err := c.Status(ctx)
 	if err != nil {
 		return nil, err

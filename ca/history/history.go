@@ -10,6 +10,7 @@ package history
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
@@ -92,6 +93,24 @@ type Update struct {
 // Sign makes an Update moving parent to m with the owner's key.
 func Sign(parent string, m *manifest.Manifest, key ed25519.PrivateKey) Update {
 	return Update{Parent: parent, SignerKey: key.Public().(ed25519.PublicKey), Signature: ed25519.Sign(key, UpdateDigest(parent, m.Hash()))}
+}
+
+// SignWith is Sign with an owner key held elsewhere (an ssh-agent): any
+// Ed25519 crypto.Signer.
+func SignWith(parent string, m *manifest.Manifest, key crypto.Signer) (Update, error) {
+	pub, ok := key.Public().(ed25519.PublicKey)
+	if !ok {
+		return Update{}, fmt.Errorf("history: an owner key is Ed25519, this one is %T", key.Public())
+	}
+	digest := UpdateDigest(parent, m.Hash())
+	sig, err := key.Sign(nil, digest, crypto.Hash(0))
+	if err != nil {
+		return Update{}, fmt.Errorf("history: signing: %w", err)
+	}
+	if !ed25519.Verify(pub, digest, sig) {
+		return Update{}, errors.New("history: the owner key made a signature that does not verify")
+	}
+	return Update{Parent: parent, SignerKey: pub, Signature: sig}, nil
 }
 
 // Floor is the newest point of the history a coordinator has seen; Load refuses

@@ -3,6 +3,7 @@
 package owner
 
 import (
+	"crypto"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -20,12 +21,15 @@ import (
 // Request signs raw (JSON or YAML) as the successor of parent ("" for the first
 // manifest). The signature covers the manifest's canonical hash, so formatting
 // does not matter.
-func Request(raw []byte, parent string, key ed25519.PrivateKey) (*api.ManifestRequest, error) {
+func Request(raw []byte, parent string, key crypto.Signer) (*api.ManifestRequest, error) {
 	m, err := manifest.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	u := history.Sign(parent, m, key)
+	u, err := history.SignWith(parent, m, key)
+	if err != nil {
+		return nil, err
+	}
 	return &api.ManifestRequest{Manifest: raw, Parent: parent, SignerKey: u.SignerKey, Signature: u.Signature}, nil
 }
 

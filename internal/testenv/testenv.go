@@ -3,6 +3,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -21,4 +22,23 @@ func RequireRoot(t testing.TB) {
 		t.Fatal("this test needs root (network namespaces, TUN devices) and CI=true forbids skipping it")
 	}
 	t.Skip("needs root for network namespaces and TUN devices; run as root (make test does)")
+}
+
+// RequireTool returns the path of a program a test runs (from a Debian
+// package make test installs: see the Makefile's deps), skipping the test
+// without it; under CI=true it fails instead. The unit tier skips it always.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("runs %s: not in the unit tier (go test -short, make unit)", name)
+	}
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("this test runs %s, which is not installed, and CI=true forbids skipping it (make deps installs it)", name)
+	}
+	t.Skipf("%s is not installed (make deps installs it)", name)
+	return ""
 }
