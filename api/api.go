@@ -163,14 +163,29 @@ type ManifestResponse struct {
 	Replayed bool `json:"replayed,omitempty"`
 	// Unchanged: the manifest is the current one; no new generation.
 	Unchanged bool `json:"unchanged,omitempty"`
+	// SharesNeeded: a recovery from a k-of-n split seed took this share
+	// and waits for this many more (from other seed-share owners).
+	SharesNeeded int `json:"sharesNeeded,omitempty"`
 }
 
 // SeedSharesResponse carries the seed shares made when the mesh was created.
 type SeedSharesResponse struct {
 	SeedShares []SeedShare `json:"seedShares"`
+	// Sharing, for a k-of-n split seed, is its public part: the threshold,
+	// the commitments each share is checked against and the wrapped seed
+	// (package shamir).
+	Sharing *SeedSharing `json:"sharing,omitempty"`
 }
 
-// SeedShare is the seed encrypted (HPKE) to one seed-share owner.
+// SeedSharing is the public part of a k-of-n split seed.
+type SeedSharing struct {
+	Threshold  int    `json:"threshold"`
+	Commitment []byte `json:"commitment"`
+	Wrapped    []byte `json:"wrapped"`
+}
+
+// SeedShare is the seed, or for a split seed one share of it, encrypted
+// (HPKE) to one seed-share owner.
 type SeedShare struct {
 	Owner string `json:"owner"`
 	Share []byte `json:"share"`
@@ -220,7 +235,11 @@ type RecoveryKey struct {
 // RecoverRequest hands a coordinator the seed, encrypted (HPKE) to its recovery
 // key. Force replaces local sealed state the coordinator cannot open.
 type RecoverRequest struct {
-	Seed  []byte `json:"seed"`
+	Seed []byte `json:"seed,omitempty"`
+	// Share is one seed-share owner's share of a k-of-n split seed (the
+	// manifest's seedShareThreshold), sealed like Seed: the coordinator
+	// keeps shares until it has k (ManifestResponse.SharesNeeded).
+	Share []byte `json:"share,omitempty"`
 	Force bool   `json:"force,omitempty"`
 }
 

@@ -63,6 +63,11 @@ type Manifest struct {
 	// SeedShareOwners receive the seed, encrypted to them, when the mesh is
 	// created, for disaster recovery. Fixed after the first manifest.
 	SeedShareOwners []PublicKey `json:"seedShareOwners,omitempty"`
+	// SeedShareThreshold, when 2 or more, splits the seed k-of-n (Shamir)
+	// among the seed-share owners: any k of their shares recover the mesh,
+	// fewer reveal nothing. 0: each owner gets the whole seed. Fixed after
+	// the first manifest.
+	SeedShareThreshold int `json:"seedShareThreshold,omitempty"`
 }
 
 // Revoked is one revoked certificate.
@@ -487,6 +492,9 @@ func (m *Manifest) Validate() error {
 	}
 	checkKeys(bad, "owners", m.Owners)
 	checkKeys(bad, "seedShareOwners", m.SeedShareOwners)
+	if t := m.SeedShareThreshold; t != 0 && (t < 2 || t > len(m.SeedShareOwners)) {
+		bad("seedShareThreshold", "want 0 (each seed-share owner gets the whole seed) or 2 to the number of seed-share owners (%d), got %d", len(m.SeedShareOwners), t)
+	}
 
 	if len(m.Lighthouses) == 0 {
 		bad("lighthouses", "at least one lighthouse is required: nodes find each other through it")

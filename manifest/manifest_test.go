@@ -116,6 +116,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"wrong version", [2]string{"version: 1", "version: 2"}, "version: want 1, got 2"},
 		{"no owners: an immutable manifest", [2]string{"owners:\n  - {name: alice, key: \"" + key32 + "\"}", "owners: []"}, ""},
 		{"short owner key", [2]string{"{name: alice, key: \"" + key32 + "\"}", "{name: alice, key: \"AAAA\"}"}, "owners[0].key: want the base64 of a 32-byte public key"},
+		{"threshold above the seed-share owners", [2]string{"networks: [10.42", "seedShareThreshold: 2\nnetworks: [10.42"}, "seedShareThreshold: want 0 (each seed-share owner gets the whole seed) or 2 to the number of seed-share owners (1), got 2"},
+		{"threshold of one", [2]string{"networks: [10.42", "seedShareThreshold: 1\nnetworks: [10.42"}, "seedShareThreshold: want 0"},
 		{"one name in owners and seedShareOwners is fine", [2]string{"{name: bob,", "{name: alice,"}, ""},
 		{"short mrtd", [2]string{"mrtds: [" + m96, "mrtds: [" + m96[2:]}, "roles[1].attestation.tdx.mrtds[0]: want 96"},
 		{"oidc issuer not https", [2]string{"https://kubernetes.default.svc", "http://kubernetes.default.svc"}, "roles[1].attestation.oidc.issuer: want the cluster's https issuer URL"},

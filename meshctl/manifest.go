@@ -20,6 +20,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/ca/shamir"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 	"github.com/sealmesh/sealmesh/manifest"
 )
@@ -470,6 +471,11 @@ func recoverCmd(client func() (*api.Client, error)) *cobra.Command {
 coordinator's recovery key and hands it over. The coordinator accepts it only if it
 verifies the mesh's history in the store, and continues the same CA and history.
 
+Where the manifest splits the seed (seedShareThreshold k), your share is one of n: the
+coordinator checks it against the commitments kept in the store, says how many more it
+needs, and recovers once k seed-share owners have each run meshctl recover (against the
+same coordinator process: it keeps the shares in memory).
+
 Over an https URL the coordinator and its recovery key are attested (attested TLS,
 --coordinator-policy); over http nothing authenticates them: development only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -481,7 +487,7 @@ Over an https URL the coordinator and its recovery key are attested (attested TL
 			if err != nil {
 				return err
 			}
-			seed, err := seal.OpenWith(key, seal.SeedShareInfo, share)
+			opened, err := seal.OpenWith(key, seal.SeedShareInfo, share)
 			if err != nil {
 				return fmt.Errorf("%s: %w", shareFile, err)
 			}
@@ -493,13 +499,23 @@ Over an https URL the coordinator and its recovery key are attested (attested TL
 			if err != nil {
 				return err
 			}
-			enc, err := seal.SealTo(rk, seal.RecoveryInfo, seed)
+			enc, err := seal.SealTo(rk, seal.RecoveryInfo, opened)
 			if err != nil {
 				return err
 			}
-			resp, err := c.Recover(cmd.Context(), &api.RecoverRequest{Seed: enc, Force: force})
+			req := &api.RecoverRequest{Seed: enc, Force: force}
+			if shamir.IsShare(opened) {
+				// One share of a k-of-n split seed: the coordinator
+				// keeps it until k owners have run meshctl recover.
+				req = &api.RecoverRequest{Share: enc, Force: force}
+			}
+			resp, err := c.Recover(cmd.Context(), req)
 			if err != nil {
 				return err
+			}
+			if resp.SharesNeeded > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "share accepted: the coordinator needs %d more (other seed-share owners run meshctl recover with theirs)\n", resp.SharesNeeded)
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "coordinator %s at generation %d, nebula CA %s\n", resp.Status.State, resp.Status.Generation, resp.Status.CAFingerprint)
 			if resp.UnlockKey != "" {

@@ -138,12 +138,15 @@ type Coordinator struct {
 	tx chan struct{}
 	// kek seals the local state; guarded by tx.
 	kek *seal.KEK
-	// keyMu guards recoveryKey (no I/O under it).
+	// keyMu guards recoveryKey and shares (no I/O under it).
 	keyMu       sync.Mutex
 	recoveryKey *ecdh.PrivateKey
-	enrol       *enrol.Service
-	kbs         *kbs.Server
-	peers       *cluster.Peers
+	// shares are the seed shares received for a recovery from a split
+	// seed, by share ID, until there are enough to join.
+	shares map[uint64][]byte
+	enrol  *enrol.Service
+	kbs    *kbs.Server
+	peers  *cluster.Peers
 	// hints wakes Run when gossip says something changed.
 	hints chan struct{}
 	// allocated is closed once alloc is made, for Run to follow the leases.

@@ -121,11 +121,11 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 	if err != nil {
 		return nil, err
 	}
-	shares, err := makeShares(m, seed)
+	shares, sharing, err := makeShares(m, seed)
 	if err != nil {
 		return nil, err
 	}
-	sharesRaw, err := encodeShares(shares)
+	sharesRaw, err := encodeShares(shares, sharing)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/ca/shamir"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 
@@ -23,28 +24,60 @@ import (
 // to the first manifest lost the unlock key and the shares both, and the
 // mesh stayed locked after its next restart.
 
-// makeShares encrypts seed to each seed-share owner of m.
-func makeShares(m *manifest.Manifest, seed keys.Seed) ([]api.SeedShare, error) {
+// makeShares encrypts seed to each seed-share owner of m: the whole seed,
+// or with a seedShareThreshold one share of a k-of-n split (package
+// shamir), whose public part comes back to be kept with the shares.
+func makeShares(m *manifest.Manifest, seed keys.Seed) ([]api.SeedShare, *api.SeedSharing, error) {
+	parts := make([][]byte, len(m.SeedShareOwners))
+	var sharing *api.SeedSharing
+	if k := m.SeedShareThreshold; k >= 2 {
+		split, pub, err := shamir.Split(seed[:], k, len(m.SeedShareOwners))
+		if err != nil {
+			return nil, nil, err
+		}
+		parts = split
+		sharing = &api.SeedSharing{Threshold: pub.Threshold, Commitment: pub.Commitment, Wrapped: pub.Wrapped}
+	} else {
+		for i := range parts {
+			parts[i] = seed[:]
+		}
+	}
 	var out []api.SeedShare
-	for _, o := range m.SeedShareOwners {
+	for i, o := range m.SeedShareOwners {
 		pub, err := base64.StdEncoding.DecodeString(o.Key)
 		if err != nil {
-			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
+			return nil, nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
 		}
-		share, err := seal.SealTo(pub, seal.SeedShareInfo, seed[:])
+		share, err := seal.SealTo(pub, seal.SeedShareInfo, parts[i])
 		if err != nil {
-			return nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
+			return nil, nil, fmt.Errorf("seed share for %s: %w", o.Name, err)
 		}
 		out = append(out, api.SeedShare{Owner: o.Name, Share: share})
 	}
-	return out, nil
+	return out, sharing, nil
 }
 
-func encodeShares(shares []api.SeedShare) ([]byte, error) {
+func encodeShares(shares []api.SeedShare, sharing *api.SeedSharing) ([]byte, error) {
 	if len(shares) == 0 {
 		return nil, nil
 	}
-	return json.Marshal(api.SeedSharesResponse{SeedShares: shares})
+	return json.Marshal(api.SeedSharesResponse{SeedShares: shares, Sharing: sharing})
+}
+
+// sharing is the public part of the mesh's split seed, from the store.
+func (c *Coordinator) sharing(ctx context.Context) (shamir.Public, error) {
+	raw, err := history.Shares(ctx, c.st)
+	if err != nil {
+		return shamir.Public{}, err
+	}
+	var r api.SeedSharesResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return shamir.Public{}, fmt.Errorf("the store's seed shares are not valid JSON: %w", err)
+	}
+	if r.Sharing == nil {
+		return shamir.Public{}, fmt.Errorf("%w: this mesh's seed is not split (send the seed, not a share)", api.ErrBadInput)
+	}
+	return shamir.Public{Threshold: r.Sharing.Threshold, Commitment: r.Sharing.Commitment, Wrapped: r.Sharing.Wrapped}, nil
 }
 
 func decodeShares(raw []byte) ([]api.SeedShare, error) {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/subtle"
 	"fmt"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/ca/shamir"
 )
 
 // Unlock opens the sealed state with the operator's unlock key.
@@ -73,6 +75,47 @@ func (c *Coordinator) RecoveryKey(context.Context) (*api.RecoveryKey, error) {
 	return &api.RecoveryKey{PublicKey: c.recoveryKey.PublicKey().Bytes()}, nil
 }
 
+// addShare checks one sealed share of the split seed against the
+// commitments in the store and keeps it. Until it has the threshold it
+// answers how many more it needs (resp); then it joins them (joined). The
+// shares live in this process only, and are dropped once joined.
+func (c *Coordinator) addShare(ctx context.Context, rk *ecdh.PrivateKey, sealed []byte) (resp *api.ManifestResponse, joined []byte, err error) {
+	share, err := seal.OpenWith(rk, seal.RecoveryInfo, sealed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrBadInput, err)
+	}
+	pub, err := c.sharing(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := shamir.Check(share, pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	c.keyMu.Lock()
+	if c.shares == nil {
+		c.shares = map[uint64][]byte{}
+	}
+	c.shares[id] = share
+	var all [][]byte
+	for _, s := range c.shares {
+		all = append(all, s)
+	}
+	if len(all) >= pub.Threshold {
+		c.shares = nil
+	}
+	c.keyMu.Unlock()
+	if need := pub.Threshold - len(all); need > 0 {
+		c.log.Warn("seed share received for recovery", "share", id, "have", len(all), "need", pub.Threshold)
+		return &api.ManifestResponse{Status: c.status(c.view(), ""), SharesNeeded: need}, nil, nil
+	}
+	joined, err = shamir.Join(all, pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	return nil, joined, nil
+}
+
 // Recover takes the seed (from a seed share, via meshctl recover) and continues the
 // mesh in the store: same CA, same history. The seed must verify the store's
 // history, so a wrong share changes nothing.
@@ -98,9 +141,21 @@ func (c *Coordinator) Recover(ctx context.Context, req *api.RecoverRequest) (*ap
 			return nil, fmt.Errorf("%w: peer %s is ready and will recover this coordinator; use --force to recover from the share anyway", api.ErrConflict, url)
 		}
 	}
-	raw, err := seal.OpenWith(rk, seal.RecoveryInfo, req.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrBadInput, err)
+	var raw []byte
+	switch {
+	case len(req.Share) > 0 && len(req.Seed) > 0:
+		return nil, fmt.Errorf("%w: send a seed or a share, not both", api.ErrBadInput)
+	case len(req.Share) > 0:
+		resp, joined, err := c.addShare(ctx, rk, req.Share)
+		if err != nil || resp != nil {
+			return resp, err
+		}
+		raw = joined
+	default:
+		var err error
+		if raw, err = seal.OpenWith(rk, seal.RecoveryInfo, req.Seed); err != nil {
+			return nil, fmt.Errorf("%w: %v", api.ErrBadInput, err)
+		}
 	}
 	seed, err := keys.SeedFrom(raw)
 	if err != nil {

@@ -184,8 +184,8 @@ func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(cur.Manifest.SeedShareOwners, m.SeedShareOwners) {
-		return nil, fmt.Errorf("%w: seedShareOwners are fixed by the first manifest and cannot change", ErrInvalid)
+	if !slices.Equal(cur.Manifest.SeedShareOwners, m.SeedShareOwners) || cur.Manifest.SeedShareThreshold != m.SeedShareThreshold {
+		return nil, fmt.Errorf("%w: seedShareOwners and seedShareThreshold are fixed by the first manifest and cannot change", ErrInvalid)
 	}
 	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, nil, now)
 }
@@ -392,7 +392,7 @@ func VerifyChain(entries []Entry) (*Verified, error) {
 		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature}); err != nil {
 			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, g, err)
 		}
-		if prev != nil && !slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) {
+		if prev != nil && (!slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) || prev.SeedShareThreshold != m.SeedShareThreshold) {
 			return nil, fmt.Errorf("%w: generation %d changes seedShareOwners", ErrTampered, g)
 		}
 		v.Chain, v.Manifests, v.Heads = append(v.Chain, t), append(v.Manifests, m), append(v.Heads, h)
