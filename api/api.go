@@ -140,6 +140,10 @@ type ManifestRequest struct {
 	Parent    string `json:"parent"`   // head transition it replaces; "" for the first
 	SignerKey []byte `json:"signerKey"`
 	Signature []byte `json:"signature"`
+	// Approvals are other owners' signatures of the same update, where the
+	// current manifest's updateThreshold asks for several (usually
+	// collected by POST /v1/proposal instead).
+	Approvals []Approval `json:"approvals,omitempty"`
 	// Unrevoke names (by fingerprint) each revocation of the current
 	// manifest that this one lifts: an update that drops a revocation
 	// without naming it is refused (ErrRevocationDropped), so that
@@ -166,6 +170,38 @@ type ManifestResponse struct {
 	// SharesNeeded: a recovery from a k-of-n split seed took this share
 	// and waits for this many more (from other seed-share owners).
 	SharesNeeded int `json:"sharesNeeded,omitempty"`
+}
+
+// Approval is one owner's signature of a manifest update
+// (history.UpdateDigest of its parent and the manifest's hash).
+type Approval struct {
+	SignerKey []byte `json:"signerKey"`
+	Signature []byte `json:"signature"`
+}
+
+// ProposalRequest proposes moving the manifest from Parent (the current
+// head) to Manifest, or approves that proposal: one owner's signature of
+// the update. The proposal is kept in the store, named by the update's
+// digest, until enough owners signed it (the current manifest's
+// updateThreshold); then it is applied.
+type ProposalRequest struct {
+	Manifest  []byte   `json:"manifest"`
+	Parent    string   `json:"parent"`
+	SignerKey []byte   `json:"signerKey"`
+	Signature []byte   `json:"signature"`
+	Unrevoke  []string `json:"unrevoke,omitempty"`
+}
+
+// ProposalResponse is a proposal and who signed it so far; Applied once
+// enough owners did.
+type ProposalResponse struct {
+	ID         string            `json:"id"`
+	Parent     string            `json:"parent"`
+	Hash       string            `json:"hash"`
+	Manifest   []byte            `json:"manifest"` // canonical JSON
+	ApprovedBy []string          `json:"approvedBy"`
+	Needed     int               `json:"needed"`
+	Applied    *ManifestResponse `json:"applied,omitempty"`
 }
 
 // SeedSharesResponse carries the seed shares made when the mesh was created.

@@ -183,6 +183,18 @@ func (c *Client) SetManifest(ctx context.Context, req *ManifestRequest) (*Manife
 	return &r, c.post(ctx, PathManifest, req, &r)
 }
 
+// Propose proposes or approves a manifest update (PathProposal).
+func (c *Client) Propose(ctx context.Context, req *ProposalRequest) (*ProposalResponse, error) {
+	var out ProposalResponse
+	return &out, c.post(ctx, PathProposal, req, &out)
+}
+
+// Proposal returns the proposal id.
+func (c *Client) Proposal(ctx context.Context, id string) (*ProposalResponse, error) {
+	var out ProposalResponse
+	return &out, c.do(ctx, http.MethodGet, PathProposal+"?id="+url.QueryEscape(id), nil, &out)
+}
+
 // Manifest returns the current manifest (503 before the first).
 func (c *Client) Manifest(ctx context.Context) (*ManifestInfo, error) {
 	var m ManifestInfo

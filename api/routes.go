@@ -26,6 +26,9 @@ const (
 	PathStatus      = "/v1/status"
 	PathHosts       = "/v1/hosts"
 	PathFreshness   = "/v1/freshness"
+	// PathProposal collects owners' signatures of a manifest update
+	// (POST), and shows one proposal (GET ?id=).
+	PathProposal = "/v1/proposal"
 	// PathAttest serves third-party verifiers that do not speak attested
 	// TLS (AttestResponse), with ?nonce=HEX.
 	PathAttest = "/.well-known/sealmesh/attest"
@@ -91,6 +94,8 @@ type Server interface {
 	Attest(ctx context.Context, nonce []byte) (*AttestResponse, error)
 	Hosts(context.Context, *HostsRequest) (*Status, error)
 	ConfirmFresh(context.Context, *OwnerProof) (*Status, error)
+	Propose(context.Context, *ProposalRequest) (*ProposalResponse, error)
+	Proposal(ctx context.Context, id string) (*ProposalResponse, error)
 	// Ready and State answer /readyz; they must not block.
 	Ready() bool
 	State() string
@@ -123,6 +128,13 @@ var Routes = []Route{
 	{http.MethodGet, PathStatus, func(s Server) http.HandlerFunc { return get(s.PublicStatus) }},
 	{http.MethodPost, PathHosts, func(s Server) http.HandlerFunc { return post(s.Hosts) }},
 	{http.MethodPost, PathFreshness, func(s Server) http.HandlerFunc { return post(s.ConfirmFresh) }},
+	{http.MethodPost, PathProposal, func(s Server) http.HandlerFunc { return post(s.Propose) }},
+	{http.MethodGet, PathProposal, func(s Server) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			resp, err := s.Proposal(r.Context(), r.URL.Query().Get("id"))
+			reply(w, resp, err)
+		}
+	}},
 	{http.MethodGet, PathAttest, func(s Server) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))

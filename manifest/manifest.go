@@ -60,6 +60,10 @@ type Manifest struct {
 	// previous manifest's owners (the first by one of its own). A manifest
 	// without owners is final: no transition may follow it (Immutable).
 	Owners []PublicKey `json:"owners"`
+	// UpdateThreshold, when above one, is how many distinct owners of this
+	// manifest must sign the transition that replaces it (meshctl manifest
+	// propose and approve); 0 or 1: any one owner.
+	UpdateThreshold int `json:"updateThreshold,omitempty"`
 	// SeedShareOwners receive the seed, encrypted to them, when the mesh is
 	// created, for disaster recovery. Fixed after the first manifest.
 	SeedShareOwners []PublicKey `json:"seedShareOwners,omitempty"`
@@ -340,6 +344,10 @@ func (m *Manifest) Owner(pub []byte) (PublicKey, bool) {
 	return PublicKey{}, false
 }
 
+// UpdateThresholdOrOne is how many owners must sign this manifest's
+// successor.
+func (m *Manifest) UpdateThresholdOrOne() int { return max(1, m.UpdateThreshold) }
+
 // Immutable reports whether the manifest is final: it has no owners, so
 // no transition may follow it.
 func (m *Manifest) Immutable() bool { return len(m.Owners) == 0 }
@@ -491,6 +499,9 @@ func (m *Manifest) Validate() error {
 		c.Attestation.Check(p+".attestation", bad)
 	}
 	checkKeys(bad, "owners", m.Owners)
+	if t := m.UpdateThreshold; t < 0 || (t > 1 && t > len(m.Owners)) {
+		bad("updateThreshold", "want 0 or 1 (any owner) up to the number of owners (%d), got %d", len(m.Owners), t)
+	}
 	checkKeys(bad, "seedShareOwners", m.SeedShareOwners)
 	if t := m.SeedShareThreshold; t != 0 && (t < 2 || t > len(m.SeedShareOwners)) {
 		bad("seedShareThreshold", "want 0 (each seed-share owner gets the whole seed) or 2 to the number of seed-share owners (%d), got %d", len(m.SeedShareOwners), t)

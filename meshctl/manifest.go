@@ -92,7 +92,7 @@ or behind one on a hardware token.`,
 
 func manifestCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"}
-	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client), manifestDiffCmd(client))
+	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client), manifestDiffCmd(client), manifestProposeCmd(client), manifestApproveCmd(client))
 	return cmd
 }
 

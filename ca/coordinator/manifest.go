@@ -37,6 +37,9 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 		return nil, err
 	}
 	u := history.Update{Parent: req.Parent, SignerKey: req.SignerKey, Signature: req.Signature}
+	for _, a := range req.Approvals {
+		u.Approvals = append(u.Approvals, history.Approval{SignerKey: a.SignerKey, Signature: a.Signature})
+	}
 	if err := c.begin(ctx); err != nil {
 		return nil, err
 	}

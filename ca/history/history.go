@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sealmesh/sealmesh/ca/keys"
@@ -37,6 +38,9 @@ var (
 	ErrStale = errors.New("history: update is based on a transition that is no longer the latest")
 	// ErrUnauthorized: the update is not signed by an owner of the current manifest.
 	ErrUnauthorized = errors.New("history: update not signed by an owner")
+	// ErrThreshold: fewer distinct owners signed than the current
+	// manifest's updateThreshold. errors.Is(ErrThreshold, ErrUnauthorized).
+	ErrThreshold = fmt.Errorf("%w: too few owner signatures", ErrUnauthorized)
 	// ErrFinal: the current manifest has no owners, so nothing may follow
 	// it (an immutable mesh). errors.Is(ErrFinal, ErrUnauthorized) holds.
 	ErrFinal = fmt.Errorf("%w: the mesh is immutable", ErrUnauthorized)
@@ -59,6 +63,15 @@ type Transition struct {
 	// Shares is the hash of the seed shares made with the mesh (generation
 	// 1 only; none when the manifest names no seed-share owners).
 	Shares string `json:"shares,omitempty"`
+	// Approvals are the other owners' signatures of the same update, where
+	// the manifest replaced sets an updateThreshold above one.
+	Approvals []Approval `json:"approvals,omitempty"`
+}
+
+// Approval is one more owner's signature of an update (UpdateDigest).
+type Approval struct {
+	SignerKey []byte `json:"signerKey"`
+	Signature []byte `json:"signature"`
 }
 
 // latest is the signed pointer to the newest transition.
@@ -83,11 +96,18 @@ func UpdateDigest(parent, manifestHash string) []byte {
 	return sum[:]
 }
 
-// Update is an owner's signed request to change the manifest.
+// UpdateDigestHex is UpdateDigest in hex: a proposal's ID.
+func UpdateDigestHex(parent, manifestHash string) string {
+	return hex.EncodeToString(UpdateDigest(parent, manifestHash))
+}
+
+// Update is an owner's signed request to change the manifest, with the
+// approvals of other owners where the current manifest needs several.
 type Update struct {
 	Parent    string
 	SignerKey ed25519.PublicKey
 	Signature []byte
+	Approvals []Approval
 }
 
 // Sign makes an Update moving parent to m with the owner's key.
@@ -203,8 +223,30 @@ func authorise(by, m *manifest.Manifest, u Update) (manifest.PublicKey, error) {
 	if !ok {
 		return owner, fmt.Errorf("%w: the signing key is not an owner of the current manifest", ErrUnauthorized)
 	}
-	if len(u.SignerKey) != ed25519.PublicKeySize || !ed25519.Verify(u.SignerKey, UpdateDigest(u.Parent, m.Hash()), u.Signature) {
+	digest := UpdateDigest(u.Parent, m.Hash())
+	if len(u.SignerKey) != ed25519.PublicKeySize || !ed25519.Verify(u.SignerKey, digest, u.Signature) {
 		return owner, fmt.Errorf("%w: the signature of owner %s does not verify for this manifest and parent", ErrUnauthorized, owner.Name)
+	}
+	// The first manifest is its creator's (who may be pinned with
+	// --owner-key); every later one needs the threshold of the one it
+	// replaces, so lowering the threshold or changing owners needs the old.
+	need := by.UpdateThresholdOrOne()
+	if by == m {
+		need = 1
+	}
+	signed := []string{owner.Name}
+	for _, a := range u.Approvals {
+		o, ok := by.Owner(a.SignerKey)
+		if !ok || slices.Contains(signed, o.Name) {
+			continue // not an owner, or one already counted
+		}
+		if len(a.SignerKey) == ed25519.PublicKeySize && ed25519.Verify(a.SignerKey, digest, a.Signature) {
+			signed = append(signed, o.Name)
+		}
+	}
+	if len(signed) < need {
+		return owner, fmt.Errorf("%w: %d of the %d owner signatures manifest %s needs (signed: %s); collect them with meshctl manifest propose and approve",
+			ErrThreshold, len(signed), need, by.Hash()[:12], strings.Join(signed, ", "))
 	}
 	return owner, nil
 }
@@ -213,7 +255,7 @@ func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *m
 	mraw := m.Canonical()
 	t := Transition{
 		Generation: 1, Manifest: hashOf(mraw), CA: hashOf(caPEM), Time: now.UTC(),
-		Signer: owner.Name, SignerKey: u.SignerKey, Signature: u.Signature,
+		Signer: owner.Name, SignerKey: u.SignerKey, Signature: u.Signature, Approvals: u.Approvals,
 	}
 	var old store.Version
 	var chain []Transition
@@ -389,7 +431,7 @@ func VerifyChain(entries []Entry) (*Verified, error) {
 		if by == nil {
 			by = m
 		}
-		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature}); err != nil {
+		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature, Approvals: t.Approvals}); err != nil {
 			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, g, err)
 		}
 		if prev != nil && (!slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) || prev.SeedShareThreshold != m.SeedShareThreshold) {

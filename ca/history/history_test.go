@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -304,5 +305,62 @@ func TestImmutableMesh(t *testing.T) {
 	st2, _ := store.OpenFile(t.TempDir())
 	if _, err := history.Create(ctx, st2, f.seed, final, history.Sign("", final, f.owner), nil, nil, time.Now()); !errors.Is(err, history.ErrUnauthorized) {
 		t.Fatalf("a first manifest without owners: %v, want ErrUnauthorized", err)
+	}
+}
+
+// TestUpdateThreshold: a manifest with updateThreshold 2 is replaced only
+// with two distinct owners' signatures; a stranger's, or the same owner's
+// twice, do not count; lowering the threshold needs the old one; a
+// transition whose approval is stripped from the store no longer verifies.
+func TestUpdateThreshold(t *testing.T) {
+	ctx := context.Background()
+	f := grow(t, 1)
+	bob, carol, stranger := key(t), key(t), key(t)
+	two := mf(t, "1h", f.owner, bob, carol)
+	two.UpdateThreshold = 2
+	s, err := history.Append(ctx, f.st, f.seed, f.s, two, history.Sign(f.s.Head, two, f.owner), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := mf(t, "2h", f.owner, bob, carol) // threshold back to 0: lowering it
+	approve := func(k ed25519.PrivateKey) history.Approval {
+		u := history.Sign(s.Head, next, k)
+		return history.Approval{SignerKey: u.SignerKey, Signature: u.Signature}
+	}
+	for name, approvals := range map[string][]history.Approval{
+		"one owner":              nil,
+		"the same owner twice":   {approve(f.owner)},
+		"a stranger's approval":  {approve(stranger)},
+		"an approval of another": {{SignerKey: approve(bob).SignerKey, Signature: history.Sign(s.Head, mf(t, "3h", f.owner), bob).Signature}},
+	} {
+		u := history.Sign(s.Head, next, f.owner)
+		u.Approvals = approvals
+		if _, err := history.Append(ctx, f.st, f.seed, s, next, u, time.Now()); !errors.Is(err, history.ErrThreshold) {
+			t.Fatalf("%s: %v, want ErrThreshold", name, err)
+		}
+	}
+	u := history.Sign(s.Head, next, f.owner)
+	u.Approvals = []history.Approval{approve(carol)}
+	s2, err := history.Append(ctx, f.st, f.seed, s, next, u, time.Now())
+	if err != nil {
+		t.Fatalf("two owners: %v", err)
+	}
+	// Strip the approval from the stored transition: the chain breaks.
+	entries := make([]history.Entry, len(s2.Raw))
+	for i, raw := range s2.Raw {
+		mraw, err := history.ManifestAt(ctx, f.st, s2.Chain[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries[i] = history.Entry{Transition: raw, Manifest: mraw}
+	}
+	if _, err := history.VerifyChain(entries); err != nil {
+		t.Fatalf("the chain with approvals: %v", err)
+	}
+	last := s2.Chain[len(s2.Chain)-1]
+	last.Approvals = nil
+	entries[len(entries)-1].Transition, _ = json.Marshal(last)
+	if _, err := history.VerifyChain(entries); !errors.Is(err, history.ErrTampered) {
+		t.Fatalf("the chain with an approval stripped: %v, want ErrTampered", err)
 	}
 }
