@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,8 +19,11 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/simulated"
+	"github.com/sealmesh/sealmesh/ca/kbs"
 	"github.com/sealmesh/sealmesh/ca/seal"
+	"github.com/sealmesh/sealmesh/ca/shamir"
 	"github.com/sealmesh/sealmesh/cni"
+	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/meshctl"
 )
@@ -204,5 +208,66 @@ func FuzzChanges(f *testing.F) {
 		if same, err := meshctl.Changes(a, a); err == nil && len(same) != 0 {
 			t.Fatalf("%q against itself: %v", a, same)
 		}
+	})
+}
+
+// FuzzJoinToken: a join token from whoever presents one parses or is
+// refused, never panics, and a refusal never repeats it (logs and answers
+// carry the error).
+func FuzzJoinToken(f *testing.F) {
+	tok, _ := jointoken.New(strings.Repeat("ab", 32))
+	f.Add(tok.String())
+	f.Add("SMTKN-1-" + strings.Repeat("ab", 32) + "-")
+	f.Add("SMTKN-1--")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := jointoken.Parse(s)
+		if err != nil {
+			if len(s) > 16 && strings.Contains(err.Error(), s) {
+				t.Fatalf("the refusal repeats the token: %v", err)
+			}
+			return
+		}
+		again, err := jointoken.Parse(got.String())
+		if err != nil || again != got {
+			t.Fatalf("%q does not round-trip: %v", s, err)
+		}
+	})
+}
+
+// FuzzKBSRuntimeData: the KBS runtime data a guest sends is hashed in its
+// canonical form: anything either fails or canonicalises to a fixed point.
+func FuzzKBSRuntimeData(f *testing.F) {
+	f.Add([]byte(`{"tee-pubkey": {"y": "b", "x": "a", "kty": "EC"}, "nonce": "n"}`))
+	f.Add([]byte(`[1.50, "\u003c", {"b": null, "a": true}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := kbs.Canonical(b)
+		if err != nil {
+			return
+		}
+		again, err := kbs.Canonical(c)
+		if err != nil || !bytes.Equal(again, c) {
+			t.Fatalf("canonical form %q is not a fixed point: %q, %v", c, again, err)
+		}
+	})
+}
+
+// FuzzSeedShare: a seed share a recovering coordinator receives (after
+// HPKE, so from a seed-share owner, or a corrupted file) is checked or
+// refused, never panics, and is never accepted unless it is one of the
+// sharing's.
+func FuzzSeedShare(f *testing.F) {
+	shares, pub, err := shamir.Split(bytes.Repeat([]byte{7}, 32), 2, 3)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range shares {
+		f.Add(s)
+	}
+	f.Add([]byte("SMSHARE1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := shamir.Check(b, pub); err == nil && !slices.ContainsFunc(shares, func(s []byte) bool { return bytes.Equal(s, b) }) {
+			t.Fatalf("a share not of the sharing was accepted: %x", b)
+		}
+		shamir.Join([][]byte{shares[0], b}, pub)
 	})
 }
