@@ -60,6 +60,9 @@ type Manifest struct {
 	// previous manifest's owners (the first by one of its own). A manifest
 	// without owners is final: no transition may follow it (Immutable).
 	Owners []PublicKey `json:"owners"`
+	// CA is the mesh CA's generation; meshctl rotate ca moves it in two
+	// owner-signed steps. nil: generation 1.
+	CA *CAGeneration `json:"ca,omitempty"`
 	// UpdateThreshold, when above one, is how many distinct owners of this
 	// manifest must sign the transition that replaces it (meshctl manifest
 	// propose and approve); 0 or 1: any one owner.
@@ -344,6 +347,45 @@ func (m *Manifest) Owner(pub []byte) (PublicKey, bool) {
 	return PublicKey{}, false
 }
 
+// CAGeneration names the CA certificates are issued under: generation g's
+// key is derived from the seed, so recovery needs nothing more.
+type CAGeneration struct {
+	Generation uint64 `json:"generation"`
+	// TrustPrevious keeps generation g-1 trusted by every host: the first
+	// step of a rotation, while hosts renew onto g. meshctl rotate ca
+	// --finish clears it, and certificates under g-1 are refused.
+	TrustPrevious bool `json:"trustPrevious,omitempty"`
+}
+
+// CAGen is the generation certificates are issued under (1 unless set).
+func (m *Manifest) CAGen() uint64 {
+	if m.CA == nil || m.CA.Generation == 0 {
+		return 1
+	}
+	return m.CA.Generation
+}
+
+// TrustsPreviousCA reports whether hosts still trust generation CAGen()-1.
+func (m *Manifest) TrustsPreviousCA() bool { return m.CA != nil && m.CA.TrustPrevious }
+
+// CAStep checks that next's CA follows cur's by the rotation rules: the
+// same generation (trusting the previous one no longer, or as before), or
+// the next generation with the previous one still trusted.
+func CAStep(cur, next *Manifest) error {
+	g, h := cur.CAGen(), next.CAGen()
+	switch {
+	case h == g && (next.TrustsPreviousCA() == cur.TrustsPreviousCA() || !next.TrustsPreviousCA()):
+		return nil
+	case h == g:
+		return fmt.Errorf("ca.trustPrevious: a finished rotation cannot trust generation %d again", g-1)
+	case h == g+1 && next.TrustsPreviousCA():
+		return nil
+	case h == g+1:
+		return fmt.Errorf("ca: generation %d must first trust generation %d too (trustPrevious: true), so that hosts keep talking while they renew (meshctl rotate ca)", h, g)
+	}
+	return fmt.Errorf("ca.generation: from %d to %d; a rotation moves one generation at a time", g, h)
+}
+
 // UpdateThresholdOrOne is how many owners must sign this manifest's
 // successor.
 func (m *Manifest) UpdateThresholdOrOne() int { return max(1, m.UpdateThreshold) }
@@ -438,6 +480,9 @@ func (m *Manifest) Validate() error {
 	}
 
 	checkLifetime(bad, "certificateLifetime", m.CertificateLifetime)
+	if m.CA != nil && m.CA.TrustPrevious && m.CAGen() < 2 {
+		bad("ca.trustPrevious", "generation %d has no previous generation to trust", m.CAGen())
+	}
 	for i, r := range m.Revoked {
 		p := fmt.Sprintf("revoked[%d]", i)
 		if len(r.Fingerprint) != 64 || !hexRE.MatchString(r.Fingerprint) {

@@ -457,8 +457,66 @@ func rotateCmd(client func() (*api.Client, error)) *cobra.Command {
 		},
 	}
 	uk.Flags().StringVar(&keyFile, "unlock-key-file", "unlock-key", "file holding the current unlock key")
-	rot.AddCommand(uk)
+	rot.AddCommand(uk, rotateCACmd(client))
 	return rot
+}
+
+func rotateCACmd(client func() (*api.Client, error)) *cobra.Command {
+	var keyFile string
+	var finish bool
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "rotate the mesh CA in two owner-signed steps: add the next generation, then --finish",
+		Long: `Without --finish: sets the manifest's CA to the next generation (its key derived from the
+seed, like the first) while hosts still trust the current one. Every host renews onto the
+new CA as soon as it sees the manifest (within seconds for pods and lighthouses; at its
+next meshctl host renew for a VM), trusting both meanwhile: no tunnel drops.
+
+With --finish: the previous generation is trusted no more. Hosts renew again onto trust in
+the new CA alone, and a certificate under the old one is refused by every host from then
+on. Finish once every host has renewed (meshctl status --key shows their expiry).
+
+Both steps are manifest changes signed with an owner key (or proposals where the manifest
+needs several owners); meshctl manifest history shows them as ca.generation and
+ca.trustPrevious changes.`,
+		Example: `  meshctl rotate ca --key owner.key
+  meshctl rotate ca --finish --key owner.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, c, err := ownerClient(keyFile, client)
+			if err != nil {
+				return err
+			}
+			var gen uint64
+			resp, err := editManifest(cmd.Context(), c, key, func(m *manifest.Manifest, _ string) error {
+				switch {
+				case finish && !m.TrustsPreviousCA():
+					return fmt.Errorf("no rotation to finish: CA generation %d is the only one trusted", m.CAGen())
+				case finish:
+					m.CA.TrustPrevious = false
+				case m.TrustsPreviousCA():
+					return fmt.Errorf("a rotation to CA generation %d is in progress: finish it first (meshctl rotate ca --finish)", m.CAGen())
+				default:
+					m.CA = &manifest.CAGeneration{Generation: m.CAGen() + 1, TrustPrevious: true}
+				}
+				gen = m.CAGen()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if finish {
+				fmt.Fprintf(cmd.OutOrStdout(), "CA generation %d alone is trusted (manifest generation %d, CA %s); hosts renew onto it now\n", gen, resp.Status.Generation, resp.Status.CAFingerprint)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "CA generation %d added (manifest generation %d, CA %s); hosts renew onto it and trust both; then meshctl rotate ca --finish\n", gen, resp.Status.Generation, resp.Status.CAFingerprint)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	cmd.Flags().BoolVar(&finish, "finish", false, "end the rotation: trust the new generation only")
+	cmd.MarkFlagRequired("key")
+	return cmd
 }
 
 func recoverCmd(client func() (*api.Client, error)) *cobra.Command {

@@ -362,7 +362,7 @@ func (c *Coordinator) adoptLocked(ctx context.Context, seed keys.Seed, floor his
 		c.setState(api.StateFailed, fmt.Sprintf("the store holds mesh %s; this coordinator serves mesh %s", mesh, want))
 		return fmt.Errorf("%w: the store holds another mesh", history.ErrTampered)
 	}
-	ca, err := issuer.LoadCA(seed.CAKey(1), h.CAPEM)
+	ca, err := issuer.LoadCA(seed.CAKey(h.Manifest.CAGen()), h.CAPEM)
 	if err != nil {
 		c.setState(api.StateFailed, err.Error())
 		return err

@@ -73,18 +73,36 @@ func (c *Coordinator) SetManifest(ctx context.Context, req *api.ManifestRequest)
 	if !slices.Equal(m.Prefixes(), v.hist.Manifest.Prefixes()) {
 		return nil, fmt.Errorf("%w: networks cannot change (%v → %v): issued certificates carry addresses of them", api.ErrBadInput, v.hist.Manifest.Networks, m.Networks)
 	}
-	h, err := history.Append(ctx, c.st, *v.seed, v.hist, m, u, c.now())
+	ca := v.ca
+	var h *history.State
+	if g := m.CAGen(); g != v.hist.Manifest.CAGen() {
+		// A rotation's first step: the next generation's CA, from the
+		// seed (recovery needs nothing more), made here and kept in the
+		// history like the first one.
+		if ca, err = issuer.NewCA(v.seed.CAKey(g), caName(m), m.Prefixes(), caLifetime, c.now()); err != nil {
+			return nil, err
+		}
+		h, err = history.AppendWithCA(ctx, c.st, *v.seed, v.hist, m, u, ca.PEM(), c.now())
+	} else {
+		h, err = history.Append(ctx, c.st, *v.seed, v.hist, m, u, c.now())
+	}
 	if err != nil {
 		return nil, historyErr(err)
 	}
 	v.alloc.SetReserved(m)
-	c.update(func(v *view) { v.hist = h })
+	c.update(func(v *view) { v.hist, v.ca = h, ca })
 	if err := c.persistLocked(); err != nil {
 		c.setState(api.StateFailed, "could not seal the new floor: "+err.Error())
 		return nil, err
 	}
 	c.log.Info("manifest updated", "generation", h.Generation(), "head", h.Head, "manifest", m.Hash(), "signer", h.Chain[len(h.Chain)-1].Signer)
 	return &api.ManifestResponse{Status: c.status(c.view(), "")}, nil
+}
+
+// caName names a CA certificate: the manifest it was made under and its
+// generation.
+func caName(m *manifest.Manifest) string {
+	return fmt.Sprintf("sealmesh %s generation %d", m.Hash()[:12], m.CAGen())
 }
 
 func historyErr(err error) error {
@@ -120,7 +138,7 @@ func (c *Coordinator) createLocked(ctx context.Context, m *manifest.Manifest, u 
 	if err != nil {
 		return nil, err
 	}
-	ca, err := issuer.NewCA(seed.CAKey(1), "sealmesh "+m.Hash()[:12], m.Prefixes(), caLifetime, c.now())
+	ca, err := issuer.NewCA(seed.CAKey(m.CAGen()), caName(m), m.Prefixes(), caLifetime, c.now())
 	if err != nil {
 		return nil, err
 	}

@@ -228,7 +228,7 @@ func (s *Service) respond(ctx context.Context, sv Serving, id identity, publicKe
 
 	resp := &api.EnrolResponse{
 		Name: lease.Name, Role: id.role, IP: addrs[0].String(), Groups: id.groups,
-		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(sv.CA.PEM()),
+		NotAfter: crt.NotAfter(), Certificate: string(certPEM), CA: string(sv.Hist.TrustPEM()),
 		Inbound: inbound(m, id), ReleaseToken: lease.releaseToken, Blocklist: blocklist(m, sv.Alloc, now), Head: sv.Hist.Head,
 	}
 	for _, a := range addrs {
@@ -429,16 +429,22 @@ func renewal(ctx context.Context, sv Serving, pemCert string, publicKey []byte, 
 	if err != nil {
 		return identity{}, fmt.Errorf("%w: certificate: %v", api.ErrBadInput, err)
 	}
-	ca := sv.CA.Certificate()
+	pool, err := cert.NewCAPoolFromPEM(sv.Hist.TrustPEM())
+	if err != nil {
+		return identity{}, err
+	}
 	switch {
-	case crt.Issuer() != sv.CA.Fingerprint() || !crt.CheckSignature(ca.PublicKey()):
-		return identity{}, fmt.Errorf("%w: the certificate is not one of this mesh's CA", api.ErrRefused)
 	case crt.Expired(now):
 		return identity{}, fmt.Errorf("%w: the certificate expired at %s; enrol again with a join token", api.ErrRefused, crt.NotAfter().UTC().Format(time.RFC3339))
 	case subtle.ConstantTimeCompare(crt.PublicKey(), publicKey) != 1:
 		return identity{}, fmt.Errorf("%w: the certificate is for another key", api.ErrRefused)
 	case len(crt.Networks()) == 0:
 		return identity{}, fmt.Errorf("%w: the certificate has no address", api.ErrRefused)
+	}
+	// Under a CA the mesh trusts now: the current generation's, or the
+	// previous one's while a rotation lets hosts renew onto the new.
+	if _, err := pool.VerifyCertificate(now, crt); err != nil {
+		return identity{}, fmt.Errorf("%w: the certificate is not one of this mesh's trusted CAs: %v", api.ErrRefused, err)
 	}
 	fp, err := crt.Fingerprint()
 	if err != nil {

@@ -149,7 +149,16 @@ type State struct {
 	Raw      [][]byte
 	Manifest *manifest.Manifest
 	CAPEM    []byte
-	Version  store.Version
+	// PrevCAPEM is the previous CA generation's certificate while the
+	// manifest still trusts it (ca.trustPrevious: a rotation's first step).
+	PrevCAPEM []byte
+	Version   store.Version
+}
+
+// TrustPEM is every CA certificate hosts trust now: the current one, and
+// the previous generation's during a rotation.
+func (s *State) TrustPEM() []byte {
+	return append(bytes.Clone(s.CAPEM), s.PrevCAPEM...)
 }
 
 // Generation is the head's generation.
@@ -204,10 +213,45 @@ func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(cur.Manifest.SeedShareOwners, m.SeedShareOwners) || cur.Manifest.SeedShareThreshold != m.SeedShareThreshold {
-		return nil, fmt.Errorf("%w: seedShareOwners and seedShareThreshold are fixed by the first manifest and cannot change", ErrInvalid)
+	if err := checkStep(cur.Manifest, m); err != nil {
+		return nil, err
+	}
+	if m.CAGen() != cur.Manifest.CAGen() {
+		return nil, fmt.Errorf("%w: CA generation %d → %d needs the new CA's certificate (AppendWithCA)", ErrInvalid, cur.Manifest.CAGen(), m.CAGen())
 	}
 	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, nil, now)
+}
+
+// AppendWithCA is Append for a transition that moves to CA generation
+// m.CAGen() (meshctl rotate ca), whose certificate caPEM the caller made
+// with the seed's key for that generation.
+func AppendWithCA(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, u Update, caPEM []byte, now time.Time) (*State, error) {
+	if m.CAGen() == cur.Manifest.CAGen() {
+		return Append(ctx, st, seed, cur, m, u, now)
+	}
+	if u.Parent != cur.Head {
+		return nil, fmt.Errorf("%w: it names %s, the latest is %s (generation %d); fetch the manifest and sign again", ErrStale, short(u.Parent), short(cur.Head), cur.Generation())
+	}
+	owner, err := authorise(cur.Manifest, m, u)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStep(cur.Manifest, m); err != nil {
+		return nil, err
+	}
+	return write(ctx, st, seed, cur, m, owner, u, caPEM, nil, now)
+}
+
+// checkStep holds the rules between consecutive manifests that do not
+// depend on who signed.
+func checkStep(cur, m *manifest.Manifest) error {
+	if !slices.Equal(cur.SeedShareOwners, m.SeedShareOwners) || cur.SeedShareThreshold != m.SeedShareThreshold {
+		return fmt.Errorf("%w: seedShareOwners and seedShareThreshold are fixed by the first manifest and cannot change", ErrInvalid)
+	}
+	if err := manifest.CAStep(cur, m); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
 }
 
 // authorise checks that u is signed by an owner of by over m. A manifest
@@ -297,7 +341,15 @@ func write(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *m
 	if err != nil {
 		return nil, fmt.Errorf("history: swap latest: %w", err)
 	}
-	return &State{Head: head, Chain: append(chain, t), Raw: append(raws, traw), Manifest: m, CAPEM: caPEM, Version: v}, nil
+	next := &State{Head: head, Chain: append(chain, t), Raw: append(raws, traw), Manifest: m, CAPEM: caPEM, Version: v}
+	switch {
+	case cur == nil || !m.TrustsPreviousCA():
+	case m.CAGen() != cur.Manifest.CAGen():
+		next.PrevCAPEM = cur.CAPEM
+	default:
+		next.PrevCAPEM = cur.PrevCAPEM
+	}
+	return next, nil
 }
 
 // Load reads and verifies the whole history: the latest pointer's signature with
@@ -369,7 +421,20 @@ func Load(ctx context.Context, st store.Store, seed keys.Seed, floor Floor) (*St
 	if err != nil {
 		return nil, err
 	}
-	return &State{Head: l.Transition, Chain: vh.Chain, Raw: raws, Manifest: vh.Manifests[len(vh.Manifests)-1], CAPEM: caPEM, Version: v}, nil
+	out := &State{Head: l.Transition, Chain: vh.Chain, Raw: raws, Manifest: vh.Manifests[len(vh.Manifests)-1], CAPEM: caPEM, Version: v}
+	if out.Manifest.TrustsPreviousCA() {
+		// The previous generation's certificate: the newest transition
+		// under another CA.
+		for i := len(vh.Chain) - 2; i >= 0; i-- {
+			if c := vh.Chain[i].CA; c != head.CA {
+				if out.PrevCAPEM, err = getVerified(ctx, st, caKey(c), c); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // Entry is one transition as stored, with its manifest as stored: what a
@@ -434,8 +499,14 @@ func VerifyChain(entries []Entry) (*Verified, error) {
 		if _, err := authorise(by, m, Update{Parent: t.Prev, SignerKey: t.SignerKey, Signature: t.Signature, Approvals: t.Approvals}); err != nil {
 			return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, g, err)
 		}
-		if prev != nil && (!slices.Equal(prev.SeedShareOwners, m.SeedShareOwners) || prev.SeedShareThreshold != m.SeedShareThreshold) {
-			return nil, fmt.Errorf("%w: generation %d changes seedShareOwners", ErrTampered, g)
+		if prev != nil {
+			if err := checkStep(prev, m); err != nil {
+				return nil, fmt.Errorf("%w: generation %d: %v", ErrTampered, g, err)
+			}
+			// A CA moves only with its generation.
+			if (m.CAGen() == prev.CAGen()) != (t.CA == v.Chain[i-1].CA) {
+				return nil, fmt.Errorf("%w: generation %d changes the CA certificate without changing its generation, or the other way round", ErrTampered, g)
+			}
 		}
 		v.Chain, v.Manifests, v.Heads = append(v.Chain, t), append(v.Manifests, m), append(v.Heads, h)
 		prev = m
