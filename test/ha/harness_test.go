@@ -278,6 +278,11 @@ func (l *lab) setManifest(lifetime, parent string) (*api.ManifestResponse, error
 // manifestRequest is the mesh's manifest, its coordinator role l.policy,
 // signed by the owner.
 func (l *lab) manifestRequest(lifetime, parent string) (*api.ManifestRequest, error) {
+	return l.manifestRequestWith(lifetime, parent, nil)
+}
+
+// manifestRequestWith is manifestRequest with extra top-level fields.
+func (l *lab) manifestRequestWith(lifetime, parent string, extra map[string]any) (*api.ManifestRequest, error) {
 	wm := simulated.MeasurementOf("sealmesh-workload")
 	man := map[string]any{
 		"version":         1,
@@ -292,6 +297,9 @@ func (l *lab) manifestRequest(lifetime, parent string) (*api.ManifestRequest, er
 		"roles": []any{map[string]any{"name": "pod", "groups": []string{"pods"}, "attestation": map[string]any{"simulated": map[string]any{
 			"measurements": []string{hex.EncodeToString(wm[:])}, "rootFingerprint": l.workload.RootFingerprint(),
 		}}}},
+	}
+	for k, v := range extra {
+		man[k] = v
 	}
 	raw, err := json.Marshal(man)
 	if err != nil {
