@@ -106,6 +106,10 @@ func TestTwoOfThreeOwners(t *testing.T) {
 	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || res.Head != head() {
 		t.Fatalf("verify after a 2-of-3 update: %+v %v", res, err)
 	}
+	// A CA rotation's first step is a change like any: two owners.
+	if _, err := o.run("rotate", "ca", "--key", keyFiles["carol"]); err == nil || !strings.Contains(err.Error(), "owner signatures") {
+		t.Fatalf("rotate ca with one of two signatures: %v", err)
+	}
 }
 
 func mustParse(t *testing.T, path string) *manifest.Manifest {
@@ -119,4 +123,29 @@ func mustParse(t *testing.T, path string) *manifest.Manifest {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestRotateCA: meshctl rotate ca and --finish move the manifest's CA
+// through its two steps, refuse them out of order, and verify and
+// manifest history show where the rotation stands.
+func TestRotateCA(t *testing.T) {
+	o := newOwnerMesh(t)
+	if _, err := o.run("rotate", "ca", "--finish", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "no rotation to finish") {
+		t.Fatalf("--finish with no rotation: %v", err)
+	}
+	t.Log(o.must("rotate", "ca", "--key", o.keyFile))
+	if out := o.must("verify"); !strings.Contains(out, "CA generation 2 (rotating: generation 1 still trusted") {
+		t.Fatalf("verify during the rotation:\n%s", out)
+	}
+	if _, err := o.run("rotate", "ca", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "in progress") {
+		t.Fatalf("a second rotation during one: %v", err)
+	}
+	t.Log(o.must("rotate", "ca", "--finish", "--key", o.keyFile))
+	var res verifyResult
+	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || res.CAGeneration != 2 || res.TrustsPreviousCA {
+		t.Fatalf("verify after --finish: %+v, %v", res, err)
+	}
+	if hist := o.must("manifest", "history"); !strings.Contains(hist, "ca.generation") || !strings.Contains(hist, "ca.trustPrevious") {
+		t.Fatalf("manifest history does not show the CA changes:\n%s", hist)
+	}
 }

@@ -79,6 +79,10 @@ type verifyResult struct {
 	Files       []string `json:"files,omitempty"`
 	// Immutable: the active manifest has no owners, so it is final.
 	Immutable bool `json:"immutable,omitempty"`
+	// CAGeneration is the CA the active manifest issues under; during a
+	// rotation, the previous one is trusted too (TrustsPreviousCA).
+	CAGeneration     uint64 `json:"caGeneration"`
+	TrustsPreviousCA bool   `json:"trustsPreviousCA,omitempty"`
 }
 
 func verifyCmd(client func() (*api.Client, error), meshID *string) *cobra.Command {
@@ -133,7 +137,8 @@ Exit codes: 3 the coordinator did not attest or answer, 4 the history does not v
 				}
 			}
 			res := verifyResult{Pin: Pin{MeshID: v.MeshID(), Head: v.Head(), Generation: v.Chain[len(v.Chain)-1].Generation, CA: sha256Hex([]byte(info.CA))},
-				Manifest: info.Hash, Coordinator: c.URL(), Immutable: v.Manifests[len(v.Manifests)-1].Immutable()}
+				Manifest: info.Hash, Coordinator: c.URL(), Immutable: v.Manifests[len(v.Manifests)-1].Immutable(),
+				CAGeneration: v.Manifests[len(v.Manifests)-1].CAGen(), TrustsPreviousCA: v.Manifests[len(v.Manifests)-1].TrustsPreviousCA()}
 			if outDir != "" {
 				if res.Files, err = writeVerified(outDir, v, info, entries, res.Pin); err != nil {
 					return err
@@ -216,6 +221,11 @@ func printVerify(w io.Writer, output string, r verifyResult) error {
 	case "":
 		fmt.Fprintf(w, "verified: mesh %s, generation %d, head %s, manifest %s, CA sha256 %s (coordinator %s)\n",
 			r.MeshID, r.Generation, r.Head, r.Manifest, r.CA, r.Coordinator)
+		fmt.Fprintf(w, "CA generation %d", r.CAGeneration)
+		if r.TrustsPreviousCA {
+			fmt.Fprintf(w, " (rotating: generation %d still trusted until meshctl rotate ca --finish)", r.CAGeneration-1)
+		}
+		fmt.Fprintln(w)
 		if r.Immutable {
 			fmt.Fprintln(w, "immutable: the manifest has no owners; no transition can follow it")
 		}

@@ -296,7 +296,7 @@ func TestImmutableMesh(t *testing.T) {
 	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || !res.Immutable {
 		t.Fatalf("verify: %+v, %v; want immutable", res, err)
 	}
-	if out := o.must("verify"); !strings.Contains(out, "immutable") {
+	if out := o.must("verify"); !strings.Contains(out, "immutable") || !strings.Contains(out, "CA generation 1") {
 		t.Fatalf("verify's text does not say the mesh is immutable:\n%s", out)
 	}
 	if _, err := o.run("token", "create", "--role", "vm", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "immutable") {
