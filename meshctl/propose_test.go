@@ -103,7 +103,7 @@ func TestTwoOfThreeOwners(t *testing.T) {
 	}
 	// The history carries both signatures, and verifies here.
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || res.Head != head() {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || res.Head != head() {
 		t.Fatalf("verify after a 2-of-3 update: %+v %v", res, err)
 	}
 	// A CA rotation's first step is a change like any: two owners.
@@ -134,7 +134,7 @@ func TestRotateCA(t *testing.T) {
 		t.Fatalf("--finish with no rotation: %v", err)
 	}
 	t.Log(o.must("rotate", "ca", "--key", o.keyFile))
-	if out := o.must("verify"); !strings.Contains(out, "CA generation 2 (rotating: generation 1 still trusted") {
+	if out := o.must("verify", "--out", o.dir); !strings.Contains(out, "CA generation 2 (rotating: generation 1 still trusted") {
 		t.Fatalf("verify during the rotation:\n%s", out)
 	}
 	if _, err := o.run("rotate", "ca", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "in progress") {
@@ -142,7 +142,7 @@ func TestRotateCA(t *testing.T) {
 	}
 	t.Log(o.must("rotate", "ca", "--finish", "--key", o.keyFile))
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || res.CAGeneration != 2 || res.TrustsPreviousCA {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || res.CAGeneration != 2 || res.TrustsPreviousCA {
 		t.Fatalf("verify after --finish: %+v, %v", res, err)
 	}
 	if hist := o.must("manifest", "history"); !strings.Contains(hist, "ca.generation") || !strings.Contains(hist, "ca.trustPrevious") {

@@ -293,10 +293,10 @@ func TestImmutableMesh(t *testing.T) {
 		t.Fatalf("making the mesh final: %v", err)
 	}
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "-o", "json")), &res); err != nil || !res.Immutable {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || !res.Immutable {
 		t.Fatalf("verify: %+v, %v; want immutable", res, err)
 	}
-	if out := o.must("verify"); !strings.Contains(out, "immutable") || !strings.Contains(out, "CA generation 1") {
+	if out := o.must("verify", "--out", o.dir); !strings.Contains(out, "immutable") || !strings.Contains(out, "CA generation 1") {
 		t.Fatalf("verify's text does not say the mesh is immutable:\n%s", out)
 	}
 	if _, err := o.run("token", "create", "--role", "vm", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "immutable") {
