@@ -206,20 +206,10 @@ func Create(ctx context.Context, st store.Store, seed keys.Seed, m *manifest.Man
 // Append moves cur to manifest m, if u is signed by an owner of cur's manifest and
 // names cur's head as parent.
 func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, u Update, now time.Time) (*State, error) {
-	if u.Parent != cur.Head {
-		return nil, fmt.Errorf("%w: it names %s, the latest is %s (generation %d); fetch the manifest and sign again", ErrStale, short(u.Parent), short(cur.Head), cur.Generation())
-	}
-	owner, err := authorise(cur.Manifest, m, u)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkStep(cur.Manifest, m); err != nil {
-		return nil, err
-	}
 	if m.CAGen() != cur.Manifest.CAGen() {
 		return nil, fmt.Errorf("%w: CA generation %d → %d needs the new CA's certificate (AppendWithCA)", ErrInvalid, cur.Manifest.CAGen(), m.CAGen())
 	}
-	return write(ctx, st, seed, cur, m, owner, u, cur.CAPEM, nil, now)
+	return appendWith(ctx, st, seed, cur, m, u, cur.CAPEM, now)
 }
 
 // AppendWithCA is Append for a transition that moves to CA generation
@@ -227,8 +217,13 @@ func Append(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *
 // with the seed's key for that generation.
 func AppendWithCA(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, u Update, caPEM []byte, now time.Time) (*State, error) {
 	if m.CAGen() == cur.Manifest.CAGen() {
-		return Append(ctx, st, seed, cur, m, u, now)
+		caPEM = cur.CAPEM
 	}
+	return appendWith(ctx, st, seed, cur, m, u, caPEM, now)
+}
+
+// appendWith checks u against cur and writes m under the CA caPEM.
+func appendWith(ctx context.Context, st store.Store, seed keys.Seed, cur *State, m *manifest.Manifest, u Update, caPEM []byte, now time.Time) (*State, error) {
 	if u.Parent != cur.Head {
 		return nil, fmt.Errorf("%w: it names %s, the latest is %s (generation %d); fetch the manifest and sign again", ErrStale, short(u.Parent), short(cur.Head), cur.Generation())
 	}

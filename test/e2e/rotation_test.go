@@ -8,7 +8,6 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/test/mesh"
-	"github.com/sealmesh/sealmesh/test/netlab"
 )
 
 // TestCARotation: pods keep a TCP stream across both steps of meshctl
@@ -27,16 +26,7 @@ func TestCARotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmNS, err := m.Lab.NS("vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlab.Veth(m.Node, "smv0", "10.99.2.1/24", vmNS, "eth0", "10.99.2.2/24"); err != nil {
-		t.Fatal(err)
-	}
-	if err := vmNS.DefaultRoute("10.99.2.1"); err != nil {
-		t.Fatal(err)
-	}
+	vmNS := routedVM(t, m)
 	vm := joinVM(t, m, vmNS, "vm")
 	reach(t, "the VM reaches pod-a", vm.ns, a.OverlayIP)
 

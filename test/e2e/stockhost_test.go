@@ -33,16 +33,7 @@ func TestStockNebulaHost(t *testing.T) {
 	}
 
 	// The VM: a namespace routed through the node, like the lighthouse.
-	vm, err := m.Lab.NS("vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlab.Veth(m.Node, "smv0", "10.99.2.1/24", vm, "eth0", "10.99.2.2/24"); err != nil {
-		t.Fatal(err)
-	}
-	if err := vm.DefaultRoute("10.99.2.1"); err != nil {
-		t.Fatal(err)
-	}
+	vm := routedVM(t, m)
 	h := joinVM(t, m, vm, "vm")
 	dir, first, vmIP, nebula := h.dir, h.cert, h.ip, h.cmd
 	if g := first.Groups(); !strings.Contains(strings.Join(g, ","), "joined-by-token") {
@@ -90,6 +81,23 @@ func TestStockNebulaHost(t *testing.T) {
 	if _, err := m.Meshctl("host", "renew", "--dir", dir); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("the revoked VM's renewal: %v, want refused as revoked", err)
 	}
+}
+
+// routedVM is a namespace for a VM on 10.99.2.2, routed through the node
+// like the lighthouse.
+func routedVM(t *testing.T, m *mesh.Mesh) *netlab.NS {
+	t.Helper()
+	vm, err := m.Lab.NS("vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlab.Veth(m.Node, "smv0", "10.99.2.1/24", vm, "eth0", "10.99.2.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.DefaultRoute("10.99.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	return vm
 }
 
 // vmHost is a host running stock nebula, joined by token.
