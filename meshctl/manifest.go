@@ -288,11 +288,7 @@ func manifestDiffCmd(client func() (*api.Client, error)) *cobra.Command {
 		Short: "show what setting MANIFEST would change, by field path (+ added, - removed, ~ changed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
-			m, err := manifest.Parse(raw)
+			m, err := readManifest(args[0])
 			if err != nil {
 				return err
 			}

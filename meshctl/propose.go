@@ -28,11 +28,7 @@ it. A changed manifest is another proposal: approvals sign the exact manifest an
   meshctl manifest approve 3f2a… --key bob.key`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
-			m, err := manifest.Parse(raw)
+			m, err := readManifest(args[0])
 			if err != nil {
 				return err
 			}
@@ -121,4 +117,13 @@ func printProposal(w io.Writer, p *api.ProposalResponse) error {
 	_, err := fmt.Fprintf(w, "proposal %s signed by %s; %d more owner signature(s) needed: meshctl manifest approve %s --key OWNER-KEY\n",
 		p.ID, strings.Join(p.ApprovedBy, ", "), p.Needed, p.ID)
 	return err
+}
+
+// readManifest reads and checks a manifest file (JSON or YAML).
+func readManifest(path string) (*manifest.Manifest, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return manifest.Parse(raw)
 }
