@@ -101,3 +101,33 @@ func TestChainedThroughTheAgent(t *testing.T) {
 		t.Fatalf("%d leases left after every DEL", n)
 	}
 }
+
+// TestAgentSkipsThePod: when the agent answers that a pod is not to be
+// attached (here its namespace is excluded in the agent's configuration,
+// not the plugin's), the plugin passes the previous result through and no
+// address is leased.
+func TestAgentSkipsThePod(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := nodetest.NewMesh(t, "1h")
+	f := nodetest.NewFakeNode("/run/netns/x")
+	a := node.New(node.Config{Log: slog.New(slog.DiscardHandler), Coordinator: m.Client, Issuer: m.Dev, StateDir: t.TempDir(),
+		Tunnels: f, Netns: f, ExcludeNamespaces: []string{"ns"}})
+	socket := filepath.Join(t.TempDir(), "agent.sock")
+	go a.Serve(ctx, socket)
+	for deadline := time.Now().Add(time.Minute); !a.Ready(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's socket is not up within a minute")
+		}
+	}
+	out, err := runPlugin(t, "ADD", conf("1.1.0", socket, true), "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p")
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if strings.Contains(out, "nebula1") || !strings.Contains(out, "10.244.0.5/24") {
+		t.Fatalf("ADD result %s, want the previous result unchanged", out)
+	}
+	if n := m.Hosts(); n != 0 || f.Starts() != 0 {
+		t.Fatalf("%d leases and %d tunnels for a skipped pod", n, f.Starts())
+	}
+}

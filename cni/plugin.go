@@ -40,6 +40,10 @@ type Conf struct {
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
 	// LogFile, when set, receives the plugin's log.
 	LogFile string `json:"logFile,omitempty"`
+	// ExcludeNamespaces are namespaces whose pods are passed through without
+	// asking the agent: kube-system and sealmesh's own (the coordinators
+	// must start while no coordinator can enrol anything).
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
 }
 
 // boundStdin reads at most max bytes of stdin, refuses more, and puts what
@@ -134,9 +138,14 @@ func Add(args *skel.CmdArgs) error {
 	log, done := c.logger()
 	defer done()
 
+	req := request(args, c)
+	if cniapi.Excluded(req.PodNamespace, c.ExcludeNamespaces) {
+		log.Info("ADD: passed through, not attached: its namespace is excluded", "container", args.ContainerID, "pod", req.PodNamespace+"/"+req.PodName)
+		return types.PrintResult(prev, c.CNIVersion)
+	}
 	cl, ctx, cancel := c.client()
 	defer cancel()
-	res, err := cl.Add(ctx, request(args, c))
+	res, err := cl.Add(ctx, req)
 	if err != nil {
 		log.Error("ADD", "container", args.ContainerID, "err", err)
 		code := uint(types.ErrInternal)
@@ -144,6 +153,10 @@ func Add(args *skel.CmdArgs) error {
 			code = types.ErrTryAgainLater // fail closed, but let the runtime retry
 		}
 		return types.NewError(code, "sealmesh: pod not attached", err.Error())
+	}
+	if res.Skipped != "" {
+		log.Info("ADD: passed through, not attached: "+res.Skipped, "container", args.ContainerID, "pod", req.PodNamespace+"/"+req.PodName)
+		return types.PrintResult(prev, c.CNIVersion)
 	}
 	addrs := res.Addresses
 	if len(addrs) == 0 {
@@ -205,7 +218,9 @@ func Check(args *skel.CmdArgs) error {
 		found = found || (i.Name == c.InterfaceName && i.Sandbox == args.Netns)
 	}
 	if !found {
-		return types.NewError(types.ErrInternal, "sealmesh interface missing from prevResult", c.InterfaceName)
+		// The runtime keeps only results of ADDs that succeeded: without
+		// the interface, ADD passed the pod through (excluded, opted out).
+		return nil
 	}
 	cl, ctx, cancel := c.client()
 	defer cancel()
@@ -215,9 +230,10 @@ func Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// Status (CNI 1.1) reports whether ADD can succeed now: the agent runs and
-// reaches a ready coordinator. Not ready is error 50, so the runtime holds
-// pods back instead of starting them without their encrypted interface.
+// Status (CNI 1.1) reports whether the agent serves ADD: it runs and has
+// taken up its pods. Not ready is error 50 (the runtime then starts no pod
+// on the node). Coordinators that are not ready fail each ADD instead: the
+// coordinators' own pods must start for them to become ready.
 func Status(args *skel.CmdArgs) error {
 	c, err := parseConf(args.StdinData)
 	if err != nil {

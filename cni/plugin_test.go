@@ -2,6 +2,7 @@ package cni
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,7 +58,7 @@ func TestErrorsWithoutAgent(t *testing.T) {
 				{"ADD with the agent down says try again later", Add, conf(v, socket, true), types.ErrTryAgainLater},
 				{"DEL with the agent down succeeds", Del, conf(v, socket, true), 0},
 				{"DEL without prevResult succeeds", Del, conf(v, socket, false), 0},
-				{"CHECK without our interface fails", Check, conf(v, socket, true), types.ErrInternal},
+				{"CHECK of a pod ADD passed through (no Nebula interface) succeeds", Check, conf(v, socket, true), 0},
 				{"STATUS with the agent down: not available", Status, conf(v, socket, false), types.ErrPluginNotAvailable},
 				{"GC with the agent down succeeds (nothing runs to collect)", GC, conf(v, socket, false), 0},
 				{"garbage config", Add, []byte("{"), types.ErrDecodingFailure},
@@ -140,4 +141,54 @@ func TestRequestFromArgs(t *testing.T) {
 	if r.PodNamespace != "ns" || r.PodName != "p" || r.IfName != "nebula1" || r.ContainerID != "c1" || r.Netns != "/run/netns/x" {
 		t.Fatalf("request = %+v", r)
 	}
+}
+
+// Pods in excluded namespaces pass through without the agent: ADD prints the
+// previous result unchanged even with no agent running (the coordinators'
+// own pods start while nothing can enrol them).
+func TestExcludedNamespacePassesThrough(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "absent.sock")
+	for _, v := range versions {
+		t.Run(v, func(t *testing.T) {
+			var c map[string]any
+			if err := json.Unmarshal(conf(v, socket, true), &c); err != nil {
+				t.Fatal(err)
+			}
+			c["excludeNamespaces"] = []string{"kube-system", "ns"}
+			stdin, _ := json.Marshal(c)
+			out, err := runPlugin(t, "ADD", stdin, "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p")
+			if err != nil {
+				t.Fatalf("ADD in an excluded namespace with no agent: %v", err)
+			}
+			var res struct {
+				CNIVersion string           `json:"cniVersion"`
+				Interfaces []map[string]any `json:"interfaces"`
+				IPs        []map[string]any `json:"ips"`
+			}
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("ADD printed %q: %v", out, err)
+			}
+			if res.CNIVersion != v || len(res.Interfaces) != 1 || res.Interfaces[0]["name"] != "eth0" || len(res.IPs) != 1 || res.IPs[0]["address"] != "10.244.0.5/24" {
+				t.Fatalf("ADD result %s, want the previous result unchanged", out)
+			}
+			// Another namespace still needs the agent.
+			if _, err := runPlugin(t, "ADD", stdin, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=p"); err == nil {
+				t.Fatal("ADD in a namespace not excluded succeeded with no agent")
+			}
+		})
+	}
+}
+
+// runPlugin runs this test binary as sealmesh-cni, as a runtime does.
+func runPlugin(t *testing.T, command string, stdin []byte, cniArgs string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SEALMESH_CNI_MAIN=1", "CNI_COMMAND="+command, "CNI_CONTAINERID=c1",
+		"CNI_NETNS=/run/netns/x", "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin", "CNI_ARGS="+cniArgs)
+	cmd.Stdin = bytes.NewReader(stdin)
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %s", err, out)
+	}
+	return string(out), nil
 }

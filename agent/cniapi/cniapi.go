@@ -93,9 +93,33 @@ type AddResult struct {
 	// Addresses are the overlay IPs in every network (Address first).
 	Addresses []string `json:"addresses"`
 	MTU       int      `json:"mtu"`
+	// Skipped, when set, says why the pod is not attached: it opted out
+	// (AttachAnnotation), shares the node's network, or its namespace is
+	// excluded. The plugin then passes the previous result through.
+	Skipped string `json:"skipped,omitempty"`
 }
 
-// Status is the agent's readiness for ADD (CNI STATUS).
+// AttachAnnotation set to "false" on a pod keeps it out of the mesh: the
+// plugin passes the primary network's result through and no Nebula
+// interface is made (Istio's sidecar.istio.io/inject is the model).
+const AttachAnnotation = "sealmesh.io/attach"
+
+// Excluded reports whether namespace is in the list of namespaces whose pods
+// are never attached.
+func Excluded(namespace string, excluded []string) bool {
+	for _, n := range excluded {
+		if n == namespace && n != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Status is the agent's readiness for ADD (CNI STATUS): it serves the
+// socket and has taken up the pods a previous agent attached. Whether a
+// coordinator is ready is not part of it: STATUS is node-wide, and a node
+// whose network is "not ready" starts no pod at all, the coordinators'
+// own among them.
 type Status struct {
 	Ready bool `json:"ready"`
 	// Reason says why not.

@@ -23,6 +23,9 @@ type metrics struct {
 	reg        *prometheus.Registry
 	enrolments *prometheus.CounterVec
 	renewals   *prometheus.CounterVec
+	skipped    *prometheus.CounterVec
+	unattached prometheus.Gauge
+	repaired   prometheus.Counter
 }
 
 func (a *Agent) initMetrics() {
@@ -33,7 +36,16 @@ func (a *Agent) initMetrics() {
 	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sealmesh_agent_renewals_total", Help: "Certificate renewals and manifest updates of running pods, by result.",
 	}, []string{"result"})
-	m.reg.MustRegister(m.enrolments, m.renewals,
+	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealmesh_agent_pods_skipped_total", Help: "Pods passed through without a Nebula interface, by reason (namespace-excluded, annotation, host-network).",
+	}, []string{"reason"})
+	m.unattached = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sealmesh_agent_unattached_pods", Help: "Running pods on this node that the chain should have attached and did not (started before sealmesh-cni was chained).",
+	})
+	m.repaired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sealmesh_agent_unattached_pods_deleted_total", Help: "Unattached pods deleted so that they start again attached (--delete-unattached-pods).",
+	})
+	m.reg.MustRegister(m.enrolments, m.renewals, m.skipped, m.unattached, m.repaired,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_agent_pods", Help: "Pods attached on this node."}, func() float64 {
 			a.mu.Lock()
 			defer a.mu.Unlock()
@@ -97,9 +109,10 @@ func (a *Agent) gatherTunnels() ([]*dto.MetricFamily, error) {
 				}
 				podTunnels.Metric = append(podTunnels.Metric, &dto.Metric{
 					Label: []*dto.LabelPair{
-						{Name: proto.String("container"), Value: proto.String(r.ContainerID)},
-						{Name: proto.String("pod_name"), Value: proto.String(r.PodName)},
-						{Name: proto.String("pod_namespace"), Value: proto.String(r.PodNamespace)},
+						// kube-state-metrics' names, so joins need no relabelling.
+						{Name: proto.String("container_id"), Value: proto.String(r.ContainerID)},
+						{Name: proto.String("namespace"), Value: proto.String(r.PodNamespace)},
+						{Name: proto.String("pod"), Value: proto.String(r.PodName)},
 					},
 					Gauge: &dto.Gauge{Value: proto.Float64(float64(in.Tunnels))},
 				})

@@ -56,6 +56,14 @@ type Config struct {
 	// takes its service account from it (for the roles' podSelector).
 	Pods     PodSource
 	NodeName string
+	// ExcludeNamespaces are namespaces whose pods are never attached (the
+	// plugin's own list, checked again here).
+	ExcludeNamespaces []string
+	// Repair, when set, finds the running pods on NodeName that started
+	// without their Nebula interface and reports them (unattached.go);
+	// DeleteUnattached deletes them too, so that they start again attached.
+	Repair           Repairer
+	DeleteUnattached bool
 	// Follower reads the manifest for Run (and refreshes the client's
 	// trust in coordinators as it does); nil: the manifest is not followed.
 	Follower *follow.Follower
@@ -81,14 +89,13 @@ type Agent struct {
 	metrics *metrics
 	// self is the pod this agent runs in (pod mode).
 	self *cniapi.Request
+	// reported holds the UIDs of unattached pods reported; only Run's
+	// goroutine touches it.
+	reported map[string]bool
 }
 
 // Ready reports whether the agent serves the CNI plugin.
 func (a *Agent) Ready() bool { return a.serving.Load() }
-
-// statusFresh is how long a coordinator's answer counts for STATUS: the
-// runtime asks often, and an enrolment or probe within it is proof enough.
-const statusFresh = 10 * time.Second
 
 type pod struct {
 	req    cniapi.Request
@@ -128,7 +135,7 @@ func New(cfg Config) *Agent {
 		cfg.Tunnels = &Processes{Command: cfg.TunnelCommand, Dir: filepath.Join(cfg.StateDir, "tunnels"),
 			PerProcess: cfg.PodsPerProcess, StartTimeout: cfg.StartTimeout, Log: cfg.Log}
 	}
-	a := &Agent{cfg: cfg, pods: map[string]*pod{}}
+	a := &Agent{cfg: cfg, pods: map[string]*pod{}, reported: map[string]bool{}}
 	a.initMetrics()
 	return a
 }
@@ -156,26 +163,66 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 		res := p.result
 		return &res, nil
 	}
-	res, err := a.attach(ctx, r)
+	if cniapi.Excluded(r.PodNamespace, a.cfg.ExcludeNamespaces) {
+		return a.skip(r, skipNamespace), nil
+	}
+	w, why, err := a.workload(ctx, r)
+	switch {
+	case err != nil:
+		a.metrics.enrolments.WithLabelValues(result(err)).Inc()
+		return nil, err
+	case why != "":
+		return a.skip(r, why), nil
+	}
+	res, err := a.attach(ctx, r, w)
 	a.metrics.enrolments.WithLabelValues(result(err)).Inc()
 	return res, err
 }
 
+// Why a pod is passed through without a Nebula interface (the metric's
+// reason label).
+const (
+	skipNamespace   = "namespace-excluded"
+	skipAnnotation  = "annotation"
+	skipHostNetwork = "host-network"
+)
+
+var skipReasons = map[string]string{
+	skipNamespace:   "its namespace is excluded",
+	skipAnnotation:  "it is annotated " + cniapi.AttachAnnotation + `: "false"`,
+	skipHostNetwork: "it shares the node's network (hostNetwork)",
+}
+
+// skip answers ADD for a pod that is not to be attached.
+func (a *Agent) skip(r *cniapi.Request, why string) *cniapi.AddResult {
+	a.metrics.skipped.WithLabelValues(why).Inc()
+	a.cfg.Log.Info("pod not attached", "container", r.ContainerID, "pod", r.PodNamespace+"/"+r.PodName, "reason", skipReasons[why])
+	return &cniapi.AddResult{Skipped: skipReasons[why]}
+}
+
 // workload is what the agent says of the pod: the runtime's identity,
-// checked against the Kubernetes API when it has one.
-func (a *Agent) workload(ctx context.Context, r *cniapi.Request) (api.Workload, error) {
-	w := api.Workload{Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID}
-	if a.cfg.Pods != nil {
-		var err error
-		if w.ServiceAccount, err = a.checkPod(ctx, r); err != nil {
-			return w, err
-		}
+// checked against the Kubernetes API when it has one. A pod that opted out
+// or shares the node's network comes back with why it is skipped.
+func (a *Agent) workload(ctx context.Context, r *cniapi.Request) (w api.Workload, skip string, err error) {
+	w = api.Workload{Namespace: r.PodNamespace, Name: r.PodName, UID: r.PodUID, ContainerID: r.ContainerID}
+	if a.cfg.Pods == nil {
+		return w, "", nil
 	}
-	return w, nil
+	p, err := a.checkPod(ctx, r)
+	switch {
+	case err != nil:
+		return w, "", err
+	case p.HostNetwork:
+		return w, skipHostNetwork, nil
+	case p.Annotations[cniapi.AttachAnnotation] == "false":
+		return w, skipAnnotation, nil
+	}
+	w.ServiceAccount = p.ServiceAccount
+	return w, "", nil
 }
 
 // attach enrols the pod and starts its tunnel.
-func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, error) {
+func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (*cniapi.AddResult, error) {
 	mtu := r.MTU
 	if mtu == 0 {
 		link, err := a.cfg.Netns.MTU(r.Netns)
@@ -183,10 +230,6 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request) (*cniapi.AddResul
 			return nil, err
 		}
 		mtu = link - nebulaOverhead
-	}
-	w, err := a.workload(ctx, r)
-	if err != nil {
-		return nil, err
 	}
 	e, err := a.cfg.Retry.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, w)
 	if err != nil {
@@ -243,23 +286,23 @@ func (a *Agent) release(fingerprint, releaseToken, ip string) {
 }
 
 // checkPod requires the pod the runtime names to exist on this node with that
-// UID, and returns its service account: the node's evidence speaks for the
-// pod, so the agent must not speak for one that is not here.
-func (a *Agent) checkPod(ctx context.Context, r *cniapi.Request) (string, error) {
+// UID, and returns it: the node's evidence speaks for the pod, so the agent
+// must not speak for one that is not here.
+func (a *Agent) checkPod(ctx context.Context, r *cniapi.Request) (kube.Pod, error) {
 	if r.PodNamespace == "" || r.PodName == "" || r.PodUID == "" {
-		return "", fmt.Errorf("pod identity: the runtime passed no K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID")
+		return kube.Pod{}, fmt.Errorf("pod identity: the runtime passed no K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID")
 	}
 	p, err := a.cfg.Pods.Pod(ctx, r.PodNamespace, r.PodName)
 	if err != nil {
-		return "", fmt.Errorf("pod identity: pod %s/%s: %w", r.PodNamespace, r.PodName, err)
+		return kube.Pod{}, fmt.Errorf("pod identity: pod %s/%s: %w", r.PodNamespace, r.PodName, err)
 	}
 	switch {
 	case p.UID != r.PodUID:
-		return "", fmt.Errorf("pod identity: pod %s/%s has UID %s, the runtime says %s", r.PodNamespace, r.PodName, p.UID, r.PodUID)
+		return kube.Pod{}, fmt.Errorf("pod identity: pod %s/%s has UID %s, the runtime says %s", r.PodNamespace, r.PodName, p.UID, r.PodUID)
 	case p.Node != a.cfg.NodeName:
-		return "", fmt.Errorf("pod identity: pod %s/%s runs on node %q, not on this node %q", r.PodNamespace, r.PodName, p.Node, a.cfg.NodeName)
+		return kube.Pod{}, fmt.Errorf("pod identity: pod %s/%s runs on node %q, not on this node %q", r.PodNamespace, r.PodName, p.Node, a.cfg.NodeName)
 	}
-	return p.ServiceAccount, nil
+	return p, nil
 }
 
 // Pod names the pod an agent in pod mode runs in.
@@ -340,30 +383,13 @@ func (a *Agent) running(ctx context.Context, p *pod) bool {
 	return err == nil && instanceSet(list)[p.instance]
 }
 
-// Status reports whether ADD can succeed now: some coordinator is reachable
-// and ready (CNI STATUS).
-func (a *Agent) Status(ctx context.Context) *cniapi.Status {
-	last := time.Unix(0, a.contact.Load())
-	if f := a.cfg.Follower; f != nil && f.Answered().After(last) {
-		last = f.Answered()
+// Status reports whether the agent serves ADD (CNI STATUS): once it has
+// taken up the pods of a previous agent. A coordinator that is not ready
+// fails each ADD (closed, retryable) rather than the node's network as a
+// whole, which would hold back the coordinators' own pods.
+func (a *Agent) Status(context.Context) *cniapi.Status {
+	if !a.Ready() {
+		return &cniapi.Status{Reason: "the agent is taking up the pods of its previous run"}
 	}
-	if a.cfg.Now().Sub(last) < statusFresh {
-		return &cniapi.Status{Ready: true}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var why []string
-	for _, c := range a.cfg.Coordinator.Coordinators(ctx) {
-		st, err := c.Status(ctx)
-		switch {
-		case err != nil:
-			why = append(why, err.Error())
-		case st.State != api.StateReady && st.State != api.StateDegraded:
-			why = append(why, fmt.Sprintf("coordinator %s is %s", c.URL(), st.State))
-		default:
-			a.touch()
-			return &cniapi.Status{Ready: true}
-		}
-	}
-	return &cniapi.Status{Reason: "no ready coordinator: " + joinReasons(why)}
+	return &cniapi.Status{Ready: true}
 }

@@ -80,8 +80,8 @@ func TestPodIdentity(t *testing.T) {
 			}
 		})
 	}
-	sa, err := a.checkPod(ctx, &cniapi.Request{PodNamespace: "shop", PodName: "web-0", PodUID: here})
-	if err != nil || sa != "web" {
-		t.Fatalf("service account %q, %v; want web", sa, err)
+	p, err := a.checkPod(ctx, &cniapi.Request{PodNamespace: "shop", PodName: "web-0", PodUID: here})
+	if err != nil || p.ServiceAccount != "web" {
+		t.Fatalf("service account %q, %v; want web", p.ServiceAccount, err)
 	}
 }

@@ -121,5 +121,9 @@ func (a *Agent) reattach(ctx context.Context, r *cniapi.Request, fingerprint, re
 		a.cfg.Log.Error("pod could not be restored; its runtime will see CHECK fail", "container", r.ContainerID, "err", err)
 		return
 	}
+	if res.Skipped != "" {
+		a.cfg.Log.Warn("pod not restored: "+res.Skipped, "container", r.ContainerID, "was", was)
+		return
+	}
 	a.cfg.Log.Warn("pod restored: its tunnel had stopped; enrolled again", "container", r.ContainerID, "was", was, "ip", res.Address)
 }

@@ -24,13 +24,23 @@ func (a *Agent) Run(ctx context.Context) {
 	if f := a.cfg.Follower; f != nil {
 		go f.Run(ctx)
 	}
+	// Unattached pods are looked for once the node's pods had a round to
+	// be taken up, then every unattachedEvery.
+	repair := make(<-chan time.Time)
+	if a.cfg.Repair != nil {
+		t := time.NewTicker(unattachedEvery)
+		defer t.Stop()
+		repair = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			a.tend(ctx)
+		case <-repair:
+			a.checkUnattached(ctx)
 		}
-		a.tend(ctx)
 	}
 }
 
@@ -77,7 +87,8 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	if err != nil {
 		return err
 	}
-	w, err := a.workload(ctx, &r)
+	// A pod annotated after it started keeps its interface until it stops.
+	w, _, err := a.workload(ctx, &r)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
@@ -25,6 +26,7 @@ import (
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/tee"
 	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/kube"
 )
 
@@ -41,8 +43,10 @@ func main() {
 
 func nodeCmd() *cobra.Command {
 	var coordinator, policy, meshID, socket, teeSpec, stateDir, healthAddr, nodeName string
-	var kubePods bool
+	var kubePods, deleteUnattached bool
+	var logOpts logging.Options
 	var perProcess int
+	var exclude []string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "serve the CNI plugin on this node",
@@ -50,7 +54,11 @@ func nodeCmd() *cobra.Command {
 			if perProcess < 1 {
 				return fmt.Errorf("--pods-per-process %d: want at least 1", perProcess)
 			}
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			log, err := logOpts.Logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log)
 			issuer, err := tee.Open(teeSpec, true)
 			if err != nil {
 				return err
@@ -81,11 +89,16 @@ func nodeCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--kubernetes-pods: credentials: %w", err)
 				}
-				if cfg.Pods, err = kube.New(kc); err != nil {
+				cluster, err := kube.New(kc)
+				if err != nil {
 					return err
 				}
-				cfg.NodeName = nodeName
+				cfg.Pods, cfg.Repair, cfg.NodeName = cluster, cluster, nodeName
+				cfg.DeleteUnattached = deleteUnattached
+			} else if deleteUnattached {
+				return errors.New("--delete-unattached-pods needs --kubernetes-pods")
 			}
+			cfg.ExcludeNamespaces = exclude
 			a := node.New(cfg)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -107,6 +120,7 @@ func nodeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
@@ -116,6 +130,8 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
 	f.BoolVar(&kubePods, "kubernetes-pods", false, "before enrolling a pod, require it to exist on this node with the runtime's UID (Kubernetes API, in-cluster or $KUBECONFIG; needs get on pods) and take its service account")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
+	f.StringSliceVar(&exclude, "exclude-namespaces", nil, "namespaces whose pods are never attached (as in install-cni's --exclude-namespaces); with --kubernetes-pods, also not reported as unattached")
+	f.BoolVar(&deleteUnattached, "delete-unattached-pods", false, "with --kubernetes-pods: delete running pods that started without their sealmesh interface (before the plugin was chained), so that their controllers start them again attached; without it they are only reported (event and metric)")
 	f.IntVar(&perProcess, "pods-per-process", node.DefaultPodsPerProcess, "pods whose Nebula instances share one sealmesh-tunnel process: more saves memory, fewer limits what one crash takes down (the agent restores them)")
 	cmd.MarkFlagRequired("tee")
 	return cmd
@@ -123,6 +139,7 @@ func nodeCmd() *cobra.Command {
 
 func podCmd() *cobra.Command {
 	var coordinator, policy, meshID, teeSpec, stateDir, healthAddr, ifName, namespace, name, uid string
+	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:   "pod",
 		Short: "attach this pod (its own TEE, its own network namespace) to the mesh: a sidecar, no CNI",
@@ -131,7 +148,11 @@ and brings the Nebula interface up in the pod's own network namespace; it renews
 certificate and follows manifest changes like the node agent, and gives the address back
 when the pod stops (SIGTERM).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			log, err := logOpts.Logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log)
 			issuer, err := tee.Open(teeSpec, true)
 			if err != nil {
 				return err
@@ -171,6 +192,7 @@ when the pod stops (SIGTERM).`,
 		},
 	}
 	f := cmd.Flags()
+	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
@@ -203,7 +225,9 @@ func tunnelBinary() (string, error) {
 func installCNICmd() *cobra.Command {
 	var confDir, binDir, plugin, socket, healthAddr, owner string
 	var mtu int
+	var exclude []string
 	var watch, uninstall bool
+	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:   "install-cni",
 		Short: "put sealmesh-cni into this node's CNI bin directory and chain it into the primary network configuration",
@@ -217,7 +241,11 @@ agent is down fail with a retryable error instead of starting unencrypted.
 --uninstall-when-gone, a watching install-cni does so when it stops because its
 DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			log, err := logOpts.Logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log)
 			remove := func() error {
 				changed, err := cniinstall.Remove(confDir)
 				for _, f := range changed {
@@ -261,6 +289,9 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 			if mtu > 0 {
 				entry["mtu"] = mtu
 			}
+			if len(exclude) > 0 {
+				entry["excludeNamespaces"] = exclude
+			}
 			in, err := cniinstall.New(cniinstall.Config{ConfDir: confDir, BinDir: binDir, Binary: plugin, Entry: entry, Log: log})
 			if err != nil {
 				return err
@@ -283,11 +314,13 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 		},
 	}
 	f := cmd.Flags()
+	logOpts.AddFlags(f)
 	f.StringVar(&confDir, "cni-conf-dir", "/etc/cni/net.d", "the runtime's network configuration directory")
 	f.StringVar(&binDir, "cni-bin-dir", "/opt/cni/bin", "the runtime's CNI plugin directory")
 	f.StringVar(&plugin, "plugin", "", "the sealmesh-cni binary to install (default: next to this binary)")
 	f.StringVar(&socket, "agent-socket", cniapi.DefaultSocket, "the agent's socket, written into the plugin's configuration")
 	f.IntVar(&mtu, "mtu", 0, "the pods' Nebula MTU (0: derived from each pod's link)")
+	f.StringSliceVar(&exclude, "exclude-namespaces", nil, "namespaces whose pods the plugin passes through without asking the agent (comma-separated): at least sealmesh's own, whose coordinators must start before any pod can enrol")
 	f.BoolVar(&watch, "watch", false, "keep running and re-install when the configuration changes")
 	f.StringVar(&healthAddr, "health-addr", "", "with --watch: address for /healthz and /readyz (ready while installed)")
 	f.BoolVar(&uninstall, "uninstall", false, "remove the plugin from every configuration and the bin directory")

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
@@ -26,6 +26,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/internal/serve"
 	"github.com/sealmesh/sealmesh/kube"
 )
@@ -37,13 +38,18 @@ func main() {
 	var vcekCache, tdxCollateral, jwksFile string
 	var peers, join, ownerKeys []string
 	var gossipAddr, gossipAdvertise, name, apiURL, meshID string
+	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:           "sealmesh-coordinator",
 		Short:         "Attests workloads and issues their Nebula certificates",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			log, err := logOpts.Logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log) // client-go's messages in the same stream
 			st, err := openStore(storeSpec)
 			if err != nil {
 				return err
@@ -160,6 +166,7 @@ func main() {
 		},
 	}
 	f := cmd.Flags()
+	logOpts.AddFlags(f)
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API (attested TLS with --tee, else plain HTTP)")
 	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz, /readyz and /metrics (probes cannot do attested TLS)")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -18,6 +17,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/internal/health"
+	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/lighthouse"
 )
 
@@ -26,13 +26,17 @@ var version = "dev"
 func main() {
 	var coordinator, policy, meshID, tokenFile, healthAddr, device, dns string
 	var port int
+	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:           "sealmesh-lighthouse",
 		Short:         "Nebula lighthouse and relay, enrolled with a join token",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			log, err := logOpts.Logger(os.Stderr)
+			if err != nil {
+				return err
+			}
 			client, trust, err := attested.Client(coordinator, policy)
 			if err != nil {
 				return err
@@ -64,6 +68,7 @@ func main() {
 		},
 	}
 	f := cmd.Flags()
+	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
 	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before the join token is sent (or $SEALMESH_MESH_ID)")
