@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/cniinstall"
