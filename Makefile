@@ -21,7 +21,7 @@ TOOLS_BIN := $(CURDIR)/.cache/bin
 export SEALMESH_TOOLS_BIN := $(TOOLS_BIN)
 
 .PHONY: tools
-tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/helm $(TOOLS_BIN)/nebula-cert ## build the servers and CLIs the tests use (etcd, kube-apiserver, kubectl, helm, nebula-cert) into .cache/bin
+tools: $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/helm $(TOOLS_BIN)/nebula-cert $(TOOLS_BIN)/promtool ## build the servers and CLIs the tests use (etcd, kube-apiserver, kubectl, helm, nebula-cert, promtool) into .cache/bin
 
 $(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && $(GO) build -o $@ .
@@ -43,6 +43,10 @@ $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS)): tools/kube/go.mod
 $(TOOLS_BIN)/nebula-cert: tools/nebula/go.mod
 	cd tools/nebula && CGO_ENABLED=0 $(GO) build -o $@ github.com/slackhq/nebula/cmd/nebula-cert
 
+# promtool checks the chart's alerting rules.
+$(TOOLS_BIN)/promtool: tools/promtool/go.mod
+	cd tools/promtool && CGO_ENABLED=0 $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
+
 $(TOOLS_BIN)/coredns: tools/coredns/go.mod
 	cd tools/coredns && CGO_ENABLED=0 $(GO) build -o $@ github.com/coredns/coredns
 
@@ -62,6 +66,20 @@ manifests: $(TOOLS_BIN)/helm ## render the Helm chart into deploy/manifests/seal
 .PHONY: build
 build: ## build the binaries into bin/
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+# The image holds every binary, built static; make image writes it as an
+# archive, IMAGE_LOAD=containerd imports it into the node's containerd
+# (ctr; $$CONTAINERD_ADDRESS says where it listens). No Docker daemon: the
+# image is assembled with go-containerregistry (build/image). The
+# Dockerfile builds the same image for those who build with Docker.
+IMAGE      ?= ghcr.io/sealmesh/sealmesh:$(VERSION)
+IMAGE_LOAD ?=
+.PHONY: image
+image: ## build the sealmesh image (every binary, static, nonroot) into bin/sealmesh-image.tar; IMAGE=ref, IMAGE_LOAD=containerd imports it
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/static/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) run ./build/image --bin $(BIN)/static --ref $(IMAGE) --out $(BIN)/sealmesh-image.tar \
+		--version $(VERSION) --revision $$(git rev-parse HEAD 2>/dev/null) --created $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$(if $(filter containerd,$(IMAGE_LOAD)),--load-containerd)
 
 .PHONY: plugins
 plugins: ## build the reference CNI plugins (bridge, host-local) into bin/

@@ -35,6 +35,9 @@ type Options struct {
 	// coordinators); Run runs it. nil: renewals only on the certificate's
 	// schedule.
 	Follower *follow.Follower
+	// Certificate, when set, is told the end of each certificate Nebula
+	// runs with (for readiness and the expiry gauge).
+	Certificate func(notAfter time.Time)
 }
 
 // instance names the lighthouse's Nebula in its tunnel host.
@@ -88,13 +91,17 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 	if o.Follower != nil {
 		go o.Follower.Run(hctx)
 	}
+	if o.Certificate != nil {
+		o.Certificate(e.NotAfter)
+	}
 	ready()
-	return keep(ctx, log, c, e.EnrolResponse, opts, control, o.Follower)
+	return keep(ctx, log, c, e.EnrolResponse, o, opts, control)
 }
 
 // keep keeps the lighthouse's certificate and rules current until ctx ends,
 // and reports Nebula stopping by itself.
-func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolResponse, opts tunnel.Options, control string, f *follow.Follower) error {
+func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolResponse, o Options, opts tunnel.Options, control string) error {
+	f := o.Follower
 	at := enrol.RenewAt(time.Now(), cur.NotAfter)
 	pub, err := publicKey(cur)
 	if err != nil {
@@ -135,6 +142,9 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolRe
 			continue
 		}
 		cur, at = e, enrol.RenewAt(time.Now(), e.NotAfter)
+		if o.Certificate != nil {
+			o.Certificate(e.NotAfter)
+		}
 		log.Info("certificate renewed", "notAfter", e.NotAfter, "head", e.Head)
 	}
 }

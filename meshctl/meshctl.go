@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
 // Command returns meshctl's root command.
@@ -185,7 +187,7 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 }
 
 func simTEECmd() *cobra.Command {
-	var dir, image, measurement string
+	var dir, image, measurement, policyOut string
 	tee := &cobra.Command{Use: "sim-tee", Short: "the simulated TEE, for development only"}
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -206,12 +208,28 @@ func simTEECmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rootFingerprint: %s\nmeasurement: %s\n", d.RootFingerprint(), hex.EncodeToString(m[:]))
+			if policyOut == "" {
+				return nil
+			}
+			// The attestation block that accepts this device: a coordinator
+			// policy (--coordinator-policy) or a manifest role's.
+			b, err := json.MarshalIndent(map[string]any{"simulated": map[string]any{
+				"measurements": []string{hex.EncodeToString(m[:])}, "rootFingerprint": d.RootFingerprint(),
+			}}, "", "  ")
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.WriteMode(filepath.Dir(policyOut), filepath.Base(policyOut), append(b, '\n'), 0o644); err != nil {
+				return fmt.Errorf("--policy-out: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy: %s\n", policyOut)
 			return nil
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the simulated device to (required)")
 	initCmd.Flags().StringVar(&image, "image", "sealmesh-workload", "name whose SHA-384 stands in for the launch measurement")
 	initCmd.Flags().StringVar(&measurement, "measurement", "", "launch measurement, 96 hex characters (overrides --image)")
+	initCmd.Flags().StringVar(&policyOut, "policy-out", "", "also write the attestation block accepting this device (JSON) to this file: a --coordinator-policy file, or a manifest role's attestation")
 	initCmd.MarkFlagRequired("dir")
 	tee.AddCommand(initCmd)
 	return tee

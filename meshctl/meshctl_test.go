@@ -2,6 +2,7 @@ package meshctl
 
 import (
 	"bytes"
+	"encoding/hex"
 	"io"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/api/attested"
+	"github.com/sealmesh/sealmesh/attest/simulated"
 )
 
 func TestPrintHistory(t *testing.T) {
@@ -65,5 +68,25 @@ func TestCoordinatorFlags(t *testing.T) {
 				t.Fatalf("meshctl %s: %v, want an error with %q", strings.Join(c.args, " "), err, c.want)
 			}
 		})
+	}
+}
+
+// sim-tee init --policy-out writes the attestation block that accepts the
+// device it made: a coordinator policy file clients load as it is.
+func TestSimTEEPolicyOut(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.json")
+	out, err := meshctl("sim-tee", "init", "--dir", filepath.Join(dir, "tee"), "--image", "sealmesh-coordinator", "--policy-out", policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := attested.LoadPolicy(policy)
+	if err != nil {
+		t.Fatalf("the written policy does not load: %v", err)
+	}
+	want := simulated.MeasurementOf("sealmesh-coordinator")
+	if a.Simulated == nil || len(a.Simulated.Measurements) != 1 || a.Simulated.Measurements[0] != hex.EncodeToString(want[:]) ||
+		!strings.Contains(out, "rootFingerprint: "+a.Simulated.RootFingerprint) {
+		t.Fatalf("policy %+v for output %q", a.Simulated, out)
 	}
 }

@@ -13,9 +13,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/slackhq/nebula/cert"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
+	"github.com/sealmesh/sealmesh/internal/buildinfo"
 )
 
 // metrics are the agent's own.
@@ -60,9 +62,41 @@ func (a *Agent) initMetrics() {
 			}
 			return time.Since(time.Unix(0, c)).Seconds()
 		}),
+		buildinfo.Collector("agent", a.cfg.Version), certExpiry{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	a.metrics = m
+}
+
+// certExpiry is each attached pod's certificate's end, read from the
+// certificate the pod's tunnel runs with at scrape time.
+type certExpiry struct{ a *Agent }
+
+var certExpiryDesc = prometheus.NewDesc("sealmesh_agent_pod_certificate_expiry_timestamp_seconds",
+	"When each attached pod's Nebula certificate expires (Unix seconds); renewed two thirds of the way.",
+	[]string{"namespace", "pod", "container_id"}, nil)
+
+func (certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+func (e certExpiry) Collect(ch chan<- prometheus.Metric) {
+	e.a.mu.Lock()
+	type one struct {
+		req cniapi.Request
+		pem string
+	}
+	all := make([]one, 0, len(e.a.pods))
+	for _, p := range e.a.pods {
+		all = append(all, one{p.req, p.certificate})
+	}
+	e.a.mu.Unlock()
+	for _, p := range all {
+		c, _, err := cert.UnmarshalCertificateFromPEM([]byte(p.pem))
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(c.NotAfter().Unix()),
+			p.req.PodNamespace, p.req.PodName, p.req.ContainerID)
+	}
 }
 
 func result(err error) string {

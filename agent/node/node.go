@@ -33,7 +33,9 @@ const nebulaOverhead = 80
 
 // Config wires the agent.
 type Config struct {
-	Log         *slog.Logger
+	Log *slog.Logger
+	// Version is the binary's, for sealmesh_build_info.
+	Version     string
 	Coordinator *api.Client
 	Issuer      attest.Issuer
 	// Retry bounds an enrolment's tries across coordinators (zero: the

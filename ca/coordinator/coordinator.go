@@ -53,6 +53,8 @@ const (
 // Config wires a coordinator.
 type Config struct {
 	Log *slog.Logger
+	// Version is the binary's, for sealmesh_build_info.
+	Version string
 	// Store is the shared, untrusted state; StoreAddr says where it is, for
 	// the logs.
 	Store     store.Store

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sealmesh/sealmesh/internal/buildinfo"
 )
 
 // metrics are the coordinator's Prometheus metrics, served on the plain
@@ -43,6 +45,7 @@ func (c *Coordinator) initMetrics() {
 			}
 			return 0
 		}),
+		buildinfo.Collector("coordinator", c.cfg.Version),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	c.metrics = m

@@ -75,7 +75,7 @@ func nodeCmd() *cobra.Command {
 				return err
 			}
 			cfg := node.Config{
-				Log: log, Coordinator: client, Issuer: issuer,
+				Log: log, Version: version, Coordinator: client, Issuer: issuer,
 				StateDir: stateDir, TunnelCommand: []string{tunnelBin}, PodsPerProcess: perProcess,
 				// Following the manifest's coordinator roles lets a rolling
 				// upgrade of the coordinators reach this agent.
@@ -169,7 +169,7 @@ when the pod stops (SIGTERM).`,
 				return err
 			}
 			host, _ := os.Hostname()
-			a := node.New(node.Config{Log: log, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{tunnelBin},
+			a := node.New(node.Config{Log: log, Version: version, Coordinator: client, Issuer: issuer, StateDir: stateDir, TunnelCommand: []string{tunnelBin},
 				Follower: &follow.Follower{Client: client, Trust: trust, Log: log}})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

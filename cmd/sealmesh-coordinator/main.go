@@ -31,6 +31,8 @@ import (
 	"github.com/sealmesh/sealmesh/kube"
 )
 
+var version = "dev"
+
 func main() {
 	var listen, healthAddr, stateDir, storeSpec, teeSpec string
 	var tokens, amdKDS, intelPCS, simulatedCoordinators bool
@@ -123,7 +125,7 @@ func main() {
 				tlsKey = as.PublicKey()
 			}
 			var cl *cluster.Cluster
-			c, err := coordinator.New(coordinator.Config{TLSPublicKey: tlsKey, Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, MeshID: meshID, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
+			c, err := coordinator.New(coordinator.Config{Version: version, TLSPublicKey: tlsKey, Owners: owners, Log: log, Store: st, StoreAddr: storeSpec, MeshID: meshID, StateDir: stateDir, SealingKey: sealingKey, Verifier: verifier, Issuer: issuer, Peers: peers,
 				AllowSimulatedCoordinators: simulatedCoordinators, RatePerSource: ratePerSource,
 				API: apiURL, Members: func() []api.Member {
 					if cl == nil {

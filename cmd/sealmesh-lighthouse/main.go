@@ -11,11 +11,15 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/api/attested"
+	"github.com/sealmesh/sealmesh/internal/buildinfo"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/lighthouse"
@@ -56,14 +60,33 @@ func main() {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			var ready atomic.Bool
+			var notAfter atomic.Int64 // the running certificate's end, Unix seconds
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(buildinfo.Collector("lighthouse", version),
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "sealmesh_lighthouse_certificate_expiry_timestamp_seconds",
+					Help: "When the lighthouse's Nebula certificate expires (Unix seconds; 0 before enrolment).",
+				}, func() float64 { return float64(notAfter.Load()) }))
+			// Ready while Nebula runs with a certificate that has not
+			// expired: an expired one serves no handshake.
+			serving := func() error {
+				switch end := notAfter.Load(); {
+				case !ready.Load():
+					return errors.New("not enrolled yet")
+				case time.Now().Unix() >= end:
+					return fmt.Errorf("certificate expired at %s and not renewed", time.Unix(end, 0).UTC().Format(time.RFC3339))
+				}
+				return nil
+			}
 			go func() {
-				if err := health.Serve(ctx, healthAddr, health.Flag(ready.Load), nil); err != nil {
+				if err := health.Serve(ctx, healthAddr, serving, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
 			return lighthouse.Run(ctx, log, client, lighthouse.Options{
 				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version, DNS: dns,
-				Follower: &follow.Follower{Client: client, Trust: trust, Log: log},
+				Follower:    &follow.Follower{Client: client, Trust: trust, Log: log},
+				Certificate: func(end time.Time) { notAfter.Store(end.Unix()) },
 			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
 		},
 	}
@@ -76,7 +99,7 @@ func main() {
 	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
 	f.StringVar(&dns, "dns", "", "ip:port to answer DNS on: the overlay IPs of the hosts this lighthouse knows, by certificate name (a pod is <name>.<namespace>); empty serves none")
-	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7082", "address for /healthz and /readyz")
+	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7082", "address for /healthz, /readyz and /metrics")
 	cmd.MarkFlagRequired("token-file")
 	if err := cmd.Execute(); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "sealmesh-lighthouse:", err)

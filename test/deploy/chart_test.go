@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -91,7 +93,7 @@ func TestManifestsInSync(t *testing.T) {
 }
 
 func TestChartLint(t *testing.T) {
-	for _, set := range [][]string{nil, {"tee=simulated", "agent.tee=simulated", "simulatedTEE.secret=sim", "lighthouse.enabled=true", "lighthouse.tokenSecret=lh", "coordinator.persistence.enabled=true", "metrics.podMonitor.enabled=true"}} {
+	for _, set := range [][]string{nil, {"tee=simulated", "agent.tee=simulated", "simulatedTEE.secret=sim", "lighthouse.enabled=true", "lighthouse.tokenSecret=lh", "coordinator.persistence.enabled=true", "metrics.podMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "metrics.dashboard.enabled=true"}} {
 		args := []string{"lint", "--strict", chart, "-f", filepath.Join(manifests, "values.yaml")}
 		for _, s := range set {
 			args = append(args, "--set", s)
@@ -134,12 +136,17 @@ func TestChartLeastPrivilege(t *testing.T) {
 	}
 	for key, want := range map[string]string{
 		"Role/sealmesh-coordinator":  "[map[apiGroups:[] resources:[configmaps] verbs:[get list watch create update delete]]]",
-		"ClusterRole/sealmesh-agent": "[map[apiGroups:[] resources:[pods] verbs:[get]]]",
+		"ClusterRole/sealmesh-agent": "[map[apiGroups:[] resources:[pods] verbs:[get list]] map[apiGroups:[] resources:[events] verbs:[create]]]",
 		"Role/sealmesh-agent":        "[map[apiGroups:[apps] resourceNames:[sealmesh-agent] resources:[daemonsets] verbs:[get watch]]]",
 	} {
 		if got := rules(key); got != want {
 			t.Errorf("%s rules %s, want %s", key, got, want)
 		}
+	}
+	// Deleting pods is granted only with the option that uses it.
+	withDelete := objects(t, render(t, "agent.deleteUnattachedPods=true"))["ClusterRole/sealmesh-agent"]
+	if r, _, _ := unstructured.NestedSlice(withDelete.Object, "rules"); !strings.Contains(fmt.Sprint(r), "verbs:[get list delete]") {
+		t.Errorf("agent.deleteUnattachedPods=true: rules %v, want delete on pods", r)
 	}
 	if _, ok := objs["ClusterRole/sealmesh-coordinator"]; ok {
 		t.Error("the coordinators have a ClusterRole")
@@ -253,6 +260,163 @@ func TestChartPinsTheMesh(t *testing.T) {
 			if found != pinned {
 				t.Errorf("meshID set %v: %s has --mesh-id %v", pinned, key, found)
 			}
+		}
+	}
+}
+
+// lint runs helm lint --strict with the manifests' values and sets.
+func lint(t *testing.T, set ...string) (string, error) {
+	args := []string{"lint", "--strict", chart, "-f", filepath.Join(manifests, "values.yaml")}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	return helm(t, args...)
+}
+
+// values.schema.json refuses what would otherwise render: misspelt keys,
+// values outside their enums, wrong types.
+func TestChartSchemaRefusesBadValues(t *testing.T) {
+	for _, c := range []struct {
+		set, want string
+	}{
+		{"coordinator.replica=5", "replica"},
+		{"tee=snpp", "tee"},
+		{"agent.tee=sev", "tee"},
+		{"coordinator.replicas=three", "replicas"},
+		{"coordinator.replicas=0", "replicas"},
+		{"image.digest=latest", "digest"},
+		{"image.pullPolicy=Sometimes", "pullPolicy"},
+		{"logLevel=loud", "logLevel"},
+		{"lighthouse.port=70000", "port"},
+		{"agent.extraArgs={verbose}", "extraArgs"},
+		{"cni.excludeNamespaces={Kube_System}", "excludeNamespaces"},
+		{"meshID=xyz", "meshID"},
+	} {
+		t.Run(c.set, func(t *testing.T) {
+			out, err := lint(t, c.set)
+			if err == nil || !strings.Contains(err.Error()+out, c.want) {
+				t.Fatalf("helm lint --strict --set %s: %v\n%s\nwant a schema error naming %q", c.set, err, out, c.want)
+			}
+		})
+	}
+	if out, err := lint(t, "image.digest=sha256:"+strings.Repeat("ab", 32), "logLevel=debug", "agent.tee=oidc",
+		"imagePullSecrets[0].name=regcred", "agent.extraArgs={--pods-per-process=8}"); err != nil {
+		t.Fatalf("good values refused: %v\n%s", err, out)
+	}
+}
+
+// Every value in values.yaml is read by some template: a value that
+// changes nothing (lighthouse.port did, once) misleads whoever sets it.
+func TestEveryValueUsed(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	var templates strings.Builder
+	files, _ := filepath.Glob(filepath.Join(chart, "templates", "*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		templates.Write(b)
+	}
+	text := templates.String()
+	// A value is read when a template names it, or names a map holding it
+	// as a whole (toYaml of resources, say).
+	used := func(path []string) bool {
+		for i := len(path); i >= 1; i-- {
+			re := regexp.MustCompile(`\.Values\.` + regexp.QuoteMeta(strings.Join(path[:i], ".")) + `(?:[^\w.]|$)`)
+			if re.MatchString(text) {
+				return true
+			}
+		}
+		return false
+	}
+	var walk func(path []string, v any)
+	walk = func(path []string, v any) {
+		if m, ok := v.(map[string]any); ok && len(m) > 0 && !used(path) {
+			for k, child := range m {
+				walk(append(slices.Clone(path), k), child)
+			}
+			return
+		}
+		if !used(path) {
+			t.Errorf("values.yaml: %s is used by no template", strings.Join(path, "."))
+		}
+	}
+	for k, v := range values {
+		walk([]string{k}, v)
+	}
+}
+
+// The options a platform team sets reach the objects they are for.
+func TestChartOptions(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("cd", 32)
+	objs := objects(t, render(t, "image.digest="+digest, "imagePullSecrets[0].name=regcred", "podAnnotations.team=net",
+		"logLevel=debug", "lighthouse.enabled=true", "lighthouse.tokenSecret=lh", "lighthouse.port=4343",
+		"lighthouse.nodeSelector.sealmesh\\.io/lighthouse=edge", "lighthouse.tolerations[0].operator=Exists",
+		"coordinator.extraArgs={--rate-per-source=5}", "coordinator.extraEnv[0].name=GODEBUG", "coordinator.extraEnv[0].value=x509sha1=0",
+		"agent.extraArgs={--pods-per-process=8}", "cni.excludeNamespaces={kube-system,monitoring}"))
+	spec := func(key string) map[string]any {
+		o, ok := objs[key]
+		if !ok {
+			t.Fatalf("%s not rendered", key)
+		}
+		s, _, _ := unstructured.NestedMap(o.Object, "spec", "template")
+		return s
+	}
+	str := func(v any) string { return fmt.Sprint(v) }
+	for _, key := range []string{"StatefulSet/sealmesh-coordinator", "DaemonSet/sealmesh-agent", "Deployment/sealmesh-lighthouse"} {
+		tmpl := spec(key)
+		ps, _, _ := unstructured.NestedSlice(tmpl, "spec", "imagePullSecrets")
+		ann, _, _ := unstructured.NestedStringMap(tmpl, "metadata", "annotations")
+		cs, _, _ := unstructured.NestedSlice(tmpl, "spec", "containers")
+		c := cs[len(cs)-1].(map[string]any)
+		switch {
+		case str(ps) != "[map[name:regcred]]":
+			t.Errorf("%s imagePullSecrets %v", key, ps)
+		case ann["team"] != "net":
+			t.Errorf("%s annotations %v", key, ann)
+		case !strings.HasSuffix(str(c["image"]), "@"+digest):
+			t.Errorf("%s image %v, want it pinned by digest", key, c["image"])
+		case !strings.Contains(str(c["args"]), "--log-level=debug"):
+			t.Errorf("%s args %v, want --log-level=debug", key, c["args"])
+		}
+	}
+	coord := spec("StatefulSet/sealmesh-coordinator")
+	if pc, _, _ := unstructured.NestedString(coord, "spec", "priorityClassName"); pc != "system-cluster-critical" {
+		t.Errorf("coordinator priorityClassName %q", pc)
+	}
+	tsc, _, _ := unstructured.NestedSlice(coord, "spec", "topologySpreadConstraints")
+	if !strings.Contains(str(tsc), "topologyKey:kubernetes.io/hostname") || !strings.Contains(str(tsc), "whenUnsatisfiable:ScheduleAnyway") {
+		t.Errorf("coordinator topologySpreadConstraints %v, want a spread over nodes", tsc)
+	}
+	cs, _, _ := unstructured.NestedSlice(coord, "spec", "containers")
+	if c := cs[0].(map[string]any); !strings.Contains(str(c["args"]), "--rate-per-source=5") || !strings.Contains(str(c["env"]), "GODEBUG") {
+		t.Errorf("coordinator extraArgs/extraEnv missing: %v %v", c["args"], c["env"])
+	}
+	lh := spec("Deployment/sealmesh-lighthouse")
+	if ns, _, _ := unstructured.NestedStringMap(lh, "spec", "nodeSelector"); ns["sealmesh.io/lighthouse"] != "edge" {
+		t.Errorf("lighthouse nodeSelector %v", ns)
+	}
+	if tol, _, _ := unstructured.NestedSlice(lh, "spec", "tolerations"); len(tol) != 1 {
+		t.Errorf("lighthouse tolerations %v", tol)
+	}
+	lcs, _, _ := unstructured.NestedSlice(lh, "spec", "containers")
+	if c := lcs[0].(map[string]any); !strings.Contains(str(c["args"]), "--listen-port=4343") || !strings.Contains(str(c["ports"]), "containerPort:4343") {
+		t.Errorf("lighthouse.port not wired: args %v ports %v", c["args"], c["ports"])
+	}
+	// Both the plugin's configuration and the agent exclude the chart's
+	// namespaces and the release's own.
+	acs, _, _ := unstructured.NestedSlice(spec("DaemonSet/sealmesh-agent"), "spec", "containers")
+	for _, c := range acs {
+		if args := str(c.(map[string]any)["args"]); !strings.Contains(args, "--exclude-namespaces=kube-system,monitoring,sealmesh") {
+			t.Errorf("%s args %s, want --exclude-namespaces=kube-system,monitoring,sealmesh", c.(map[string]any)["name"], args)
 		}
 	}
 }

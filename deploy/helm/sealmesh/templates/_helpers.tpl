@@ -1,7 +1,32 @@
 {{- define "sealmesh.name" -}}{{ .Release.Name }}{{- end -}}
 
 {{- define "sealmesh.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
+{{- end -}}
+
+{{/* The pod template's annotations: scrape annotations (port given) and podAnnotations. */}}
+{{- define "sealmesh.podAnnotations" -}}
+{{- $a := dict -}}
+{{- if and .port .root.Values.metrics.annotations -}}
+{{- $_ := set $a "prometheus.io/scrape" "true" -}}
+{{- $_ := set $a "prometheus.io/port" (toString .port) -}}
+{{- $_ := set $a "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- $a = merge (deepCopy .root.Values.podAnnotations) $a -}}
+{{- with $a }}
+annotations: {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{- define "sealmesh.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the plugin passes through: the chart's list and the release's own. */}}
+{{- define "sealmesh.excludeNamespaces" -}}
+{{- append .Values.cni.excludeNamespaces .Release.Namespace | uniq | join "," -}}
 {{- end -}}
 
 {{- define "sealmesh.labels" -}}

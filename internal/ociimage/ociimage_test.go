@@ -1,0 +1,129 @@
+package ociimage
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// The image make image writes, read back as a runtime reads it: every
+// binary at its root and executable, nonroot by default with a passwd that
+// names the user, the OCI labels, a writable /tmp; and the same bytes from
+// the same inputs.
+func TestSealmeshImage(t *testing.T) {
+	bin := t.TempDir()
+	for _, c := range Commands {
+		if err := os.WriteFile(filepath.Join(bin, c), []byte("#!"+c), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	created := time.Unix(1764979200, 0)
+	out := filepath.Join(t.TempDir(), "image.tar")
+	if err := Sealmesh("ghcr.io/sealmesh/sealmesh:v1", bin, "v1", "abc123", created).WriteArchive(out); err != nil {
+		t.Fatal(err)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != NonRoot || cf.OS != "linux" || !cf.Created.Time.Equal(created) {
+		t.Errorf("config user %q os %q created %v", cf.Config.User, cf.OS, cf.Created)
+	}
+	for k, want := range map[string]string{"org.opencontainers.image.version": "v1", "org.opencontainers.image.revision": "abc123",
+		"org.opencontainers.image.licenses": "Apache-2.0", "org.opencontainers.image.source": "https://github.com/sealmesh/sealmesh"} {
+		if cf.Config.Labels[k] != want {
+			t.Errorf("label %s = %q, want %q", k, cf.Config.Labels[k], want)
+		}
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("%d layers, %v", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	files := map[string]*tar.Header{}
+	contents := map[string]string{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		files["/"+strings.TrimSuffix(h.Name, "/")] = h
+		b, _ := io.ReadAll(tr)
+		contents["/"+h.Name] = string(b)
+	}
+	for _, c := range Commands {
+		h := files["/"+c]
+		if h == nil || h.Mode&0o111 == 0 || contents["/"+c] != "#!"+c {
+			t.Errorf("/%s: %+v", c, h)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^nonroot:x:65532:65532:`).MatchString(contents["/etc/passwd"]) {
+		t.Errorf("/etc/passwd %q does not name the image's user", contents["/etc/passwd"])
+	}
+	if h := files["/tmp"]; h == nil || h.Mode&0o1777 != 0o1777 {
+		t.Errorf("/tmp: %+v", h)
+	}
+
+	// Reproducible: a second build of the same inputs has the same digest.
+	again := filepath.Join(t.TempDir(), "again.tar")
+	if err := Sealmesh("ghcr.io/sealmesh/sealmesh:v1", bin, "v1", "abc123", created).WriteArchive(again); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(out)
+	b, _ := os.ReadFile(again)
+	if !bytes.Equal(a, b) {
+		t.Error("two builds of the same inputs differ")
+	}
+}
+
+// The Dockerfile builds what make image builds: every command, nonroot,
+// the same labels.
+func TestDockerfileMatches(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	for _, c := range Commands {
+		if !strings.Contains(df, "./cmd/"+c) {
+			t.Errorf("the Dockerfile does not build %s", c)
+		}
+	}
+	if !strings.Contains(df, "USER 65532:65532") || !strings.Contains(df, `ENTRYPOINT ["/meshctl"]`) {
+		t.Error("the Dockerfile's user or entrypoint differ from make image's")
+	}
+	img := Sealmesh("x", "", "", "", time.Time{})
+	for k := range img.Labels {
+		if k != "org.opencontainers.image.created" && !strings.Contains(df, k+"=") {
+			t.Errorf("the Dockerfile lacks label %s", k)
+		}
+	}
+	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^CMDS\s*:=\s*(.*)$`).FindSubmatch(mk)
+	if m == nil || !slices.Equal(strings.Fields(string(m[1])), Commands) {
+		t.Errorf("the Makefile's CMDS %q differ from the image's %v", m, Commands)
+	}
+}
