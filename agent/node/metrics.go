@@ -47,6 +47,15 @@ func (a *Agent) initMetrics() {
 	m.repaired = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sealmesh_agent_unattached_pods_deleted_total", Help: "Unattached pods deleted so that they start again attached (--delete-unattached-pods).",
 	})
+	// Every label value is exported from the start (at 0), so that rates
+	// and alerts on one see it before its first occurrence.
+	for _, r := range []string{"ok", "error"} {
+		m.enrolments.WithLabelValues(r)
+		m.renewals.WithLabelValues(r)
+	}
+	for r := range skipReasons {
+		m.skipped.WithLabelValues(r)
+	}
 	m.reg.MustRegister(m.enrolments, m.renewals, m.skipped, m.unattached, m.repaired,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_agent_pods", Help: "Pods attached on this node."}, func() float64 {
 			a.mu.Lock()

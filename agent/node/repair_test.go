@@ -29,12 +29,16 @@ import (
 func TestOptOutAndUnattached(t *testing.T) {
 	ctx := context.Background()
 	cfg := tools.StartKubeAPIServer(t)
-	for _, ns := range []string{"shop", "kube-system"} {
-		tools.CreateNamespace(t, cfg, ns)
-	}
+	tools.CreateNamespace(t, cfg, "shop") // kube-system is there
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// No controller manager runs to make the default service accounts.
+	for _, ns := range []string{"shop", "kube-system"} {
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	type spec struct {
 		ns, name    string
@@ -132,14 +136,15 @@ func TestOptOutAndUnattached(t *testing.T) {
 	// Told to delete: the pod goes (its controller would make it again).
 	r := newAgent(true)
 	r.checkUnattached(ctx)
-	if _, err := cs.CoreV1().Pods("shop").Get(ctx, "early", metav1.GetOptions{}); err == nil {
-		t.Fatal("shop/early still exists with DeleteUnattached")
+	// Deleted gracefully: with no kubelet to confirm, it stays, marked.
+	if p, err := cs.CoreV1().Pods("shop").Get(ctx, "early", metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
+		t.Fatal("shop/early not deleted with DeleteUnattached")
 	}
 	if got := value(r.metrics.repaired); got != 1 {
 		t.Fatalf("deleted counter %v, want 1", got)
 	}
 	for _, p := range []string{"opted-out", "host", "pending"} {
-		if _, err := cs.CoreV1().Pods("shop").Get(ctx, p, metav1.GetOptions{}); err != nil {
+		if got, err := cs.CoreV1().Pods("shop").Get(ctx, p, metav1.GetOptions{}); err != nil || got.DeletionTimestamp != nil {
 			t.Errorf("shop/%s deleted: %v", p, err)
 		}
 	}

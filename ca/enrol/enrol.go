@@ -616,7 +616,7 @@ type metrics struct {
 }
 
 func newMetrics() metrics {
-	return metrics{
+	m := metrics{
 		enrolments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealmesh_coordinator_enrolments_total",
 			Help: "Enrolment requests, by result: issued, refused (evidence or request not accepted), unavailable (not ready, retry elsewhere) or error.",
@@ -636,6 +636,12 @@ func newMetrics() metrics {
 			Buckets: []float64{.00025, .0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1},
 		}, []string{"stage"}),
 	}
+	// Every result is exported from the start (at 0), so that rates and
+	// alerts on one see it before its first occurrence.
+	for _, r := range []string{"issued", "refused", "unavailable", "error"} {
+		m.enrolments.WithLabelValues(r)
+	}
+	return m
 }
 
 // Collectors are the service's metrics, for the coordinator's registry.

@@ -644,15 +644,29 @@ func httpIn(n *netlab.NS, timeout time.Duration) *http.Client {
 }
 
 // AgentMetrics fetches the node agent's /metrics.
-func (m *Mesh) AgentMetrics() (string, error) {
-	resp, err := httpIn(m.Node, 10*time.Second).Get("http://127.0.0.1:7081/metrics")
+func (m *Mesh) AgentMetrics() (string, error) { return m.Metrics("agent") }
+
+// Metrics fetches /metrics of the agent, the coordinator or the lighthouse.
+func (m *Mesh) Metrics(component string) (string, error) {
+	ns, url := m.Node, ""
+	switch component {
+	case "agent":
+		url = "http://127.0.0.1:7081/metrics"
+	case "coordinator":
+		url = "http://" + CoordinatorIP + ":7081/metrics"
+	case "lighthouse":
+		ns, url = m.LH, "http://127.0.0.1:7082/metrics"
+	default:
+		return "", fmt.Errorf("no component %q", component)
+	}
+	resp, err := httpIn(ns, 10*time.Second).Get(url)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("agent /metrics: %s", resp.Status)
+		err = fmt.Errorf("%s /metrics: %s", component, resp.Status)
 	}
 	return string(b), err
 }
