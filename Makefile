@@ -131,6 +131,10 @@ deps-k8s: deps
 		echo "installing containerd and runc (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! [ -x /bin/busybox ]; then \
+		echo "installing busybox-static (apt-get): the quickstart's workload pods' image"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static; \
+	fi
 
 .PHONY: e2e-k8s
 e2e-k8s: check-host tools deps-k8s $(addprefix $(TOOLS_BIN)/,$(KUBE_CMDS) coredns) ## (root) sealmesh's Helm chart on a single-node Kubernetes built here; pods talk over Nebula

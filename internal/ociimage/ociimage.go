@@ -25,9 +25,15 @@ import (
 
 // Image is an image made of files (path in the image → file on this machine).
 type Image struct {
-	Ref        string // e.g. ghcr.io/sealmesh/sealmesh:v0.2.0
-	Files      map[string]string
+	Ref   string // e.g. ghcr.io/sealmesh/sealmesh:v0.2.0
+	Files map[string]string
+	// Links are symbolic links (path in the image → target), as a busybox
+	// image has for its applets.
+	Links      map[string]string
 	Entrypoint []string
+	Cmd        []string
+	// Env defaults to PATH=/ (the binaries are at the root).
+	Env []string
 	// User runs the entrypoint; "" is root. Components that need root
 	// say so in their pod's securityContext.
 	User   string
@@ -114,6 +120,19 @@ func (img Image) layer() ([]byte, error) {
 			return nil, err
 		}
 	}
+	links := make([]string, 0, len(img.Links))
+	for l := range img.Links {
+		links = append(links, l)
+	}
+	sort.Strings(links)
+	for _, l := range links {
+		if err := parents(l); err != nil {
+			return nil, err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: l[1:], Linkname: img.Links[l], Mode: 0o777, ModTime: mod}); err != nil {
+			return nil, err
+		}
+	}
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
@@ -141,7 +160,11 @@ func (img Image) Build() (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Created = v1.Time{Time: img.Created}
-	cf.Config = v1.Config{Entrypoint: img.Entrypoint, Env: []string{"PATH=/"}, User: img.User, Labels: img.Labels}
+	env := img.Env
+	if env == nil {
+		env = []string{"PATH=/"}
+	}
+	cf.Config = v1.Config{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: env, User: img.User, Labels: img.Labels}
 	return mutate.ConfigFile(im, cf)
 }
 

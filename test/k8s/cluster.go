@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/sealmesh/sealmesh/internal/ociimage"
 	"github.com/sealmesh/sealmesh/test/netlab"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -53,6 +57,8 @@ type Cluster struct {
 	kubelet         *exec.Cmd
 	containerd      *exec.Cmd
 	sharedNetns     bool
+	// args are the node components' command lines, for Restart.
+	args map[string][]string
 }
 
 // Options is what the cluster is made of besides the tools in .cache/bin.
@@ -61,7 +67,7 @@ type Options struct {
 	// host-local, loopback, portmap).
 	Plugins string
 	// Images are written as archives and imported into containerd.
-	Images []Image
+	Images []ociimage.Image
 }
 
 // Up starts the cluster and waits until its node is Ready and its DNS runs.
@@ -113,8 +119,10 @@ func Up(t testing.TB, o Options) *Cluster {
 	c.Kubeconfig = kc["admin"]
 
 	bin := func(name string) string { return tools.Bin(t, name) }
+	c.args = map[string][]string{}
 	start := func(name string, args ...string) *exec.Cmd {
 		t.Helper()
+		c.args[name] = args
 		cmd, err := c.Lab.Start(c.Node, c.path(name+".log"), bin(name), args...)
 		must(err)
 		return cmd
@@ -158,7 +166,8 @@ func Up(t testing.TB, o Options) *Cluster {
 	must(os.WriteFile(c.path("containerd", "config.toml"), []byte(fmt.Sprintf(containerdConfig,
 		c.path("containerd", "root"), c.path("containerd", "state"), c.sock, PauseImage, c.BinDir, c.ConfDir)), 0o600))
 	var cmdErr error
-	c.containerd, cmdErr = c.Lab.Start(c.Node, c.path("containerd.log"), "containerd", "--config", c.path("containerd", "config.toml"))
+	c.args["containerd"] = []string{"--config", c.path("containerd", "config.toml")}
+	c.containerd, cmdErr = c.Lab.Start(c.Node, c.path("containerd.log"), "containerd", c.args["containerd"]...)
 	must(cmdErr)
 	must(c.WaitFor("containerd", 30*time.Second, func() error { _, err := c.ctr("version"); return err }))
 	for _, img := range o.Images {
@@ -184,7 +193,113 @@ func Up(t testing.TB, o Options) *Cluster {
 		}
 		return err
 	}))
+	must(c.storage())
 	return c
+}
+
+// Restart stops the node's kubelet or containerd (by the PID the cluster
+// started, SIGTERM) and starts it again with the same arguments, logging to
+// <name>-restarted.log; containers keep running across either, as on a node.
+func (c *Cluster) Restart(name string) error {
+	var cmd **exec.Cmd
+	bin := name
+	switch name {
+	case "kubelet":
+		cmd, bin = &c.kubelet, tools.Bin(c.t, "kubelet")
+	case "containerd":
+		cmd = &c.containerd
+	default:
+		return fmt.Errorf("restart %s: only kubelet and containerd", name)
+	}
+	netlab.Stop(*cmd, 30*time.Second)
+	next, err := c.Lab.Start(c.Node, c.path(name+"-restarted.log"), bin, c.args[name]...)
+	if err != nil {
+		return err
+	}
+	*cmd = next
+	return nil
+}
+
+// PodLinks lists the interfaces of the pod whose netns holds ip, looked for
+// in the runtime's named netns (/run/netns/cni-*).
+func (c *Cluster) PodLinks(ip string) ([]string, error) {
+	want := net.ParseIP(ip)
+	files, err := filepath.Glob(filepath.Join(netnsDir, "cni-*"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		h, err := netns.GetFromPath(f)
+		if err != nil {
+			continue
+		}
+		nl, err := netlink.NewHandleAt(h)
+		h.Close()
+		if err != nil {
+			continue
+		}
+		links, err := nl.LinkList()
+		if err != nil {
+			nl.Close()
+			continue
+		}
+		var names []string
+		found := false
+		for _, l := range links {
+			names = append(names, l.Attrs().Name)
+			addrs, _ := nl.AddrList(l, netlink.FAMILY_ALL)
+			for _, a := range addrs {
+				found = found || a.IP.Equal(want)
+			}
+		}
+		nl.Close()
+		if found {
+			return names, nil
+		}
+	}
+	return nil, fmt.Errorf("no pod netns holds %s", ip)
+}
+
+// storage gives the cluster a default StorageClass with a few volumes made
+// ahead (directories under the cluster's, writable by any user, as the
+// local-path provisioner of kind and k3s makes them): what a cluster with
+// storage offers a StatefulSet's volume claims.
+func (c *Cluster) storage() error {
+	var b strings.Builder
+	b.WriteString(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+`)
+	for i := range 6 {
+		dir := c.path("volumes", fmt.Sprint(i))
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: local-%d}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: local
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: %s, type: Directory}
+`, i, dir)
+	}
+	path := c.path("storage.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	_, err := c.Kubectl("apply", "-f", path)
+	return err
 }
 
 func (c *Cluster) path(elem ...string) string {

@@ -1,16 +1,19 @@
 package k8s
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sealmesh/sealmesh/internal/ociimage"
 	"github.com/sealmesh/sealmesh/internal/testenv"
-	"github.com/sealmesh/sealmesh/test/mesh"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -23,42 +26,72 @@ func TestMain(m *testing.M) {
 		"github.com/containernetworking/plugins/plugins/main/loopback",
 		"github.com/containernetworking/plugins/plugins/meta/portmap",
 		"github.com/sealmesh/sealmesh/test/k8s/pause",
-		"github.com/sealmesh/sealmesh/test/k8s/netcheck",
 	)...)
 }
 
-// images are the cluster's: the sandbox, CoreDNS, and sealmesh's own (every
-// binary, and netcheck for the workload pods).
-func images(t *testing.T) []Image {
-	files := map[string]string{}
-	for _, b := range []string{"sealmesh-coordinator", "sealmesh-agent", "sealmesh-tunnel", "sealmesh-cni", "sealmesh-lighthouse", "meshctl", "netcheck"} {
-		files["/"+b] = filepath.Join(binDir, b)
+// BusyboxImage stands in for the registry's busybox, which the quickstart's
+// workload pods run: Debian's static busybox with its applets linked.
+const BusyboxImage = "docker.io/library/busybox:1.36"
+
+// images are the cluster's besides sealmesh's own, which the quickstart
+// builds and loads (make image): the sandbox, CoreDNS, busybox.
+func images(t *testing.T) []ociimage.Image {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatalf("busybox (Debian's busybox-static; make deps-k8s installs it): %v", err)
 	}
-	return []Image{
+	links := map[string]string{}
+	for _, a := range []string{"sh", "sleep", "ping", "ip", "cat", "ls", "wget", "nc"} {
+		links["/bin/"+a] = "busybox"
+	}
+	return []ociimage.Image{
 		{Ref: PauseImage, Files: map[string]string{"/pause": filepath.Join(binDir, "pause")}, Entrypoint: []string{"/pause"}},
 		{Ref: CoreDNSImage, Files: map[string]string{"/coredns": tools.Bin(t, "coredns")}, Entrypoint: []string{"/coredns"}},
-		{Ref: SealmeshImage, Files: files, Entrypoint: []string{"/netcheck"}},
+		{Ref: BusyboxImage, Files: map[string]string{"/bin/busybox": busybox}, Links: links, Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}},
 	}
 }
 
-// SealmeshImage is the image the chart is installed with.
-const SealmeshImage = "docker.io/sealmesh/sealmesh:e2e"
+// quickstart is docs/quickstart.md's shell blocks, in order.
+func quickstart(t *testing.T) string {
+	b, err := os.ReadFile(filepath.Join(root(), "docs", "quickstart.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, m := range regexp.MustCompile("(?ms)^```sh\n(.*?)^```").FindAllStringSubmatch(string(b), -1) {
+		blocks = append(blocks, m[1])
+	}
+	if len(blocks) < 5 {
+		t.Fatalf("docs/quickstart.md has %d sh blocks", len(blocks))
+	}
+	return strings.Join(blocks, "\n")
+}
 
-// TestKubernetes installs sealmesh with its Helm chart into a single-node
-// cluster made of real components, and follows a user: the coordinators
-// become ready and recover from each other, the DaemonSet chains the plugin
-// into the node's bridge configuration, two workload pods get Nebula
-// interfaces and talk over them, deleting a pod releases its address, and
-// uninstalling restores the node's configuration. The rendered manifests are
-// validated against the same API server.
+// runDir is the agent's node directory at the chart's default, which the
+// quickstart keeps.
+const runDir = "/run/sealmesh"
+
+// TestKubernetes installs sealmesh into a single-node cluster made of real
+// components by running docs/quickstart.md's commands as written (image,
+// Secrets, policy, chart, manifest, verify, two pods pinging over Nebula),
+// then what a platform team does to a cluster: the rendered manifests pass
+// the API server's validation; CoreDNS restarts while the mesh selects only
+// an app namespace; a pod annotated out runs without Nebula; every
+// coordinator deleted at once comes back ready and the pods keep talking;
+// kubelet and containerd restarts leave every pod attached; a deleted pod's
+// address is released; uninstalling restores the node's configuration.
 func TestKubernetes(t *testing.T) {
 	if os.Getenv("SEALMESH_E2E_K8S") == "" {
 		t.Skip("a whole cluster: run it with make e2e-k8s (SEALMESH_E2E_K8S=1)")
 	}
 	testenv.RequireRoot(t)
+	if _, err := os.Stat(runDir); err == nil {
+		t.Fatalf("%s exists: another sealmesh agent uses this machine's default directory", runDir)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
 	c := Up(t, Options{Plugins: binDir, Images: images(t)})
 	dump := func() {
-		for _, n := range []string{"kubelet", "containerd", "kube-apiserver"} {
+		for _, n := range []string{"kubelet", "containerd", "kube-apiserver", "kubelet-restarted", "containerd-restarted"} {
 			t.Logf("--- %s.log\n%s", n, c.Log(n))
 		}
 		out, _ := c.Kubectl("get", "pods", "-A", "-o", "wide")
@@ -81,104 +114,104 @@ func TestKubernetes(t *testing.T) {
 	orig, err := os.ReadFile(filepath.Join(c.ConfDir, "10-bridge.conf"))
 	fail(err)
 
-	// The rendered manifests pass the API server's validation and admission.
-	_, err = c.Kubectl("create", "namespace", "sealmesh")
+	// The quickstart, verbatim, from the checkout, with the node's CNI
+	// directories and containerd's socket where this cluster keeps them.
+	script := filepath.Join(c.Dir, "quickstart.sh")
+	fail(os.WriteFile(script, []byte("set -euxo pipefail\n"+quickstart(t)), 0o755))
+	cmd := exec.Command("bash", script)
+	cmd.Dir = root()
+	cmd.Env = append(os.Environ(), "HOME="+c.path("home"), "KUBECONFIG="+c.Kubeconfig,
+		"PATH="+filepath.Dir(tools.Bin(t, "kubectl"))+":"+os.Getenv("PATH"),
+		"CNI_CONF_DIR="+c.ConfDir, "CNI_BIN_DIR="+c.BinDir, "CONTAINERD_ADDRESS="+c.sock,
+		"HELM_CACHE_HOME="+c.path("helm", "cache"), "HELM_CONFIG_HOME="+c.path("helm", "config"), "HELM_DATA_HOME="+c.path("helm", "data"))
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err = c.Node.Do(cmd.Run)
+	out := buf.String()
+	t.Logf("--- quickstart\n%s", out)
+	if err != nil {
+		fail(fmt.Errorf("docs/quickstart.md: %w", err))
+	}
+	if !regexp.MustCompile(`3 packets transmitted, 3 packets received`).MatchString(out) {
+		fail(fmt.Errorf("the quickstart's ping did not get its answers"))
+	}
+	work := c.path("home", "sealmesh-quickstart")
+	meshctl := filepath.Join(root(), "bin", "meshctl")
+	coord := func() string {
+		ip, err := c.Kubectl("-n", "sealmesh", "get", "pod", "sealmesh-coordinator-0", "-o", "jsonpath={.status.podIP}")
+		fail(err)
+		return "https://" + ip + ":7080"
+	}
+	meshctlAt := func(args ...string) (string, error) {
+		return c.Run(meshctl, append([]string{"--coordinator", coord(), "--coordinator-policy", filepath.Join(work, "coordinator-policy.json")}, args...)...)
+	}
+	conflist, err := os.ReadFile(filepath.Join(c.ConfDir, "10-bridge.conflist"))
 	fail(err)
+	if !strings.Contains(string(conflist), `"sealmesh-cni"`) || !strings.Contains(string(conflist), `"excludeNamespaces"`) {
+		t.Fatalf("the DaemonSet did not chain sealmesh-cni with its exclusions:\n%s", conflist)
+	}
+	// Bootstrap safety: the coordinators (the release's namespace) were
+	// passed through, not attached.
+	fail(noNebula(c, "sealmesh", "sealmesh-coordinator-0"))
+
+	// The rendered manifests pass the API server's validation and admission.
 	_, err = c.Kubectl("apply", "--dry-run=server", "-n", "sealmesh", "-f", filepath.Join(root(), "deploy", "manifests", "sealmesh.yaml"))
 	fail(err)
 
-	// The simulated TEEs (development): one for the coordinators, one for
-	// the node; and the lighthouse's join token.
-	meshctl := filepath.Join(binDir, "meshctl")
-	coordTEE, nodeTEE := filepath.Join(c.Dir, "coordinator-tee"), filepath.Join(c.Dir, "node-tee")
-	coordOut, err := c.Run(meshctl, "sim-tee", "init", "--dir", coordTEE, "--image", "sealmesh-coordinator")
-	fail(err)
-	nodeOut, err := c.Run(meshctl, "sim-tee", "init", "--dir", nodeTEE, "--image", "sealmesh-workload")
-	fail(err)
-	for _, s := range [][2]string{{"coordinator-tee", coordTEE}, {"node-tee", nodeTEE}} {
-		_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", s[0], "--from-file", s[1])
+	ping := func(what string) {
+		t.Helper()
+		ipA, err := c.Kubectl("exec", "pod-a", "--", "sh", "-c", "ip -4 -o addr show nebula1 | awk '{print $4}' | cut -d/ -f1")
 		fail(err)
+		fail(c.WaitFor(what, 2*time.Minute, func() error {
+			_, err := c.Kubectl("exec", "pod-b", "--", "ping", "-c", "1", "-W", "2", ipA)
+			return err
+		}))
 	}
-	coordPolicy := map[string]any{"simulated": map[string]any{
-		"measurements": []string{field(coordOut, "measurement")}, "rootFingerprint": field(coordOut, "rootFingerprint"),
-	}}
-	policy, _ := json.Marshal(map[string]any{"coordinator": map[string]any{"policy": coordPolicy}})
-	values := filepath.Join(c.Dir, "values.json")
-	fail(os.WriteFile(values, policy, 0o644))
 
-	_, err = c.Helm("install", "sealmesh", filepath.Join(root(), "deploy", "helm", "sealmesh"), "-n", "sealmesh", "-f", values,
-		"--set", "image.repository=docker.io/sealmesh/sealmesh", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
-		"--set", "tee=simulated", "--set", "simulatedTEE.secret=coordinator-tee",
-		"--set", "agent.tee=simulated", "--set", "agent.simulatedTEESecret=node-tee",
-		"--set", "agent.cniConfDir="+c.ConfDir, "--set", "agent.cniBinDir="+c.BinDir, "--set", "agent.runDir="+filepath.Join(c.Dir, "sealmesh-run"),
-		"--set", "lighthouse.enabled=true", "--set", "lighthouse.tokenSecret=lighthouse-token")
+	// CoreDNS (kube-system, excluded; no role selects it) starts again.
+	_, err = c.Kubectl("-n", "kube-system", "delete", "pod", "-l", "k8s-app=kube-dns", "--wait=true")
 	fail(err)
-
-	// The coordinators run (not ready: no mesh yet).
-	fail(c.WaitFor("three coordinators running", 3*time.Minute, func() error {
-		return podsPhase(c, "sealmesh", "app.kubernetes.io/component=coordinator", 3, "Running")
+	fail(c.WaitFor("CoreDNS running again", 3*time.Minute, func() error {
+		return podsReady(c, "kube-system", "k8s-app=kube-dns", 1)
 	}))
-	// The owner creates the mesh at one coordinator; the others recover the
-	// keys from it.
-	ownerKey := filepath.Join(c.Dir, "owner.key")
-	keyOut, err := c.Run(meshctl, "keygen", "--kind", "owner", "--out", ownerKey)
+	// A pod annotated out runs, without Nebula.
+	_, err = c.Kubectl("run", "pod-out", "--image", BusyboxImage, "--annotations", "sealmesh.io/attach=false", "--", "sleep", "3600")
 	fail(err)
-	man, err := mesh.ManifestFor(field(nodeOut, "rootFingerprint"), field(keyOut, "publicKey"), coordPolicy, NodeIP+":4242")
+	_, err = c.Kubectl("wait", "pod/pod-out", "--for=condition=Ready", "--timeout=3m")
 	fail(err)
-	manPath := filepath.Join(c.Dir, "manifest.json")
-	fail(os.WriteFile(manPath, man, 0o644))
-	policyPath := filepath.Join(c.Dir, "coordinator-policy.json")
-	pj, _ := json.Marshal(coordPolicy)
-	fail(os.WriteFile(policyPath, pj, 0o644))
-	ip0, err := c.Kubectl("-n", "sealmesh", "get", "pod", "sealmesh-coordinator-0", "-o", "jsonpath={.status.podIP}")
+	fail(noNebula(c, "default", "pod-out"))
+
+	// Every coordinator deleted at once: they come back ready (their sealed
+	// seeds on their volumes, freshness confirmed by each other), and the
+	// pods keep talking throughout.
+	_, err = c.Kubectl("-n", "sealmesh", "delete", "pod", "-l", "app.kubernetes.io/component=coordinator", "--wait=false")
 	fail(err)
-	coord := "https://" + ip0 + ":7080"
-	_, err = c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "manifest", "set", manPath, "--key", ownerKey, "--out-dir", c.Dir)
-	fail(err)
-	// The lighthouse's join token, as an operator makes it; its pod waits
-	// for the Secret.
-	tokenFile := filepath.Join(c.Dir, "lighthouse.token")
-	_, err = c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "token", "create", "--role", "lighthouse", "--name", mesh.LighthouseName, "--key", ownerKey, "--out", tokenFile)
-	fail(err)
-	_, err = c.Kubectl("-n", "sealmesh", "create", "secret", "generic", "lighthouse-token", "--from-file", "token="+tokenFile)
-	fail(err)
-	fail(c.WaitFor("three coordinators ready", 3*time.Minute, func() error {
+	ping("pod-b reaches pod-a with every coordinator gone")
+	fail(c.WaitFor("three coordinators ready again", 5*time.Minute, func() error {
 		return podsReady(c, "sealmesh", "app.kubernetes.io/component=coordinator", 3)
 	}))
-	fail(c.WaitFor("the agent and the lighthouse ready", 3*time.Minute, func() error {
-		if err := podsReady(c, "sealmesh", "app.kubernetes.io/component=agent", 1); err != nil {
-			return err
-		}
-		return podsReady(c, "sealmesh", "app.kubernetes.io/component=lighthouse", 1)
-	}))
-	conflist, err := os.ReadFile(filepath.Join(c.ConfDir, "10-bridge.conflist"))
-	fail(err)
-	if !strings.Contains(string(conflist), `"sealmesh-cni"`) {
-		t.Fatalf("the DaemonSet did not chain sealmesh-cni:\n%s", conflist)
-	}
+	ping("pod-b reaches pod-a after the coordinators' restart")
 
-	// Two workload pods talk over their Nebula interfaces.
-	for _, p := range []string{"pod-a", "pod-b"} {
-		_, err = c.Kubectl("run", p, "--image", SealmeshImage, "--image-pull-policy", "Never", "--restart", "Never", "--", "serve", "8080")
-		fail(err)
-	}
-	fail(c.WaitFor("workload pods running", 3*time.Minute, func() error { return podsPhase(c, "default", "run", 2, "Running") }))
-	ipA, err := c.Kubectl("exec", "pod-a", "--", "/netcheck", "addr", "nebula1")
-	fail(err)
-	var answer string
-	fail(c.WaitFor("pod-b reaches pod-a over Nebula", time.Minute, func() error {
-		answer, err = c.Kubectl("exec", "pod-b", "--", "/netcheck", "dial", ipA+":8080")
-		return err
+	// kubelet and containerd restarted: every pod keeps its interface,
+	// and new pods attach.
+	fail(c.Restart("containerd"))
+	fail(c.Restart("kubelet"))
+	fail(c.WaitFor("the node Ready after the restarts", 3*time.Minute, func() error {
+		return podsReady(c, "default", "run=pod-a", 1)
 	}))
-	if answer != "hello from pod-a" {
-		t.Fatalf("pod-b got %q from %s, want pod-a's answer", answer, ipA)
-	}
+	ping("pod-b reaches pod-a after kubelet and containerd restarts")
+	_, err = c.Kubectl("run", "pod-c", "--image", BusyboxImage, "--", "sleep", "3600")
+	fail(err)
+	_, err = c.Kubectl("wait", "pod/pod-c", "--for=condition=Ready", "--timeout=3m")
+	fail(err)
+	_, err = c.Kubectl("exec", "pod-c", "--", "ip", "link", "show", "nebula1")
+	fail(err)
 
 	// Deleting a pod releases its address.
 	_, err = c.Kubectl("delete", "pod", "pod-a", "--wait=true")
 	fail(err)
 	fail(c.WaitFor("pod-a's lease released", time.Minute, func() error {
-		out, err := c.Run(meshctl, "--coordinator", coord, "--coordinator-policy", policyPath, "status", "--key", ownerKey, "--host", "default/pod-a", "-o", "json")
+		out, err := meshctlAt("status", "--key", filepath.Join(work, "owner.key"), "--host", "default/pod-a", "-o", "json")
 		if err != nil {
 			return err
 		}
@@ -187,7 +220,7 @@ func TestKubernetes(t *testing.T) {
 		}
 		return nil
 	}))
-	_, err = c.Kubectl("delete", "pod", "pod-b", "--wait=true")
+	_, err = c.Kubectl("delete", "pod", "pod-b", "pod-c", "pod-out", "--wait=true")
 	fail(err)
 
 	// Uninstalling restores the node's configuration, byte for byte.
@@ -206,6 +239,23 @@ func TestKubernetes(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// noNebula checks that a running pod has no Nebula interface, from the
+// node: the pod's netns, found by its sandbox's PID.
+func noNebula(c *Cluster, ns, pod string) error {
+	ip, err := c.Kubectl("-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
+	if err != nil || ip == "" {
+		return fmt.Errorf("pod %s/%s has no IP: %v", ns, pod, err)
+	}
+	links, err := c.PodLinks(ip)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(links, "nebula1") {
+		return fmt.Errorf("pod %s/%s has nebula1 (links %v), want it passed through", ns, pod, links)
+	}
+	return nil
 }
 
 func root() string {
