@@ -120,7 +120,13 @@ func TestKubernetes(t *testing.T) {
 	fail(os.WriteFile(script, []byte("set -euxo pipefail\n"+quickstart(t)), 0o755))
 	cmd := exec.Command("bash", script)
 	cmd.Dir = root()
-	cmd.Env = append(os.Environ(), "HOME="+c.path("home"), "KUBECONFIG="+c.Kubeconfig,
+	// HOME is the cluster's (the quickstart's files go there), Go's caches
+	// stay this machine's: the node has no route to the module proxy.
+	goEnv, err := exec.Command("go", "env", "GOPATH", "GOMODCACHE", "GOCACHE").Output()
+	fail(err)
+	g := strings.Fields(string(goEnv))
+	cmd.Env = append(os.Environ(), "GOPATH="+g[0], "GOMODCACHE="+g[1], "GOCACHE="+g[2], "GOPROXY=off",
+		"HOME="+c.path("home"), "KUBECONFIG="+c.Kubeconfig,
 		"PATH="+filepath.Dir(tools.Bin(t, "kubectl"))+":"+os.Getenv("PATH"),
 		"CNI_CONF_DIR="+c.ConfDir, "CNI_BIN_DIR="+c.BinDir, "CONTAINERD_ADDRESS="+c.sock,
 		"HELM_CACHE_HOME="+c.path("helm", "cache"), "HELM_CONFIG_HOME="+c.path("helm", "config"), "HELM_DATA_HOME="+c.path("helm", "data"))
