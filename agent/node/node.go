@@ -385,13 +385,11 @@ func (a *Agent) running(ctx context.Context, p *pod) bool {
 	return err == nil && instanceSet(list)[p.instance]
 }
 
-// Status reports whether the agent serves ADD (CNI STATUS): once it has
-// taken up the pods of a previous agent. A coordinator that is not ready
-// fails each ADD (closed, retryable) rather than the node's network as a
-// whole, which would hold back the coordinators' own pods.
+// Status answers CNI STATUS: the socket answers only once the pods of a
+// previous agent are taken up (Restore runs before Serve), so an answer is
+// ready. A coordinator that is not ready fails each ADD (closed,
+// retryable) rather than the node's network as a whole, which would hold
+// back the coordinators' own pods.
 func (a *Agent) Status(context.Context) *cniapi.Status {
-	if !a.Ready() {
-		return &cniapi.Status{Reason: "the agent is taking up the pods of its previous run"}
-	}
 	return &cniapi.Status{Ready: true}
 }
