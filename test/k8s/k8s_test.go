@@ -167,7 +167,6 @@ func TestKubernetes(t *testing.T) {
 	// passed through, not attached.
 	fail(noNebula(c, "sealmesh", "sealmesh-coordinator-0"))
 
-
 	ping := func(what string) {
 		t.Helper()
 		ipA, err := c.Kubectl("exec", "pod-a", "--", "sh", "-c", "ip -4 -o addr show nebula1 | awk '{print $4}' | cut -d/ -f1")
