@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"slices"
-	"strings"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 )
@@ -56,5 +55,3 @@ func collect(reqs map[string]cniapi.Request, network string, valid []cniapi.Atta
 	slices.Sort(out)
 	return out
 }
-
-func joinReasons(why []string) string { return strings.Join(why, "; ") }

@@ -271,26 +271,3 @@ func root() string {
 	wd, _ := os.Getwd()
 	return filepath.Join(wd, "..", "..")
 }
-
-// field is the value of "key: value" in meshctl's output.
-func field(out, key string) string {
-	for _, l := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), key+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// podsPhase checks that n pods matching selector (a label key or key=value)
-// are in phase.
-func podsPhase(c *Cluster, ns, selector string, n int, phase string) error {
-	out, err := c.Kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.phase}")
-	if err != nil {
-		return err
-	}
-	if got := strings.Fields(out); len(got) != n || strings.Count(out, phase) != n {
-		return fmt.Errorf("%s pods: %v", selector, got)
-	}
-	return nil
-}
