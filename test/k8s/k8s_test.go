@@ -169,8 +169,13 @@ func TestKubernetes(t *testing.T) {
 
 	ping := func(what string) {
 		t.Helper()
-		ipA, err := c.Kubectl("exec", "pod-a", "--", "sh", "-c", "ip -4 -o addr show nebula1 | awk '{print $4}' | cut -d/ -f1")
+		out, err := c.Kubectl("exec", "pod-a", "--", "ip", "-4", "-o", "addr", "show", "nebula1")
 		fail(err)
+		f := strings.Fields(out)
+		if len(f) < 4 {
+			fail(fmt.Errorf("pod-a's nebula1: %q", out))
+		}
+		ipA, _, _ := strings.Cut(f[3], "/")
 		fail(c.WaitFor(what, 2*time.Minute, func() error {
 			_, err := c.Kubectl("exec", "pod-b", "--", "ping", "-c", "1", "-W", "2", ipA)
 			return err
