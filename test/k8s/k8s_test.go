@@ -169,15 +169,19 @@ func TestKubernetes(t *testing.T) {
 
 	ping := func(what string) {
 		t.Helper()
-		out, err := c.Kubectl("exec", "pod-a", "--", "ip", "-4", "-o", "addr", "show", "nebula1")
-		fail(err)
-		f := strings.Fields(out)
-		if len(f) < 4 {
-			fail(fmt.Errorf("pod-a's nebula1: %q", out))
-		}
-		ipA, _, _ := strings.Cut(f[3], "/")
+		// Retried as a whole: right after a kubelet restart its exec
+		// server is not up yet.
 		fail(c.WaitFor(what, 2*time.Minute, func() error {
-			_, err := c.Kubectl("exec", "pod-b", "--", "ping", "-c", "1", "-W", "2", ipA)
+			out, err := c.Kubectl("exec", "pod-a", "--", "ip", "-4", "-o", "addr", "show", "nebula1")
+			if err != nil {
+				return err
+			}
+			f := strings.Fields(out)
+			if len(f) < 4 {
+				return fmt.Errorf("pod-a's nebula1: %q", out)
+			}
+			ipA, _, _ := strings.Cut(f[3], "/")
+			_, err = c.Kubectl("exec", "pod-b", "--", "ping", "-c", "1", "-W", "2", ipA)
 			return err
 		}))
 	}
