@@ -14,6 +14,8 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/etcdstore"
+	"github.com/sealmesh/sealmesh/ca/store/kubestore"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -27,7 +29,7 @@ func TestCoordinatorOnSharedStores(t *testing.T) {
 		{"etcd", func(t *testing.T) func() store.Store {
 			endpoint := tools.StartEtcd(t)
 			return func() store.Store {
-				st, err := store.OpenEtcd([]string{endpoint}, "/sealmesh")
+				st, err := etcdstore.Open([]string{endpoint}, "/sealmesh")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -39,7 +41,7 @@ func TestCoordinatorOnSharedStores(t *testing.T) {
 			cfg := tools.StartKubeAPIServer(t)
 			tools.CreateNamespace(t, cfg, "sealmesh")
 			return func() store.Store {
-				st, err := store.OpenKubernetes(cfg, "sealmesh", "mesh")
+				st, err := kubestore.Open(cfg, "sealmesh", "mesh")
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/ca/ipam"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/etcdstore"
 	"github.com/sealmesh/sealmesh/manifest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -37,7 +38,7 @@ func stores(t *testing.T) map[string]func(t *testing.T) store.Store {
 			return s
 		},
 		"etcd": func(t *testing.T) store.Store {
-			s, err := store.OpenEtcd([]string{tools.StartEtcd(t)}, "/alloc-test/")
+			s, err := etcdstore.Open([]string{tools.StartEtcd(t)}, "/alloc-test/")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -44,7 +44,7 @@ func (f *File) Dir() string { return f.dir }
 
 // Get implements Store.
 func (f *File) Get(_ context.Context, key string) ([]byte, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return nil, err
 	}
 	return f.read(key)
@@ -63,7 +63,7 @@ func (f *File) read(name string) ([]byte, error) {
 
 // Put implements Store.
 func (f *File) Put(_ context.Context, key string, value []byte) error {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return err
 	}
 	return atomicfile.Write(f.dir, key, value)
@@ -71,7 +71,7 @@ func (f *File) Put(_ context.Context, key string, value []byte) error {
 
 // Delete implements Store.
 func (f *File) Delete(_ context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return err
 	}
 	if err := os.Remove(filepath.Join(f.dir, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -89,7 +89,7 @@ func (f *File) List(_ context.Context, prefix string) (map[string][]byte, error)
 	out := map[string][]byte{}
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasPrefix(name, prefix) || checkKey(name) != nil {
+		if !strings.HasPrefix(name, prefix) || CheckKey(name) != nil {
 			continue // temporary files start with '.'
 		}
 		b, err := f.read(name)
@@ -120,7 +120,7 @@ func (f *File) SwapLatest(_ context.Context, old Version, value []byte) (Version
 
 // GetVersion implements Store; the version is the value's SHA-256.
 func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return nil, "", err
 	}
 	b, err := f.read(key)
@@ -132,7 +132,7 @@ func (f *File) GetVersion(_ context.Context, key string) ([]byte, Version, error
 
 // Swap implements Store.
 func (f *File) Swap(_ context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	if err := swapKeys(key, also); err != nil {
+	if err := CheckSwap(key, also); err != nil {
 		return "", err
 	}
 	return f.swap(key, old, value, also...)
@@ -140,7 +140,7 @@ func (f *File) Swap(_ context.Context, key string, old Version, value []byte, al
 
 // Remove implements Store.
 func (f *File) Remove(_ context.Context, key string, old Version, also ...string) error {
-	if err := removeKeys(key, old, also); err != nil {
+	if err := CheckRemove(key, old, also); err != nil {
 		return err
 	}
 	unlock, err := f.lock()

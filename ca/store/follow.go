@@ -59,7 +59,7 @@ func Follow(ctx context.Context, st Store, prefix string, poll time.Duration) <-
 			for k, v := range recs {
 				u.Changes = append(u.Changes, Change{Key: k, Value: v})
 			}
-			if !send(ctx, ch, u) {
+			if !SendUpdate(ctx, ch, u) {
 				return
 			}
 		}
@@ -67,7 +67,8 @@ func Follow(ctx context.Context, st Store, prefix string, poll time.Duration) <-
 	return ch
 }
 
-func send(ctx context.Context, ch chan<- Update, u Update) bool {
+// SendUpdate sends u on ch unless ctx ends first (for backends' Follow).
+func SendUpdate(ctx context.Context, ch chan<- Update, u Update) bool {
 	select {
 	case ch <- u:
 		return true
@@ -76,9 +77,9 @@ func send(ctx context.Context, ch chan<- Update, u Update) bool {
 	}
 }
 
-// retry waits before listing again after a failure, for at most a second
+// RetryWait waits before listing again after a failure, for at most a second
 // (a Follower's own backoff is the backend client's).
-func retry(ctx context.Context) bool {
+func RetryWait(ctx context.Context) bool {
 	select {
 	case <-ctx.Done():
 		return false

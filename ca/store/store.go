@@ -67,7 +67,7 @@ type Record struct {
 
 var keyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,200}$`)
 
-func keys(rs []Record) []string {
+func Keys(rs []Record) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = r.Key
@@ -75,30 +75,30 @@ func keys(rs []Record) []string {
 	return out
 }
 
-// swapKeys checks the keys of a Swap: valid, and not the latest pointer's
+// CheckSwap checks the keys of a Swap: valid, and not the latest pointer's
 // (which only SwapLatest writes).
-func swapKeys(key string, also []Record) error {
-	for _, k := range append([]string{key}, keys(also)...) {
-		if err := checkKey(k); err != nil {
+func CheckSwap(key string, also []Record) error {
+	for _, k := range append([]string{key}, Keys(also)...) {
+		if err := CheckKey(k); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checkKey refuses a key that is not usable in every backend, or that names
+// CheckKey refuses a key that is not usable in every backend, or that names
 // the latest pointer (which only SwapLatest writes): every backend's Get,
 // Put, Delete and Swap check their keys with it.
-func checkKey(key string) error {
+func CheckKey(key string) error {
 	if !ValidKey(key) || key == "latest" {
 		return fmt.Errorf("store: invalid key %q", key)
 	}
 	return nil
 }
 
-// removeKeys checks the keys of a Remove as swapKeys does those of a Swap,
+// CheckRemove checks the keys of a Remove as CheckSwap does those of a Swap,
 // and that key is named at a version.
-func removeKeys(key string, old Version, also []string) error {
+func CheckRemove(key string, old Version, also []string) error {
 	if old == "" {
 		return fmt.Errorf("store: remove %s at no version", key)
 	}
@@ -106,7 +106,7 @@ func removeKeys(key string, old Version, also []string) error {
 	for i, a := range also {
 		recs[i].Key = a
 	}
-	return swapKeys(key, recs)
+	return CheckSwap(key, recs)
 }
 
 // ValidKey reports whether key is usable in every backend.

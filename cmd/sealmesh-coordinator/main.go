@@ -25,6 +25,8 @@ import (
 	"github.com/sealmesh/sealmesh/ca/cluster"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/etcdstore"
+	"github.com/sealmesh/sealmesh/ca/store/kubestore"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/internal/serve"
@@ -241,7 +243,7 @@ func openStore(spec string) (store.Store, error) {
 		return store.OpenFile(arg)
 	case "etcd":
 		// etcd:<endpoint>[,<endpoint>...], keys under /sealmesh/
-		return store.OpenEtcd(strings.Split(arg, ","), "/sealmesh")
+		return etcdstore.Open(strings.Split(arg, ","), "/sealmesh")
 	case "kubernetes":
 		// kubernetes:<namespace>/<name>, in-cluster credentials or $KUBECONFIG
 		ns, name, ok := strings.Cut(arg, "/")
@@ -252,7 +254,7 @@ func openStore(spec string) (store.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--store %s: kubernetes credentials: %w", spec, err)
 		}
-		return store.OpenKubernetes(cfg, ns, name)
+		return kubestore.Open(cfg, ns, name)
 	default:
 		return nil, fmt.Errorf("--store %q: want file:<dir>, etcd:<endpoint>[,...] or kubernetes:<namespace>/<name>", spec)
 	}

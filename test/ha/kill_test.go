@@ -31,6 +31,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/kubestore"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -185,7 +186,7 @@ func killSchedule(t *testing.T, rng *rand.Rand, kind string, atOnce int) {
 	case "file":
 		snap, err = store.OpenFile(l.path("store"))
 	case "kubernetes":
-		snap, err = store.OpenKubernetes(kube, "sealmesh", "mesh")
+		snap, err = kubestore.Open(kube, "sealmesh", "mesh")
 	default:
 		snap = l.etcdSnapshot(t)
 	}

@@ -1,7 +1,8 @@
-package store
+package etcdstore
 
 import (
 	"fmt"
+	"github.com/sealmesh/sealmesh/ca/store"
 	"slices"
 	"testing"
 )
@@ -13,7 +14,7 @@ func TestTakeBatch(t *testing.T) {
 	swap := func(keys ...string) *pendingSwap {
 		p := &pendingSwap{}
 		for _, k := range keys {
-			p.recs = append(p.recs, Record{Key: k})
+			p.recs = append(p.recs, store.Record{Key: k})
 		}
 		return p
 	}

@@ -1,6 +1,11 @@
-package store
+// Package etcdstore is the coordinators' store in etcd, for coordinators on VMs
+// without Kubernetes. It is a package of its own so that only the coordinator
+// links etcd's client.
+package etcdstore
 
 import (
+	"github.com/sealmesh/sealmesh/ca/store"
+
 	"context"
 	"fmt"
 	"slices"
@@ -12,10 +17,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Etcd is a store in etcd, for coordinators on VMs without Kubernetes. Several
+// Store is a store in etcd, for coordinators on VMs without Kubernetes. Several
 // coordinators share it; SwapLatest is an etcd transaction on the latest key's
 // modification revision, so etcd's consensus decides every race.
-type Etcd struct {
+type Store struct {
 	cli    *clientv3.Client
 	prefix string
 
@@ -24,25 +29,25 @@ type Etcd struct {
 	committing bool           // a Swap's goroutine is sending the queue
 }
 
-var _ Store = (*Etcd)(nil)
+var _ store.Store = (*Store)(nil)
 
-// OpenEtcd connects to the etcd endpoints; every key lives under prefix.
-func OpenEtcd(endpoints []string, prefix string) (*Etcd, error) {
+// Open connects to the etcd endpoints; every key lives under prefix.
+func Open(endpoints []string, prefix string) (*Store, error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
-	return &Etcd{cli: cli, prefix: strings.TrimSuffix(prefix, "/") + "/"}, nil
+	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/") + "/"}, nil
 }
 
 // Close ends the connection.
-func (e *Etcd) Close() error { return e.cli.Close() }
+func (e *Store) Close() error { return e.cli.Close() }
 
-func (e *Etcd) latestKey() string { return e.prefix + "latest" }
+func (e *Store) latestKey() string { return e.prefix + "latest" }
 
-// Get implements Store.
-func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := checkKey(key); err != nil {
+// Get implements store.Store.
+func (e *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := store.CheckKey(key); err != nil {
 		return nil, err
 	}
 	r, err := e.cli.Get(ctx, e.prefix+key)
@@ -50,14 +55,14 @@ func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("store: etcd get %s: %w", key, err)
 	}
 	if len(r.Kvs) == 0 {
-		return nil, ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	return r.Kvs[0].Value, nil
 }
 
-// Put implements Store.
-func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
-	if err := checkKey(key); err != nil {
+// Put implements store.Store.
+func (e *Store) Put(ctx context.Context, key string, value []byte) error {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
 	if _, err := e.cli.Put(ctx, e.prefix+key, string(value)); err != nil {
@@ -66,9 +71,9 @@ func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
 	return nil
 }
 
-// Delete implements Store.
-func (e *Etcd) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+// Delete implements store.Store.
+func (e *Store) Delete(ctx context.Context, key string) error {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
 	if _, err := e.cli.Delete(ctx, e.prefix+key); err != nil {
@@ -77,8 +82,8 @@ func (e *Etcd) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List implements Store.
-func (e *Etcd) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+// List implements store.Store.
+func (e *Store) List(ctx context.Context, prefix string) (map[string][]byte, error) {
 	r, err := e.cli.Get(ctx, e.prefix+prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("store: etcd list %s: %w", prefix, err)
@@ -93,26 +98,26 @@ func (e *Etcd) List(ctx context.Context, prefix string) (map[string][]byte, erro
 	return out, nil
 }
 
-// Latest implements Store; the version is the key's modification revision.
-func (e *Etcd) Latest(ctx context.Context) ([]byte, Version, error) {
+// Latest implements store.Store; the version is the key's modification revision.
+func (e *Store) Latest(ctx context.Context) ([]byte, store.Version, error) {
 	r, err := e.cli.Get(ctx, e.latestKey())
 	if err != nil {
 		return nil, "", fmt.Errorf("store: etcd get latest: %w", err)
 	}
 	if len(r.Kvs) == 0 {
-		return nil, "", ErrNotFound
+		return nil, "", store.ErrNotFound
 	}
-	return r.Kvs[0].Value, Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
+	return r.Kvs[0].Value, store.Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
 }
 
-// SwapLatest implements Store.
-func (e *Etcd) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
+// SwapLatest implements store.Store.
+func (e *Store) SwapLatest(ctx context.Context, old store.Version, value []byte) (store.Version, error) {
 	return e.swap(ctx, e.latestKey(), old, value)
 }
 
-// GetVersion implements Store; the version is the key's modification revision.
-func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
-	if err := checkKey(key); err != nil {
+// GetVersion implements store.Store; the version is the key's modification revision.
+func (e *Store) GetVersion(ctx context.Context, key string) ([]byte, store.Version, error) {
+	if err := store.CheckKey(key); err != nil {
 		return nil, "", err
 	}
 	r, err := e.cli.Get(ctx, e.prefix+key)
@@ -120,29 +125,29 @@ func (e *Etcd) GetVersion(ctx context.Context, key string) ([]byte, Version, err
 		return nil, "", fmt.Errorf("store: etcd get %s: %w", key, err)
 	}
 	if len(r.Kvs) == 0 {
-		return nil, "", ErrNotFound
+		return nil, "", store.ErrNotFound
 	}
-	return r.Kvs[0].Value, Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
+	return r.Kvs[0].Value, store.Version(strconv.FormatInt(r.Kvs[0].ModRevision, 10)), nil
 }
 
-// Swap implements Store. Swaps made at the same time go to etcd together,
+// Swap implements store.Store. Swaps made at the same time go to etcd together,
 // as one transaction (see commit).
-func (e *Etcd) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	if err := swapKeys(key, also); err != nil {
+func (e *Store) Swap(ctx context.Context, key string, old store.Version, value []byte, also ...store.Record) (store.Version, error) {
+	if err := store.CheckSwap(key, also); err != nil {
 		return "", err
 	}
 	if len(also) >= maxBatchOps {
 		return "", fmt.Errorf("store: a swap of %d records (at most %d)", len(also)+1, maxBatchOps)
 	}
-	recs := []Record{{Key: e.prefix + key, Old: old, Value: value}}
+	recs := []store.Record{{Key: e.prefix + key, Old: old, Value: value}}
 	for _, a := range also {
-		recs = append(recs, Record{Key: e.prefix + a.Key, Old: a.Old, Value: a.Value})
+		recs = append(recs, store.Record{Key: e.prefix + a.Key, Old: a.Old, Value: a.Value})
 	}
 	return e.queue1(ctx, key, &pendingSwap{ctx: ctx, recs: recs, done: make(chan struct{})})
 }
 
 // queue1 queues p for the next transaction and waits for its outcome.
-func (e *Etcd) queue1(ctx context.Context, key string, p *pendingSwap) (Version, error) {
+func (e *Store) queue1(ctx context.Context, key string, p *pendingSwap) (store.Version, error) {
 	e.mu.Lock()
 	e.queue = append(e.queue, p)
 	lead := !e.committing
@@ -162,18 +167,18 @@ func (e *Etcd) queue1(ctx context.Context, key string, p *pendingSwap) (Version,
 	}
 }
 
-// Remove implements Store: one transaction, sent with the swaps made at the
+// Remove implements store.Store: one transaction, sent with the swaps made at the
 // same time (group commit).
-func (e *Etcd) Remove(ctx context.Context, key string, old Version, also ...string) error {
-	if err := removeKeys(key, old, also); err != nil {
+func (e *Store) Remove(ctx context.Context, key string, old store.Version, also ...string) error {
+	if err := store.CheckRemove(key, old, also); err != nil {
 		return err
 	}
 	if len(also) >= maxBatchOps {
 		return fmt.Errorf("store: a remove of %d records (at most %d)", len(also)+1, maxBatchOps)
 	}
-	recs := []Record{{Key: e.prefix + key, Old: old}}
+	recs := []store.Record{{Key: e.prefix + key, Old: old}}
 	for _, a := range also {
-		recs = append(recs, Record{Key: e.prefix + a})
+		recs = append(recs, store.Record{Key: e.prefix + a})
 	}
 	_, err := e.queue1(ctx, key, &pendingSwap{ctx: ctx, recs: recs, remove: true, done: make(chan struct{})})
 	return err
@@ -190,12 +195,12 @@ const swapTimeout = 30 * time.Second
 // pendingSwap is a Swap waiting for its transaction.
 type pendingSwap struct {
 	ctx  context.Context // the caller's: once done, the swap is not sent
-	recs []Record        // full keys
+	recs []store.Record  // full keys
 	// remove: the records are deleted, on condition that the first is at
 	// its Old (a Remove).
 	remove  bool
 	done    chan struct{}
-	version Version
+	version store.Version
 	err     error
 }
 
@@ -204,7 +209,7 @@ type pendingSwap struct {
 // commit: under load, one transaction (one gRPC call, one raft entry) carries
 // many enrolments' leases, and a lone swap waits for nothing. The Swap that
 // finds no commit running starts one.
-func (e *Etcd) commit() {
+func (e *Store) commit() {
 	for {
 		e.mu.Lock()
 		batch, rest := takeBatch(e.queue)
@@ -263,13 +268,13 @@ func takeBatch(queue []*pendingSwap) (batch, rest []*pendingSwap) {
 // Each swap is a transaction of its own nested in it (etcd since 3.3), with
 // its own comparisons: one that lost leaves the others made, so a lost
 // address costs only its own enrolment another try.
-func (e *Etcd) send(ctx context.Context, batch []*pendingSwap) {
+func (e *Store) send(ctx context.Context, batch []*pendingSwap) {
 	var sent []*pendingSwap
 	var ops []clientv3.Op
 	for _, p := range batch {
 		cmps, puts, ok := p.ops()
 		if !ok {
-			p.err = ErrConflict // a version this backend never gave out
+			p.err = store.ErrConflict // a version this backend never gave out
 			continue
 		}
 		sent = append(sent, p)
@@ -284,9 +289,9 @@ func (e *Etcd) send(ctx context.Context, batch []*pendingSwap) {
 		case err != nil:
 			p.err = fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(p.recs[0].Key, e.prefix), err)
 		case !r.Responses[i].GetResponseTxn().GetSucceeded():
-			p.err = ErrConflict
+			p.err = store.ErrConflict
 		default:
-			p.version = Version(strconv.FormatInt(r.Header.Revision, 10))
+			p.version = store.Version(strconv.FormatInt(r.Header.Revision, 10))
 		}
 	}
 }
@@ -319,7 +324,7 @@ func (p *pendingSwap) ops() ([]clientv3.Cmp, []clientv3.Op, bool) {
 
 // at is the comparison "key is at version old" ("" for none); false for a
 // version etcd never gave out.
-func at(key string, old Version) (clientv3.Cmp, bool) {
+func at(key string, old store.Version) (clientv3.Cmp, bool) {
 	if old == "" {
 		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0), true
 	}
@@ -331,23 +336,23 @@ func at(key string, old Version) (clientv3.Cmp, bool) {
 }
 
 // swap is one etcd transaction on the key's revision (the latest pointer's).
-func (e *Etcd) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
-	cmps, puts, ok := (&pendingSwap{recs: []Record{{Key: key, Old: old, Value: value}}}).ops()
+func (e *Store) swap(ctx context.Context, key string, old store.Version, value []byte) (store.Version, error) {
+	cmps, puts, ok := (&pendingSwap{recs: []store.Record{{Key: key, Old: old, Value: value}}}).ops()
 	if !ok {
-		return "", ErrConflict
+		return "", store.ErrConflict
 	}
 	r, err := e.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
 		return "", fmt.Errorf("store: etcd swap %s: %w", strings.TrimPrefix(key, e.prefix), err)
 	}
 	if !r.Succeeded {
-		return "", ErrConflict
+		return "", store.ErrConflict
 	}
-	return Version(strconv.FormatInt(r.Header.Revision, 10)), nil
+	return store.Version(strconv.FormatInt(r.Header.Revision, 10)), nil
 }
 
-// Watch implements Store with an etcd watch on the latest key.
-func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
+// Watch implements store.Store with an etcd watch on the latest key.
+func (e *Store) Watch(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	go func() {
 		defer close(ch)
@@ -364,31 +369,31 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 	return ch
 }
 
-var _ Follower = (*Etcd)(nil)
+var _ store.Follower = (*Store)(nil)
 
-// Follow implements Follower: a listing, then an etcd watch on the prefix
+// Follow implements store.Follower: a listing, then an etcd watch on the prefix
 // from the listing's revision, so no change falls between the two. A watch
 // etcd ends (its history compacted past it, or no leader) is followed by a
 // new listing.
-func (e *Etcd) Follow(ctx context.Context, prefix string) <-chan Update {
-	ch := make(chan Update, 16)
+func (e *Store) Follow(ctx context.Context, prefix string) <-chan store.Update {
+	ch := make(chan store.Update, 16)
 	go func() {
 		defer close(ch)
 		for {
 			r, err := e.cli.Get(ctx, e.prefix+prefix, clientv3.WithPrefix())
 			if err != nil {
-				if !retry(ctx) {
+				if !store.RetryWait(ctx) {
 					return
 				}
 				continue
 			}
-			u := Update{Reset: true}
+			u := store.Update{Reset: true}
 			for _, kv := range r.Kvs {
 				if c := e.change(kv.Key, kv.Value, kv.ModRevision, false); c.Key != "latest" {
 					u.Changes = append(u.Changes, c)
 				}
 			}
-			if !send(ctx, ch, u) {
+			if !store.SendUpdate(ctx, ch, u) {
 				return
 			}
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -396,13 +401,13 @@ func (e *Etcd) Follow(ctx context.Context, prefix string) <-chan Update {
 				if resp.Err() != nil {
 					break
 				}
-				var u Update
+				var u store.Update
 				for _, ev := range resp.Events {
 					if c := e.change(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete); c.Key != "latest" {
 						u.Changes = append(u.Changes, c)
 					}
 				}
-				if len(u.Changes) > 0 && !send(ctx, ch, u) {
+				if len(u.Changes) > 0 && !store.SendUpdate(ctx, ch, u) {
 					break
 				}
 			}
@@ -415,10 +420,10 @@ func (e *Etcd) Follow(ctx context.Context, prefix string) <-chan Update {
 	return ch
 }
 
-func (e *Etcd) change(key, value []byte, rev int64, deleted bool) Change {
-	c := Change{Key: strings.TrimPrefix(string(key), e.prefix), Deleted: deleted}
+func (e *Store) change(key, value []byte, rev int64, deleted bool) store.Change {
+	c := store.Change{Key: strings.TrimPrefix(string(key), e.prefix), Deleted: deleted}
 	if !deleted {
-		c.Value, c.Version = value, Version(strconv.FormatInt(rev, 10))
+		c.Value, c.Version = value, store.Version(strconv.FormatInt(rev, 10))
 	}
 	return c
 }

@@ -1,6 +1,10 @@
-package store
+// Package kubestore is the coordinators' store in Kubernetes ConfigMaps. It
+// is a package of its own so that only the coordinator links client-go.
+package kubestore
 
 import (
+	"github.com/sealmesh/sealmesh/ca/store"
+
 	"context"
 	"errors"
 	"fmt"
@@ -17,27 +21,27 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// Kubernetes is a store in ConfigMaps, the HA backend inside a cluster: one
+// Store is a store in ConfigMaps, the HA backend inside a cluster: one
 // ConfigMap per key, named <name>-<key> and labelled with the store's name.
 // SwapLatest creates the latest ConfigMap, or updates it carrying the
 // resourceVersion it was read at, so the API server (and its etcd) decides every
 // race; the coordinators need no lock of their own.
-type Kubernetes struct {
+type Store struct {
 	cs        kubernetes.Interface
 	namespace string
 	name      string
 }
 
-var _ Store = (*Kubernetes)(nil)
+var _ store.Store = (*Store)(nil)
 
 const (
 	storeLabel = "sealmesh.io/store"
 	valueKey   = "value"
 )
 
-// OpenKubernetes uses cfg to reach the API server; the store lives in namespace,
+// Open uses cfg to reach the API server; the store lives in namespace,
 // its ConfigMaps named <name>-<key>.
-func OpenKubernetes(cfg *rest.Config, namespace, name string) (*Kubernetes, error) {
+func Open(cfg *rest.Config, namespace, name string) (*Store, error) {
 	// A transition writes a few objects at once; client-go's default of 5
 	// requests/s would throttle it. The API server's own fairness still applies.
 	cfg = rest.CopyConfig(cfg)
@@ -48,24 +52,24 @@ func OpenKubernetes(cfg *rest.Config, namespace, name string) (*Kubernetes, erro
 	if err != nil {
 		return nil, fmt.Errorf("store: kubernetes: %w", err)
 	}
-	return &Kubernetes{cs: cs, namespace: namespace, name: name}, nil
+	return &Store{cs: cs, namespace: namespace, name: name}, nil
 }
 
-func (k *Kubernetes) cm(key string) string { return k.name + "-" + key }
+func (k *Store) cm(key string) string { return k.name + "-" + key }
 
-func (k *Kubernetes) api() typedv1.ConfigMapInterface { return k.cs.CoreV1().ConfigMaps(k.namespace) }
+func (k *Store) api() typedv1.ConfigMapInterface { return k.cs.CoreV1().ConfigMaps(k.namespace) }
 
-func (k *Kubernetes) object(key string, value []byte) *corev1.ConfigMap {
+func (k *Store) object(key string, value []byte) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: k.cm(key), Namespace: k.namespace, Labels: map[string]string{storeLabel: k.name}},
 		BinaryData: map[string][]byte{valueKey: value},
 	}
 }
 
-func (k *Kubernetes) get(ctx context.Context, key string) (*corev1.ConfigMap, error) {
+func (k *Store) get(ctx context.Context, key string) (*corev1.ConfigMap, error) {
 	cm, err := k.api().Get(ctx, k.cm(key), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: kubernetes get %s: %w", key, err)
@@ -73,9 +77,9 @@ func (k *Kubernetes) get(ctx context.Context, key string) (*corev1.ConfigMap, er
 	return cm, nil
 }
 
-// Get implements Store.
-func (k *Kubernetes) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := checkKey(key); err != nil {
+// Get implements store.Store.
+func (k *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := store.CheckKey(key); err != nil {
 		return nil, err
 	}
 	cm, err := k.get(ctx, key)
@@ -85,9 +89,9 @@ func (k *Kubernetes) Get(ctx context.Context, key string) ([]byte, error) {
 	return cm.BinaryData[valueKey], nil
 }
 
-// Put implements Store.
-func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
-	if err := checkKey(key); err != nil {
+// Put implements store.Store.
+func (k *Store) Put(ctx context.Context, key string, value []byte) error {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
 	for attempt := 0; attempt < 5; attempt++ {
@@ -99,7 +103,7 @@ func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
 			return fmt.Errorf("store: kubernetes put %s: %w", key, err)
 		}
 		cur, err := k.get(ctx, key)
-		if err == ErrNotFound {
+		if err == store.ErrNotFound {
 			continue // deleted in between: create again
 		}
 		if err != nil {
@@ -118,9 +122,9 @@ func (k *Kubernetes) Put(ctx context.Context, key string, value []byte) error {
 	return fmt.Errorf("store: kubernetes put %s: kept conflicting with other writers", key)
 }
 
-// Delete implements Store.
-func (k *Kubernetes) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+// Delete implements store.Store.
+func (k *Store) Delete(ctx context.Context, key string) error {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
 	err := k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{})
@@ -130,8 +134,8 @@ func (k *Kubernetes) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List implements Store, paging through the store's ConfigMaps.
-func (k *Kubernetes) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+// List implements store.Store, paging through the store's ConfigMaps.
+func (k *Store) List(ctx context.Context, prefix string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	opts := metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, Limit: 500}
 	for {
@@ -152,35 +156,35 @@ func (k *Kubernetes) List(ctx context.Context, prefix string) (map[string][]byte
 	}
 }
 
-// Latest implements Store; the version is the ConfigMap's resourceVersion.
-func (k *Kubernetes) Latest(ctx context.Context) ([]byte, Version, error) {
+// Latest implements store.Store; the version is the ConfigMap's resourceVersion.
+func (k *Store) Latest(ctx context.Context) ([]byte, store.Version, error) {
 	cm, err := k.get(ctx, "latest")
 	if err != nil {
 		return nil, "", err
 	}
-	return cm.BinaryData[valueKey], Version(cm.ResourceVersion), nil
+	return cm.BinaryData[valueKey], store.Version(cm.ResourceVersion), nil
 }
 
-// SwapLatest implements Store.
-func (k *Kubernetes) SwapLatest(ctx context.Context, old Version, value []byte) (Version, error) {
+// SwapLatest implements store.Store.
+func (k *Store) SwapLatest(ctx context.Context, old store.Version, value []byte) (store.Version, error) {
 	return k.swap(ctx, "latest", old, value)
 }
 
-// GetVersion implements Store; the version is the ConfigMap's resourceVersion.
-func (k *Kubernetes) GetVersion(ctx context.Context, key string) ([]byte, Version, error) {
-	if err := checkKey(key); err != nil {
+// GetVersion implements store.Store; the version is the ConfigMap's resourceVersion.
+func (k *Store) GetVersion(ctx context.Context, key string) ([]byte, store.Version, error) {
+	if err := store.CheckKey(key); err != nil {
 		return nil, "", err
 	}
 	cm, err := k.get(ctx, key)
 	if err != nil {
 		return nil, "", err
 	}
-	return cm.BinaryData[valueKey], Version(cm.ResourceVersion), nil
+	return cm.BinaryData[valueKey], store.Version(cm.ResourceVersion), nil
 }
 
-// Swap implements Store.
-func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []byte, also ...Record) (Version, error) {
-	if err := swapKeys(key, also); err != nil {
+// Swap implements store.Store.
+func (k *Store) Swap(ctx context.Context, key string, old store.Version, value []byte, also ...store.Record) (store.Version, error) {
+	if err := store.CheckSwap(key, also); err != nil {
 		return "", err
 	}
 	if len(also) == 0 {
@@ -217,18 +221,18 @@ func (k *Kubernetes) Swap(ctx context.Context, key string, old Version, value []
 	return v, nil
 }
 
-// Remove implements Store: key is deleted on the precondition of its
+// Remove implements store.Store: key is deleted on the precondition of its
 // resourceVersion, then the others (ConfigMaps have no transaction across
 // objects; a coordinator that dies in between leaves them, and they are
 // hints their readers check).
-func (k *Kubernetes) Remove(ctx context.Context, key string, old Version, also ...string) error {
-	if err := removeKeys(key, old, also); err != nil {
+func (k *Store) Remove(ctx context.Context, key string, old store.Version, also ...string) error {
+	if err := store.CheckRemove(key, old, also); err != nil {
 		return err
 	}
 	rv := string(old)
 	err := k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return ErrConflict
+		return store.ErrConflict
 	}
 	if err != nil {
 		return fmt.Errorf("store: kubernetes remove %s: %w", key, err)
@@ -241,25 +245,25 @@ func (k *Kubernetes) Remove(ctx context.Context, key string, old Version, also .
 	return nil
 }
 
-// at returns key's value if key is at version v ("" for none), ErrConflict
+// at returns key's value if key is at version v ("" for none), store.ErrConflict
 // if it is not.
-func (k *Kubernetes) at(ctx context.Context, key string, v Version) ([]byte, error) {
+func (k *Store) at(ctx context.Context, key string, v store.Version) ([]byte, error) {
 	b, cur, err := k.GetVersion(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		b, cur, err = nil, "", nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	if cur != v {
-		return nil, ErrConflict
+		return nil, store.ErrConflict
 	}
 	return b, nil
 }
 
 // undo puts key back from version v to before (or removes it if it did not
 // exist), if nobody has written it since.
-func (k *Kubernetes) undo(ctx context.Context, key string, v Version, existed bool, before []byte) {
+func (k *Store) undo(ctx context.Context, key string, v store.Version, existed bool, before []byte) {
 	if !existed {
 		rv := string(v)
 		k.api().Delete(ctx, k.cm(key), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
@@ -269,32 +273,32 @@ func (k *Kubernetes) undo(ctx context.Context, key string, v Version, existed bo
 }
 
 // swap creates the ConfigMap, or updates it at the resourceVersion old.
-func (k *Kubernetes) swap(ctx context.Context, key string, old Version, value []byte) (Version, error) {
+func (k *Store) swap(ctx context.Context, key string, old store.Version, value []byte) (store.Version, error) {
 	obj := k.object(key, value)
 	var cm *corev1.ConfigMap
 	var err error
 	if old == "" {
 		cm, err = k.api().Create(ctx, obj, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return "", ErrConflict
+			return "", store.ErrConflict
 		}
 	} else {
 		obj.ResourceVersion = string(old)
 		cm, err = k.api().Update(ctx, obj, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) {
-			return "", ErrConflict
+			return "", store.ErrConflict
 		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("store: kubernetes swap %s: %w", key, err)
 	}
-	return Version(cm.ResourceVersion), nil
+	return store.Version(cm.ResourceVersion), nil
 }
 
-// Watch implements Store with a watch on the latest ConfigMap, re-opened when
+// Watch implements store.Store with a watch on the latest ConfigMap, re-opened when
 // the API server closes it. A (re)opened watch first reports the current object,
 // which only costs the reader a re-read.
-func (k *Kubernetes) Watch(ctx context.Context) <-chan struct{} {
+func (k *Store) Watch(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	go func() {
 		defer close(ch)
@@ -320,24 +324,24 @@ func (k *Kubernetes) Watch(ctx context.Context) <-chan struct{} {
 	return ch
 }
 
-var _ Follower = (*Kubernetes)(nil)
+var _ store.Follower = (*Store)(nil)
 
-// Follow implements Follower as an informer does: a listing, then a watch
+// Follow implements store.Follower as an informer does: a listing, then a watch
 // from the listing's resourceVersion, resumed from the last one seen when
 // the API server ends it, and a new listing when that is too old (410 Gone).
-func (k *Kubernetes) Follow(ctx context.Context, prefix string) <-chan Update {
-	ch := make(chan Update, 16)
+func (k *Store) Follow(ctx context.Context, prefix string) <-chan store.Update {
+	ch := make(chan store.Update, 16)
 	go func() {
 		defer close(ch)
 		for {
 			recs, rv, err := k.list(ctx, prefix)
 			if err != nil {
-				if !retry(ctx) {
+				if !store.RetryWait(ctx) {
 					return
 				}
 				continue
 			}
-			if !send(ctx, ch, Update{Reset: true, Changes: recs}) || !k.follow(ctx, ch, prefix, rv) {
+			if !store.SendUpdate(ctx, ch, store.Update{Reset: true, Changes: recs}) || !k.follow(ctx, ch, prefix, rv) {
 				return
 			}
 		}
@@ -347,8 +351,8 @@ func (k *Kubernetes) Follow(ctx context.Context, prefix string) <-chan Update {
 
 // list is every record under prefix, with versions, and the listing's
 // resourceVersion.
-func (k *Kubernetes) list(ctx context.Context, prefix string) ([]Change, string, error) {
-	var out []Change
+func (k *Store) list(ctx context.Context, prefix string) ([]store.Change, string, error) {
+	var out []store.Change
 	opts := metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, Limit: 500}
 	for {
 		l, err := k.api().List(ctx, opts)
@@ -369,11 +373,11 @@ func (k *Kubernetes) list(ctx context.Context, prefix string) ([]Change, string,
 
 // follow sends the changes from resourceVersion rv on, until ctx ends
 // (false) or the watch cannot go on (true: list again).
-func (k *Kubernetes) follow(ctx context.Context, ch chan<- Update, prefix, rv string) bool {
+func (k *Store) follow(ctx context.Context, ch chan<- store.Update, prefix, rv string) bool {
 	for {
 		w, err := k.api().Watch(ctx, metav1.ListOptions{LabelSelector: storeLabel + "=" + k.name, ResourceVersion: rv, AllowWatchBookmarks: true})
 		if err != nil {
-			return retry(ctx)
+			return store.RetryWait(ctx)
 		}
 		for ev := range w.ResultChan() {
 			cm, ok := ev.Object.(*corev1.ConfigMap)
@@ -386,7 +390,7 @@ func (k *Kubernetes) follow(ctx context.Context, ch chan<- Update, prefix, rv st
 				continue
 			}
 			c, ok := k.change(cm, prefix, ev.Type == watch.Deleted)
-			if ok && !send(ctx, ch, Update{Changes: []Change{c}}) {
+			if ok && !store.SendUpdate(ctx, ch, store.Update{Changes: []store.Change{c}}) {
 				w.Stop()
 				return false
 			}
@@ -401,13 +405,13 @@ func (k *Kubernetes) follow(ctx context.Context, ch chan<- Update, prefix, rv st
 
 // change is cm as a record under prefix; false for another prefix's, or the
 // latest pointer.
-func (k *Kubernetes) change(cm *corev1.ConfigMap, prefix string, deleted bool) (Change, bool) {
+func (k *Store) change(cm *corev1.ConfigMap, prefix string, deleted bool) (store.Change, bool) {
 	key, ok := strings.CutPrefix(cm.Name, k.name+"-")
 	if !ok || key == "latest" || !strings.HasPrefix(key, prefix) {
-		return Change{}, false
+		return store.Change{}, false
 	}
 	if deleted {
-		return Change{Key: key, Deleted: true}, true
+		return store.Change{Key: key, Deleted: true}, true
 	}
-	return Change{Key: key, Value: cm.BinaryData[valueKey], Version: Version(cm.ResourceVersion)}, true
+	return store.Change{Key: key, Value: cm.BinaryData[valueKey], Version: store.Version(cm.ResourceVersion)}, true
 }

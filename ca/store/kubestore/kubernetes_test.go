@@ -1,4 +1,4 @@
-package store_test
+package kubestore_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/kubestore"
 	"github.com/sealmesh/sealmesh/ca/store/storetest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -23,7 +24,7 @@ func TestKubernetesConformance(t *testing.T) {
 	n := 0
 	storetest.Conformance(t, func(t *testing.T) store.Store {
 		n++ // a fresh store name per subtest: an empty store in the same namespace
-		s, err := store.OpenKubernetes(cfg, "sealmesh", fmt.Sprintf("sm%d", n))
+		s, err := kubestore.Open(cfg, "sealmesh", fmt.Sprintf("sm%d", n))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,11 +91,11 @@ func TestKubernetesSwapPutBack(t *testing.T) {
 			hook := &interleave{}
 			mine := rest.CopyConfig(cfg)
 			mine.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { hook.rt = rt; return hook }
-			s, err := store.OpenKubernetes(mine, "sealmesh", name)
+			s, err := kubestore.Open(mine, "sealmesh", name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			other, err := store.OpenKubernetes(cfg, "sealmesh", name)
+			other, err := kubestore.Open(cfg, "sealmesh", name)
 			if err != nil {
 				t.Fatal(err)
 			}

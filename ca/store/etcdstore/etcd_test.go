@@ -1,4 +1,4 @@
-package store_test
+package etcdstore_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/ca/store/etcdstore"
 	"github.com/sealmesh/sealmesh/ca/store/storetest"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -19,7 +20,7 @@ func TestEtcdConformance(t *testing.T) {
 	n := 0
 	storetest.Conformance(t, func(t *testing.T) store.Store {
 		n++ // a fresh prefix per subtest: an empty store on the same etcd
-		s, err := store.OpenEtcd([]string{endpoint}, fmt.Sprintf("/sealmesh-test/%d", n))
+		s, err := etcdstore.Open([]string{endpoint}, fmt.Sprintf("/sealmesh-test/%d", n))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +43,7 @@ func TestEtcdGroupCommit(t *testing.T) {
 		{"every fourth loses", 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := store.OpenEtcd([]string{endpoint}, "/sealmesh-test/group-"+strings.ReplaceAll(tc.name, " ", "-"))
+			s, err := etcdstore.Open([]string{endpoint}, "/sealmesh-test/group-"+strings.ReplaceAll(tc.name, " ", "-"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +120,7 @@ func TestEtcdGroupCommit(t *testing.T) {
 // A swap whose caller has gone before it was sent is never made: an
 // enrolment that timed out leaves no lease behind.
 func TestEtcdSwapOfAGoneCaller(t *testing.T) {
-	s, err := store.OpenEtcd([]string{tools.StartEtcd(t)}, "/sealmesh-test/gone")
+	s, err := etcdstore.Open([]string{tools.StartEtcd(t)}, "/sealmesh-test/gone")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,51 @@
+package meshctl_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// meshctl is what a data owner downloads to verify a mesh: it talks HTTP to
+// coordinators and never to their store, so it links none of the store
+// backends' clients (client-go, etcd, grpc), which once made it 57 MB.
+func TestMeshctlDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/sealmesh/sealmesh/cmd/meshctl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list returned %d packages; cannot judge", len(deps))
+	}
+	forbidden := []string{
+		"k8s.io/client-go", "go.etcd.io/", "google.golang.org/grpc",
+		"github.com/sealmesh/sealmesh/ca/store/etcdstore", "github.com/sealmesh/sealmesh/ca/store/kubestore",
+		"github.com/hashicorp/memberlist",
+	}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if strings.HasPrefix(d, f) {
+				t.Errorf("meshctl links %s", d)
+			}
+		}
+	}
+}
+
+// TestMeshctlSize: built as make build builds it, meshctl stays under 20 MB.
+func TestMeshctlSize(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "meshctl")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sealmesh/sealmesh/cmd/meshctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() >= 20<<20 {
+		t.Errorf("meshctl is %.1f MiB, want under 20", float64(fi.Size())/(1<<20))
+	}
+	t.Logf("meshctl: %.1f MiB", float64(fi.Size())/(1<<20))
+}
