@@ -334,8 +334,10 @@ type Status struct {
 	// MeshID is the mesh this coordinator serves (the hash of its first
 	// transition); MeshFirstUse: it was taken from the store unpinned
 	// (trust on first use; pin it with --mesh-id).
-	MeshID           string `json:"meshID,omitempty"`
-	MeshFirstUse     bool   `json:"meshFirstUse,omitempty"`
+	MeshID       string `json:"meshID,omitempty"`
+	MeshFirstUse bool   `json:"meshFirstUse,omitempty"`
+	// Version is the answering coordinator's build (its --version).
+	Version          string `json:"version,omitempty"`
 	State            string `json:"state"`
 	Message          string `json:"message,omitempty"`
 	ManifestHash     string `json:"manifestHash,omitempty"`
@@ -377,6 +379,8 @@ type Member struct {
 	State      string `json:"state"`
 	Generation uint64 `json:"generation"`
 	Head       string `json:"head,omitempty"`
+	// Version is the member's build, as it announces it (not vouched for).
+	Version string `json:"version,omitempty"`
 	// Vouch is an HMAC over API, State, Generation and Head with a key
 	// derived from the mesh's seed (hex): set by coordinators that hold it,
 	// so that peers holding it too can tell an announcement from the mesh's

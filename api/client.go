@@ -400,15 +400,20 @@ func (c *Client) doOne(ctx context.Context, method, path string, body []byte, ou
 		return fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("coordinator %s%s: read: %w", base, path, err)
+	}
+	// Go's TLS server answers a plain-HTTP request so; without this the
+	// user sees a bare 400 Bad Request.
+	if resp.StatusCode == http.StatusBadRequest && bytes.Contains(b, []byte("HTTP request to an HTTPS server")) {
+		return &StatusError{Status: resp.StatusCode, Msg: fmt.Sprintf("coordinator %s: this coordinator speaks attested TLS; use https:// and --coordinator-policy-file", base)}
+	}
 	if got := resp.Header.Get(HeaderMeshID); c.mesh != "" && got != c.mesh {
 		if got == "" {
 			got = "none"
 		}
 		return fmt.Errorf("coordinator %s%s: %w: it serves mesh %s, this client is pinned to %s", base, path, ErrWrongMesh, got, c.mesh)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("coordinator %s%s: read: %w", base, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e Error

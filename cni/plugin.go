@@ -5,6 +5,8 @@
 package cni
 
 import (
+	"github.com/sealmesh/sealmesh/internal/buildinfo"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -285,7 +287,14 @@ func GC(args *skel.CmdArgs) error {
 const MaxConfig = 1 << 20
 
 // Main is the plugin's entry point.
-func Main() {
+func Main(version string) {
+	// Run by hand (no CNI_COMMAND): --version and version report the build,
+	// as every sealmesh binary does; the runtime's VERSION command is CNI's.
+	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+		in := buildinfo.Get(version)
+		fmt.Printf("sealmesh-cni version %s\n  go:     %s\n", in.Version, in.Go)
+		return
+	}
 	if err := boundStdin(MaxConfig); err != nil {
 		types.NewError(types.ErrDecodingFailure, "network configuration refused", err.Error()).Print()
 		os.Exit(1)

@@ -85,7 +85,7 @@ func TestErrorsWithoutAgent(t *testing.T) {
 // SEALMESH_CNI_MAIN set is sealmesh-cni.
 func TestMain(m *testing.M) {
 	if os.Getenv("SEALMESH_CNI_MAIN") != "" {
-		Main()
+		Main("test")
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -191,4 +191,17 @@ func runPlugin(t *testing.T, command string, stdin []byte, cniArgs string) (stri
 		return string(out), fmt.Errorf("%v: %s", err, out)
 	}
 	return string(out), nil
+}
+
+// sealmesh-cni run by hand reports its version (issue 28); the runtime's
+// VERSION command stays CNI's.
+func TestVersionByHand(t *testing.T) {
+	for _, arg := range []string{"--version", "version"} {
+		cmd := exec.Command(os.Args[0], arg)
+		cmd.Env = append(os.Environ(), "SEALMESH_CNI_MAIN=1", "CNI_COMMAND=")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "sealmesh-cni version test\n") || !strings.Contains(string(out), "go:") {
+			t.Errorf("sealmesh-cni %s: %v\n%s", arg, err, out)
+		}
+	}
 }

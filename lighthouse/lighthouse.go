@@ -25,6 +25,8 @@ import (
 type Options struct {
 	Token      string
 	ListenPort int
+	// ListenHost is the address Nebula binds ("": every address).
+	ListenHost string
 	// Device names the lighthouse's own TUN interface; "" runs without one
 	// (a lighthouse needs none to serve).
 	Device  string
@@ -62,7 +64,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
-	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, Lighthouse: true, DNS: o.DNS}
+	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, ListenHost: o.ListenHost, Lighthouse: true, DNS: o.DNS}
 	dir, err := os.MkdirTemp("", "sealmesh-lighthouse-")
 	if err != nil {
 		return err

@@ -150,3 +150,31 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		})
 	}
 }
+
+// Issue 28: meshctl manifest get gives YAML back: the same manifest (hash)
+// when read again, fields in the canonical order, hex strings that look
+// like numbers still strings.
+func TestYAMLRoundTrip(t *testing.T) {
+	digits := strings.Repeat("1", 96) // a number, if written unquoted
+	m, err := Parse([]byte(strings.Replace(goodYAML, m96, `"`+digits+`"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := m.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(y), "version: 1\n") || strings.Contains(string(y), `{"`) || strings.Contains(string(y), `["`) {
+		t.Errorf("not block YAML in canonical order:\n%s", y)
+	}
+	back, err := Parse(y)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	if !strings.Contains(string(y), digits) {
+		t.Errorf("measurement missing:\n%s", y)
+	}
+	if back.Hash() != m.Hash() {
+		t.Errorf("hash %s after the round trip, want %s:\n%s", back.Hash(), m.Hash(), y)
+	}
+}

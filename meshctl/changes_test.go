@@ -42,7 +42,7 @@ func TestManifestDiffAndDryRun(t *testing.T) {
 	before := m.c.Status()
 	for _, args := range [][]string{
 		{"manifest", "diff", writeTemp(t, m.manifests[0])},
-		{"manifest", "set", writeTemp(t, m.manifests[0]), "--key", keyFile, "--dry-run"},
+		{"manifest", "set", writeTemp(t, m.manifests[0]), "--owner-key", keyFile, "--dry-run"},
 	} {
 		out, err := meshctl(append([]string{"--coordinator", url}, args...)...)
 		if err != nil || !strings.Contains(out, `~ certificateLifetime: "3h" → "1h"`) {

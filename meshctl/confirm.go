@@ -9,6 +9,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
+	"github.com/sealmesh/sealmesh/internal/cli"
 )
 
 func confirmCmd(client func() (*api.Client, error)) *cobra.Command {
@@ -16,12 +17,14 @@ func confirmCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "confirm",
 		Short: "state, as an owner, that the coordinator's head is the newest you know (after a restart no peer could confirm)",
+		Example: `  meshctl confirm --owner-key owner.key
+  meshctl --pin-file verified/pin confirm --owner-key owner.key`,
 		Long: `A coordinator restarted from its sealed state cannot tell by itself whether its store and
 its sealed state were rolled back together to an old copy: an attested peer that runs its
 head confirms it, a peer that runs a newer one shows the rollback. With no peer (a lone
 coordinator), it serves with its freshness unconfirmed; with peers, it does not serve
 until one confirms. confirm signs the coordinator's current head with an owner key: do it
-only for the head you verified (meshctl verify; with --pin, the pin's head).`,
+only for the head you verified (meshctl verify; with --pin-file, the pin's head).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -47,8 +50,8 @@ only for the head you verified (meshctl verify; with --pin, the pin's head).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
-	cmd.MarkFlagRequired("key")
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -63,5 +66,11 @@ func ownerClient(keyFile string, client func() (*api.Client, error)) (crypto.Sig
 	return key, c, err
 }
 
-// ownerKeyHelp is the help of every --key that takes an owner key.
+// ownerKeyFlag adds --owner-key, and its spelling before issue 28, --key.
+func ownerKeyFlag(cmd *cobra.Command, p *string, help string) {
+	cmd.Flags().StringVar(p, "owner-key", "", help)
+	cli.Rename(cmd.Flags(), "key", "owner-key")
+}
+
+// ownerKeyHelp is the help of every --owner-key that must be given.
 const ownerKeyHelp = "owner key: a file meshctl keygen wrote (encrypted ones ask for the passphrase, or read $SEALMESH_KEY_PASSPHRASE), or ssh-agent: / ssh-agent:COMMENT-OR-FINGERPRINT for an Ed25519 key an ssh-agent holds (required)"

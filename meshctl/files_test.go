@@ -92,7 +92,7 @@ func TestManifestSetWritesOnlyInOutDir(t *testing.T) {
 
 	run := func(url, outDir string) error {
 		cmd := Command()
-		cmd.SetArgs([]string{"manifest", "set", mf, "--key", keyFile, "--coordinator", url, "--out-dir", outDir})
+		cmd.SetArgs([]string{"manifest", "set", mf, "--owner-key", keyFile, "--coordinator", url, "--out-dir", outDir})
 		cmd.SetOut(io.Discard)
 		return cmd.Execute()
 	}

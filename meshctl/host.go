@@ -1,6 +1,9 @@
 package meshctl
 
 import (
+	"net"
+	"strconv"
+
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +18,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/jointoken"
 )
 
@@ -36,7 +40,7 @@ meshctl sends only the public key, and writes the certificate, the CA and a conf
 stock nebula runs as is (lighthouses, relays, firewall and blocklist from the manifest).
 Renewal proves possession of the key and needs no token. docs/vm.md walks through it.`,
 	}
-	cmd.AddCommand(hostEnrolCmd(client), hostRenewCmd(client))
+	cli.Group(cmd).AddCommand(hostEnrolCmd(client), hostRenewCmd(client))
 	return cmd
 }
 
@@ -44,28 +48,28 @@ func hostEnrolCmd(client func() (*api.Client, error)) *cobra.Command {
 	var tokenFile, pubFile, keyPath, out string
 	var o hostOptions
 	cmd := &cobra.Command{
-		Use:   "enrol --token FILE --pub host.pub --out DIR",
+		Use:   "enrol --token-file FILE --pub-file host.pub --out DIR",
 		Short: "enrol a host's public key with a join token; write host.crt, ca.crt and config.yml",
 		Example: `  nebula-cert keygen -out-key /etc/nebula/host.key -out-pub /etc/nebula/host.pub
-  meshctl host enrol --token vm.token --pub /etc/nebula/host.pub --out /etc/nebula
+  meshctl host enrol --token-file vm.token --pub-file /etc/nebula/host.pub --out /etc/nebula
   nebula -config /etc/nebula/config.yml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			raw, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return fmt.Errorf("--token: %w", err)
+				return fmt.Errorf("--token-file: %w", err)
 			}
 			tok, err := jointoken.Parse(string(raw))
 			if err != nil {
-				return fmt.Errorf("--token %s: %w", tokenFile, err)
+				return fmt.Errorf("--token-file %s: %w", tokenFile, err)
 			}
 			pemPub, err := os.ReadFile(pubFile)
 			if err != nil {
-				return fmt.Errorf("--pub: %w", err)
+				return fmt.Errorf("--pub-file: %w", err)
 			}
 			pub, _, curve, err := cert.UnmarshalPublicKeyFromPEM(pemPub)
 			if err != nil || curve != cert.Curve_CURVE25519 {
-				return fmt.Errorf("--pub %s: want a Nebula X25519 public key (nebula-cert keygen -out-pub): %v", pubFile, err)
+				return fmt.Errorf("--pub-file %s: want a Nebula X25519 public key (nebula-cert keygen -out-pub): %v", pubFile, err)
 			}
 			if keyPath == "" {
 				keyPath = strings.TrimSuffix(pubFile, ".pub") + ".key"
@@ -91,13 +95,15 @@ func hostEnrolCmd(client func() (*api.Client, error)) *cobra.Command {
 			return printHost(cmd.OutOrStdout(), "enrolled", out, e)
 		},
 	}
-	cmd.Flags().StringVar(&tokenFile, "token", "", "file holding the join token (meshctl token create --out) (required)")
-	cmd.Flags().StringVar(&pubFile, "pub", "", "the host's Nebula public key (nebula-cert keygen -out-pub) (required)")
-	cmd.Flags().StringVar(&keyPath, "key-path", "", "where nebula finds the private key, for config.yml (default: --pub with .key for .pub)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token (meshctl token create --out) (required)")
+	cmd.Flags().StringVar(&pubFile, "pub-file", "", "the host's Nebula public key (nebula-cert keygen -out-pub) (required)")
+	cmd.Flags().StringVar(&keyPath, "key-path", "", "where nebula finds the private key, for config.yml (default: --pub-file with .key for .pub)")
+	cli.Rename(cmd.Flags(), "token", "token-file")
+	cli.Rename(cmd.Flags(), "pub", "pub-file")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write host.crt, ca.crt, config.yml and mesh.id to (required)")
 	o.flags(cmd)
-	cmd.MarkFlagRequired("token")
-	cmd.MarkFlagRequired("pub")
+	cmd.MarkFlagRequired("token-file")
+	cmd.MarkFlagRequired("pub-file")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -149,8 +155,8 @@ expired must enrol again.`,
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("listen-port") {
-				o.port = cfg.Listen.Port
+			if !cmd.Flags().Changed("listen") && !cmd.Flags().Changed("listen-port") {
+				o.listen = net.JoinHostPort(cfg.Listen.Host, strconv.Itoa(cfg.Listen.Port))
 			}
 			if !cmd.Flags().Changed("device") {
 				o.device = cfg.Tun.Dev
@@ -171,19 +177,30 @@ expired must enrol again.`,
 // hostOptions are the host's local choices for config.yml.
 type hostOptions struct {
 	device string
-	port   int
+	listen string
+	port   int // --listen-port, the spelling before issue 28
 	key    string
 }
 
 func (o *hostOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.device, "device", tunnel.DefaultDevice, "the Nebula interface's name (renew: as config.yml has it)")
-	cmd.Flags().IntVar(&o.port, "listen-port", tunnel.DefaultPort, "Nebula's UDP port (renew: as config.yml has it)")
+	cmd.Flags().StringVar(&o.listen, "listen", ":"+strconv.Itoa(tunnel.DefaultPort), "Nebula's UDP address, host:port; no host: every address (renew: as config.yml has it)")
+	cmd.Flags().IntVar(&o.port, "listen-port", 0, "Nebula's UDP port")
+	cmd.Flags().MarkDeprecated("listen-port", "use --listen :PORT")
+}
+
+// address is --listen, or --listen-port's port on every address.
+func (o *hostOptions) address() (string, int, error) {
+	if o.port != 0 {
+		return "", o.port, nil
+	}
+	return cli.ParseListen("listen", o.listen)
 }
 
 // HostConfig is the configuration stock nebula runs a host with: the
 // agent's (tunnel.Config), with the certificate, CA and key in files.
-func HostConfig(dir string, e *api.EnrolResponse, device string, port int, key string) *tunnel.Nebula {
-	n := tunnel.Config(e, nil, tunnel.Options{Device: device, ListenPort: port})
+func HostConfig(dir string, e *api.EnrolResponse, device, host string, port int, key string) *tunnel.Nebula {
+	n := tunnel.Config(e, nil, tunnel.Options{Device: device, ListenHost: host, ListenPort: port})
 	n.PKI.CA, n.PKI.Cert, n.PKI.Key = filepath.Join(dir, hostCA), filepath.Join(dir, hostCert), key
 	n.Logging.Format = "text"
 	return n
@@ -196,7 +213,11 @@ func writeHost(dir string, e *api.EnrolResponse, meshID string, o hostOptions) e
 	if err != nil {
 		return err
 	}
-	js, err := HostConfig(abs, e, o.device, o.port, o.key).Render()
+	host, port, err := o.address()
+	if err != nil {
+		return err
+	}
+	js, err := HostConfig(abs, e, o.device, host, port, o.key).Render()
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,11 @@ func TestHostEnrolAndRenew(t *testing.T) {
 	os.WriteFile(filepath.Join(host, "host.key"), cert.MarshalPrivateKeyToPEM(cert.Curve_CURVE25519, k.Bytes()), 0o600)
 	os.WriteFile(filepath.Join(host, "host.pub"), cert.MarshalPublicKeyToPEM(cert.Curve_CURVE25519, k.PublicKey().Bytes()), 0o600)
 
-	must("token", "create", "--role", "vm", "--key", keyFile, "--out", filepath.Join(dir, "vm.token"))
-	if _, err := run("host", "enrol", "--token", filepath.Join(dir, "vm.token"), "--pub", filepath.Join(host, "host.key"), "--out", host); err == nil {
-		t.Fatal("a private key given as --pub was accepted")
+	must("token", "create", "--role", "vm", "--owner-key", keyFile, "--out", filepath.Join(dir, "vm.token"))
+	if _, err := run("host", "enrol", "--token-file", filepath.Join(dir, "vm.token"), "--pub-file", filepath.Join(host, "host.key"), "--out", host); err == nil {
+		t.Fatal("a private key given as --pub-file was accepted")
 	}
-	t.Log(must("host", "enrol", "--token", filepath.Join(dir, "vm.token"), "--pub", filepath.Join(host, "host.pub"), "--out", host))
+	t.Log(must("host", "enrol", "--token-file", filepath.Join(dir, "vm.token"), "--pub-file", filepath.Join(host, "host.pub"), "--out", host))
 	first := readCert(t, host)
 	cfg, err := readHostConfig(host)
 	if err != nil {

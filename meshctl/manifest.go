@@ -22,6 +22,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/shamir"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 
@@ -36,7 +37,7 @@ func keygenCmd() *cobra.Command {
 
 An owner key with --encrypt is written in OpenSSH's format, encrypted with a passphrase
 (asked twice on the terminal, or $SEALMESH_KEY_PASSPHRASE): meshctl asks for it when the
-key is used, and ssh-add loads it, so the key can live in an ssh-agent (--key ssh-agent:)
+key is used, and ssh-add loads it, so the key can live in an ssh-agent (--owner-key ssh-agent:)
 or behind one on a hardware token.`,
 		Example: `  meshctl keygen --out owner.key
   meshctl keygen --encrypt --out owner.key && ssh-add owner.key`,
@@ -91,7 +92,7 @@ or behind one on a hardware token.`,
 }
 
 func manifestCmd(client func() (*api.Client, error)) *cobra.Command {
-	cmd := &cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"}
+	cmd := cli.Group(&cobra.Command{Use: "manifest", Short: "set, show and trace the mesh's manifest"})
 	cmd.AddCommand(manifestSetCmd(client), manifestGetCmd(client), manifestHistoryCmd(client), manifestDiffCmd(client), manifestProposeCmd(client), manifestApproveCmd(client))
 	return cmd
 }
@@ -103,6 +104,8 @@ func manifestSetCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set MANIFEST",
 		Short: "create the mesh, or replace its manifest, signed with an owner key",
+		Example: `  meshctl manifest set manifest.yaml --owner-key owner.key
+  meshctl manifest set manifest.yaml --owner-key owner.key --dry-run`,
 		Long: `Signs MANIFEST (JSON or YAML) with an owner key and sends it. The update names the
 transition it replaces (the current head, or --parent); if the manifest moved since,
 the coordinator refuses with a conflict and nothing changes.
@@ -194,12 +197,12 @@ fingerprint. The current manifest again is no new generation.`,
 			return writeShares(out, outDir, m.SeedShareOwners, resp.SeedShares, true)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().StringVar(&parent, "parent", "", "head transition this replaces (default: the coordinator's current head)")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where creating the mesh writes the unlock key and seed shares")
 	cmd.Flags().StringSliceVar(&unrevoke, "unrevoke", nil, "fingerprint of a revocation this manifest lifts on purpose (repeat for each)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would change (meshctl manifest diff) and send nothing")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -245,8 +248,9 @@ func writeShares(out io.Writer, dir string, named []manifest.PublicKey, shares [
 func seedSharesCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile, outDir string
 	cmd := &cobra.Command{
-		Use:   "seed-shares",
-		Short: "fetch the encrypted seed shares made with the mesh (owners only)",
+		Use:     "seed-shares",
+		Short:   "fetch the encrypted seed shares made with the mesh (owners only)",
+		Example: `  meshctl seed-shares --owner-key owner.key --out-dir shares`,
 		Long: `Fetches the seed shares the coordinators keep in the store, proving with an owner key
 that you may, and writes each to --out-dir as OWNER.seed-share (never over a file).
 They are encrypted to their seed-share owners: for when the answer to the first
@@ -276,17 +280,18 @@ owner brings the mesh back: meshctl recover --force.`,
 			return writeShares(cmd.OutOrStdout(), outDir, nil, resp.SeedShares, false)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write the seed shares")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
 func manifestDiffCmd(client func() (*api.Client, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "diff MANIFEST",
-		Short: "show what setting MANIFEST would change, by field path (+ added, - removed, ~ changed)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "diff MANIFEST",
+		Short:   "show what setting MANIFEST would change, by field path (+ added, - removed, ~ changed)",
+		Example: `  meshctl manifest diff manifest.yaml`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := readManifest(args[0])
 			if err != nil {
@@ -335,31 +340,70 @@ func printDiff(cmd *cobra.Command, c *api.Client, m *manifest.Manifest) error {
 }
 
 func manifestGetCmd(client func() (*api.Client, error)) *cobra.Command {
-	return &cobra.Command{
+	output := cli.YAML
+	cmd := &cobra.Command{
 		Use:   "get",
 		Short: "print the current manifest",
+		Long: `Prints the manifest the coordinator serves, as YAML (what meshctl manifest set reads
+back to the same manifest) or JSON (its canonical encoding, which its hash names). The
+generation, head and hash go to stderr as a comment.`,
+		Example: `  meshctl manifest get > manifest.yaml
+  meshctl manifest get -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output == cli.Table {
+				return errors.New("-o table: a manifest is a document; want yaml or json")
+			}
 			c, err := client()
 			if err != nil {
 				return err
 			}
-			m, err := c.Manifest(cmd.Context())
+			info, err := c.Manifest(cmd.Context())
 			if err != nil {
 				return err
 			}
-			var b bytes.Buffer
-			json.Indent(&b, m.Manifest, "", "  ")
-			fmt.Fprintf(cmd.ErrOrStderr(), "# generation %d, head %s, manifest %s\n", m.Generation, m.Head, m.Hash)
-			fmt.Fprintln(cmd.OutOrStdout(), b.String())
-			return nil
+			m, err := manifest.ParseJSON(info.Manifest)
+			if err != nil {
+				return fmt.Errorf("the coordinator's manifest: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "# generation %d, head %s, manifest %s\n", info.Generation, info.Head, info.Hash)
+			out := m.Canonical()
+			if output == cli.YAML {
+				if out, err = m.YAML(); err != nil {
+					return err
+				}
+			} else {
+				var b bytes.Buffer
+				json.Indent(&b, out, "", "  ")
+				out = append(b.Bytes(), '\n')
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
 		},
 	}
+	cmd.Flags().VarP(&output, "output", "o", "output format: yaml or json")
+	return cmd
+}
+
+// HistoryRow is one transition in meshctl manifest history -o json|yaml.
+type HistoryRow struct {
+	Generation uint64          `json:"generation"`
+	Head       string          `json:"head"`
+	Time       time.Time       `json:"time"`
+	Signer     string          `json:"signer,omitempty"`
+	Manifest   string          `json:"manifestHash"`
+	Changes    []string        `json:"changes"`
+	Document   json.RawMessage `json:"manifest"`
 }
 
 func manifestHistoryCmd(client func() (*api.Client, error)) *cobra.Command {
-	return &cobra.Command{
+	var output cli.Output
+	cmd := &cobra.Command{
 		Use:   "history",
 		Short: "list every transition: generation, head, time, signer, and what changed",
+		Example: `  meshctl manifest history
+  meshctl manifest history -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client()
 			if err != nil {
@@ -369,10 +413,25 @@ func manifestHistoryCmd(client func() (*api.Client, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			PrintHistory(cmd.OutOrStdout(), h)
-			return nil
+			rows := make([]HistoryRow, 0, len(h))
+			var prev []byte
+			for _, e := range h {
+				r := HistoryRow{Generation: e.Generation, Head: e.Head, Time: e.Time, Signer: e.Signer, Manifest: e.Hash, Document: e.Manifest, Changes: []string{}}
+				if prev != nil {
+					if r.Changes, err = Changes(prev, e.Manifest); err != nil {
+						return fmt.Errorf("generation %d: %w", e.Generation, err)
+					}
+				}
+				rows, prev = append(rows, r), e.Manifest
+			}
+			return output.Print(cmd.OutOrStdout(), rows, func(w io.Writer) error {
+				PrintHistory(w, h)
+				return nil
+			})
 		},
 	}
+	cli.AddOutput(cmd, &output)
+	return cmd
 }
 
 // PrintHistory writes each transition and what changed from the one before
@@ -403,8 +462,10 @@ func PrintHistory(w io.Writer, h []api.HistoryEntry) {
 func unlockCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "unlock",
-		Short: "hand a restarted coordinator its unlock key",
+		Use:     "unlock",
+		Short:   "hand a restarted coordinator its unlock key",
+		Example: `  meshctl unlock --unlock-key-file unlock-key`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k, err := os.ReadFile(keyFile)
 			if err != nil {
@@ -428,10 +489,12 @@ func unlockCmd(client func() (*api.Client, error)) *cobra.Command {
 
 func rotateCmd(client func() (*api.Client, error)) *cobra.Command {
 	var keyFile string
-	rot := &cobra.Command{Use: "rotate", Short: "rotate keys"}
+	rot := cli.Group(&cobra.Command{Use: "rotate", Short: "rotate keys"})
 	uk := &cobra.Command{
-		Use:   "unlock-key",
-		Short: "replace the unlock key (the current one authorises it); writes the new one over the file",
+		Use:     "unlock-key",
+		Short:   "replace the unlock key (the current one authorises it); writes the new one over the file",
+		Example: `  meshctl rotate unlock-key --unlock-key-file unlock-key`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k, err := os.ReadFile(keyFile)
 			if err != nil {
@@ -470,13 +533,13 @@ next meshctl host renew for a VM), trusting both meanwhile: no tunnel drops.
 
 With --finish: the previous generation is trusted no more. Hosts renew again onto trust in
 the new CA alone, and a certificate under the old one is refused by every host from then
-on. Finish once every host has renewed (meshctl status --key shows their expiry).
+on. Finish once every host has renewed (meshctl status --owner-key shows their expiry).
 
 Both steps are manifest changes signed with an owner key (or proposals where the manifest
 needs several owners); meshctl manifest history shows them as ca.generation and
 ca.trustPrevious changes.`,
-		Example: `  meshctl rotate ca --key owner.key
-  meshctl rotate ca --finish --key owner.key`,
+		Example: `  meshctl rotate ca --owner-key owner.key
+  meshctl rotate ca --finish --owner-key owner.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -509,9 +572,9 @@ ca.trustPrevious changes.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().BoolVar(&finish, "finish", false, "end the rotation: trust the new generation only")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -519,8 +582,10 @@ func recoverCmd(client func() (*api.Client, error)) *cobra.Command {
 	var shareFile, keyFile, outDir string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "recover",
-		Short: "restore a coordinator that has lost its secrets, from a seed share",
+		Use:     "recover",
+		Short:   "restore a coordinator that has lost its secrets, from a seed share",
+		Example: `  meshctl recover --seed-share-file bob.seed-share --seed-share-key bob.key`,
+		Args:    cobra.NoArgs,
 		Long: `Opens your seed share with your seed-share key (locally), encrypts the seed to the
 coordinator's recovery key and hands it over. The coordinator accepts it only if it
 verifies the mesh's history in the store, and continues the same CA and history.
@@ -531,7 +596,7 @@ needs, and recovers once k seed-share owners have each run meshctl recover (agai
 same coordinator process: it keeps the shares in memory).
 
 Over an https URL the coordinator and its recovery key are attested (attested TLS,
---coordinator-policy); over http nothing authenticates them: development only.`,
+--coordinator-policy-file); over http nothing authenticates them: development only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, err := owner.LoadShareKey(keyFile)
 			if err != nil {
@@ -582,12 +647,14 @@ Over an https URL the coordinator and its recovery key are attested (attested TL
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&shareFile, "seed-share", "", "your seed share (required)")
-	cmd.Flags().StringVar(&keyFile, "key", "", "your seed-share key (required)")
+	cmd.Flags().StringVar(&shareFile, "seed-share-file", "", "your seed share (required)")
+	cmd.Flags().StringVar(&keyFile, "seed-share-key", "", "your seed-share key: the file meshctl keygen --kind seed-share wrote (required)")
+	cli.Rename(cmd.Flags(), "seed-share", "seed-share-file")
+	cli.Rename(cmd.Flags(), "key", "seed-share-key")
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write the new unlock key")
 	cmd.Flags().BoolVar(&force, "force", false, "replace sealed state the coordinator cannot open (a lost unlock key)")
-	cmd.MarkFlagRequired("seed-share")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("seed-share-file")
+	cmd.MarkFlagRequired("seed-share-key")
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package meshctl
 
 import (
 	"context"
+	"crypto"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,22 +22,28 @@ import (
 	"github.com/sealmesh/sealmesh/attest/simulated"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/cli"
 )
+
+// Version is meshctl's version (cmd/meshctl sets it from -ldflags).
+var Version = "dev"
 
 // Command returns meshctl's root command.
 func Command() *cobra.Command {
 	var coordinator, policy, meshID, pinFile string
-	root := &cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true}
+	root := cli.Group(&cobra.Command{Use: "meshctl", Short: "operate and verify a sealmesh mesh", SilenceUsage: true, SilenceErrors: true})
 	def := os.Getenv("SEALMESH_COORDINATOR")
 	if def == "" {
 		def = "https://127.0.0.1:7080"
 	}
 	root.PersistentFlags().StringVar(&coordinator, "coordinator", def, "coordinator URL, https (attested TLS) or http (development) (or $SEALMESH_COORDINATOR)")
-	root.PersistentFlags().StringVar(&policy, "coordinator-policy", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as (or $SEALMESH_COORDINATOR_POLICY)")
+	root.PersistentFlags().StringVar(&policy, "coordinator-policy-file", os.Getenv("SEALMESH_COORDINATOR_POLICY"), "what the coordinator must attest as: a file holding a JSON or YAML attestation block (meshctl sim-tee init --policy-out writes one) (or $SEALMESH_COORDINATOR_POLICY)")
+	cli.Rename(root.PersistentFlags(), "coordinator-policy", "coordinator-policy-file")
 	root.PersistentFlags().StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to talk to (meshctl manifest set prints it at creation): a coordinator of another mesh is refused before anything is sent (or $SEALMESH_MESH_ID)")
-	root.PersistentFlags().StringVar(&pinFile, "pin", "", "a pin file meshctl verify wrote: talk only to its mesh, and only while the coordinator is at its head (any change answers 412: verify again)")
+	root.PersistentFlags().StringVar(&pinFile, "pin-file", "", "a pin file meshctl verify wrote: talk only to its mesh, and only while the coordinator is at its head (any change answers 412: verify again)")
 	// Built on first use, after the flags are parsed, and only by the
 	// commands that talk to a coordinator (keygen needs no policy).
+	cli.Rename(root.PersistentFlags(), "pin", "pin-file")
 	var cached *api.Client
 	client := func() (*api.Client, error) {
 		if cached == nil {
@@ -50,7 +57,7 @@ func Command() *cobra.Command {
 					return nil, err
 				}
 				if meshID != "" && meshID != pin.MeshID {
-					return nil, fmt.Errorf("--mesh-id %s and --pin %s (mesh %s) disagree", meshID, pinFile, pin.MeshID)
+					return nil, fmt.Errorf("--mesh-id %s and --pin-file %s (mesh %s) disagree", meshID, pinFile, pin.MeshID)
 				}
 				meshID = pin.MeshID
 				c = c.ExpectingHead(pin.Head)
@@ -63,57 +70,133 @@ func Command() *cobra.Command {
 		return cached, nil
 	}
 	root.AddCommand(statusCmd(client), manifestCmd(client), keygenCmd(), unlockCmd(client), rotateCmd(client), recoverCmd(client), seedSharesCmd(client), revokeCmd(client), tokenCmd(client), hostCmd(client), verifyCmd(client, &meshID), confirmCmd(client), simTEECmd())
+	cli.AddVersion(root, Version)
 	return root
 }
 
+// The exit codes of meshctl status (and verify's, ExitAttestation..., for
+// scripts); any other failure exits 1.
+const (
+	ExitNotReady = 7 // the coordinator answered, in a state other than ready (with --wait: still so at --timeout)
+	ExitNoMatch  = 8 // --host matched no live host
+)
+
 func statusCmd(client func() (*api.Client, error)) *cobra.Command {
-	var output, host, keyFile string
+	var host, keyFile string
+	var output cli.Output
+	var wait bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "show the coordinator's state and the enrolled hosts",
-		Long: `Shows the coordinator's state, the manifest it serves, the cluster's members and how
-many hosts are enrolled. The hosts themselves (names, overlay IPs, fingerprints, pods)
-are listed only to an owner: give --key.`,
+		Long: `Shows the coordinator's state and version, the manifest it serves, the cluster's members
+and how many hosts are enrolled. The hosts themselves (names, overlay IPs, fingerprints,
+pods) are listed only to an owner: give --owner-key.
+
+Exit codes: 0 ready; 7 the coordinator is not ready (starting, waiting-for-manifest,
+locked, recovering, unconfirmed, degraded or failed; with --wait, still not ready at
+--timeout); 8 --host matched no live host; 1 anything else (it could not be asked).`,
+		Example: `  meshctl status
+  meshctl status --wait --timeout 2m
+  meshctl status --owner-key owner.key --host default/pod-a -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
 			if host != "" && keyFile == "" {
-				return errors.New("--host needs --key: the host list is for owners")
+				return errors.New("--host needs --owner-key: the host list is for owners")
+			}
+			if cmd.Flags().Changed("timeout") && !wait {
+				return errors.New("--timeout needs --wait")
 			}
 			c, err := client()
 			if err != nil {
 				return err
 			}
-			var s *api.Status
+			var key crypto.Signer
 			if keyFile != "" {
-				key, kerr := owner.LoadOwnerSigner(keyFile)
-				if kerr != nil {
-					return kerr
+				if key, err = owner.LoadOwnerSigner(keyFile); err != nil {
+					return err
 				}
-				proof, perr := api.ProveOwnerWith(key, api.PurposeHosts, time.Now())
-				if perr != nil {
-					return perr
+			}
+			ask := func(ctx context.Context) (*api.Status, error) {
+				ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				defer cancel()
+				if key == nil {
+					return c.Status(ctx)
 				}
-				s, err = c.Hosts(ctx, proof, host)
-			} else {
-				s, err = c.Status(ctx)
+				proof, err := api.ProveOwnerWith(key, api.PurposeHosts, time.Now())
+				if err != nil {
+					return nil, err
+				}
+				return c.Hosts(ctx, proof, host)
+			}
+			s, err := ask(cmd.Context())
+			if wait {
+				s, err = waitReady(cmd.Context(), cmd.ErrOrStderr(), timeout, ask, s, err)
 			}
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+			if err := output.Print(cmd.OutOrStdout(), s, func(w io.Writer) error {
+				PrintStatus(w, s, time.Now())
+				return nil
+			}); err != nil {
+				return err
 			}
-			PrintStatus(cmd.OutOrStdout(), s, time.Now())
+			switch {
+			case s.State != api.StateReady:
+				return fail(ExitNotReady, "coordinator is %s, not ready", s.State)
+			case host != "" && len(s.Hosts) == 0:
+				return fail(ExitNoMatch, "--host %q matches no live host (a pod as namespace/name, a certificate name, an overlay IP or a fingerprint)", host)
+			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint (needs --key)")
-	cmd.Flags().StringVar(&keyFile, "key", "", "owner key, to list the hosts: a file meshctl keygen wrote, or ssh-agent:[COMMENT-OR-FINGERPRINT]")
+	cli.AddOutput(cmd, &output)
+	cmd.Flags().StringVar(&host, "host", "", "list only this host: a pod (namespace/name), certificate name, overlay IP or fingerprint (needs --owner-key)")
+	ownerKeyFlag(cmd, &keyFile, "owner key, to list the hosts: a file meshctl keygen wrote, or ssh-agent:[COMMENT-OR-FINGERPRINT]")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the coordinator is ready (or --timeout passes), asking every second")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "with --wait: how long to wait")
 	return cmd
+}
+
+// waitReady asks until the coordinator answers ready or timeout passes,
+// starting from the first answer (s, err). An unreachable coordinator is
+// waited for too: --wait is how a script waits for one to come up. The last
+// answer is returned; without one, the last error.
+func waitReady(ctx context.Context, progress io.Writer, timeout time.Duration, ask func(context.Context) (*api.Status, error), s *api.Status, err error) (*api.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var good *api.Status
+	if err == nil {
+		good = s
+	}
+	last := ""
+	for err != nil || s.State != api.StateReady {
+		now := "unreachable"
+		if err == nil {
+			now = s.State
+		}
+		if now != last { // one line per change, not one per second
+			fmt.Fprintf(progress, "waiting for the coordinator to be ready: %s\n", now)
+			last = now
+		}
+		select {
+		case <-ctx.Done():
+			if good != nil {
+				return good, nil // not ready: the caller's exit code says so
+			}
+			return nil, err
+		case <-time.After(time.Second):
+		}
+		s2, err2 := ask(ctx)
+		switch {
+		case err2 == nil:
+			s, err, good = s2, nil, s2
+		case ctx.Err() == nil: // not the deadline's own failure: worth reporting
+			s, err = nil, err2
+		}
+	}
+	return s, nil
 }
 
 // PrintStatus writes s as a person reads it.
@@ -127,6 +210,9 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 	}
 	if s.FreshnessUnconfirmed {
 		fmt.Fprintf(w, "freshness:   UNCONFIRMED since a restart (no attested peer or owner has confirmed this head is the newest: meshctl confirm)\n")
+	}
+	if s.Version != "" {
+		fmt.Fprintf(w, "version:     %s\n", s.Version)
 	}
 	if s.MeshID != "" {
 		tofu := ""
@@ -145,7 +231,7 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 		// Gossip's view: what each member announces, not verified here.
 		fmt.Fprintf(w, "members:     %d (as announced in gossip)\n", len(s.Members))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  NAME\tAPI\tSTATE\tGENERATION\tHEAD\tHEALTH")
+		fmt.Fprintln(tw, "  NAME\tAPI\tSTATE\tVERSION\tGENERATION\tHEAD\tHEALTH")
 		for _, m := range s.Members {
 			name, head := m.Name, m.Head
 			if m.Self {
@@ -154,15 +240,19 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 			if len(head) > 12 {
 				head = head[:12]
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", name, m.API, m.State, m.Generation, head, m.Health)
+			ver := m.Version
+			if ver == "" {
+				ver = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, m.API, m.State, ver, m.Generation, head, m.Health)
 		}
 		tw.Flush()
 	}
 	switch {
 	case s.HostsWithheld:
-		fmt.Fprintf(w, "hosts:       %d (listed to owners: meshctl status --key OWNER-KEY)\n\n", s.HostCount)
+		fmt.Fprintf(w, "hosts:       %d (listed to owners: meshctl status --owner-key OWNER-KEY)\n\n", s.HostCount)
 	case s.HostCount > len(s.Hosts):
-		fmt.Fprintf(w, "hosts:       %d (the first %d listed; meshctl status --key OWNER-KEY --host X shows one)\n\n", s.HostCount, len(s.Hosts))
+		fmt.Fprintf(w, "hosts:       %d (the first %d listed; meshctl status --owner-key OWNER-KEY --host X shows one)\n\n", s.HostCount, len(s.Hosts))
 	default:
 		fmt.Fprintf(w, "hosts:       %d\n\n", len(s.Hosts))
 	}
@@ -188,10 +278,12 @@ func PrintStatus(w io.Writer, s *api.Status, now time.Time) {
 
 func simTEECmd() *cobra.Command {
 	var dir, image, measurement, policyOut string
-	tee := &cobra.Command{Use: "sim-tee", Short: "the simulated TEE, for development only"}
+	tee := cli.Group(&cobra.Command{Use: "sim-tee", Short: "the simulated TEE, for development only"})
 	initCmd := &cobra.Command{
-		Use:   "init",
-		Short: "make a simulated SNP chip and guest in a directory; prints what a manifest must name",
+		Use:     "init",
+		Short:   "make a simulated SNP chip and guest in a directory; prints what a manifest must name",
+		Example: `  meshctl sim-tee init --dir coordinator-tee --image sealmesh-coordinator --policy-out coordinator-policy.json`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m := simulated.MeasurementOf(image)
 			if measurement != "" {
@@ -212,7 +304,7 @@ func simTEECmd() *cobra.Command {
 				return nil
 			}
 			// The attestation block that accepts this device: a coordinator
-			// policy (--coordinator-policy) or a manifest role's.
+			// policy (--coordinator-policy-file) or a manifest role's.
 			b, err := json.MarshalIndent(map[string]any{"simulated": map[string]any{
 				"measurements": []string{hex.EncodeToString(m[:])}, "rootFingerprint": d.RootFingerprint(),
 			}}, "", "  ")
@@ -229,7 +321,7 @@ func simTEECmd() *cobra.Command {
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the simulated device to (required)")
 	initCmd.Flags().StringVar(&image, "image", "sealmesh-workload", "name whose SHA-384 stands in for the launch measurement")
 	initCmd.Flags().StringVar(&measurement, "measurement", "", "launch measurement, 96 hex characters (overrides --image)")
-	initCmd.Flags().StringVar(&policyOut, "policy-out", "", "also write the attestation block accepting this device (JSON) to this file: a --coordinator-policy file, or a manifest role's attestation")
+	initCmd.Flags().StringVar(&policyOut, "policy-out", "", "also write the attestation block accepting this device (JSON) to this file: a --coordinator-policy-file file, or a manifest role's attestation")
 	initCmd.MarkFlagRequired("dir")
 	tee.AddCommand(initCmd)
 	return tee

@@ -50,10 +50,10 @@ func TestCoordinatorFlags(t *testing.T) {
 		args []string
 		want string // in the error; "" for none
 	}{
-		{"https needs a policy", []string{"status"}, "needs --coordinator-policy"},
+		{"https needs a policy", []string{"status"}, "needs --coordinator-policy-file"},
 		{"not a URL it speaks", []string{"manifest", "get", "--coordinator", "ftp://c:7080"}, "want an https://"},
-		{"a policy needs https", []string{"manifest", "history", "--coordinator", "http://127.0.0.1:1", "--coordinator-policy", "p.json"}, "needs an https URL"},
-		{"an unreadable policy", []string{"status", "--coordinator-policy", filepath.Join(t.TempDir(), "none.json")}, "none.json"},
+		{"a policy needs https", []string{"manifest", "history", "--coordinator", "http://127.0.0.1:1", "--coordinator-policy-file", "p.json"}, "needs an https URL"},
+		{"an unreadable policy", []string{"status", "--coordinator-policy-file", filepath.Join(t.TempDir(), "none.json")}, "none.json"},
 		{"keygen needs no coordinator", []string{"keygen", "--out", filepath.Join(t.TempDir(), "owner.pem")}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -83,12 +83,12 @@ func TestOwnerKeyOffFile(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.run("token", "create", "--role", "vm", "--key", "ssh-agent:nobody"); err == nil || !strings.Contains(err.Error(), "no Ed25519 key") {
+	if _, err := o.run("token", "create", "--role", "vm", "--owner-key", "ssh-agent:nobody"); err == nil || !strings.Contains(err.Error(), "no Ed25519 key") {
 		t.Fatalf("an agent key that is not there: %v", err)
 	}
-	t.Log(o.must("token", "create", "--role", "vm", "--key", "ssh-agent:", "--out", filepath.Join(dir, "t1")))
-	t.Log(o.must("token", "create", "--role", "vm", "--key", "ssh-agent:alice@token", "--out", filepath.Join(dir, "t2")))
-	t.Log(o.must("token", "create", "--role", "vm", "--key", encFile, "--out", filepath.Join(dir, "t3")))
+	t.Log(o.must("token", "create", "--role", "vm", "--owner-key", "ssh-agent:", "--out", filepath.Join(dir, "t1")))
+	t.Log(o.must("token", "create", "--role", "vm", "--owner-key", "ssh-agent:alice@token", "--out", filepath.Join(dir, "t2")))
+	t.Log(o.must("token", "create", "--role", "vm", "--owner-key", encFile, "--out", filepath.Join(dir, "t3")))
 	h, err := api.NewClient(o.url).History(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestOwnerKeyOffFile(t *testing.T) {
 		t.Fatalf("history signers %v, want on-agent twice and in-file once", signers)
 	}
 	t.Setenv("SEALMESH_KEY_PASSPHRASE", "wrong horse")
-	if _, err := o.run("token", "create", "--role", "vm", "--key", encFile); err == nil {
+	if _, err := o.run("token", "create", "--role", "vm", "--owner-key", encFile); err == nil {
 		t.Fatal("the encrypted key opened with a wrong passphrase")
 	}
 }

@@ -24,8 +24,8 @@ func manifestProposeCmd(client func() (*api.Client, error)) *cobra.Command {
 as a proposal in the store. Other owners approve it (meshctl manifest approve ID); once as
 many owners as the current manifest's updateThreshold have signed, the coordinator applies
 it. A changed manifest is another proposal: approvals sign the exact manifest and parent.`,
-		Example: `  meshctl manifest propose manifest.yaml --key alice.key
-  meshctl manifest approve 3f2a… --key bob.key`,
+		Example: `  meshctl manifest propose manifest.yaml --owner-key alice.key
+  meshctl manifest approve 3f2a… --owner-key bob.key`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := readManifest(args[0])
@@ -47,9 +47,9 @@ it. A changed manifest is another proposal: approvals sign the exact manifest an
 			return printProposal(cmd.OutOrStdout(), resp)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().StringSliceVar(&unrevoke, "unrevoke", nil, "lift the revocation of this certificate fingerprint (repeatable), as manifest set --unrevoke")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -60,7 +60,7 @@ func manifestApproveCmd(client func() (*api.Client, error)) *cobra.Command {
 		Short: "sign a proposed manifest update (meshctl manifest propose)",
 		Long: `Fetches proposal ID, shows what it changes against the current manifest, and signs it
 with your owner key. The coordinator applies it once enough owners signed.`,
-		Example: `  meshctl manifest approve 3f2a… --key bob.key`,
+		Example: `  meshctl manifest approve 3f2a… --owner-key bob.key`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -94,8 +94,8 @@ with your owner key. The coordinator applies it once enough owners signed.`,
 			return printProposal(cmd.OutOrStdout(), resp)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
-	cmd.MarkFlagRequired("key")
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -114,7 +114,7 @@ func printProposal(w io.Writer, p *api.ProposalResponse) error {
 			p.ID, strings.Join(p.ApprovedBy, ", "), p.Applied.Status.Generation, p.Applied.Status.Head)
 		return err
 	}
-	_, err := fmt.Fprintf(w, "proposal %s signed by %s; %d more owner signature(s) needed: meshctl manifest approve %s --key OWNER-KEY\n",
+	_, err := fmt.Fprintf(w, "proposal %s signed by %s; %d more owner signature(s) needed: meshctl manifest approve %s --owner-key OWNER-KEY\n",
 		p.ID, strings.Join(p.ApprovedBy, ", "), p.Needed, p.ID)
 	return err
 }

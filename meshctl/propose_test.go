@@ -60,18 +60,18 @@ func TestTwoOfThreeOwners(t *testing.T) {
 
 	before := head()
 	longer := write("longer.json", func(m *manifest.Manifest) { m.CertificateLifetime = "2h" })
-	if _, err := o.run("manifest", "set", longer, "--key", keyFiles["alice"]); err == nil || !strings.Contains(err.Error(), "1 of the 2 owner signatures") {
+	if _, err := o.run("manifest", "set", longer, "--owner-key", keyFiles["alice"]); err == nil || !strings.Contains(err.Error(), "1 of the 2 owner signatures") {
 		t.Fatalf("one signature: %v", err)
 	}
 	lower := write("lower.json", func(m *manifest.Manifest) { m.UpdateThreshold = 1 })
-	if _, err := o.run("manifest", "set", lower, "--key", keyFiles["bob"]); err == nil || !strings.Contains(err.Error(), "owner signatures") {
+	if _, err := o.run("manifest", "set", lower, "--owner-key", keyFiles["bob"]); err == nil || !strings.Contains(err.Error(), "owner signatures") {
 		t.Fatalf("lowering the threshold with one signature: %v", err)
 	}
 	if head() != before {
 		t.Fatal("a refused update moved the head")
 	}
 
-	out := o.must("manifest", "propose", longer, "--key", keyFiles["alice"])
+	out := o.must("manifest", "propose", longer, "--owner-key", keyFiles["alice"])
 	id := history.UpdateDigestHex(before, mustParse(t, longer).Hash())
 	if !strings.Contains(out, id) || !strings.Contains(out, "1 more") {
 		t.Fatalf("propose: %s", out)
@@ -79,7 +79,7 @@ func TestTwoOfThreeOwners(t *testing.T) {
 	// Alice changes her mind: the changed manifest is another proposal,
 	// which Bob's approval of the first does not reach.
 	changed := write("changed.json", func(m *manifest.Manifest) { m.CertificateLifetime = "3h" })
-	o.must("manifest", "propose", changed, "--key", keyFiles["alice"])
+	o.must("manifest", "propose", changed, "--owner-key", keyFiles["alice"])
 	changedID := history.UpdateDigestHex(before, mustParse(t, changed).Hash())
 	// Someone with the store puts the first proposal's content under the
 	// changed one's name: that is no proposal any more.
@@ -90,10 +90,10 @@ func TestTwoOfThreeOwners(t *testing.T) {
 	if err := o.st.Put(ctx, "proposal-"+changedID, first); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.run("manifest", "approve", changedID, "--key", keyFiles["bob"]); err == nil {
+	if _, err := o.run("manifest", "approve", changedID, "--owner-key", keyFiles["bob"]); err == nil {
 		t.Fatal("a proposal whose content was swapped in the store was approved")
 	}
-	out = o.must("manifest", "approve", id, "--key", keyFiles["bob"])
+	out = o.must("manifest", "approve", id, "--owner-key", keyFiles["bob"])
 	if !strings.Contains(out, "applied") || !strings.Contains(out, "certificateLifetime") {
 		t.Fatalf("approve: %s", out)
 	}
@@ -103,11 +103,11 @@ func TestTwoOfThreeOwners(t *testing.T) {
 	}
 	// The history carries both signatures, and verifies here.
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || res.Head != head() {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out-dir", o.dir, "-o", "json")), &res); err != nil || res.Head != head() {
 		t.Fatalf("verify after a 2-of-3 update: %+v %v", res, err)
 	}
 	// A CA rotation's first step is a change like any: two owners.
-	if _, err := o.run("rotate", "ca", "--key", keyFiles["carol"]); err == nil || !strings.Contains(err.Error(), "owner signatures") {
+	if _, err := o.run("rotate", "ca", "--owner-key", keyFiles["carol"]); err == nil || !strings.Contains(err.Error(), "owner signatures") {
 		t.Fatalf("rotate ca with one of two signatures: %v", err)
 	}
 }
@@ -130,19 +130,19 @@ func mustParse(t *testing.T, path string) *manifest.Manifest {
 // manifest history show where the rotation stands.
 func TestRotateCA(t *testing.T) {
 	o := newOwnerMesh(t)
-	if _, err := o.run("rotate", "ca", "--finish", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "no rotation to finish") {
+	if _, err := o.run("rotate", "ca", "--finish", "--owner-key", o.keyFile); err == nil || !strings.Contains(err.Error(), "no rotation to finish") {
 		t.Fatalf("--finish with no rotation: %v", err)
 	}
-	t.Log(o.must("rotate", "ca", "--key", o.keyFile))
-	if out := o.must("verify", "--out", o.dir); !strings.Contains(out, "CA generation 2 (rotating: generation 1 still trusted") {
+	t.Log(o.must("rotate", "ca", "--owner-key", o.keyFile))
+	if out := o.must("verify", "--out-dir", o.dir); !strings.Contains(out, "CA generation 2 (rotating: generation 1 still trusted") {
 		t.Fatalf("verify during the rotation:\n%s", out)
 	}
-	if _, err := o.run("rotate", "ca", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "in progress") {
+	if _, err := o.run("rotate", "ca", "--owner-key", o.keyFile); err == nil || !strings.Contains(err.Error(), "in progress") {
 		t.Fatalf("a second rotation during one: %v", err)
 	}
-	t.Log(o.must("rotate", "ca", "--finish", "--key", o.keyFile))
+	t.Log(o.must("rotate", "ca", "--finish", "--owner-key", o.keyFile))
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || res.CAGeneration != 2 || res.TrustsPreviousCA {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out-dir", o.dir, "-o", "json")), &res); err != nil || res.CAGeneration != 2 || res.TrustsPreviousCA {
 		t.Fatalf("verify after --finish: %+v, %v", res, err)
 	}
 	if hist := o.must("manifest", "history"); !strings.Contains(hist, "ca.generation") || !strings.Contains(hist, "ca.trustPrevious") {

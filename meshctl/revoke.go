@@ -20,6 +20,8 @@ func revokeCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke POD|NAME|IP|FINGERPRINT",
 		Short: "revoke a host's certificate and key, signed with an owner key",
+		Example: `  meshctl revoke default/pod-a --owner-key owner.key
+  meshctl revoke 10.42.0.7 --owner-key owner.key`,
 		Long: `Finds the enrolled host (a pod as namespace/name, its certificate name, overlay IP or
 certificate fingerprint), adds its certificate and key to the manifest's revoked list and
 sets the manifest, signed with an owner key. Every host refuses the certificate and closes
@@ -83,7 +85,7 @@ issues another certificate to the key: the workload must start again with a new 
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
-	cmd.MarkFlagRequired("key")
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }

@@ -64,11 +64,11 @@ func TestRerunAfterLostAnswer(t *testing.T) {
 	}
 
 	url := start()
-	if _, err := meshctl("manifest", "set", mf, "--key", keyFile, "--coordinator", url, "--out-dir", mkdir("lost")); err != nil {
+	if _, err := meshctl("manifest", "set", mf, "--owner-key", keyFile, "--coordinator", url, "--out-dir", mkdir("lost")); err != nil {
 		t.Fatal(err)
 	}
 	again := mkdir("again")
-	out, err := meshctl("manifest", "set", mf, "--key", keyFile, "--coordinator", url, "--out-dir", again)
+	out, err := meshctl("manifest", "set", mf, "--owner-key", keyFile, "--coordinator", url, "--out-dir", again)
 	if err != nil {
 		t.Fatalf("manifest set run again: %v", err)
 	}
@@ -82,10 +82,10 @@ func TestRerunAfterLostAnswer(t *testing.T) {
 	// The coordinator restarts, locked; the unlock key was in "lost".
 	url = start()
 	fetched := mkdir("fetched")
-	if out, err := meshctl("seed-shares", "--key", keyFile, "--coordinator", url, "--out-dir", fetched); err != nil {
+	if out, err := meshctl("seed-shares", "--owner-key", keyFile, "--coordinator", url, "--out-dir", fetched); err != nil {
 		t.Fatalf("seed-shares: %v\n%s", err, out)
 	}
-	out, err = meshctl("recover", "--force", "--seed-share", filepath.Join(fetched, "bob.seed-share"), "--key", shareKeyFile, "--coordinator", url, "--out-dir", fetched)
+	out, err = meshctl("recover", "--force", "--seed-share-file", filepath.Join(fetched, "bob.seed-share"), "--seed-share-key", shareKeyFile, "--coordinator", url, "--out-dir", fetched)
 	if err != nil {
 		t.Fatalf("recover with the fetched share: %v", err)
 	}

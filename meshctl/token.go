@@ -16,6 +16,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/manifest"
 )
@@ -31,7 +32,7 @@ rotating and revoking a token are manifest changes signed with an owner key. Hos
 token admitted renew with their certificates, not the token: rotating, revoking or using
 it up stops no running host (meshctl revoke does).`,
 	}
-	cmd.AddCommand(tokenCreateCmd(client), tokenListCmd(client), tokenRevokeCmd(client), tokenRotateCmd(client))
+	cli.Group(cmd).AddCommand(tokenCreateCmd(client), tokenListCmd(client), tokenRevokeCmd(client), tokenRotateCmd(client))
 	return cmd
 }
 
@@ -42,8 +43,8 @@ func tokenCreateCmd(client func() (*api.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --role ROLE",
 		Short: "make a join token and add its hash to the manifest",
-		Example: `  meshctl token create --role lighthouse --name lighthouse-1 --key owner.key --out lighthouse.token
-  meshctl token create --role vm --ttl 24h --uses 1 --key owner.key`,
+		Example: `  meshctl token create --role lighthouse --name lighthouse-1 --owner-key owner.key --out lighthouse.token
+  meshctl token create --role vm --ttl 24h --uses 1 --owner-key owner.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -62,13 +63,13 @@ func tokenCreateCmd(client func() (*api.Client, error)) *cobra.Command {
 			return emitToken(cmd, tok, out, fmt.Sprintf("token %s for role %s", jointoken.IDOf(tok.Hash()), role), gen)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().StringVar(&role, "role", "", `"lighthouse", or a role with joinToken: true (required)`)
 	cmd.Flags().StringVar(&name, "name", "", "the lighthouse the token admits (required with --role lighthouse); for other roles, the host name certificates get")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long new hosts may join with it, e.g. 24h (0: until revoked)")
 	cmd.Flags().IntVar(&uses, "uses", 0, "how many distinct keys may join with it (0: any number)")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	cmd.MarkFlagRequired("role")
 	return cmd
 }
@@ -81,7 +82,7 @@ func tokenRotateCmd(client func() (*api.Client, error)) *cobra.Command {
 		Long: `Replaces token ID (meshctl token list) with a new secret in one manifest change: the old
 token is refused from then on, the new one admits the same role (and lighthouse). Hosts the
 old token admitted keep renewing. A --uses limit starts again for the new token.`,
-		Example: `  meshctl token rotate 3f2a9c1d0b7e --key owner.key --out lighthouse.token`,
+		Example: `  meshctl token rotate 3f2a9c1d0b7e --owner-key owner.key --out lighthouse.token`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -95,9 +96,9 @@ old token admitted keep renewing. A --uses limit starts again for the new token.
 			return emitToken(cmd, tok, out, fmt.Sprintf("token %s replaces %s", jointoken.IDOf(tok.Hash()), args[0]), gen)
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
 	cmd.Flags().StringVar(&out, "out", "", "write the new token to this file (mode 0600, replaced in one step) instead of standard output")
-	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
@@ -108,7 +109,7 @@ func tokenRevokeCmd(client func() (*api.Client, error)) *cobra.Command {
 		Short: "remove a join token from the manifest: no new host joins with it",
 		Long: `Removes token ID (meshctl token list) from the manifest. Hosts it admitted keep their
 certificates and renew them; to cut one off, meshctl revoke it.`,
-		Example: `  meshctl token revoke 3f2a9c1d0b7e --key owner.key`,
+		Example: `  meshctl token revoke 3f2a9c1d0b7e --owner-key owner.key`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key, c, err := ownerClient(keyFile, client)
@@ -130,22 +131,19 @@ certificates and renew them; to cut one off, meshctl revoke it.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", ownerKeyHelp)
-	cmd.MarkFlagRequired("key")
+	ownerKeyFlag(cmd, &keyFile, ownerKeyHelp)
+	cmd.MarkFlagRequired("owner-key")
 	return cmd
 }
 
 func tokenListCmd(client func() (*api.Client, error)) *cobra.Command {
-	var output string
+	var output cli.Output
 	cmd := &cobra.Command{
 		Use:     "list",
 		Short:   "list the manifest's join tokens (IDs, never secrets)",
 		Example: `  meshctl token list -o json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("-o %q: want table or json", output)
-			}
 			c, err := client()
 			if err != nil {
 				return err
@@ -157,11 +155,11 @@ func tokenListCmd(client func() (*api.Client, error)) *cobra.Command {
 			return printTokens(cmd.OutOrStdout(), output, m.JoinTokens)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cli.AddOutput(cmd, &output)
 	return cmd
 }
 
-// TokenRow is one line of meshctl token list -o json.
+// TokenRow is one line of meshctl token list -o json|yaml.
 type TokenRow struct {
 	ID      string     `json:"id"`
 	Role    string     `json:"role"`
@@ -170,16 +168,15 @@ type TokenRow struct {
 	Uses    int        `json:"uses,omitempty"`
 }
 
-func printTokens(w io.Writer, output string, ts []manifest.JoinToken) error {
+func printTokens(w io.Writer, output cli.Output, ts []manifest.JoinToken) error {
 	rows := make([]TokenRow, 0, len(ts))
 	for _, t := range ts {
 		rows = append(rows, TokenRow{ID: t.ID(), Role: t.Role, Name: t.Name, Expires: t.Expires, Uses: t.Uses})
 	}
-	if output == "json" {
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(rows)
-	}
+	return output.Print(w, rows, func(w io.Writer) error { return tokenTable(w, rows) })
+}
+
+func tokenTable(w io.Writer, rows []TokenRow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tROLE\tNAME\tEXPIRES\tUSES")
 	for _, r := range rows {

@@ -47,7 +47,7 @@ func TestTokenLifecycle(t *testing.T) {
 	var secrets []string
 
 	lhFile := filepath.Join(dir, "lh.token")
-	run("token", "create", "--role", "lighthouse", "--name", "lh", "--key", keyFile, "--out", lhFile)
+	run("token", "create", "--role", "lighthouse", "--name", "lh", "--owner-key", keyFile, "--out", lhFile)
 	lhToken := readToken(lhFile)
 	secrets = append(secrets, secretOf(lhToken))
 	first, err := enrol.Join(ctx, c, lhToken)
@@ -64,7 +64,7 @@ func TestTokenLifecycle(t *testing.T) {
 
 	// Rotated: the old token is refused, the running lighthouse renews.
 	id := tokenID(t, lhToken)
-	run("token", "rotate", id, "--key", keyFile, "--out", lhFile)
+	run("token", "rotate", id, "--owner-key", keyFile, "--out", lhFile)
 	newToken := readToken(lhFile)
 	secrets = append(secrets, secretOf(newToken))
 	if _, err := enrol.Join(ctx, c, lhToken); !errors.Is(err, api.ErrRefused) || !strings.Contains(err.Error(), "not one of manifest") {
@@ -101,7 +101,7 @@ func TestTokenLifecycle(t *testing.T) {
 	}
 
 	// Revoked: refused for new hosts; the lighthouse it admitted renews.
-	run("token", "revoke", tokenID(t, newToken), "--key", keyFile)
+	run("token", "revoke", tokenID(t, newToken), "--owner-key", keyFile)
 	if _, err := enrol.Join(ctx, c, newToken); !errors.Is(err, api.ErrRefused) {
 		t.Fatalf("a revoked token: %v, want refused", err)
 	}
@@ -112,7 +112,7 @@ func TestTokenLifecycle(t *testing.T) {
 
 	// Single use: one key, and that key again; no second key.
 	vmFile := filepath.Join(dir, "vm.token")
-	run("token", "create", "--role", "vm", "--uses", "1", "--key", keyFile, "--out", vmFile)
+	run("token", "create", "--role", "vm", "--uses", "1", "--owner-key", keyFile, "--out", vmFile)
 	vmToken := readToken(vmFile)
 	secrets = append(secrets, secretOf(vmToken))
 	_, pubA, _ := enrol.KeyPair()

@@ -15,6 +15,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/history"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 
@@ -62,11 +63,11 @@ type Pin struct {
 func readPin(path string) (*Pin, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--pin: %w", err)
+		return nil, fmt.Errorf("--pin-file: %w", err)
 	}
 	var p Pin
 	if err := json.Unmarshal(b, &p); err != nil || p.MeshID == "" || p.Head == "" {
-		return nil, fmt.Errorf("--pin %s: not a pin meshctl verify wrote", path)
+		return nil, fmt.Errorf("--pin-file %s: not a pin meshctl verify wrote", path)
 	}
 	return &p, nil
 }
@@ -86,16 +87,19 @@ type verifyResult struct {
 }
 
 func verifyCmd(client func() (*api.Client, error), meshID *string) *cobra.Command {
-	var expected, outDir, output string
+	var expected, outDir string
+	var output cli.Output
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "verify the mesh before trusting it: the coordinator's attestation, its whole history, the manifest, the mesh",
-		Long: `verify attests the coordinator (attested TLS with --coordinator-policy, on a fresh
+		Example: `  meshctl verify --mesh-id $SEALMESH_MESH_ID --manifest-file manifest.yaml --out-dir verified
+  meshctl verify --out-dir "" -o json`,
+		Long: `verify attests the coordinator (attested TLS with --coordinator-policy-file, on a fresh
 nonce of this client's), fetches the whole history and checks it here, from the first
 transition: hash links, contiguous generations, every transition signed by an owner of
 the manifest it replaces, each manifest and the CA certificate against their hashes. It
-compares the active manifest with --manifest if given and the mesh with --mesh-id, and
-writes to --out: ca.crt (the mesh's Nebula CA; nebula-cert verify reads it), each
+compares the active manifest with --manifest-file if given and the mesh with --mesh-id, and
+writes to --out-dir: ca.crt (the mesh's Nebula CA; nebula-cert verify reads it), each
 generation's manifest, and pin (mesh ID, head, generation), which later commands and
 agents can hold coordinators to.
 
@@ -147,9 +151,11 @@ Exit codes: 3 the coordinator did not attest or answer, 4 the history does not v
 			return printVerify(cmd.OutOrStdout(), output, res)
 		},
 	}
-	cmd.Flags().StringVar(&expected, "manifest", "", "the manifest the data owner expects to be active (JSON or YAML)")
-	cmd.Flags().StringVar(&outDir, "out", ".", "where to write ca.crt, the manifests and the pin; empty: write nothing")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json: the result as JSON")
+	cmd.Flags().StringVar(&expected, "manifest-file", "", "the manifest the data owner expects to be active (JSON or YAML)")
+	cmd.Flags().StringVar(&outDir, "out-dir", ".", "where to write ca.crt, the manifests and the pin; empty: write nothing")
+	cli.Rename(cmd.Flags(), "manifest", "manifest-file")
+	cli.Rename(cmd.Flags(), "out", "out-dir")
+	cli.AddOutput(cmd, &output)
 	return cmd
 }
 
@@ -191,7 +197,7 @@ func verifyHistory(entries []api.HistoryEntry, info *api.ManifestInfo) (*history
 // writeVerified writes ca.crt, manifest-<generation>.json and pin to dir.
 func writeVerified(dir string, v *history.Verified, info *api.ManifestInfo, entries []api.HistoryEntry, pin Pin) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("--out: %w", err)
+		return nil, fmt.Errorf("--out-dir: %w", err)
 	}
 	files := map[string][]byte{"ca.crt": []byte(info.CA)}
 	for _, e := range entries {
@@ -205,20 +211,15 @@ func writeVerified(dir string, v *history.Verified, info *api.ManifestInfo, entr
 	var out []string
 	for name, data := range files {
 		if err := atomicfile.WriteMode(dir, name, data, 0o644); err != nil {
-			return nil, fmt.Errorf("--out: %w", err)
+			return nil, fmt.Errorf("--out-dir: %w", err)
 		}
 		out = append(out, filepath.Join(dir, name))
 	}
 	return out, nil
 }
 
-func printVerify(w io.Writer, output string, r verifyResult) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	case "":
+func printVerify(w io.Writer, output cli.Output, r verifyResult) error {
+	return output.Print(w, r, func(w io.Writer) error {
 		fmt.Fprintf(w, "verified: mesh %s, generation %d, head %s, manifest %s, CA sha256 %s (coordinator %s)\n",
 			r.MeshID, r.Generation, r.Head, r.Manifest, r.CA, r.Coordinator)
 		fmt.Fprintf(w, "CA generation %d", r.CAGeneration)
@@ -230,9 +231,7 @@ func printVerify(w io.Writer, output string, r verifyResult) error {
 			fmt.Fprintln(w, "immutable: the manifest has no owners; no transition can follow it")
 		}
 		return nil
-	default:
-		return fmt.Errorf("-o %q: want json, or nothing for text", output)
-	}
+	})
 }
 
 func sha256Hex(b []byte) string {

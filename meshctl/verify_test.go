@@ -117,7 +117,7 @@ func TestVerify(t *testing.T) {
 	m := newVerifyMesh(t)
 	st := m.c.Status()
 	out := t.TempDir()
-	got, err := meshctl("--coordinator", m.serve(t, nil), "verify", "--out", out, "--manifest", writeTemp(t, m.manifests[2]), "-o", "json")
+	got, err := meshctl("--coordinator", m.serve(t, nil), "verify", "--out-dir", out, "--manifest-file", writeTemp(t, m.manifests[2]), "-o", "json")
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
@@ -154,7 +154,7 @@ func TestVerify(t *testing.T) {
 		{"another mesh", []string{"--mesh-id", strings.Repeat("ab", 32)}, nil, ExitMeshMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := meshctl(append([]string{"--coordinator", m.serve(t, tc.edit), "verify", "--out", ""}, tc.args...)...)
+			_, err := meshctl(append([]string{"--coordinator", m.serve(t, tc.edit), "verify", "--out-dir", ""}, tc.args...)...)
 			if ExitCode(err) != tc.code {
 				t.Fatalf("verify: %v (exit %d), want exit %d", err, ExitCode(err), tc.code)
 			}
@@ -174,7 +174,7 @@ func TestNebulaCertAcceptsVerifiedCA(t *testing.T) {
 	m := newVerifyMesh(t)
 	url := m.serve(t, nil)
 	out := t.TempDir()
-	if _, err := meshctl("--coordinator", url, "verify", "--out", out); err != nil {
+	if _, err := meshctl("--coordinator", url, "verify", "--out-dir", out); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := lighthouseSecret.For(m.c.MeshID())
@@ -195,7 +195,7 @@ func TestNebulaCertAcceptsVerifiedCA(t *testing.T) {
 	// And refuses it against another mesh's CA.
 	other := newVerifyMesh(t)
 	otherOut := t.TempDir()
-	if _, err := meshctl("--coordinator", other.serve(t, nil), "verify", "--out", otherOut); err != nil {
+	if _, err := meshctl("--coordinator", other.serve(t, nil), "verify", "--out-dir", otherOut); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := exec.Command(nebulaCert, "verify", "-ca", filepath.Join(otherOut, "ca.crt"), "-crt", crt).CombinedOutput(); err == nil {
@@ -257,13 +257,13 @@ func TestPinnedCommands(t *testing.T) {
 	m := newVerifyMesh(t)
 	url := m.serve(t, nil)
 	out := t.TempDir()
-	if _, err := meshctl("--coordinator", url, "verify", "--out", out); err != nil {
+	if _, err := meshctl("--coordinator", url, "verify", "--out-dir", out); err != nil {
 		t.Fatal(err)
 	}
 	pin := filepath.Join(out, "pin")
 	keyFile := filepath.Join(t.TempDir(), "owner.key")
 	os.WriteFile(keyFile, m.keyPEM, 0o600)
-	if _, err := meshctl("--coordinator", url, "--pin", pin, "status"); err != nil {
+	if _, err := meshctl("--coordinator", url, "--pin-file", pin, "status"); err != nil {
 		t.Fatalf("pinned status at the verified head: %v", err)
 	}
 	// Someone moves the mesh on.
@@ -272,7 +272,7 @@ func TestPinnedCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	moved := m.c.Status()
-	_, err := meshctl("--coordinator", url, "--pin", pin, "manifest", "set", writeTemp(t, m.manifests[0]), "--key", keyFile)
+	_, err := meshctl("--coordinator", url, "--pin-file", pin, "manifest", "set", writeTemp(t, m.manifests[0]), "--owner-key", keyFile)
 	if !errors.Is(err, api.ErrHeadMismatch) {
 		t.Fatalf("pinned manifest set after the mesh moved: %v, want head-mismatch", err)
 	}
@@ -293,13 +293,13 @@ func TestImmutableMesh(t *testing.T) {
 		t.Fatalf("making the mesh final: %v", err)
 	}
 	var res verifyResult
-	if err := json.Unmarshal([]byte(o.must("verify", "--out", o.dir, "-o", "json")), &res); err != nil || !res.Immutable {
+	if err := json.Unmarshal([]byte(o.must("verify", "--out-dir", o.dir, "-o", "json")), &res); err != nil || !res.Immutable {
 		t.Fatalf("verify: %+v, %v; want immutable", res, err)
 	}
-	if out := o.must("verify", "--out", o.dir); !strings.Contains(out, "immutable") || !strings.Contains(out, "CA generation 1") {
+	if out := o.must("verify", "--out-dir", o.dir); !strings.Contains(out, "immutable") || !strings.Contains(out, "CA generation 1") {
 		t.Fatalf("verify's text does not say the mesh is immutable:\n%s", out)
 	}
-	if _, err := o.run("token", "create", "--role", "vm", "--key", o.keyFile); err == nil || !strings.Contains(err.Error(), "immutable") {
+	if _, err := o.run("token", "create", "--role", "vm", "--owner-key", o.keyFile); err == nil || !strings.Contains(err.Error(), "immutable") {
 		t.Fatalf("a change after the final manifest: %v, want refused as immutable", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
-	"github.com/sealmesh/sealmesh/internal/buildinfo"
+	"github.com/sealmesh/sealmesh/internal/buildmetric"
 )
 
 // metrics are the agent's own.
@@ -71,7 +71,7 @@ func (a *Agent) initMetrics() {
 			}
 			return time.Since(time.Unix(0, c)).Seconds()
 		}),
-		buildinfo.Collector("agent", a.cfg.Version), certExpiry{a},
+		buildmetric.Collector("agent", a.cfg.Version), certExpiry{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	a.metrics = m

@@ -42,6 +42,7 @@ type Options struct {
 	Device     string // TUN device name; "" disables the TUN (a lighthouse may run without)
 	MTU        int    // 0: Nebula's default (1300)
 	ListenPort int    // 0: DefaultPort
+	ListenHost string // "": every address (0.0.0.0)
 	Lighthouse bool   // serve as lighthouse and relay
 	LogLevel   string // Nebula's logging.level; "" means info
 	// DNS, for a lighthouse, is the host:port its DNS server answers on:
@@ -169,6 +170,9 @@ func (n *Nebula) Render() ([]byte, error) {
 // pass the rendering to nebula.Main with configTest set: that path logs the
 // whole configuration, key included.
 func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
+	if o.ListenHost == "" {
+		o.ListenHost = "0.0.0.0"
+	}
 	if o.ListenPort == 0 {
 		o.ListenPort = DefaultPort
 	}
@@ -184,7 +188,7 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
 		// the receiving socket overflows under one TCP stream and the
 		// losses cap throughput (docs/BENCHMARKS.md, data plane). They
 		// are limits, not allocations: an idle pod costs nothing more.
-		Listen:  Listen{Host: "0.0.0.0", Port: o.ListenPort, ReadBuffer: socketBuffer, WriteBuffer: socketBuffer},
+		Listen:  Listen{Host: o.ListenHost, Port: o.ListenPort, ReadBuffer: socketBuffer, WriteBuffer: socketBuffer},
 		Punchy:  Punchy{Punch: true},
 		Tun:     Tun{Disabled: o.Device == ""},
 		Logging: Logging{Level: o.LogLevel, Format: "json"},

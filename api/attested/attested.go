@@ -37,11 +37,11 @@ func Client(url, policyFile string) (*api.Client, *Trust, error) {
 	case !strings.HasPrefix(url, "https://"):
 		return nil, nil, fmt.Errorf("coordinator %q: want an https:// (attested) or http:// URL", url)
 	case policyFile == "":
-		return nil, nil, fmt.Errorf("coordinator %s: attested TLS needs --coordinator-policy (what the coordinator must attest as)", url)
+		return nil, nil, fmt.Errorf("coordinator %s: attested TLS needs --coordinator-policy-file (what the coordinator must attest as)", url)
 	}
 	p, err := LoadPolicy(policyFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--coordinator-policy-file: %w", err)
 	}
 	t := &Trust{initial: p}
 	pool := atls.NewPool(t, nil, nil)
@@ -89,7 +89,7 @@ func (t *Trust) Accept(c *attest.Claims) error {
 	roles, initial := t.roles, t.initial
 	t.mu.Unlock()
 	if err := c.Satisfies(initial); err != nil {
-		return fmt.Errorf("not a coordinator the configured policy accepts (--coordinator-policy): %w", err)
+		return fmt.Errorf("not a coordinator the configured policy accepts (--coordinator-policy-file): %w", err)
 	}
 	if len(roles) == 0 {
 		return nil

@@ -113,3 +113,28 @@ func TestTrustOnlyNarrows(t *testing.T) {
 		t.Fatalf("A after the manifest removed its role: %v", err)
 	}
 }
+
+// Issue 28: plain http:// against an attested-TLS coordinator said only
+// "400 Bad Request"; a missing policy file did not name its flag.
+func TestClientMistakesNamed(t *testing.T) {
+	d, err := simulated.New(simulated.MeasurementOf("coordinator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := store.OpenFile(t.TempDir())
+	c, err := coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := tools.ServeAttested(t, d, c.Handler())
+	plain, _, err := attested.Client(strings.Replace(url, "https://", "http://", 1), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Status(context.Background()); err == nil || !strings.Contains(err.Error(), "this coordinator speaks attested TLS; use https:// and --coordinator-policy-file") {
+		t.Errorf("http:// to attested TLS: %v", err)
+	}
+	if _, _, err := attested.Client(url, filepath.Join(t.TempDir(), "missing.json")); err == nil || !strings.HasPrefix(err.Error(), "--coordinator-policy-file: ") {
+		t.Errorf("missing policy file: %v", err)
+	}
+}

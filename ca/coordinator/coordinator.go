@@ -53,7 +53,8 @@ const (
 // Config wires a coordinator.
 type Config struct {
 	Log *slog.Logger
-	// Version is the binary's, for sealmesh_build_info.
+	// Version is the binary's, for sealmesh_build_info, /v1/status and
+	// the member announced in gossip.
 	Version string
 	// Store is the shared, untrusted state; StoreAddr says where it is, for
 	// the logs.
@@ -527,7 +528,7 @@ func (c *Coordinator) Hint() {
 // Member is what this coordinator announces in gossip.
 func (c *Coordinator) Member() api.Member {
 	v := c.view()
-	m := api.Member{API: c.cfg.API, State: v.state}
+	m := api.Member{API: c.cfg.API, State: v.state, Version: c.cfg.Version}
 	if v.hist != nil {
 		m.Generation, m.Head = v.hist.Generation(), v.hist.Head
 	}

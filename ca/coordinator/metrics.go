@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sealmesh/sealmesh/internal/buildinfo"
+	"github.com/sealmesh/sealmesh/internal/buildmetric"
 )
 
 // metrics are the coordinator's Prometheus metrics, served on the plain
@@ -45,7 +45,7 @@ func (c *Coordinator) initMetrics() {
 			}
 			return 0
 		}),
-		buildinfo.Collector("coordinator", c.cfg.Version),
+		buildmetric.Collector("coordinator", c.cfg.Version),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	c.metrics = m

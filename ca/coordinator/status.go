@@ -64,7 +64,7 @@ func (c *Coordinator) mayListHosts(ctx context.Context, m *manifest.Manifest, p 
 // status is v as api.Status, listing the live hosts that match names (all
 // for "").
 func (c *Coordinator) status(v *view, match string) *api.Status {
-	s := &api.Status{State: v.state, Message: v.msg, Hosts: []api.Host{}, MeshID: v.mesh, MeshFirstUse: v.firstUse, FreshnessUnconfirmed: v.unconfirmed}
+	s := &api.Status{Version: c.cfg.Version, State: v.state, Message: v.msg, Hosts: []api.Host{}, MeshID: v.mesh, MeshFirstUse: v.firstUse, FreshnessUnconfirmed: v.unconfirmed}
 	if v.hist != nil {
 		s.ManifestHash = v.hist.Manifest.Hash()
 		s.AcceptsSimulated = v.hist.Manifest.AcceptsSimulated()

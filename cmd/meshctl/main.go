@@ -8,7 +8,10 @@ import (
 	"github.com/sealmesh/sealmesh/meshctl"
 )
 
+var version = "dev"
+
 func main() {
+	meshctl.Version = version
 	if err := meshctl.Command().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "meshctl:", err)
 		os.Exit(meshctl.ExitCode(err))

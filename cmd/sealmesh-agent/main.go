@@ -25,6 +25,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/api/attested"
 	"github.com/sealmesh/sealmesh/attest/tee"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/kube"
@@ -33,9 +34,7 @@ import (
 var version = "dev"
 
 func main() {
-	root := &cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", Version: version, SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(nodeCmd(), podCmd(), installCNICmd())
-	if err := root.Execute(); err != nil {
+	if err := command().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-agent:", err)
 		os.Exit(1)
 	}
@@ -49,7 +48,10 @@ func nodeCmd() *cobra.Command {
 	var exclude []string
 	cmd := &cobra.Command{
 		Use:   "node",
+		Args:  cobra.NoArgs,
 		Short: "serve the CNI plugin on this node",
+		Example: `  sealmesh-agent node --tee snp --coordinator https://sealmesh-coordinator.sealmesh:7080 \
+    --coordinator-policy-file /etc/sealmesh/policy/policy.yaml --kubernetes-pods --node-name $NODE_NAME`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if perProcess < 1 {
 				return fmt.Errorf("--pods-per-process %d: want at least 1", perProcess)
@@ -122,12 +124,14 @@ func nodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
-	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&policy, "coordinator-policy-file", "", "what the coordinator must attest as: a file holding a JSON or YAML attestation block (meshctl sim-tee init --policy-out writes one)")
+	cli.Rename(f, "coordinator-policy", "coordinator-policy-file")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
 	f.StringVar(&teeSpec, "tee", "", "evidence source: snp (inside an SEV-SNP guest), tdx (inside a TD), oidc:<projected service-account token file>, or simulated:<dir> (development; meshctl sim-tee init)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "per-pod state and logs")
-	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz and /readyz")
+	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7081", "address for /healthz and /readyz")
+	cli.Rename(f, "health-addr", "health-listen")
 	f.BoolVar(&kubePods, "kubernetes-pods", false, "before enrolling a pod, require it to exist on this node with the runtime's UID (Kubernetes API, in-cluster or $KUBECONFIG; needs get on pods) and take its service account")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
 	f.StringSliceVar(&exclude, "exclude-namespaces", nil, "namespaces whose pods are never attached (as in install-cni's --exclude-namespaces); with --kubernetes-pods, also not reported as unattached")
@@ -142,7 +146,10 @@ func podCmd() *cobra.Command {
 	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:   "pod",
+		Args:  cobra.NoArgs,
 		Short: "attach this pod (its own TEE, its own network namespace) to the mesh: a sidecar, no CNI",
+		Example: `  sealmesh-agent pod --tee snp --coordinator https://sealmesh-coordinator.sealmesh:7080 \
+    --coordinator-policy-file /etc/sealmesh/policy/policy.yaml`,
 		Long: `Pod mode: the agent runs inside a confidential pod, attests with the pod's own TEE,
 and brings the Nebula interface up in the pod's own network namespace; it renews the
 certificate and follows manifest changes like the node agent, and gives the address back
@@ -194,17 +201,26 @@ when the pod stops (SIGTERM).`,
 	f := cmd.Flags()
 	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses")
-	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&policy, "coordinator-policy-file", "", "what the coordinator must attest as: a file holding a JSON or YAML attestation block (meshctl sim-tee init --policy-out writes one)")
+	cli.Rename(f, "coordinator-policy", "coordinator-policy-file")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before evidence is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&teeSpec, "tee", "", "this pod's evidence source: snp, tdx, or simulated:<dir> (development)")
 	f.StringVar(&stateDir, "state-dir", "/run/sealmesh", "state and the tunnel's log (an emptyDir)")
-	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7081", "address for /healthz, /readyz and /metrics")
+	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7081", "address for /healthz, /readyz and /metrics")
+	cli.Rename(f, "health-addr", "health-listen")
 	f.StringVar(&ifName, "interface", "nebula1", "the Nebula interface")
 	f.StringVar(&namespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "this pod's namespace (default $POD_NAMESPACE, from the downward API)")
 	f.StringVar(&name, "pod-name", os.Getenv("POD_NAME"), "this pod's name (default $POD_NAME)")
 	f.StringVar(&uid, "pod-uid", os.Getenv("POD_UID"), "this pod's UID (default $POD_UID)")
 	cmd.MarkFlagRequired("tee")
 	return cmd
+}
+
+func command() *cobra.Command {
+	root := cli.Group(&cobra.Command{Use: "sealmesh-agent", Short: "sealmesh node agent", SilenceUsage: true, SilenceErrors: true})
+	root.AddCommand(nodeCmd(), podCmd(), installCNICmd())
+	cli.AddVersion(root, version)
+	return root
 }
 
 // tunnelBinary is sealmesh-tunnel, installed beside this binary: one runs per
@@ -230,7 +246,11 @@ func installCNICmd() *cobra.Command {
 	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:   "install-cni",
+		Args:  cobra.NoArgs,
 		Short: "put sealmesh-cni into this node's CNI bin directory and chain it into the primary network configuration",
+		Example: `  sealmesh-agent install-cni --exclude-namespaces kube-system,sealmesh
+  sealmesh-agent install-cni --watch --health-listen 127.0.0.1:7083 --uninstall-when-gone sealmesh/sealmesh-agent
+  sealmesh-agent install-cni --uninstall`,
 		Long: `install-cni copies sealmesh-cni into the CNI bin directory and appends it to the
 plugin list of the configuration the runtime loads (the first valid .conf, .conflist or
 .json in name order; a .conf becomes a .conflist). With --watch it stays, puts the
@@ -322,7 +342,8 @@ DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 	f.IntVar(&mtu, "mtu", 0, "the pods' Nebula MTU (0: derived from each pod's link)")
 	f.StringSliceVar(&exclude, "exclude-namespaces", nil, "namespaces whose pods the plugin passes through without asking the agent (comma-separated): at least sealmesh's own, whose coordinators must start before any pod can enrol")
 	f.BoolVar(&watch, "watch", false, "keep running and re-install when the configuration changes")
-	f.StringVar(&healthAddr, "health-addr", "", "with --watch: address for /healthz and /readyz (ready while installed)")
+	f.StringVar(&healthAddr, "health-listen", "", "with --watch: address for /healthz and /readyz (ready while installed)")
+	cli.Rename(f, "health-addr", "health-listen")
 	f.BoolVar(&uninstall, "uninstall", false, "remove the plugin from every configuration and the bin directory")
 	f.StringVar(&owner, "uninstall-when-gone", "", "with --watch: namespace/name of the DaemonSet running this; on exit, uninstall if it is deleted (in-cluster or $KUBECONFIG credentials)")
 	return cmd

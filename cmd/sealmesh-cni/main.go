@@ -3,4 +3,6 @@ package main
 
 import "github.com/sealmesh/sealmesh/cni"
 
-func main() { cni.Main() }
+var version = "dev"
+
+func main() { cni.Main(version) }

@@ -27,6 +27,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/store"
 	"github.com/sealmesh/sealmesh/ca/store/etcdstore"
 	"github.com/sealmesh/sealmesh/ca/store/kubestore"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/internal/serve"
@@ -35,7 +36,7 @@ import (
 
 var version = "dev"
 
-func main() {
+func command() *cobra.Command {
 	var listen, healthAddr, stateDir, storeSpec, teeSpec string
 	var tokens, amdKDS, intelPCS, simulatedCoordinators bool
 	var ratePerSource float64
@@ -44,10 +45,15 @@ func main() {
 	var gossipAddr, gossipAdvertise, name, apiURL, meshID string
 	var logOpts logging.Options
 	cmd := &cobra.Command{
-		Use:           "sealmesh-coordinator",
-		Short:         "Attests workloads and issues their Nebula certificates",
+		Use:   "sealmesh-coordinator",
+		Short: "Attests workloads and issues their Nebula certificates",
+		Example: `  # development: plain HTTP, state in files
+  sealmesh-coordinator --store file:/tmp/sealmesh/store --state-dir /tmp/sealmesh/state --listen 127.0.0.1:7080
+  # attested TLS from an SEV-SNP guest, three coordinators sharing etcd
+  sealmesh-coordinator --tee snp --store etcd:10.0.0.5:2379 --gossip-addr 10.0.0.11:7946 --join 10.0.0.12:7946,10.0.0.13:7946`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logOpts.Logger(os.Stderr)
 			if err != nil {
@@ -172,7 +178,8 @@ func main() {
 	f := cmd.Flags()
 	logOpts.AddFlags(f)
 	f.StringVar(&listen, "listen", ":7080", "address of the enrolment API (attested TLS with --tee, else plain HTTP)")
-	f.StringVar(&healthAddr, "health-addr", ":7081", "plain-HTTP address for /healthz, /readyz and /metrics (probes cannot do attested TLS)")
+	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7081", "plain-HTTP address for /healthz, /readyz and /metrics (probes cannot do attested TLS); :7081 for every address, as kubelet's probes need")
+	cli.Rename(f, "health-addr", "health-listen")
 	f.StringVar(&storeSpec, "store", "file:/var/lib/sealmesh/store", "shared state: file:<dir>, etcd:<endpoint>[,<endpoint>...], or kubernetes:<namespace>/<name> (in-cluster or $KUBECONFIG)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/sealmesh/coordinator", "this coordinator's sealed seed")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh this coordinator serves (meshctl manifest set prints it): a store, peer or seed share of another mesh is refused; empty: the sealed state's, or the first mesh recovered (trust on first use) (or $SEALMESH_MESH_ID)")
@@ -192,7 +199,12 @@ func main() {
 	f.Float64Var(&ratePerSource, "rate-per-source", 100, "API requests one IP address may make a second, in bursts of twice that (probes are not counted); 0: no limit")
 	f.StringSliceVar(&ownerKeys, "owner-key", nil, "an owner's public key (base64, as meshctl keygen prints it); when given, only a first manifest signed by one of these creates the mesh")
 	f.StringVar(&teeSpec, "tee", "", "this coordinator's TEE: snp, or simulated:<dir>; it attests every TLS handshake and seals state with its derived key. Empty: plain HTTP and an unlock key (development)")
-	if err := cmd.Execute(); err != nil {
+	cli.AddVersion(cmd, version)
+	return cmd
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sealmesh-coordinator:", err)
 		os.Exit(1)
 	}

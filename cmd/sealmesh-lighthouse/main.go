@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,7 +21,8 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/api/attested"
-	"github.com/sealmesh/sealmesh/internal/buildinfo"
+	"github.com/sealmesh/sealmesh/internal/buildmetric"
+	"github.com/sealmesh/sealmesh/internal/cli"
 	"github.com/sealmesh/sealmesh/internal/health"
 	"github.com/sealmesh/sealmesh/internal/logging"
 	"github.com/sealmesh/sealmesh/lighthouse"
@@ -27,15 +30,18 @@ import (
 
 var version = "dev"
 
-func main() {
-	var coordinator, policy, meshID, tokenFile, healthAddr, device, dns string
+func command() *cobra.Command {
+	var coordinator, policy, meshID, tokenFile, healthAddr, device, dns, listen string
 	var port int
 	var logOpts logging.Options
 	cmd := &cobra.Command{
-		Use:           "sealmesh-lighthouse",
-		Short:         "Nebula lighthouse and relay, enrolled with a join token",
+		Use:   "sealmesh-lighthouse",
+		Short: "Nebula lighthouse and relay, enrolled with a join token",
+		Example: `  sealmesh-lighthouse --coordinator https://coordinator.example:7080 --coordinator-policy-file coordinator-policy.json \
+    --mesh-id $SEALMESH_MESH_ID --token-file lighthouse.token --listen :4242 --dns 0.0.0.0:53`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logOpts.Logger(os.Stderr)
 			if err != nil {
@@ -53,16 +59,23 @@ func main() {
 					return fmt.Errorf("--dns %q: want ip:port, e.g. 10.0.0.5:53", dns)
 				}
 			}
+			host, lport, err := cli.ParseListen("listen", listen)
+			if err != nil {
+				return err
+			}
+			if port != 0 { // --listen-port, the spelling before issue 28
+				host, lport = "", port
+			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return fmt.Errorf("join token: %w", err)
+				return fmt.Errorf("--token-file: %w", err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			var ready atomic.Bool
 			var notAfter atomic.Int64 // the running certificate's end, Unix seconds
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(buildinfo.Collector("lighthouse", version),
+			reg.MustRegister(buildmetric.Collector("lighthouse", version),
 				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 					Name: "sealmesh_lighthouse_certificate_expiry_timestamp_seconds",
 					Help: "When the lighthouse's Nebula certificate expires (Unix seconds; 0 before enrolment).",
@@ -84,24 +97,36 @@ func main() {
 				}
 			}()
 			return lighthouse.Run(ctx, log, client, lighthouse.Options{
-				Token: strings.TrimSpace(string(tok)), ListenPort: port, Device: device, Version: version, DNS: dns,
+				Token: strings.TrimSpace(string(tok)), ListenHost: host, ListenPort: lport, Device: device, Version: version, DNS: dns,
 				Follower:    &follow.Follower{Client: client, Trust: trust, Log: log},
 				Certificate: func(end time.Time) { notAfter.Store(end.Unix()) },
-			}, func() { ready.Store(true); log.Info("lighthouse serving", "port", port) })
+			}, func() {
+				ready.Store(true)
+				log.Info("lighthouse serving", "listen", net.JoinHostPort(host, strconv.Itoa(lport)))
+			})
 		},
 	}
 	f := cmd.Flags()
 	logOpts.AddFlags(f)
 	f.StringVar(&coordinator, "coordinator", "https://127.0.0.1:7080", "coordinator URLs, comma-separated, or one whose DNS name has several addresses: https (attested TLS) or http (development); calls fail over between them")
-	f.StringVar(&policy, "coordinator-policy", "", "what the coordinator must attest as (JSON or YAML attestation block)")
+	f.StringVar(&policy, "coordinator-policy-file", "", "what the coordinator must attest as: a file holding a JSON or YAML attestation block (meshctl sim-tee init --policy-out writes one)")
+	cli.Rename(f, "coordinator-policy", "coordinator-policy-file")
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before the join token is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
-	f.IntVar(&port, "listen-port", 4242, "Nebula UDP port")
+	f.StringVar(&listen, "listen", ":4242", "Nebula's UDP address, host:port; no host: every address")
+	f.IntVar(&port, "listen-port", 0, "Nebula's UDP port")
+	f.MarkDeprecated("listen-port", "use --listen :PORT")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
 	f.StringVar(&dns, "dns", "", "ip:port to answer DNS on: the overlay IPs of the hosts this lighthouse knows, by certificate name (a pod is <name>.<namespace>); empty serves none")
-	f.StringVar(&healthAddr, "health-addr", "127.0.0.1:7082", "address for /healthz, /readyz and /metrics")
+	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7082", "address for /healthz, /readyz and /metrics")
+	cli.Rename(f, "health-addr", "health-listen")
 	cmd.MarkFlagRequired("token-file")
-	if err := cmd.Execute(); err != nil && !errors.Is(err, context.Canceled) {
+	cli.AddVersion(cmd, version)
+	return cmd
+}
+
+func main() {
+	if err := command().Execute(); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "sealmesh-lighthouse:", err)
 		os.Exit(1)
 	}

@@ -1,13 +1,12 @@
 // Package buildinfo says what a sealmesh binary is built from: its version
 // (set with -ldflags -X main.version), the commit, Go's and Nebula's versions,
-// for `version` output, /v1/status and the sealmesh_build_info metric.
+// for `version` output, /v1/status and the sealmesh_build_info metric. It
+// links nothing but the runtime: the CNI plugin reports its version too.
 package buildinfo
 
 import (
 	"runtime"
 	"runtime/debug"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Info describes one binary.
@@ -35,18 +34,4 @@ func Get(version string) Info {
 		}
 	}
 	return in
-}
-
-// Collector is the sealmesh_build_info gauge (always 1, the information in
-// its labels), as Prometheus's own build_info metrics are.
-func Collector(component, version string) prometheus.Collector {
-	in := Get(version)
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "sealmesh_build_info",
-		Help: "A sealmesh binary's build: version, commit, Go and Nebula versions (value 1).",
-		ConstLabels: prometheus.Labels{"component": component, "version": in.Version, "commit": in.Commit,
-			"goversion": in.Go, "nebula_version": in.Nebula},
-	})
-	g.Set(1)
-	return g
 }

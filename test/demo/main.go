@@ -99,8 +99,8 @@ func run(bin string) (err error) {
 	}
 	say("  %s", res6)
 
-	say("meshctl status --key owner.key")
-	out, err := m.Meshctl("status", "--key", m.OwnerKey())
+	say("meshctl status --owner-key owner.key")
+	out, err := m.Meshctl("status", "--owner-key", m.OwnerKey())
 	if err != nil {
 		return err
 	}

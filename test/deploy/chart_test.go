@@ -408,7 +408,7 @@ func TestChartOptions(t *testing.T) {
 		t.Errorf("lighthouse tolerations %v", tol)
 	}
 	lcs, _, _ := unstructured.NestedSlice(lh, "spec", "containers")
-	if c := lcs[0].(map[string]any); !strings.Contains(str(c["args"]), "--listen-port=4343") || !strings.Contains(str(c["ports"]), "containerPort:4343") {
+	if c := lcs[0].(map[string]any); !strings.Contains(str(c["args"]), "--listen=:4343") || !strings.Contains(str(c["ports"]), "containerPort:4343") {
 		t.Errorf("lighthouse.port not wired: args %v ports %v", c["args"], c["ports"])
 	}
 	// Both the plugin's configuration and the agent exclude the chart's

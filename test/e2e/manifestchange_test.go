@@ -47,7 +47,7 @@ func TestManifestChangeReachesPods(t *testing.T) {
 	if err := os.WriteFile(m.Path("manifest-icmp.json"), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Meshctl("manifest", "set", m.Path("manifest-icmp.json"), "--key", m.Path("owner.key")); err != nil {
+	if _, err := m.Meshctl("manifest", "set", m.Path("manifest-icmp.json"), "--owner-key", m.Path("owner.key")); err != nil {
 		t.Fatal(err)
 	}
 	changed := time.Now()

@@ -190,7 +190,7 @@ func TestMeshOnOneMachine(t *testing.T) {
 		if fmt.Sprint(hosts) != fmt.Sprint(want) {
 			t.Errorf("status hosts\n got %v\nwant %v", hosts, want)
 		}
-		out, err := m.Meshctl("status", "--key", m.OwnerKey())
+		out, err := m.Meshctl("status", "--owner-key", m.OwnerKey())
 		if err != nil {
 			t.Fatal(err)
 		}

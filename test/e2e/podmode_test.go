@@ -35,9 +35,9 @@ func TestPodMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent, err := m.Lab.Start(self, m.Path("pod-agent.log"), m.Bin("sealmesh-agent"), "pod",
-		"--coordinator", m.CoordinatorURL(), "--coordinator-policy", m.Path("coordinator-policy.json"),
+		"--coordinator", m.CoordinatorURL(), "--coordinator-policy-file", m.Path("coordinator-policy.json"),
 		"--tee", "simulated:"+m.Path("sim-tee"), "--state-dir", m.Path("pod-agent-state"),
-		"--health-addr", "127.0.0.1:7083", "--pod-namespace", "demo", "--pod-name", "pod-self")
+		"--health-listen", "127.0.0.1:7083", "--pod-namespace", "demo", "--pod-name", "pod-self")
 	if err != nil {
 		t.Fatal(err)
 	}

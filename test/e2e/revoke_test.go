@@ -33,7 +33,7 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("pod-a → pod-c before: %v %v", r, err)
 	}
 
-	out, err := m.Meshctl("revoke", "demo/pod-b", "--key", m.Path("owner.key"))
+	out, err := m.Meshctl("revoke", "demo/pod-b", "--owner-key", m.Path("owner.key"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func TestCARotation(t *testing.T) {
 	st.keep(t, 2*time.Second)
 
 	// Step one: both pods renew onto the new CA, the stream stays up.
-	out, err := m.Meshctl("rotate", "ca", "--key", m.OwnerKey())
+	out, err := m.Meshctl("rotate", "ca", "--owner-key", m.OwnerKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestCARotation(t *testing.T) {
 	reach(t, "pod-a reaches the VM (old CA, still trusted)", a.NS, vm.ip)
 
 	// Step two: the old CA is trusted no more.
-	if out, err = m.Meshctl("rotate", "ca", "--finish", "--key", m.OwnerKey()); err != nil {
+	if out, err = m.Meshctl("rotate", "ca", "--finish", "--owner-key", m.OwnerKey()); err != nil {
 		t.Fatal(err)
 	}
 	t.Log(strings.TrimSpace(out))

@@ -63,7 +63,7 @@ func TestStockNebulaHost(t *testing.T) {
 	}
 
 	// Revoked: the pod's tunnel to it closes, and renewal is refused.
-	if out, err = m.Meshctl("revoke", vmIP.String(), "--key", m.OwnerKey()); err != nil {
+	if out, err = m.Meshctl("revoke", vmIP.String(), "--owner-key", m.OwnerKey()); err != nil {
 		t.Fatal(err)
 	}
 	t.Log(strings.TrimSpace(out))
@@ -122,10 +122,10 @@ func joinVM(t *testing.T, m *mesh.Mesh, ns *netlab.NS, name string) *vmHost {
 	if out, err := exec.Command(tools.Bin(t, "nebula-cert"), "keygen", "-out-key", filepath.Join(dir, "host.key"), "-out-pub", filepath.Join(dir, "host.pub")).CombinedOutput(); err != nil {
 		t.Fatalf("nebula-cert keygen: %v\n%s", err, out)
 	}
-	if _, err := m.Meshctl("token", "create", "--role", "vm", "--uses", "1", "--key", m.OwnerKey(), "--out", filepath.Join(dir, "vm.token")); err != nil {
+	if _, err := m.Meshctl("token", "create", "--role", "vm", "--uses", "1", "--owner-key", m.OwnerKey(), "--out", filepath.Join(dir, "vm.token")); err != nil {
 		t.Fatal(err)
 	}
-	out, err := m.Meshctl("host", "enrol", "--token", filepath.Join(dir, "vm.token"), "--pub", filepath.Join(dir, "host.pub"), "--out", dir)
+	out, err := m.Meshctl("host", "enrol", "--token-file", filepath.Join(dir, "vm.token"), "--pub-file", filepath.Join(dir, "host.pub"), "--out", dir)
 	if err != nil {
 		t.Fatal(err)
 	}

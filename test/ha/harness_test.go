@@ -151,7 +151,7 @@ func (l *lab) startWith(i int, state, teeDir, store string) {
 	// Every simulated agent of the lab enrols from one address: no
 	// per-source limit, or the benchmark measures the limit.
 	cmd, err := l.net.Start(l.ns[i], l.path(fmt.Sprintf("c%d.log", i+1)), binDir+"/sealmesh-coordinator",
-		"--listen", ip(i)+":7080", "--health-addr", ip(i)+":7081", "--rate-per-source", "0", "--tee", "simulated:"+teeDir,
+		"--listen", ip(i)+":7080", "--health-listen", ip(i)+":7081", "--rate-per-source", "0", "--tee", "simulated:"+teeDir,
 		"--store", store, "--state-dir", state,
 		"--gossip-addr", ip(i)+":7946", "--join", strings.Join(join, ","), "--name", fmt.Sprintf("c%d", i+1))
 	if err != nil {

@@ -43,7 +43,7 @@ func TestStoreUnreachableAtStart(t *testing.T) {
 	}
 	defer logFile.Close()
 	cmd := exec.Command(filepath.Join(binDir, "sealmesh-coordinator"), "--store", "etcd:"+etcdAddr,
-		"--listen", listen, "--health-addr", health, "--state-dir", filepath.Join(dir, "state"))
+		"--listen", listen, "--health-listen", health, "--state-dir", filepath.Join(dir, "state"))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -156,7 +156,7 @@ func TestKubernetes(t *testing.T) {
 		return "https://" + ip + ":7080"
 	}
 	meshctlAt := func(args ...string) (string, error) {
-		return c.Run(meshctl, append([]string{"--coordinator", coord(), "--coordinator-policy", filepath.Join(work, "coordinator-policy.json")}, args...)...)
+		return c.Run(meshctl, append([]string{"--coordinator", coord(), "--coordinator-policy-file", filepath.Join(work, "coordinator-policy.json")}, args...)...)
 	}
 	conflist, err := os.ReadFile(filepath.Join(c.ConfDir, "10-bridge.conflist"))
 	fail(err)
@@ -229,7 +229,7 @@ func TestKubernetes(t *testing.T) {
 	_, err = c.Kubectl("delete", "pod", "pod-a", "--wait=true")
 	fail(err)
 	fail(c.WaitFor("pod-a's lease released", time.Minute, func() error {
-		out, err := meshctlAt("status", "--key", filepath.Join(work, "owner.key"), "--host", "default/pod-a", "-o", "json")
+		out, err := meshctlAt("status", "--owner-key", filepath.Join(work, "owner.key"), "--host", "default/pod-a", "-o", "json")
 		if err != nil {
 			return err
 		}

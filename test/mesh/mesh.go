@@ -162,7 +162,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 	say("starting sealmesh-coordinator in %s (attested TLS on %s:7080)", m.Coord.Name, CoordinatorIP)
 	if m.coordCmd, err = m.Lab.Start(m.Coord, m.path("coordinator.log"), m.bin("sealmesh-coordinator"),
-		"--listen", CoordinatorIP+":7080", "--health-addr", CoordinatorIP+":7081", "--tee", "simulated:"+m.path("coordinator-tee"),
+		"--listen", CoordinatorIP+":7080", "--health-listen", CoordinatorIP+":7081", "--tee", "simulated:"+m.path("coordinator-tee"),
 		"--store", "file:"+m.path("store"), "--state-dir", m.path("coordinator-state")); err != nil {
 		return m, err
 	}
@@ -189,7 +189,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 		return m, err
 	}
 	say("creating the mesh (meshctl manifest set): overlay %s and %s, role pod [simulated], lighthouse %s", Overlay, Overlay6, LighthouseVPN)
-	if out, err := m.Meshctl("manifest", "set", m.path("manifest.json"), "--key", m.path("owner.key"), "--out-dir", m.opt.WorkDir); err != nil {
+	if out, err := m.Meshctl("manifest", "set", m.path("manifest.json"), "--owner-key", m.path("owner.key"), "--out-dir", m.opt.WorkDir); err != nil {
 		return m, err
 	} else {
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -198,7 +198,7 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	}
 
 	say("making the lighthouse's join token (meshctl token create)")
-	if out, err := m.Meshctl("token", "create", "--role", "lighthouse", "--name", LighthouseName, "--key", m.path("owner.key"), "--out", m.path("lighthouse.token")); err != nil {
+	if out, err := m.Meshctl("token", "create", "--role", "lighthouse", "--name", LighthouseName, "--owner-key", m.path("owner.key"), "--out", m.path("lighthouse.token")); err != nil {
 		return m, err
 	} else {
 		say("  %s", strings.TrimSpace(out))
@@ -206,8 +206,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 
 	say("starting sealmesh-lighthouse in %s (underlay %s:4242, overlay %s, DNS for host names on %s:53)", m.LH.Name, LighthouseIP, LighthouseVPN, LighthouseIP)
 	if _, err := m.Lab.Start(m.LH, m.path("lighthouse.log"), m.bin("sealmesh-lighthouse"),
-		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
-		"--token-file", m.path("lighthouse.token"), "--health-addr", "127.0.0.1:7082", "--dns", LighthouseIP+":53"); err != nil {
+		"--coordinator", m.coordURL, "--coordinator-policy-file", m.path("coordinator-policy.json"),
+		"--token-file", m.path("lighthouse.token"), "--health-listen", "127.0.0.1:7082", "--dns", LighthouseIP+":53"); err != nil {
 		return m, err
 	}
 	if err := m.waitHTTP(ctx, m.LH, "http://127.0.0.1:7082/readyz"); err != nil {
@@ -397,7 +397,7 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 
 func (m *Mesh) startAgent(ctx context.Context, log string) error {
 	args := []string{"node",
-		"--coordinator", m.coordURL, "--coordinator-policy", m.path("coordinator-policy.json"),
+		"--coordinator", m.coordURL, "--coordinator-policy-file", m.path("coordinator-policy.json"),
 		"--socket", m.socket(), "--tee", "simulated:" + m.path("sim-tee"),
 		"--state-dir", m.path("agent-state")}
 	if m.opt.PodsPerProcess > 0 {
@@ -552,7 +552,7 @@ func (m *Mesh) RemovePod(ctx context.Context, p *Pod) error {
 
 // Status returns the coordinator's status, fetched from the node.
 func (m *Mesh) Status(ctx context.Context) (*api.Status, error) {
-	out, err := m.Meshctl("status", "--key", m.OwnerKey(), "-o", "json")
+	out, err := m.Meshctl("status", "--owner-key", m.OwnerKey(), "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -574,7 +574,7 @@ func (m *Mesh) Meshctl(args ...string) (string, error) {
 
 // MeshctlWithPolicy runs meshctl expecting the coordinator to satisfy policyFile.
 func (m *Mesh) MeshctlWithPolicy(policyFile string, args ...string) (string, error) {
-	cmd := exec.Command(m.bin("meshctl"), append(args, "--coordinator", m.coordURL, "--coordinator-policy", policyFile)...)
+	cmd := exec.Command(m.bin("meshctl"), append(args, "--coordinator", m.coordURL, "--coordinator-policy-file", policyFile)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := m.Node.Do(cmd.Run); err != nil {
