@@ -1,10 +1,11 @@
 package attest
 
 import (
+	"github.com/sealmesh/sealmesh/internal/hexstr"
+
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -117,8 +118,6 @@ func (a Attestation) Platforms() []string {
 	return out
 }
 
-var hexRE = regexp.MustCompile(`^[0-9a-f]*$`)
-
 // Check reports each problem of the policy at path p of a manifest to bad,
 // with the field's path and the fix.
 func (a Attestation) Check(p string, bad func(path, format string, args ...any)) {
@@ -136,32 +135,32 @@ func (a Attestation) Check(p string, bad func(path, format string, args ...any))
 			bad(p+".tdx.mrtds", "at least one MRTD is required")
 		}
 		for k, v := range t.MRTDs {
-			if len(v) != 96 || !hexRE.MatchString(v) {
-				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "want 96 lower-case hex characters, got %d", len(v))
+			if hexstr.Check(v, 96) != nil {
+				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "%v", hexstr.Check(v, 96))
 			}
 		}
 		if len(t.RTMRs) != 0 && len(t.RTMRs) != 4 {
 			bad(p+".tdx.rtmrs", "want none or 4 entries (RTMR0-3), got %d", len(t.RTMRs))
 		}
-		if t.Xfam != "" && (len(t.Xfam) != 16 || !hexRE.MatchString(t.Xfam)) {
-			bad(p+".tdx.xfam", "want 16 lower-case hex characters, got %d", len(t.Xfam))
+		if t.Xfam != "" && hexstr.Check(t.Xfam, 16) != nil {
+			bad(p+".tdx.xfam", "%v", hexstr.Check(t.Xfam, 16))
 		}
-		if t.MinimumTeeTcbSvn != "" && (len(t.MinimumTeeTcbSvn) != 32 || !hexRE.MatchString(t.MinimumTeeTcbSvn)) {
-			bad(p+".tdx.minimumTeeTcbSvn", "want 32 lower-case hex characters, got %d", len(t.MinimumTeeTcbSvn))
+		if t.MinimumTeeTcbSvn != "" && hexstr.Check(t.MinimumTeeTcbSvn, 32) != nil {
+			bad(p+".tdx.minimumTeeTcbSvn", "%v", hexstr.Check(t.MinimumTeeTcbSvn, 32))
 		}
 		for name, list := range map[string][]string{"mrConfigIds": t.MRConfigIDs, "mrSeams": t.MRSeams} {
 			for k, v := range list {
-				if len(v) != 96 || !hexRE.MatchString(v) {
-					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "want 96 lower-case hex characters, got %d", len(v))
+				if hexstr.Check(v, 96) != nil {
+					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "%v", hexstr.Check(v, 96))
 				}
 			}
 		}
-		if t.MROwner != "" && (len(t.MROwner) != 96 || !hexRE.MatchString(t.MROwner)) {
-			bad(p+".tdx.mrOwner", "want 96 lower-case hex characters, got %d", len(t.MROwner))
+		if t.MROwner != "" && hexstr.Check(t.MROwner, 96) != nil {
+			bad(p+".tdx.mrOwner", "%v", hexstr.Check(t.MROwner, 96))
 		}
 		for k, v := range t.RTMRs {
-			if v != "" && (len(v) != 96 || !hexRE.MatchString(v)) {
-				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "want 96 lower-case hex characters or empty, got %d", len(v))
+			if v != "" && hexstr.Check(v, 96) != nil {
+				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "%v or empty", hexstr.Check(v, 96))
 			}
 		}
 	}
@@ -180,16 +179,16 @@ func (s *SNPPolicy) check(p string, bad func(path, format string, args ...any), 
 		bad(p+".measurements", "at least one launch measurement is required")
 	}
 	for k, ms := range s.Measurements {
-		if len(ms) != 96 || !hexRE.MatchString(ms) {
-			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "want 96 lower-case hex characters, got %d", len(ms))
+		if hexstr.Check(ms, 96) != nil {
+			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "%v", hexstr.Check(ms, 96))
 		}
 	}
 	for _, f := range []struct {
 		name, v string
 		n       int
 	}{{"hostData", s.HostData, 64}, {"familyID", s.FamilyID, 32}, {"imageID", s.ImageID, 32}} {
-		if f.v != "" && (len(f.v) != f.n || !hexRE.MatchString(f.v)) {
-			bad(p+"."+f.name, "want %d lower-case hex characters, got %d", f.n, len(f.v))
+		if f.v != "" && hexstr.Check(f.v, f.n) != nil {
+			bad(p+"."+f.name, "%v", hexstr.Check(f.v, f.n))
 		}
 	}
 	if s.VMPL != nil && (*s.VMPL < 0 || *s.VMPL > 3) {
@@ -198,8 +197,8 @@ func (s *SNPPolicy) check(p string, bad func(path, format string, args ...any), 
 	switch {
 	case simulated && s.RootFingerprint == "":
 		bad(p+".rootFingerprint", "required for simulated: the SHA-256 of the simulated root certificate (meshctl sim-tee init prints it)")
-	case s.RootFingerprint != "" && (len(s.RootFingerprint) != 64 || !hexRE.MatchString(s.RootFingerprint)):
-		bad(p+".rootFingerprint", "want 64 lower-case hex characters, got %d", len(s.RootFingerprint))
+	case s.RootFingerprint != "" && hexstr.Check(s.RootFingerprint, 64) != nil:
+		bad(p+".rootFingerprint", "%v", hexstr.Check(s.RootFingerprint, 64))
 	}
 }
 

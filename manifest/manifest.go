@@ -5,6 +5,9 @@
 package manifest
 
 import (
+	"github.com/sealmesh/sealmesh/internal/hexstr"
+	"github.com/sealmesh/sealmesh/internal/strictjson"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -231,10 +234,8 @@ func Parse(data []byte) (*Manifest, error) {
 // ParseJSON reads a manifest in JSON only, as the store holds it (Canonical):
 // the YAML step of Parse dominates loading a long history.
 func ParseJSON(js []byte) (*Manifest, error) {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
 	var m Manifest
-	if err := dec.Decode(&m); err != nil {
+	if err := strictjson.Decode(js, &m); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	if err := m.Validate(); err != nil {
@@ -433,7 +434,6 @@ func (m *Manifest) CoordinatorPlatforms() []string {
 var (
 	nameRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	groupRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-	hexRE   = regexp.MustCompile(`^[0-9a-f]*$`)
 )
 
 // Validate checks every field and reports each problem with its path and the fix.
@@ -485,11 +485,11 @@ func (m *Manifest) Validate() error {
 	}
 	for i, r := range m.Revoked {
 		p := fmt.Sprintf("revoked[%d]", i)
-		if len(r.Fingerprint) != 64 || !hexRE.MatchString(r.Fingerprint) {
-			bad(p+".fingerprint", "want 64 lower-case hex characters, got %q", r.Fingerprint)
+		if hexstr.Check(r.Fingerprint, 64) != nil {
+			bad(p+".fingerprint", "%v", hexstr.Check(r.Fingerprint, 64))
 		}
-		if r.Holder != "" && (len(r.Holder) != 32 || !hexRE.MatchString(r.Holder)) {
-			bad(p+".holder", "want 32 lower-case hex characters, got %q", r.Holder)
+		if r.Holder != "" && hexstr.Check(r.Holder, 32) != nil {
+			bad(p+".holder", "%v", hexstr.Check(r.Holder, 32))
 		}
 	}
 
@@ -578,8 +578,8 @@ func (m *Manifest) Validate() error {
 	seenHash := map[string]bool{}
 	for i, t := range m.JoinTokens {
 		p := fmt.Sprintf("joinTokens[%d]", i)
-		if len(t.SHA256) != 64 || !hexRE.MatchString(t.SHA256) {
-			bad(p+".sha256", "want 64 lower-case hex characters (meshctl token create writes it), got %d", len(t.SHA256))
+		if hexstr.Check(t.SHA256, 64) != nil {
+			bad(p+".sha256", "%v (meshctl token create writes it)", hexstr.Check(t.SHA256, 64))
 		} else if seenHash[t.ID()] {
 			bad(p+".sha256", "another token has ID %s", t.ID())
 		}

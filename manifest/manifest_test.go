@@ -97,6 +97,11 @@ func TestParseErrorsNameTheField(t *testing.T) {
 	}{
 		{"short measurement", [2]string{"[" + m96 + "]", "[" + m96[1:] + "]"}, "roles[0].attestation.simulated.measurements[0]: want 96 lower-case hex characters, got 95"},
 		{"unknown field", [2]string{"certificateLifetime: 1h", "certificateLifetim: 1h"}, `unknown field "certificateLifetim"`},
+		// Issue 28: YAML names, the field meant, and what is wrong with a value.
+		{"typo, suggested", [2]string{"certificateLifetime: 1h", "certificateLifetme: 1h"}, `manifest: unknown field "certificateLifetme" (did you mean "certificateLifetime"?)`},
+		{"nested typo", [2]string{"rootFingerprint:", "rootFingerprnt:"}, `roles[0].attestation.simulated: unknown field "rootFingerprnt" (did you mean "rootFingerprint"?)`},
+		{"upper-case hex", [2]string{"[" + m96 + "]", "[" + strings.ToUpper(m96) + "]"}, "roles[0].attestation.simulated.measurements[0]: want 96 lower-case hex characters, got upper-case hex: write it in lower case"},
+		{"a list where a string goes", [2]string{"certificateLifetime: 1h", "certificateLifetime: [1h]"}, "certificateLifetime: want a string, got a list"},
 		{"bad network", [2]string{"[10.42.0.0/16,", "[10.42.0.0,"}, "networks[0]: want a prefix"},
 		{"two IPv4 networks", [2]string{`"fd42:42::/64"`, "10.43.0.0/16"}, "networks[1]: a second IPv4 network"},
 		{"IPv6 smaller than IPv4", [2]string{`"fd42:42::/64"`, `"fd42:42::/120"`}, "networks[1]: has fewer addresses than networks[0]"},

@@ -3,9 +3,9 @@
 package attested
 
 import (
-	"bytes"
+	"github.com/sealmesh/sealmesh/internal/strictjson"
+
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -148,9 +148,7 @@ func LoadPolicy(path string) (attest.Attestation, error) {
 	if err != nil {
 		return p, fmt.Errorf("coordinator policy %s: %w", path, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Decode(js, &p); err != nil {
 		return p, fmt.Errorf("coordinator policy %s: %w", path, err)
 	}
 	if p.Simulated == nil && p.SNP == nil && p.TDX == nil {
