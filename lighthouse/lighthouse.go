@@ -3,6 +3,8 @@
 package lighthouse
 
 import (
+	"github.com/sealmesh/sealmesh/internal/retry"
+
 	"context"
 	"errors"
 	"fmt"
@@ -111,6 +113,8 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolRe
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	fails := retry.New(log, "renewal", retry.DefaultBackoff)
+	var retryAt time.Time // after a failed renewal, not before
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,7 +129,7 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolRe
 		}
 		// Renewed two thirds of the way to expiry, or as soon as the
 		// manifest it was issued under is no longer the current one.
-		if time.Now().Before(at) && (f == nil || f.Head() == "" || f.Head() == cur.Head) {
+		if time.Now().Before(retryAt) || time.Now().Before(at) && (f == nil || f.Head() == "" || f.Head() == cur.Head) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -140,9 +144,12 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolRe
 		}
 		cancel()
 		if err != nil {
-			log.Error("renewal", "err", err)
+			// Backing off, one warning per kind of failure (it was one
+			// line a second).
+			retryAt = time.Now().Add(fails.Failed(err))
 			continue
 		}
+		fails.Succeeded()
 		cur, at = e, enrol.RenewAt(time.Now(), e.NotAfter)
 		if o.Certificate != nil {
 			o.Certificate(e.NotAfter)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/internal/retry"
 )
 
 // DefaultEvery is how often a follower asks for the manifest.
@@ -33,24 +34,41 @@ type Follower struct {
 	Every time.Duration
 	Log   *slog.Logger
 
+	once  sync.Once
+	fails *retry.Failures
+
 	mu       sync.Mutex
 	head     string
 	answered time.Time
-	failing  bool
+}
+
+func (f *Follower) every() time.Duration {
+	if f.Every <= 0 {
+		return DefaultEvery
+	}
+	return f.Every
+}
+
+// failures paces and logs the reads that fail: backing off from Every to a
+// minute while the coordinators do not answer, one warning per outage.
+func (f *Follower) failures() *retry.Failures {
+	f.once.Do(func() {
+		b := retry.DefaultBackoff
+		b.Duration = f.every()
+		f.fails = retry.New(f.Log, "reading the manifest from the coordinators", b)
+	})
+	return f.fails
 }
 
 // Run follows the manifest until ctx ends.
 func (f *Follower) Run(ctx context.Context) {
-	every := f.Every
-	if every <= 0 {
-		every = DefaultEvery
-	}
 	for {
-		f.Look(ctx)
-		select {
-		case <-ctx.Done():
+		wait := f.every()
+		if err := f.Look(ctx); err != nil {
+			wait = f.fails.Failed(err)
+		}
+		if !retry.Sleep(ctx, wait) {
 			return
-		case <-time.After(every):
 		}
 	}
 }
@@ -63,26 +81,19 @@ func (f *Follower) Look(ctx context.Context) error {
 	if err == nil && f.Trust != nil {
 		err = f.Trust.Follow(info)
 	}
-	f.mu.Lock()
-	was, failing := f.head, f.failing
-	f.failing = err != nil
-	if err == nil {
-		f.head, f.answered = info.Head, time.Now()
+	fails := f.failures()
+	if err != nil {
+		return err // Run logs it (once per outage) and backs off
 	}
+	f.mu.Lock()
+	was := f.head
+	f.head, f.answered = info.Head, time.Now()
 	f.mu.Unlock()
-	switch {
-	case err != nil && !failing:
-		// Once per outage, not every few seconds: the next success says
-		// when it ended.
-		f.Log.Warn("manifest: cannot read it from the coordinators; retrying", "err", err)
-	case err != nil:
-		f.Log.Debug("manifest", "err", err)
-	case failing:
-		f.Log.Info("manifest: the coordinators answer again", "head", info.Head, "generation", info.Generation)
-	case info.Head != was:
+	fails.Succeeded("head", info.Head, "generation", info.Generation)
+	if info.Head != was {
 		f.Log.Info("manifest", "head", info.Head, "generation", info.Generation)
 	}
-	return err
+	return nil
 }
 
 // Head is the head of the manifest last read ("" before the first).

@@ -6,6 +6,8 @@
 package node
 
 import (
+	"github.com/sealmesh/sealmesh/internal/retry"
+
 	"context"
 	"errors"
 	"fmt"
@@ -113,8 +115,10 @@ type pod struct {
 	// renewAt is two thirds of the way from its receipt to its end (its
 	// NotBefore is backdated for clock skew, so it would say too early).
 	renewAt time.Time
-	// retry, when set, holds renewal back after a failure.
+	// retry, when set, holds renewal back after a failure; fails paces
+	// and logs the failures (nil before the first).
 	retry time.Time
+	fails *retry.Failures
 	// head is the manifest transition the tunnel's configuration comes from.
 	head string
 }
@@ -325,6 +329,33 @@ func (a *Agent) Self(ctx context.Context, p Pod) (*cniapi.AddResult, error) {
 	res, err := a.Add(ctx, a.self)
 	a.serving.Store(err == nil)
 	return res, err
+}
+
+// SelfReady is pod mode's readiness: the pod is attached and its
+// certificate has not expired (a pod whose renewals failed past its
+// certificate's end serves no handshake, so it is not ready).
+func (a *Agent) SelfReady() error {
+	if !a.serving.Load() || a.self == nil {
+		return errors.New("not attached to the mesh yet")
+	}
+	a.mu.Lock()
+	p, ok := a.pods[key(a.self)]
+	var pem string
+	if ok {
+		pem = p.certificate
+	}
+	a.mu.Unlock()
+	if !ok {
+		return errors.New("not attached to the mesh")
+	}
+	c, _, err := cert.UnmarshalCertificateFromPEM([]byte(pem))
+	if err != nil {
+		return fmt.Errorf("its certificate: %w", err)
+	}
+	if end := c.NotAfter(); !a.cfg.Now().Before(end) {
+		return fmt.Errorf("certificate expired at %s and not renewed", end.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Leave detaches the pod this agent runs in (pod mode, when it stops).

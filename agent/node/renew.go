@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/sealmesh/sealmesh/internal/retry"
+
 	"context"
 	"fmt"
 	"time"
@@ -68,12 +70,22 @@ func (a *Agent) tend(ctx context.Context) {
 	for _, p := range due {
 		err := a.renew(ctx, p)
 		a.metrics.renewals.WithLabelValues(result(err)).Inc()
-		if err != nil {
-			a.cfg.Log.Error("renewal", "container", p.req.ContainerID, "err", err)
-			a.mu.Lock()
-			p.retry = a.cfg.Now().Add(5 * time.Second)
-			a.mu.Unlock()
+		a.mu.Lock()
+		if p.fails == nil {
+			p.fails = retry.New(a.cfg.Log, "renewal", retry.DefaultBackoff)
 		}
+		fails := p.fails
+		a.mu.Unlock()
+		if err == nil {
+			fails.Succeeded("container", p.req.ContainerID)
+			continue
+		}
+		// Backing off, one warning per kind of failure: a coordinator
+		// outage is not a line every few seconds for every pod.
+		wait := fails.Failed(err, "container", p.req.ContainerID)
+		a.mu.Lock()
+		p.retry = a.cfg.Now().Add(wait)
+		a.mu.Unlock()
 	}
 }
 

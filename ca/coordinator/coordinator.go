@@ -8,6 +8,8 @@
 package coordinator
 
 import (
+	"github.com/sealmesh/sealmesh/internal/retry"
+
 	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -434,16 +436,15 @@ func (c *Coordinator) newKEK() (*seal.KEK, string, error) {
 // the coordinator; a newer valid history (another coordinator's update) is
 // adopted.
 func (c *Coordinator) Run(ctx context.Context) {
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+	fails := retry.New(c.log, "connecting to store "+c.cfg.StoreAddr, retry.DefaultBackoff)
+	for {
 		err := c.Start(ctx)
 		if err == nil {
+			fails.Succeeded()
 			break
 		}
-		c.log.Warn("connecting to store "+c.cfg.StoreAddr, "store", c.cfg.StoreAddr, "err", err, "retry", wait)
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, fails.Failed(err, "store", c.cfg.StoreAddr)) {
 			return
-		case <-time.After(wait):
 		}
 	}
 	ch := c.st.Watch(ctx)

@@ -56,7 +56,7 @@ func nodeCmd() *cobra.Command {
 			if perProcess < 1 {
 				return fmt.Errorf("--pods-per-process %d: want at least 1", perProcess)
 			}
-			log, err := logOpts.Logger(os.Stderr)
+			log, err := logOpts.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -155,7 +155,7 @@ and brings the Nebula interface up in the pod's own network namespace; it renews
 certificate and follows manifest changes like the node agent, and gives the address back
 when the pod stops (SIGTERM).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Logger(os.Stderr)
+			log, err := logOpts.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -181,7 +181,8 @@ when the pod stops (SIGTERM).`,
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
-				if err := health.Serve(ctx, healthAddr, health.Flag(a.Ready), a.Metrics()); err != nil {
+				// Ready while attached with a certificate that has not expired.
+				if err := health.Serve(ctx, healthAddr, a.SelfReady, a.Metrics()); err != nil {
 					log.Error("health server", "err", err)
 				}
 			}()
@@ -261,7 +262,7 @@ agent is down fail with a retryable error instead of starting unencrypted.
 --uninstall-when-gone, a watching install-cni does so when it stops because its
 DaemonSet was deleted (helm uninstall), and not when it stops for an update.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Logger(os.Stderr)
+			log, err := logOpts.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

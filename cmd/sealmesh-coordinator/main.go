@@ -55,7 +55,7 @@ func command() *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Logger(os.Stderr)
+			log, err := logOpts.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -36,7 +36,7 @@ line on stdout once the socket is listening.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Logger(os.Stderr)
+			log, err := logOpts.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
