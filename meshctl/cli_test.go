@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/coordinator"
 	"github.com/sealmesh/sealmesh/ca/owner"
 	"github.com/sealmesh/sealmesh/ca/store"
@@ -192,5 +194,37 @@ func TestArguments(t *testing.T) {
 	}
 	if out, warn, err := run("--coordinator", o.url, "--coordinator-policy", "", "status"); err != nil || !strings.Contains(out+warn, "Flag --coordinator-policy has been deprecated, use --coordinator-policy-file") {
 		t.Errorf("--coordinator-policy: %v %s", err, warn)
+	}
+}
+
+// Issue 28: /v1/status carried no version. A coordinator reports its own and
+// announces it in gossip; meshctl status shows both.
+func TestStatusShowsVersions(t *testing.T) {
+	st, err := store.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self *coordinator.Coordinator
+	members := func() []api.Member {
+		return []api.Member{self.Member(), {Name: "coordinator-1", API: "https://10.0.0.2:7080", State: "ready", Version: "v0.9.0"}}
+	}
+	self, err = coordinator.Open(context.Background(), coordinator.Config{Log: slog.New(slog.DiscardHandler), Store: st, StateDir: t.TempDir(),
+		Version: "v1.0.0-test", Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := self.Member().Version; v != "v1.0.0-test" {
+		t.Errorf("gossip member version %q", v)
+	}
+	srv := httptest.NewServer(self.Handler())
+	t.Cleanup(srv.Close)
+	out, _, _ := run("--coordinator", srv.URL, "status")
+	if !strings.Contains(out, "version:     v1.0.0-test") || !regexp.MustCompile(`coordinator-1\s+https://10.0.0.2:7080\s+ready\s+v0.9.0`).MatchString(out) {
+		t.Errorf("status does not show the versions:\n%s", out)
+	}
+	js, _, _ := run("--coordinator", srv.URL, "status", "-o", "json")
+	var s api.Status
+	if err := json.Unmarshal([]byte(js), &s); err != nil || s.Version != "v1.0.0-test" || len(s.Members) != 2 || s.Members[1].Version != "v0.9.0" {
+		t.Errorf("status -o json: %v\n%s", err, js)
 	}
 }

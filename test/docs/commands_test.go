@@ -35,14 +35,22 @@ func TestDocumentedCommandsExist(t *testing.T) {
 		t.Skip("builds the binaries; make test runs it")
 	}
 	bin := t.TempDir()
-	args := []string{"build", "-o", bin + "/"}
-	for _, b := range binaries {
+	// As make build builds them: -X main.version must reach every binary
+	// (it did nothing for two before issue 28).
+	args := []string{"build", "-ldflags", "-X main.version=v0.0.0-doctest", "-o", bin + "/"}
+	for _, b := range append(binaries, "sealmesh-cni") {
 		args = append(args, "github.com/sealmesh/sealmesh/cmd/"+b)
 	}
 	build := exec.Command("go", args...)
 	build.Dir = root()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, b := range append(binaries, "sealmesh-cni") {
+		out, err := exec.Command(filepath.Join(bin, b), "--version").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), b+" version v0.0.0-doctest\n") {
+			t.Errorf("%s --version: %v\n%s", b, err, out)
+		}
 	}
 
 	var cmds []docCommand
