@@ -1,6 +1,8 @@
 package node
 
 import (
+	"k8s.io/client-go/rest"
+
 	"context"
 	"io"
 	"log/slog"
@@ -45,18 +47,9 @@ func TestPodIdentity(t *testing.T) {
 		return string(p.UID)
 	}
 	here, elsewhere := pod("web-0", "node-a"), pod("web-1", "node-b")
-	cluster, err := kube.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := simulated.New(simulated.MeasurementOf("sealmesh-workload"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// No coordinator answers: a pod that passes the check fails at enrolment
 	// instead, which shows the check came first and let it through.
-	a := New(Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Coordinator: api.NewClient("http://127.0.0.1:1"), Retry: enrol.Retry{Rounds: 1},
-		Issuer: dev, StateDir: t.TempDir(), Pods: cluster, NodeName: "node-a"})
+	a := kubeAgent(t, cfg, nil)
 
 	tests := []struct {
 		name, pod, uid, want string
@@ -84,4 +77,26 @@ func TestPodIdentity(t *testing.T) {
 	if err != nil || p.ServiceAccount != "web" {
 		t.Fatalf("service account %q, %v; want web", p.ServiceAccount, err)
 	}
+}
+
+// kubeAgent is an agent on node-a of the cluster at cfg (pods checked
+// against it) whose coordinator never answers: a pod the agent lets through
+// fails at enrolment, one it skips succeeds without asking. edit adjusts
+// the configuration.
+func kubeAgent(t *testing.T, cfg *rest.Config, edit func(*Config)) *Agent {
+	t.Helper()
+	cluster, err := kube.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := simulated.New(simulated.MeasurementOf("sealmesh-workload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Coordinator: api.NewClient("http://127.0.0.1:1"), Retry: enrol.Retry{Rounds: 1},
+		Issuer: dev, StateDir: t.TempDir(), Pods: cluster, NodeName: "node-a"}
+	if edit != nil {
+		edit(&c)
+	}
+	return New(c)
 }

@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -14,10 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
-	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/api"
-	"github.com/sealmesh/sealmesh/attest/simulated"
-	"github.com/sealmesh/sealmesh/kube"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -71,20 +65,11 @@ func TestOptOutAndUnattached(t *testing.T) {
 		}
 		uids[s.ns+"/"+s.name] = string(p.UID)
 	}
-	cluster, err := kube.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := simulated.New(simulated.MeasurementOf("sealmesh-workload"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No coordinator answers: a pod the agent would attach fails at
-	// enrolment, one it skips succeeds without asking.
 	newAgent := func(del bool) *Agent {
-		return New(Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Coordinator: api.NewClient("http://127.0.0.1:1"), Retry: enrol.Retry{Rounds: 1},
-			Issuer: dev, StateDir: t.TempDir(), Pods: cluster, Repair: cluster, NodeName: "node-a",
-			ExcludeNamespaces: []string{"kube-system"}, DeleteUnattached: del})
+		return kubeAgent(t, cfg, func(c *Config) {
+			c.Repair = c.Pods.(Repairer)
+			c.ExcludeNamespaces, c.DeleteUnattached = []string{"kube-system"}, del
+		})
 	}
 	a := newAgent(false)
 	for _, tt := range []struct {

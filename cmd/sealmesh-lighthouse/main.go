@@ -118,7 +118,7 @@ func command() *cobra.Command {
 	f.MarkDeprecated("listen-port", "use --listen :PORT")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
 	f.StringVar(&dns, "dns", "", "ip:port to answer DNS on: the overlay IPs of the hosts this lighthouse knows, by certificate name (a pod is <name>.<namespace>); empty serves none")
-	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7082", "address for /healthz, /readyz and /metrics")
+	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7084", "address for /healthz, /readyz and /metrics")
 	cli.Rename(f, "health-addr", "health-listen")
 	cmd.MarkFlagRequired("token-file")
 	cli.AddVersion(cmd, version)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -24,14 +23,9 @@ import (
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
-func root() string {
-	_, f, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(f), "..", "..")
-}
-
 var (
-	chart     = filepath.Join(root(), "deploy", "helm", "sealmesh")
-	manifests = filepath.Join(root(), "deploy", "manifests")
+	chart     = filepath.Join(tools.Root(), "deploy", "helm", "sealmesh")
+	manifests = filepath.Join(tools.Root(), "deploy", "manifests")
 )
 
 // helm runs the pinned helm CLI.

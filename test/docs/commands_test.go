@@ -1,6 +1,8 @@
 package docs
 
 import (
+	"github.com/sealmesh/sealmesh/test/tools"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -42,7 +44,7 @@ func TestDocumentedCommandsExist(t *testing.T) {
 		args = append(args, "github.com/sealmesh/sealmesh/cmd/"+b)
 	}
 	build := exec.Command("go", args...)
-	build.Dir = root()
+	build.Dir = tools.Root()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -54,18 +56,18 @@ func TestDocumentedCommandsExist(t *testing.T) {
 	}
 
 	var cmds []docCommand
-	mds, _ := filepath.Glob(filepath.Join(root(), "docs", "*.md"))
-	for _, f := range append([]string{filepath.Join(root(), "README.md"), filepath.Join(root(), "SECURITY.md")}, mds...) {
+	mds, _ := filepath.Glob(filepath.Join(tools.Root(), "docs", "*.md"))
+	for _, f := range append([]string{filepath.Join(tools.Root(), "README.md"), filepath.Join(tools.Root(), "SECURITY.md")}, mds...) {
 		cmds = append(cmds, codeBlockCommands(t, f)...)
 		cmds = append(cmds, inlineCommands(t, f)...)
 	}
-	cmds = append(cmds, inlineCommands(t, filepath.Join(root(), "deploy", "helm", "sealmesh", "values.yaml"))...)
-	units, _ := filepath.Glob(filepath.Join(root(), "deploy", "systemd", "*.service"))
+	cmds = append(cmds, inlineCommands(t, filepath.Join(tools.Root(), "deploy", "helm", "sealmesh", "values.yaml"))...)
+	units, _ := filepath.Glob(filepath.Join(tools.Root(), "deploy", "systemd", "*.service"))
 	for _, f := range units {
 		cmds = append(cmds, prefixedCommands(t, f, "ExecStart=")...)
 	}
-	cmds = append(cmds, prefixedCommands(t, filepath.Join(root(), "deploy", "helm", "sealmesh", "templates", "NOTES.txt"), "")...)
-	cmds = append(cmds, chartCommands(t, filepath.Join(root(), "deploy", "manifests", "sealmesh.yaml"))...)
+	cmds = append(cmds, prefixedCommands(t, filepath.Join(tools.Root(), "deploy", "helm", "sealmesh", "templates", "NOTES.txt"), "")...)
+	cmds = append(cmds, chartCommands(t, filepath.Join(tools.Root(), "deploy", "manifests", "sealmesh.yaml"))...)
 
 	seen := map[string]int{}
 	for _, c := range cmds {
@@ -381,7 +383,7 @@ func shellWords(line string) []string {
 }
 
 func rel(f string) string {
-	r, err := filepath.Rel(root(), f)
+	r, err := filepath.Rel(tools.Root(), f)
 	if err != nil {
 		return f
 	}

@@ -3,26 +3,22 @@
 package docs
 
 import (
+	"github.com/sealmesh/sealmesh/test/tools"
+
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 )
-
-func root() string {
-	_, f, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(f), "..", "..")
-}
 
 // testFuncs is every Test function declared in the repository.
 func testFuncs(t *testing.T) map[string]bool {
 	t.Helper()
 	decl := regexp.MustCompile(`(?m)^func (Test\w+)\(`)
 	out := map[string]bool{}
-	err := filepath.WalkDir(root(), func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(tools.Root(), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -51,7 +47,7 @@ func testFuncs(t *testing.T) map[string]bool {
 // it; every test it names exists (a renamed or deleted test leaves the
 // invariant unheld on paper too).
 func TestSecurityDocNamesInvariantTests(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(root(), "docs", "security.md"))
+	b, err := os.ReadFile(filepath.Join(tools.Root(), "docs", "security.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +71,11 @@ func TestSecurityDocNamesInvariantTests(t *testing.T) {
 			t.Errorf("docs/security.md states no invariant %c", x)
 		}
 	}
-	lic, err := os.ReadFile(filepath.Join(root(), "LICENSE"))
+	lic, err := os.ReadFile(filepath.Join(tools.Root(), "LICENSE"))
 	if err != nil || !strings.Contains(string(lic), "Apache License\n                           Version 2.0, January 2004") {
 		t.Errorf("LICENSE is not the Apache License 2.0: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root(), "SECURITY.md")); err != nil {
+	if _, err := os.Stat(filepath.Join(tools.Root(), "SECURITY.md")); err != nil {
 		t.Error(err)
 	}
 }

@@ -85,8 +85,8 @@ func TestAgentMetrics(t *testing.T) {
 // running coordinator, agent or lighthouse (a renamed metric would leave an
 // alert that never fires).
 func TestAlertsAndDashboard(t *testing.T) {
-	rules := filepath.Join(root(), "deploy", "helm", "sealmesh", "files", "alerts.yaml")
-	dashboard := filepath.Join(root(), "deploy", "helm", "sealmesh", "files", "dashboard.json")
+	rules := filepath.Join(tools.Root(), "deploy", "helm", "sealmesh", "files", "alerts.yaml")
+	dashboard := filepath.Join(tools.Root(), "deploy", "helm", "sealmesh", "files", "dashboard.json")
 	if out, err := exec.Command(tools.Bin(t, "promtool"), "check", "rules", rules).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
@@ -120,9 +120,4 @@ func TestAlertsAndDashboard(t *testing.T) {
 	if len(named) < 10 {
 		t.Fatalf("only %d metric names found in the rules and dashboard: %v", len(named), named)
 	}
-}
-
-func root() string {
-	wd, _ := os.Getwd()
-	return filepath.Join(wd, "..", "..")
 }

@@ -53,7 +53,7 @@ func images(t *testing.T) []ociimage.Image {
 
 // quickstart is docs/quickstart.md's shell blocks, in order.
 func quickstart(t *testing.T) string {
-	b, err := os.ReadFile(filepath.Join(root(), "docs", "quickstart.md"))
+	b, err := os.ReadFile(filepath.Join(tools.Root(), "docs", "quickstart.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestKubernetes(t *testing.T) {
 	// (in a namespace of their own: the quickstart makes "sealmesh").
 	_, err = c.Kubectl("create", "namespace", "dry-run")
 	fail(err)
-	_, err = c.Kubectl("apply", "--dry-run=server", "-n", "dry-run", "-f", filepath.Join(root(), "deploy", "manifests", "sealmesh.yaml"))
+	_, err = c.Kubectl("apply", "--dry-run=server", "-n", "dry-run", "-f", filepath.Join(tools.Root(), "deploy", "manifests", "sealmesh.yaml"))
 	fail(err)
 
 	// The quickstart, verbatim, from the checkout, with the node's CNI
@@ -126,7 +126,7 @@ func TestKubernetes(t *testing.T) {
 	script := filepath.Join(c.Dir, "quickstart.sh")
 	fail(os.WriteFile(script, []byte("set -euxo pipefail\n"+quickstart(t)), 0o755))
 	cmd := exec.Command("bash", script)
-	cmd.Dir = root()
+	cmd.Dir = tools.Root()
 	// HOME is the cluster's (the quickstart's files go there), Go's caches
 	// stay this machine's: the node has no route to the module proxy.
 	goEnv, err := exec.Command("go", "env", "GOPATH", "GOMODCACHE", "GOCACHE").Output()
@@ -149,7 +149,7 @@ func TestKubernetes(t *testing.T) {
 		fail(fmt.Errorf("the quickstart's ping did not get its answers"))
 	}
 	work := c.path("home", "sealmesh-quickstart")
-	meshctl := filepath.Join(root(), "bin", "meshctl")
+	meshctl := filepath.Join(tools.Root(), "bin", "meshctl")
 	coord := func() string {
 		ip, err := c.Kubectl("-n", "sealmesh", "get", "pod", "sealmesh-coordinator-0", "-o", "jsonpath={.status.podIP}")
 		fail(err)
@@ -274,9 +274,4 @@ func noNebula(c *Cluster, ns, pod string) error {
 		return fmt.Errorf("pod %s/%s has nebula1 (links %v), want it passed through", ns, pod, links)
 	}
 	return nil
-}
-
-func root() string {
-	wd, _ := os.Getwd()
-	return filepath.Join(wd, "..", "..")
 }

@@ -408,7 +408,7 @@ func (m *Mesh) startAgent(ctx context.Context, log string) error {
 		return err
 	}
 	m.AgentPID = agent.Process.Pid
-	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7081/readyz"); err != nil {
+	if err := m.waitHTTP(ctx, m.Node, "http://127.0.0.1:7082/readyz"); err != nil {
 		return fmt.Errorf("agent not ready: %w\n%s", err, m.Tail(log))
 	}
 	return nil
@@ -651,7 +651,7 @@ func (m *Mesh) Metrics(component string) (string, error) {
 	ns, url := m.Node, ""
 	switch component {
 	case "agent":
-		url = "http://127.0.0.1:7081/metrics"
+		url = "http://127.0.0.1:7082/metrics"
 	case "coordinator":
 		url = "http://" + CoordinatorIP + ":7081/metrics"
 	case "lighthouse":

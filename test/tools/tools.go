@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,4 +195,11 @@ func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
 		os.RemoveAll(dir)
 	}
 	os.Exit(code)
+}
+
+// Root is the repository's top directory, found from this file's place in
+// it (not the working directory, which go test sets per package).
+func Root() string {
+	_, f, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(f), "..", "..")
 }
