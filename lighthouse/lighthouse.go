@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/follow"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/jointoken"
@@ -66,7 +67,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	log.Info("enrolled", "name", e.Name, "ip", e.IP, "notAfter", e.NotAfter)
-	opts := tunnel.Options{Device: o.Device, ListenPort: o.ListenPort, ListenHost: o.ListenHost, Lighthouse: true, DNS: o.DNS}
+	opts := nebulaconfig.Options{Device: o.Device, ListenPort: o.ListenPort, ListenHost: o.ListenHost, Lighthouse: true, DNS: o.DNS}
 	dir, err := os.MkdirTemp("", "sealmesh-lighthouse-")
 	if err != nil {
 		return err
@@ -88,7 +89,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		served <- err
 		return err
 	}
-	cfg := tunnel.Config(e.EnrolResponse, e.PrivateKey, opts)
+	cfg := nebulaconfig.Config(e.EnrolResponse, e.PrivateKey, opts)
 	if err := tunnel.AddInstance(ctx, control, instance, &tunnel.AddRequest{Config: cfg}); err != nil {
 		return fmt.Errorf("lighthouse: %w", err)
 	}
@@ -104,7 +105,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 
 // keep keeps the lighthouse's certificate and rules current until ctx ends,
 // and reports Nebula stopping by itself.
-func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolResponse, o Options, opts tunnel.Options, control string) error {
+func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolResponse, o Options, opts nebulaconfig.Options, control string) error {
 	f := o.Follower
 	at := enrol.RenewAt(time.Now(), cur.NotAfter)
 	pub, err := publicKey(cur)
@@ -140,7 +141,7 @@ func keep(ctx context.Context, log *slog.Logger, c *api.Client, cur *api.EnrolRe
 		// does not stop a running lighthouse.
 		e, err := enrol.RenewCertificate(rctx, c, cur.Certificate, key)
 		if err == nil {
-			err = tunnel.UpdateInstance(rctx, control, instance, tunnel.Config(e, nil, opts))
+			err = tunnel.UpdateInstance(rctx, control, instance, nebulaconfig.Config(e, nil, opts))
 		}
 		cancel()
 		if err != nil {

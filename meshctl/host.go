@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 	"github.com/sealmesh/sealmesh/internal/cli"
@@ -183,8 +183,8 @@ type hostOptions struct {
 }
 
 func (o *hostOptions) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.device, "device", tunnel.DefaultDevice, "the Nebula interface's name (renew: as config.yml has it)")
-	cmd.Flags().StringVar(&o.listen, "listen", ":"+strconv.Itoa(tunnel.DefaultPort), "Nebula's UDP address, host:port; no host: every address (renew: as config.yml has it)")
+	cmd.Flags().StringVar(&o.device, "device", nebulaconfig.DefaultDevice, "the Nebula interface's name (renew: as config.yml has it)")
+	cmd.Flags().StringVar(&o.listen, "listen", ":"+strconv.Itoa(nebulaconfig.DefaultPort), "Nebula's UDP address, host:port; no host: every address (renew: as config.yml has it)")
 	cmd.Flags().IntVar(&o.port, "listen-port", 0, "Nebula's UDP port")
 	cmd.Flags().MarkDeprecated("listen-port", "use --listen :PORT")
 }
@@ -198,9 +198,9 @@ func (o *hostOptions) address() (string, int, error) {
 }
 
 // HostConfig is the configuration stock nebula runs a host with: the
-// agent's (tunnel.Config), with the certificate, CA and key in files.
-func HostConfig(dir string, e *api.EnrolResponse, device, host string, port int, key string) *tunnel.Nebula {
-	n := tunnel.Config(e, nil, tunnel.Options{Device: device, ListenHost: host, ListenPort: port})
+// agent's (nebulaconfig.Config), with the certificate, CA and key in files.
+func HostConfig(dir string, e *api.EnrolResponse, device, host string, port int, key string) *nebulaconfig.Nebula {
+	n := nebulaconfig.Config(e, nil, nebulaconfig.Options{Device: device, ListenHost: host, ListenPort: port})
 	n.PKI.CA, n.PKI.Cert, n.PKI.Key = filepath.Join(dir, hostCA), filepath.Join(dir, hostCert), key
 	n.Logging.Format = "text"
 	return n
@@ -237,12 +237,12 @@ func writeHost(dir string, e *api.EnrolResponse, meshID string, o hostOptions) e
 	return nil
 }
 
-func readHostConfig(dir string) (*tunnel.Nebula, error) {
+func readHostConfig(dir string) (*nebulaconfig.Nebula, error) {
 	b, err := os.ReadFile(filepath.Join(dir, hostConfig))
 	if err != nil {
 		return nil, err
 	}
-	var n tunnel.Nebula
+	var n nebulaconfig.Nebula
 	if err := yaml.Unmarshal(b, &n); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, hostConfig), err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
-	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/manifest"
 )
@@ -76,7 +76,7 @@ func TestHostEnrolAndRenew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(cfg.Firewall.Inbound, func(r tunnel.Rule) bool { return r.Port == "22" && r.Group == "web" }) {
+	if !slices.ContainsFunc(cfg.Firewall.Inbound, func(r nebulaconfig.Rule) bool { return r.Port == "22" && r.Group == "web" }) {
 		t.Errorf("the new rule is not in config.yml's inbound rules: %+v", cfg.Firewall.Inbound)
 	}
 	if !slices.Contains(cfg.PKI.Blocklist, other) {

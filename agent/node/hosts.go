@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
@@ -142,7 +143,7 @@ func (t *Processes) Metrics(ctx context.Context, host string) (io.ReadCloser, er
 }
 
 // Update hands an instance a new configuration.
-func (t *Processes) Update(ctx context.Context, host, id string, cfg *tunnel.Nebula) error {
+func (t *Processes) Update(ctx context.Context, host, id string, cfg *nebulaconfig.Nebula) error {
 	return tunnel.UpdateInstance(ctx, t.control(host), id, cfg)
 }
 

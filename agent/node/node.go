@@ -22,6 +22,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/follow"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
@@ -249,7 +250,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	fp, _ := crt.Fingerprint()
 	release := func() { a.release(fp, e.ReleaseToken, e.IP) }
 
-	cfg := tunnel.Config(e.EnrolResponse, e.PrivateKey, tunnel.Options{Device: r.IfName, MTU: mtu})
+	cfg := nebulaconfig.Config(e.EnrolResponse, e.PrivateKey, nebulaconfig.Options{Device: r.IfName, MTU: mtu})
 	logPath, err := a.podLog(r)
 	if err != nil {
 		release()

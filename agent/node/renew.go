@@ -10,6 +10,7 @@ import (
 	"github.com/slackhq/nebula/cert"
 
 	"github.com/sealmesh/sealmesh/agent/enrol"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 )
 
@@ -119,7 +120,7 @@ func (a *Agent) renew(ctx context.Context, p *pod) error {
 	if e.IP != p.result.Address {
 		return fmt.Errorf("the renewed certificate carries %s, the tunnel %s", e.IP, p.result.Address)
 	}
-	cfg := tunnel.Config(e, nil, tunnel.Options{Device: r.IfName, MTU: p.result.MTU})
+	cfg := nebulaconfig.Config(e, nil, nebulaconfig.Options{Device: r.IfName, MTU: p.result.MTU})
 	if err := a.cfg.Tunnels.Update(rctx, host, instance, cfg); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 )
 
@@ -31,7 +32,7 @@ type Tunnels interface {
 	// Metrics is Nebula's metrics of host, Prometheus text format.
 	Metrics(ctx context.Context, host string) (io.ReadCloser, error)
 	// Update hands instance id a new configuration (Nebula reloads it).
-	Update(ctx context.Context, host, id string, cfg *tunnel.Nebula) error
+	Update(ctx context.Context, host, id string, cfg *nebulaconfig.Nebula) error
 	// Prove proves possession of instance id's key, which never leaves it.
 	Prove(ctx context.Context, host, id string, req *tunnel.ProveRequest) ([]byte, error)
 	// Adopt takes up the hosts a previous agent left, with what each runs.

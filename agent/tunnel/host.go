@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
+
 	"context"
 	"crypto/ecdh"
 	"encoding/json"
@@ -64,7 +66,7 @@ type AddRequest struct {
 	// host's log.
 	Log string `json:"log"`
 	// Config is Nebula's configuration, private key included (Config).
-	Config *Nebula `json:"config"`
+	Config *nebulaconfig.Nebula `json:"config"`
 }
 
 // InstanceInfo is one running instance in a host's listing.
@@ -274,10 +276,10 @@ func (h *host) start(req *AddRequest) (*instance, error) {
 // on: its lighthouse updates list the node's interfaces (net.Interfaces, by
 // namespace), so the list is shut and the pod's underlay addresses, read
 // inside its namespace, are advertised instead.
-func (in *instance) render(cfg Nebula) ([]byte, error) {
+func (in *instance) render(cfg nebulaconfig.Nebula) ([]byte, error) {
 	if _, own := in.netns.(currentNS); !own {
 		cfg.Lighthouse.AdvertiseAddrs = in.advertise
-		cfg.Lighthouse.LocalAllowList = &AllowList{Interfaces: map[string]bool{".*": false}}
+		cfg.Lighthouse.LocalAllowList = &nebulaconfig.AllowList{Interfaces: map[string]bool{".*": false}}
 	}
 	return cfg.Render()
 }
@@ -351,7 +353,7 @@ func (h *host) reload(id string, next []byte) error {
 	if in == nil {
 		return fmt.Errorf("%w: %s", errNoInstance, id)
 	}
-	cfg, err := parse(next)
+	cfg, err := nebulaconfig.Parse(next)
 	if err != nil {
 		return err
 	}

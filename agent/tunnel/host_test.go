@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
+
 	"bytes"
 	"context"
 	"crypto/ecdh"
@@ -162,7 +164,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 
 	// The lighthouse: Nebula in this test process, its socket in lhNS.
 	lhResp, lhKey := enrolment("lighthouse", "10.42.0.1")
-	lhCfg, err := Config(lhResp, lhKey, Options{Lighthouse: true}).Render()
+	lhCfg, err := nebulaconfig.Config(lhResp, lhKey, nebulaconfig.Options{Lighthouse: true}).Render()
 	must(err)
 	lhLog := slog.New(slog.NewJSONHandler(&syncBuffer{}, nil))
 	lc := config.NewC(lhLog)
@@ -197,7 +199,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	for _, name := range []string{"p1", "p2"} {
 		resp, key := enrolment(name, ips[name])
 		resps[name] = resp
-		cfg := Config(resp, key, Options{Device: "nebula1", MTU: 1300})
+		cfg := nebulaconfig.Config(resp, key, nebulaconfig.Options{Device: "nebula1", MTU: 1300})
 		if err := AddInstance(ctx, control, name, &AddRequest{Netns: pods[name].Path, Log: dir + "/" + name + ".log", Config: cfg}); err != nil {
 			t.Fatalf("add %s: %v\n%s", name, err, hostLog)
 		}
@@ -215,8 +217,8 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 				return fmt.Errorf("%s: nebula1 carries %v, want %s", name, addrs, ips[name])
 			}
 			// At Nebula's default (500) one TCP stream overflows the queue.
-			if q := l.Attrs().TxQLen; q != txQueue {
-				return fmt.Errorf("%s: nebula1's transmit queue is %d packets, want %d", name, q, txQueue)
+			if q := l.Attrs().TxQLen; q != nebulaconfig.TxQueue {
+				return fmt.Errorf("%s: nebula1's transmit queue is %d packets, want %d", name, q, nebulaconfig.TxQueue)
 			}
 			if c, err := net.ListenPacket("udp4", ":4242"); err == nil {
 				c.Close()
@@ -276,7 +278,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 
 	// A reload (a renewal would send this) keeps the key and the tunnel.
 	resps["p1"].Blocklist = []string{strings.Repeat("ab", 32)}
-	upd := Config(resps["p1"], nil, Options{Device: "nebula1", MTU: 1300})
+	upd := nebulaconfig.Config(resps["p1"], nil, nebulaconfig.Options{Device: "nebula1", MTU: 1300})
 	if err := UpdateInstance(ctx, control, "p1", upd); err != nil {
 		t.Fatalf("update p1: %v\n%s", err, hostLog)
 	}
@@ -356,7 +358,7 @@ func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 				t.Fatal(err)
 			}
 			pem, _ := c.MarshalPEM()
-			cfg := Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), Options{Device: "nebula1"})
+			cfg := nebulaconfig.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), nebulaconfig.Options{Device: "nebula1"})
 			if err := AddInstance(ctx, control, id, &AddRequest{Netns: n.Path, Log: dir + "/" + id + ".log", Config: cfg}); err != nil {
 				t.Fatalf("add %s: %v\n%s", id, err, hostLog)
 			}

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -103,7 +105,7 @@ func AddInstance(ctx context.Context, control, id string, req *AddRequest) error
 
 // UpdateInstance hands a running instance a new configuration (Config without
 // the private key); it keeps its key and its tunnels.
-func UpdateInstance(ctx context.Context, control, id string, cfg *Nebula) error {
+func UpdateInstance(ctx context.Context, control, id string, cfg *nebulaconfig.Nebula) error {
 	b, err := cfg.Render()
 	if err != nil {
 		return err

@@ -24,7 +24,7 @@ import (
 	"github.com/slackhq/nebula/cert"
 	"github.com/vishvananda/netlink"
 
-	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/issuer"
 	"github.com/sealmesh/sealmesh/internal/testenv"
@@ -99,7 +99,7 @@ func BenchmarkDataPlane(b *testing.B) {
 
 	contenders := []contender{
 		{name: "veth", dst: pb.UnderlyIP},
-		{name: "sealmesh", dst: pb.OverlayIP, pids: []int{tun.PID, tunB.PID}, devs: [2]string{tunnel.DefaultDevice, tunnel.DefaultDevice}},
+		{name: "sealmesh", dst: pb.OverlayIP, pids: []int{tun.PID, tunB.PID}, devs: [2]string{nebulaconfig.DefaultDevice, nebulaconfig.DefaultDevice}},
 	}
 	st, err := stockNebula(m, pa, pb, mtu, work)
 	if err != nil {
@@ -334,9 +334,9 @@ func stockNebula(m *mesh.Mesh, a, b *mesh.Pod, mtu int, work string) ([]contende
 			crtPEM, _ := crt.MarshalPEM()
 			var cfg map[string]any
 			if v.edit != nil {
-				b, err := tunnel.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(crtPEM),
+				b, err := nebulaconfig.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(crtPEM),
 					Inbound: []api.FirewallRule{{Proto: "any", Port: "any"}}}, k.Bytes(),
-					tunnel.Options{Device: dev, MTU: mtu, ListenPort: port}).Render()
+					nebulaconfig.Options{Device: dev, MTU: mtu, ListenPort: port}).Render()
 				if err != nil {
 					return nil, err
 				}

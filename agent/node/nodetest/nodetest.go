@@ -20,6 +20,7 @@ import (
 
 	"github.com/slackhq/nebula/cert"
 
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest/simulated"
@@ -62,7 +63,7 @@ func (f *FakeNode) RemoveNetns(netns string) {
 
 type instance struct {
 	netns  string
-	config tunnel.Nebula
+	config nebulaconfig.Nebula
 }
 
 // NewFakeNode is a node with the network namespaces netns and a tunnel
@@ -120,7 +121,7 @@ func (f *FakeNode) Instances(_ context.Context, host string) ([]tunnel.InstanceI
 	return out, nil
 }
 
-func (f *FakeNode) Update(_ context.Context, host, id string, cfg *tunnel.Nebula) error {
+func (f *FakeNode) Update(_ context.Context, host, id string, cfg *nebulaconfig.Nebula) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	in, ok := f.instances[id]
@@ -211,7 +212,7 @@ func (f *FakeNode) HasAddress(netns, ifName, addr string) error {
 	return fmt.Errorf("interface %s in %s lacks %s", ifName, netns, addr)
 }
 
-func certNetworks(cfg tunnel.Nebula) string {
+func certNetworks(cfg nebulaconfig.Nebula) string {
 	crt, _, err := cert.UnmarshalCertificateFromPEM([]byte(cfg.PKI.Cert))
 	if err != nil {
 		return ""

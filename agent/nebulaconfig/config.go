@@ -1,12 +1,8 @@
-// Package tunnel runs Nebula as a library: it makes Nebula's configuration from
-// an enrolment (Nebula, entirely in memory) and runs instances of it in a
-// tunnel host (sealmesh-tunnel, or the lighthouse's own process), driven over
-// a control socket. Each pod's instance is created on a thread inside the
-// pod's network namespace, so its TUN device and UDP sockets are there; what
-// Nebula would otherwise do by namespace is taken away from it or run back
-// inside the pod's. See docs/architecture.md, "Several pods' Nebula in one
-// tunnel process".
-package tunnel
+// Package nebulaconfig is Nebula's configuration as sealmesh writes it:
+// typed, made from an enrolment (Config), rendered to the YAML Nebula reads.
+// It links no more of Nebula than its certificates, so that meshctl (which
+// writes config.yml for stock nebula hosts) does not link Nebula itself.
+package nebulaconfig
 
 import (
 	"encoding/json"
@@ -28,14 +24,14 @@ const DefaultPort = 4242
 // it with SO_RCVBUFFORCE/SO_SNDBUFFORCE, past net.core.rmem_max, as root).
 const socketBuffer = 10 << 20
 
-// txQueue is the TUN interface's transmit queue, in packets: what the kernel
+// TxQueue is the TUN interface's transmit queue, in packets: what the kernel
 // may hand the tunnel before Nebula reads it. At Nebula's default (500) one
 // TCP stream overflows it (TCP small queues let a flow have about 1 MiB,
 // some 700 packets, queued below it), and the drops are retransmissions: 5%
 // of the packets (docs/BENCHMARKS.md, data plane). 5000 holds several
 // streams' worth. The queue holds packets only under load; its ring of
 // pointers costs the kernel 40 KiB per pod.
-const txQueue = 5000
+const TxQueue = 5000
 
 // Options are the local choices the coordinator does not make.
 type Options struct {
@@ -204,7 +200,7 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
 		n.PKI.Blocklist = []string{}
 	}
 	if o.Device != "" {
-		n.Tun.Dev, n.Tun.TxQueue = o.Device, txQueue
+		n.Tun.Dev, n.Tun.TxQueue = o.Device, TxQueue
 		if o.MTU > 0 {
 			n.Tun.MTU = o.MTU
 		}
@@ -234,8 +230,8 @@ func Config(e *api.EnrolResponse, privateKey []byte, o Options) *Nebula {
 	return n
 }
 
-// parse reads a configuration sent to a tunnel host.
-func parse(b []byte) (*Nebula, error) {
+// Parse reads a configuration sent to a tunnel host.
+func Parse(b []byte) (*Nebula, error) {
 	var n Nebula
 	if err := json.Unmarshal(b, &n); err != nil {
 		return nil, fmt.Errorf("tunnel: config: %w", err)
