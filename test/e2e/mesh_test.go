@@ -203,7 +203,7 @@ func TestMeshOnOneMachine(t *testing.T) {
 			t.Errorf("meshctl status without --key: %v\n%s", err, out)
 		}
 		got, err := m.Meshctl("manifest", "get")
-		if err != nil || !strings.Contains(got, `"networks"`) || !strings.Contains(got, mesh.Overlay6) {
+		if err != nil || !strings.Contains(got, "\nnetworks:\n") || !strings.Contains(got, mesh.Overlay6) { // YAML, as an owner writes it
 			t.Errorf("meshctl manifest get: %v\n%s", err, got)
 		}
 		hist, err := m.Meshctl("manifest", "history")
