@@ -1,12 +1,12 @@
 package attest
 
 import (
-	"github.com/sealmesh/sealmesh/internal/hexstr"
-
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/sealmesh/sealmesh/internal/hexstr"
 )
 
 // The attestation policies a manifest's roles name, the platforms they

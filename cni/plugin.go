@@ -5,8 +5,6 @@
 package cni
 
 import (
-	"github.com/sealmesh/sealmesh/internal/buildinfo"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
+	"github.com/sealmesh/sealmesh/internal/buildinfo"
 )
 
 // Supported lists the CNI versions this plugin speaks.

@@ -3,8 +3,6 @@
 package lighthouse
 
 import (
-	"github.com/sealmesh/sealmesh/internal/retry"
-
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/internal/retry"
 	"github.com/sealmesh/sealmesh/jointoken"
 )
 

@@ -20,6 +20,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/jointoken"
 	"github.com/sealmesh/sealmesh/lighthouse"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // seen records the manifests a follower hands its trust.
@@ -71,7 +72,7 @@ func TestLighthouseFollowsTheManifest(t *testing.T) {
 	first := m.Coordinator.Status().Head
 	client, token := m.Client, m.LighthouseToken
 	trust := &seen{}
-	logs := &syncBuffer{}
+	logs := &tools.SyncBuffer{}
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -103,23 +104,6 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("%s: not within a minute", what)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTokenOfAnotherMeshIsNotSent: a lighthouse given a token that names

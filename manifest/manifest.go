@@ -5,9 +5,6 @@
 package manifest
 
 import (
-	"github.com/sealmesh/sealmesh/internal/hexstr"
-	"github.com/sealmesh/sealmesh/internal/strictjson"
-
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -25,6 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/internal/hexstr"
+	"github.com/sealmesh/sealmesh/internal/strictjson"
 )
 
 // Version is the manifest format this code reads.

@@ -7,12 +7,6 @@ import (
 	"github.com/sealmesh/sealmesh/meshctl"
 )
 
-func TestConventions(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.Conventions(t, meshctl.Command())
-}
-
-func TestHelp(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.GoldenHelp(t, meshctl.Command())
-}
+// TestCommandLine: argument checks, examples, golden --help, versions
+// (internal/cli/clitest).
+func TestCommandLine(t *testing.T) { clitest.Check(t, meshctl.Command) }

@@ -1,13 +1,12 @@
 package meshctl
 
 import (
-	"net"
-	"strconv"
-
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/slackhq/nebula/cert"

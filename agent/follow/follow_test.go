@@ -1,41 +1,20 @@
 package follow
 
 import (
-	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"log/slog"
-
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
-
-// lockedBuffer is a log destination the follower's goroutine and the test
-// share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Issue 28: against coordinators that do not answer, the follower logged
 // every few seconds without backing off. Now an outage is one warning, the
@@ -52,7 +31,7 @@ func TestOutageLoggedOnceWithBackoff(t *testing.T) {
 		w.Write([]byte(`{"generation": 1, "head": "h1", "hash": "m1"}`))
 	}))
 	defer srv.Close()
-	var logs lockedBuffer
+	var logs tools.SyncBuffer
 	f := &Follower{Client: api.NewClient(srv.URL), Every: 5 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

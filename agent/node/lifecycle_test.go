@@ -16,6 +16,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/follow"
 	"github.com/sealmesh/sealmesh/agent/node/nodetest"
 	"github.com/sealmesh/sealmesh/api"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 func podRequest(id, netns string) *cniapi.Request {
@@ -319,28 +320,11 @@ func agentOver(t *testing.T, m *nodetest.Mesh, f *nodetest.FakeNode, dir string)
 // buffered, not sent to t.Log: the agent's goroutines may still log after
 // the test ended, where t.Log panics.
 func testLog(t *testing.T) *slog.Logger {
-	b := &logBuffer{}
+	b := &tools.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(b.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(b, nil))
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

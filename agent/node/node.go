@@ -6,8 +6,6 @@
 package node
 
 import (
-	"github.com/sealmesh/sealmesh/internal/retry"
-
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +24,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/tunnel"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
+	"github.com/sealmesh/sealmesh/internal/retry"
 	"github.com/sealmesh/sealmesh/kube"
 )
 

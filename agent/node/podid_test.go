@@ -1,8 +1,6 @@
 package node
 
 import (
-	"k8s.io/client-go/rest"
-
 	"context"
 	"io"
 	"log/slog"
@@ -12,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/sealmesh/sealmesh/agent/cniapi"
 	"github.com/sealmesh/sealmesh/agent/enrol"

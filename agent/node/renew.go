@@ -1,8 +1,6 @@
 package node
 
 import (
-	"github.com/sealmesh/sealmesh/internal/retry"
-
 	"context"
 	"fmt"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/sealmesh/sealmesh/agent/enrol"
 	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/agent/tunnel"
+	"github.com/sealmesh/sealmesh/internal/retry"
 )
 
 // Run keeps the pods' certificates fresh until ctx ends: each is renewed, with

@@ -1,9 +1,9 @@
 package tunnel_test
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // sealmesh-tunnel runs once per pod, and every package it links costs each pod
@@ -12,24 +12,9 @@ import (
 // memberlist (with the agent re-executed instead, each pod paid 13.4 MB of
 // private memory; with this binary 9.3 MB, docs/BENCHMARKS.md).
 func TestTunnelDependencies(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 {
-		t.Fatalf("go list returned %d packages; cannot judge", len(deps))
-	}
-	forbidden := []string{
+	tools.ForbidDeps(t, "github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel",
 		"github.com/google/go-sev-guest", "github.com/google/go-tdx-guest", "k8s.io/", "github.com/coreos/go-oidc",
 		"github.com/hashicorp/memberlist", "github.com/sealmesh/sealmesh/attest", "github.com/sealmesh/sealmesh/agent/enrol",
 		"go.etcd.io/",
-	}
-	for _, d := range deps {
-		for _, f := range forbidden {
-			if strings.HasPrefix(d, f) {
-				t.Errorf("sealmesh-tunnel links %s", d)
-			}
-		}
-	}
+	)
 }

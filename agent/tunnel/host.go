@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
-
 	"context"
 	"crypto/ecdh"
 	"encoding/json"
@@ -28,6 +26,7 @@ import (
 	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
 
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/internal/serve"
 )

@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
-
 	"bytes"
 	"context"
 	"crypto/ecdh"
@@ -28,10 +26,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/ca/issuer"
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/netlab"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // hostEnv, when set, makes this test binary a tunnel process serving on that
@@ -91,24 +91,6 @@ func newLab(t *testing.T, prefix string) *netlab.Lab {
 	return lab
 }
 
-// syncBuffer is a log sink safe for the child's stderr copier and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHostInstancesStayInTheirNamespaces runs two pods' Nebula instances in one
 // tunnel process that itself runs in a "node" namespace with an address of its
 // own (198.51.100.7), and a lighthouse in a third namespace. Each instance's
@@ -166,7 +148,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	lhResp, lhKey := enrolment("lighthouse", "10.42.0.1")
 	lhCfg, err := nebulaconfig.Config(lhResp, lhKey, nebulaconfig.Options{Lighthouse: true}).Render()
 	must(err)
-	lhLog := slog.New(slog.NewJSONHandler(&syncBuffer{}, nil))
+	lhLog := slog.New(slog.NewJSONHandler(&tools.SyncBuffer{}, nil))
 	lc := config.NewC(lhLog)
 	must(lc.LoadString(string(lhCfg)))
 	var lh *nebula.Control
@@ -183,7 +165,7 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	dir := t.TempDir()
 	control := dir + "/host.sock"
 	t.Setenv(hostEnv, control)
-	hostLog := &syncBuffer{}
+	hostLog := &tools.SyncBuffer{}
 	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, node.Path, nil, hostLog, 20*time.Second)
 	must(err)
 	t.Cleanup(func() { proc.Stop(5 * time.Second) })
@@ -330,7 +312,7 @@ func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 	control := dir + "/host.sock"
 	t.Setenv(hostEnv, control)
 	t.Setenv(churnEnv, "1")
-	hostLog := &syncBuffer{}
+	hostLog := &tools.SyncBuffer{}
 	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, node.Path, nil, hostLog, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rcrowley/go-metrics"
+
+	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 )
 
 // nebulaMetrics serves Nebula's own metrics (go-metrics, process-wide), for

@@ -3,8 +3,6 @@
 package attested
 
 import (
-	"github.com/sealmesh/sealmesh/internal/strictjson"
-
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"github.com/sealmesh/sealmesh/api"
 	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/attest/atls"
+	"github.com/sealmesh/sealmesh/internal/strictjson"
 	"github.com/sealmesh/sealmesh/manifest"
 )
 

@@ -8,8 +8,6 @@
 package coordinator
 
 import (
-	"github.com/sealmesh/sealmesh/internal/retry"
-
 	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -35,6 +33,7 @@ import (
 	"github.com/sealmesh/sealmesh/ca/keys"
 	"github.com/sealmesh/sealmesh/ca/seal"
 	"github.com/sealmesh/sealmesh/ca/store"
+	"github.com/sealmesh/sealmesh/internal/retry"
 )
 
 const (

@@ -4,27 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"k8s.io/klog/v2"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"k8s.io/klog/v2"
+
 	"github.com/sealmesh/sealmesh/internal/cli/clitest"
 )
 
-func TestConventions(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.Conventions(t, command())
-}
-
-func TestHelp(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.GoldenHelp(t, command())
-}
-
-func TestVersionsAndArguments(t *testing.T) {
-	clitest.Versions(t, command)
-}
+// TestCommandLine: argument checks, examples, golden --help, versions
+// (internal/cli/clitest).
+func TestCommandLine(t *testing.T) { clitest.Check(t, command) }
 
 // Subcommands take no stray words either (node start used to run a node).
 func TestStrayWords(t *testing.T) {

@@ -6,16 +6,6 @@ import (
 	"github.com/sealmesh/sealmesh/internal/cli/clitest"
 )
 
-func TestConventions(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.Conventions(t, command())
-}
-
-func TestHelp(t *testing.T) {
-	clitest.ClearEnv(t)
-	clitest.GoldenHelp(t, command())
-}
-
-func TestVersionsAndArguments(t *testing.T) {
-	clitest.Versions(t, command)
-}
+// TestCommandLine: argument checks, examples, golden --help, versions
+// (internal/cli/clitest).
+func TestCommandLine(t *testing.T) { clitest.Check(t, command) }

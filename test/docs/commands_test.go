@@ -1,8 +1,6 @@
 package docs
 
 import (
-	"github.com/sealmesh/sealmesh/test/tools"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // binaries are the commands the documents may name.

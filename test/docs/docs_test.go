@@ -3,14 +3,14 @@
 package docs
 
 import (
-	"github.com/sealmesh/sealmesh/test/tools"
-
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // testFuncs is every Test function declared in the repository.

@@ -4,8 +4,6 @@
 package etcdstore
 
 import (
-	"github.com/sealmesh/sealmesh/ca/store"
-
 	"context"
 	"fmt"
 	"slices"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 // Store is a store in etcd, for coordinators on VMs without Kubernetes. Several

@@ -2,9 +2,10 @@ package etcdstore
 
 import (
 	"fmt"
-	"github.com/sealmesh/sealmesh/ca/store"
 	"slices"
 	"testing"
+
+	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 // A transaction carries the queued swaps in order, never one key twice (etcd

@@ -3,8 +3,6 @@
 package kubestore
 
 import (
-	"github.com/sealmesh/sealmesh/ca/store"
-
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	typedv1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 // Store is a store in ConfigMaps, the HA backend inside a cluster: one

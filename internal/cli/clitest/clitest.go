@@ -98,7 +98,7 @@ func GoldenHelp(t *testing.T, root *cobra.Command) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (go test -run %s -update writes it)", err, t.Name())
+		t.Fatalf("%v (go test -run %s -update writes it)", err, strings.Split(t.Name(), "/")[0])
 	}
 	if got != string(want) {
 		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
@@ -111,7 +111,7 @@ func GoldenHelp(t *testing.T, root *cobra.Command) {
 				w = wl[i]
 			}
 			if g != w {
-				t.Fatalf("--help differs from %s at line %d:\n got: %q\nwant: %q\n(go test -run %s -update rewrites it after a deliberate change)", path, i+1, g, w, t.Name())
+				t.Fatalf("--help differs from %s at line %d:\n got: %q\nwant: %q\n(go test -run %s -update rewrites it after a deliberate change)", path, i+1, g, w, strings.Split(t.Name(), "/")[0])
 			}
 		}
 	}
@@ -157,4 +157,13 @@ func Versions(t *testing.T, newRoot func() *cobra.Command) {
 	if _, err := exec("typo"); err == nil || !strings.Contains(err.Error(), `unknown command "typo"`) {
 		t.Errorf("%s typo: %v, want an unknown-command error", name, err)
 	}
+}
+
+// Check runs Conventions, GoldenHelp and Versions on the tree newRoot
+// makes, with the environment its flags take defaults from cleared.
+func Check(t *testing.T, newRoot func() *cobra.Command) {
+	ClearEnv(t)
+	t.Run("conventions", func(t *testing.T) { Conventions(t, newRoot()) })
+	t.Run("help", func(t *testing.T) { GoldenHelp(t, newRoot()) })
+	t.Run("versions", func(t *testing.T) { Versions(t, newRoot) })
 }
