@@ -164,10 +164,12 @@ func proveToken(t jointoken.Token) func(*api.EnrolRequest) error {
 // retried on the next with a fresh nonce from that coordinator and the same
 // key, so a retry after a lost answer gets the same address, not a second one.
 func (r Retry) run(ctx context.Context, c *api.Client, prove func(*api.EnrolRequest) error) (*Enrolment, error) {
+	start := time.Now()
 	priv, _, err := KeyPair()
 	if err != nil {
 		return nil, err
 	}
+	since(ctx, "key", start)
 	key, err := InMemory(priv)
 	if err != nil {
 		return nil, err
@@ -211,11 +213,14 @@ func (r Retry) runWithKey(ctx context.Context, c *api.Client, key Key, prove fun
 // which saves asking; if the coordinator no longer knows it (it restarted),
 // the enrolment is made again here with a nonce asked for.
 func once(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequest) error) (*api.EnrolResponse, bool, error) {
+	start := time.Now()
 	n, spare, err := c.EnrolNonce(ctx)
+	since(ctx, "nonce", start)
 	for {
 		if err != nil {
 			return nil, true, err
 		}
+		start = time.Now()
 		req := &api.EnrolRequest{Nonce: n.Nonce, PublicKey: key.Public}
 		if req.Proof, err = key.Prove(n.PossessionKey, n.Nonce); err != nil {
 			return nil, false, err
@@ -223,11 +228,16 @@ func once(ctx context.Context, c *api.Client, key Key, prove func(*api.EnrolRequ
 		if err := prove(req); err != nil {
 			return nil, false, err
 		}
+		since(ctx, "evidence", start)
+		start = time.Now()
 		resp, enrolErr := c.Enrol(ctx, req)
+		since(ctx, "enrol", start)
 		if !spare || !api.NonceRefused(enrolErr) {
 			return resp, true, enrolErr
 		}
+		start = time.Now()
 		n, err = c.Nonce(ctx)
+		since(ctx, "nonce", start)
 		spare = false
 	}
 }

@@ -28,7 +28,14 @@ type metrics struct {
 	skipped    *prometheus.CounterVec
 	unattached prometheus.Gauge
 	repaired   prometheus.Counter
+	addStages  *prometheus.HistogramVec
 }
+
+// addStages are the stages of a pod's ADD, timed in
+// sealmesh_agent_add_stage_seconds: the agent's own (identity, the pod's
+// MTU, the tunnel and its interface, the record on disk) around the
+// enrolment's (agent/enrol.Trace), and the whole.
+var addStages = []string{"identity", "mtu", "key", "nonce", "evidence", "enrol", "tunnel", "record", "total"}
 
 func (a *Agent) initMetrics() {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -47,6 +54,15 @@ func (a *Agent) initMetrics() {
 	m.repaired = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sealmesh_agent_unattached_pods_deleted_total", Help: "Unattached pods deleted so that they start again attached (--delete-unattached-pods).",
 	})
+	m.addStages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sealmesh_agent_add_stage_seconds",
+		Help: "Time each stage of attaching a pod took (identity, mtu, key, nonce, evidence, enrol, tunnel, record, and the total).",
+		// 0.25 ms to 4 s.
+		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 15),
+	}, []string{"stage"})
+	for _, st := range addStages {
+		m.addStages.WithLabelValues(st)
+	}
 	// Every label value is exported from the start (at 0), so that rates
 	// and alerts on one see it before its first occurrence.
 	for _, r := range []string{"ok", "error"} {
@@ -56,7 +72,7 @@ func (a *Agent) initMetrics() {
 	for r := range skipReasons {
 		m.skipped.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.enrolments, m.renewals, m.skipped, m.unattached, m.repaired,
+	m.reg.MustRegister(m.enrolments, m.renewals, m.skipped, m.unattached, m.repaired, m.addStages,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sealmesh_agent_pods", Help: "Pods attached on this node."}, func() float64 {
 			a.mu.Lock()
 			defer a.mu.Unlock()

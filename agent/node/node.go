@@ -172,7 +172,9 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	if cniapi.Excluded(r.PodNamespace, a.cfg.ExcludeNamespaces) {
 		return a.skip(r, skipNamespace), nil
 	}
+	start := time.Now()
 	w, why, err := a.workload(ctx, r)
+	a.stage("identity", start)
 	switch {
 	case err != nil:
 		a.metrics.enrolments.WithLabelValues(result(err)).Inc()
@@ -180,9 +182,19 @@ func (a *Agent) Add(ctx context.Context, r *cniapi.Request) (*cniapi.AddResult, 
 	case why != "":
 		return a.skip(r, why), nil
 	}
-	res, err := a.attach(ctx, r, w)
+	res, err := a.attach(enrol.WithTrace(ctx, &enrol.Trace{Stage: a.stageTook}), r, w)
 	a.metrics.enrolments.WithLabelValues(result(err)).Inc()
+	if err == nil {
+		a.stage("total", start)
+	}
 	return res, err
+}
+
+// stage records how long a stage of an ADD took, from start.
+func (a *Agent) stage(name string, start time.Time) { a.stageTook(name, time.Since(start)) }
+
+func (a *Agent) stageTook(name string, d time.Duration) {
+	a.metrics.addStages.WithLabelValues(name).Observe(d.Seconds())
 }
 
 // Why a pod is passed through without a Nebula interface (the metric's
@@ -229,6 +241,7 @@ func (a *Agent) workload(ctx context.Context, r *cniapi.Request) (w api.Workload
 
 // attach enrols the pod and starts its tunnel.
 func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (*cniapi.AddResult, error) {
+	start := time.Now()
 	mtu := r.MTU
 	if mtu == 0 {
 		link, err := a.cfg.Netns.MTU(r.Netns)
@@ -237,6 +250,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 		}
 		mtu = link - nebulaOverhead
 	}
+	a.stage("mtu", start)
 	e, err := a.cfg.Retry.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, w)
 	if err != nil {
 		return nil, err
@@ -256,22 +270,26 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 		return nil, err
 	}
 	id := instanceID(r)
+	start = time.Now()
 	host, err := a.cfg.Tunnels.Start(ctx, id, &tunnel.AddRequest{Netns: r.Netns, Log: logPath, Config: cfg})
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
+	a.stage("tunnel", start)
 	p := &pod{
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
 		host:   host, instance: id, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP,
 		certificate: e.Certificate, renewAt: enrol.RenewAt(a.cfg.Now(), e.NotAfter), head: e.Head,
 	}
+	start = time.Now()
 	if err := a.save(p); err != nil {
 		a.cfg.Tunnels.Stop(host, id)
 		release()
 		return nil, err
 	}
+	a.stage("record", start)
 	a.mu.Lock()
 	a.pods[key(r)] = p
 	a.mu.Unlock()
