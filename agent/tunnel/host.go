@@ -23,7 +23,6 @@ import (
 	"github.com/slackhq/nebula"
 	"github.com/slackhq/nebula/cert"
 	"github.com/slackhq/nebula/config"
-	"github.com/slackhq/nebula/overlay"
 	"github.com/vishvananda/netlink"
 
 	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
@@ -255,7 +254,7 @@ func (h *host) start(req *AddRequest) (*instance, error) {
 		// On this thread, inside the pod's namespace: the TUN device and
 		// the UDP sockets are made here, and the interface is configured
 		// (addresses, routes) before Start returns.
-		in.ctrl, err = nebula.Main(in.c, false, h.version, log, overlay.NewDeviceFromConfig)
+		in.ctrl, err = nebula.Main(in.c, false, h.version, log, newDevice)
 		if err != nil {
 			return fmt.Errorf("tunnel: start nebula: %w", err)
 		}
