@@ -46,6 +46,8 @@ type Processes struct {
 	hosts map[string]*tunnelHost
 	// adopted is what Adopt found running, for Settle.
 	adopted map[string]map[string]bool
+	// starting, while a process starts, is closed when it has.
+	starting chan struct{}
 }
 
 // tunnelHost is one sealmesh-tunnel process and the pods placed in it.
@@ -156,31 +158,46 @@ func (t *Processes) Prove(ctx context.Context, host, id string, req *tunnel.Prov
 // when all are full. A new process is started outside the lock and counted
 // in once it runs.
 func (t *Processes) place() (*tunnelHost, error) {
-	t.mu.Lock()
-	var best *tunnelHost
-	for _, h := range t.hosts {
-		if !h.closed && h.proc.Alive() && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
-			best = h // fill the fullest first: fewer processes
+	for {
+		t.mu.Lock()
+		var best *tunnelHost
+		for _, h := range t.hosts {
+			if !h.closed && h.proc.Alive() && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
+				best = h // fill the fullest first: fewer processes
+			}
 		}
-	}
-	if best != nil {
-		best.pods++
+		if best != nil {
+			best.pods++
+			t.mu.Unlock()
+			return best, nil
+		}
+		// One process starts at a time: pods that arrive together while
+		// every process is full wait for it and share it, instead of
+		// starting one each (ten pods at once made ten processes).
+		if wait := t.starting; wait != nil {
+			t.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		t.starting = done
 		t.mu.Unlock()
-		return best, nil
+		h, err := t.startHost()
+		t.mu.Lock()
+		t.starting = nil
+		close(done)
+		if err != nil {
+			t.mu.Unlock()
+			return nil, err
+		}
+		if t.hosts == nil {
+			t.hosts = map[string]*tunnelHost{}
+		}
+		h.pods = 1
+		t.hosts[h.id] = h
+		t.mu.Unlock()
+		return h, nil
 	}
-	t.mu.Unlock()
-	h, err := t.startHost()
-	if err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	if t.hosts == nil {
-		t.hosts = map[string]*tunnelHost{}
-	}
-	h.pods = 1
-	t.hosts[h.id] = h
-	t.mu.Unlock()
-	return h, nil
 }
 
 // unplace gives a pod's room back; an emptied process is stopped.
