@@ -73,7 +73,7 @@ func TestDocumentedCommandsExist(t *testing.T) {
 	for _, c := range cmds {
 		seen[c.words[0]]++
 		t.Run(c.where, func(t *testing.T) {
-			if err := checkCommand(bin, c.words); err != nil {
+			if _, err := checkCommand(bin, c.words); err != nil {
 				t.Errorf("%s: %s: %v", c.where, strings.Join(c.words, " "), err)
 			}
 		})
@@ -91,7 +91,7 @@ func TestDocumentedCommandsExist(t *testing.T) {
 // the subcommand and parses every flag even with --help, so an unknown flag
 // fails; what it does not check (a word naming no subcommand, given to a
 // command that takes no arguments) is checked here from the usage line.
-func checkCommand(bin string, words []string) error {
+func checkCommand(bin string, words []string) (help string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// --help=true first: a trailing flag the document leaves without a
@@ -106,17 +106,21 @@ func checkCommand(bin string, words []string) error {
 		// Prose names a flag without its value ("give --owner-key"): check
 		// the rest.
 		if last := words[len(words)-1]; strings.Contains(stderr.String(), "flag needs an argument: --"+strings.TrimLeft(last, "-")) {
-			return checkCommand(bin, words[:len(words)-1])
+			help, err := checkCommand(bin, words[:len(words)-1])
+			if err == nil && !valueFlags(help)[last] {
+				err = fmt.Errorf("%s is not in the command's --help (a deprecated or hidden flag)", last)
+			}
+			return help, err
 		}
-		return fmt.Errorf("%v\n%s%s", err, stdout.String(), stderr.String())
+		return "", fmt.Errorf("%v\n%s%s", err, stdout.String(), stderr.String())
 	}
-	help := stdout.String() + stderr.String()
+	help = stdout.String() + stderr.String()
 	if strings.Contains(help, "has been deprecated") {
-		return fmt.Errorf("uses a deprecated spelling:\n%s", firstLines(help, 2))
+		return help, fmt.Errorf("uses a deprecated spelling:\n%s", firstLines(help, 2))
 	}
 	usage := regexp.MustCompile(`(?m)^Usage:\n  (.*)$`).FindStringSubmatch(help)
 	if usage == nil {
-		return fmt.Errorf("no usage line in --help:\n%s", help)
+		return help, fmt.Errorf("no usage line in --help:\n%s", help)
 	}
 	useLine := strings.Fields(strings.TrimSuffix(usage[1], " [flags]"))
 	path := 0 // words of the command path (after the binary)
@@ -127,12 +131,12 @@ func checkCommand(bin string, words []string) error {
 	takesArgs := path+1 < len(useLine) && !strings.HasPrefix(useLine[path+1], "-")
 	positional := positionals(words[1:], valueFlags(help))
 	if len(positional) < path || strings.Join(positional[:path], " ") != strings.Join(useLine[1:path+1], " ") {
-		return fmt.Errorf("found %q for %q", usage[1], strings.Join(positional, " "))
+		return help, fmt.Errorf("found %q for %q", usage[1], strings.Join(positional, " "))
 	}
 	if extra := positional[path:]; len(extra) > 0 && !takesArgs {
-		return fmt.Errorf("%q takes no argument and has no subcommand %q", strings.Join(useLine, " "), extra[0])
+		return help, fmt.Errorf("%q takes no argument and has no subcommand %q", strings.Join(useLine, " "), extra[0])
 	}
-	return nil
+	return help, nil
 }
 
 // placeholder: an argument or flag in a usage line (MANIFEST, POD|NAME,
