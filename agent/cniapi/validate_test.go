@@ -1,6 +1,8 @@
 package cniapi
 
 import (
+	"regexp"
+	"regexp/syntax"
 	"strings"
 	"testing"
 )
@@ -31,6 +33,10 @@ func TestValidateRequest(t *testing.T) {
 		{"pod name too long", func(r *Request) { r.PodName = strings.Repeat("a", 254) }, "podName"},
 		{"UID with quotes", func(r *Request) { r.PodUID = `"x"` }, "podUID"},
 		{"network name too long", func(r *Request) { r.Network = strings.Repeat("n", 256) }, "network"},
+		{"container ID too long", func(r *Request) { r.ContainerID = strings.Repeat("c", 256) }, "containerID"},
+		{"interface name . ", func(r *Request) { r.IfName = ".." }, "ifName"},
+		{"namespace ending in -", func(r *Request) { r.PodNamespace = "shop-" }, "podNamespace"},
+		{"UID too long", func(r *Request) { r.PodUID = strings.Repeat("a", 65) }, "podUID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := good
@@ -42,12 +48,34 @@ func TestValidateRequest(t *testing.T) {
 	}
 	for _, ok := range []func(*Request){
 		func(r *Request) { r.MTU = 0 },
+		func(r *Request) { // every length at its bound
+			r.ContainerID, r.IfName, r.PodNamespace, r.PodUID = strings.Repeat("c", 255), strings.Repeat("n", 15), strings.Repeat("a", 63), strings.Repeat("a", 64)
+		},
 		func(r *Request) { r.PodNamespace, r.PodName, r.PodUID = "", "", "" }, // not Kubernetes
 	} {
 		r := good
 		ok(&r)
 		if err := r.Validate(); err != nil {
 			t.Errorf("%+v: %v", r, err)
+		}
+	}
+}
+
+// Issue 29: counted repetitions ({0,254}) compile to that many copies of
+// their pattern, and sealmesh-cni compiled them at every exec (360 KB and
+// 1-2 ms of its start). The patterns stay small; lengths are checked apart.
+func TestPatternsStaySmall(t *testing.T) {
+	for _, re := range []*regexp.Regexp{idRE, ifRE, dnsLabelRE, dnsSubdomainRE, uidRE} {
+		parsed, err := syntax.Parse(re.String(), syntax.Perl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prog, err := syntax.Compile(parsed.Simplify())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(prog.Inst); n > 64 {
+			t.Errorf("%s compiles to %d instructions, want at most 64", re, n)
 		}
 	}
 }
