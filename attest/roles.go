@@ -135,32 +135,32 @@ func (a Attestation) Check(p string, bad func(path, format string, args ...any))
 			bad(p+".tdx.mrtds", "at least one MRTD is required")
 		}
 		for k, v := range t.MRTDs {
-			if hexstr.Check(v, 96) != nil {
-				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "%v", hexstr.Check(v, 96))
+			if err := hexstr.Check(v, 96); err != nil {
+				bad(fmt.Sprintf("%s.tdx.mrtds[%d]", p, k), "%v", err)
 			}
 		}
 		if len(t.RTMRs) != 0 && len(t.RTMRs) != 4 {
 			bad(p+".tdx.rtmrs", "want none or 4 entries (RTMR0-3), got %d", len(t.RTMRs))
 		}
-		if t.Xfam != "" && hexstr.Check(t.Xfam, 16) != nil {
-			bad(p+".tdx.xfam", "%v", hexstr.Check(t.Xfam, 16))
+		if err := hexstr.Check(t.Xfam, 16); t.Xfam != "" && err != nil {
+			bad(p+".tdx.xfam", "%v", err)
 		}
-		if t.MinimumTeeTcbSvn != "" && hexstr.Check(t.MinimumTeeTcbSvn, 32) != nil {
-			bad(p+".tdx.minimumTeeTcbSvn", "%v", hexstr.Check(t.MinimumTeeTcbSvn, 32))
+		if err := hexstr.Check(t.MinimumTeeTcbSvn, 32); t.MinimumTeeTcbSvn != "" && err != nil {
+			bad(p+".tdx.minimumTeeTcbSvn", "%v", err)
 		}
 		for name, list := range map[string][]string{"mrConfigIds": t.MRConfigIDs, "mrSeams": t.MRSeams} {
 			for k, v := range list {
-				if hexstr.Check(v, 96) != nil {
-					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "%v", hexstr.Check(v, 96))
+				if err := hexstr.Check(v, 96); err != nil {
+					bad(fmt.Sprintf("%s.tdx.%s[%d]", p, name, k), "%v", err)
 				}
 			}
 		}
-		if t.MROwner != "" && hexstr.Check(t.MROwner, 96) != nil {
-			bad(p+".tdx.mrOwner", "%v", hexstr.Check(t.MROwner, 96))
+		if err := hexstr.Check(t.MROwner, 96); t.MROwner != "" && err != nil {
+			bad(p+".tdx.mrOwner", "%v", err)
 		}
 		for k, v := range t.RTMRs {
-			if v != "" && hexstr.Check(v, 96) != nil {
-				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "%v or empty", hexstr.Check(v, 96))
+			if err := hexstr.Check(v, 96); v != "" && err != nil {
+				bad(fmt.Sprintf("%s.tdx.rtmrs[%d]", p, k), "%v or empty", err)
 			}
 		}
 	}
@@ -179,26 +179,26 @@ func (s *SNPPolicy) check(p string, bad func(path, format string, args ...any), 
 		bad(p+".measurements", "at least one launch measurement is required")
 	}
 	for k, ms := range s.Measurements {
-		if hexstr.Check(ms, 96) != nil {
-			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "%v", hexstr.Check(ms, 96))
+		if err := hexstr.Check(ms, 96); err != nil {
+			bad(fmt.Sprintf("%s.measurements[%d]", p, k), "%v", err)
 		}
 	}
 	for _, f := range []struct {
 		name, v string
 		n       int
 	}{{"hostData", s.HostData, 64}, {"familyID", s.FamilyID, 32}, {"imageID", s.ImageID, 32}} {
-		if f.v != "" && hexstr.Check(f.v, f.n) != nil {
-			bad(p+"."+f.name, "%v", hexstr.Check(f.v, f.n))
+		if err := hexstr.Check(f.v, f.n); f.v != "" && err != nil {
+			bad(p+"."+f.name, "%v", err)
 		}
 	}
 	if s.VMPL != nil && (*s.VMPL < 0 || *s.VMPL > 3) {
 		bad(p+".vmpl", "want 0 to 3, got %d", *s.VMPL)
 	}
-	switch {
+	switch err := hexstr.Check(s.RootFingerprint, 64); {
 	case simulated && s.RootFingerprint == "":
 		bad(p+".rootFingerprint", "required for simulated: the SHA-256 of the simulated root certificate (meshctl sim-tee init prints it)")
-	case s.RootFingerprint != "" && hexstr.Check(s.RootFingerprint, 64) != nil:
-		bad(p+".rootFingerprint", "%v", hexstr.Check(s.RootFingerprint, 64))
+	case s.RootFingerprint != "" && err != nil:
+		bad(p+".rootFingerprint", "%v", err)
 	}
 }
 

@@ -484,11 +484,11 @@ func (m *Manifest) Validate() error {
 	}
 	for i, r := range m.Revoked {
 		p := fmt.Sprintf("revoked[%d]", i)
-		if hexstr.Check(r.Fingerprint, 64) != nil {
-			bad(p+".fingerprint", "%v", hexstr.Check(r.Fingerprint, 64))
+		if err := hexstr.Check(r.Fingerprint, 64); err != nil {
+			bad(p+".fingerprint", "%v", err)
 		}
-		if r.Holder != "" && hexstr.Check(r.Holder, 32) != nil {
-			bad(p+".holder", "%v", hexstr.Check(r.Holder, 32))
+		if err := hexstr.Check(r.Holder, 32); r.Holder != "" && err != nil {
+			bad(p+".holder", "%v", err)
 		}
 	}
 
@@ -577,8 +577,8 @@ func (m *Manifest) Validate() error {
 	seenHash := map[string]bool{}
 	for i, t := range m.JoinTokens {
 		p := fmt.Sprintf("joinTokens[%d]", i)
-		if hexstr.Check(t.SHA256, 64) != nil {
-			bad(p+".sha256", "%v (meshctl token create writes it)", hexstr.Check(t.SHA256, 64))
+		if err := hexstr.Check(t.SHA256, 64); err != nil {
+			bad(p+".sha256", "%v (meshctl token create writes it)", err)
 		} else if seenHash[t.ID()] {
 			bad(p+".sha256", "another token has ID %s", t.ID())
 		}

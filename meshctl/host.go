@@ -154,7 +154,7 @@ expired must enrol again.`,
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("listen") && !cmd.Flags().Changed("listen-port") {
+			if !cmd.Flags().Changed("listen") {
 				o.listen = net.JoinHostPort(cfg.Listen.Host, strconv.Itoa(cfg.Listen.Port))
 			}
 			if !cmd.Flags().Changed("device") {
@@ -177,23 +177,13 @@ expired must enrol again.`,
 type hostOptions struct {
 	device string
 	listen string
-	port   int // --listen-port, the spelling before issue 28
 	key    string
 }
 
 func (o *hostOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.device, "device", nebulaconfig.DefaultDevice, "the Nebula interface's name (renew: as config.yml has it)")
 	cmd.Flags().StringVar(&o.listen, "listen", ":"+strconv.Itoa(nebulaconfig.DefaultPort), "Nebula's UDP address, host:port; no host: every address (renew: as config.yml has it)")
-	cmd.Flags().IntVar(&o.port, "listen-port", 0, "Nebula's UDP port")
-	cmd.Flags().MarkDeprecated("listen-port", "use --listen :PORT")
-}
-
-// address is --listen, or --listen-port's port on every address.
-func (o *hostOptions) address() (string, int, error) {
-	if o.port != 0 {
-		return "", o.port, nil
-	}
-	return cli.ParseListen("listen", o.listen)
+	cli.RenamePort(cmd.Flags(), "listen-port", "listen")
 }
 
 // HostConfig is the configuration stock nebula runs a host with: the
@@ -212,7 +202,7 @@ func writeHost(dir string, e *api.EnrolResponse, meshID string, o hostOptions) e
 	if err != nil {
 		return err
 	}
-	host, port, err := o.address()
+	host, port, err := cli.ParseListen("listen", o.listen)
 	if err != nil {
 		return err
 	}

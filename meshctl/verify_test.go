@@ -1,7 +1,6 @@
 package meshctl
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -10,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -98,14 +96,10 @@ func (m *verifyMesh) serve(t *testing.T, edit func([]api.HistoryEntry) []api.His
 	return srv.URL
 }
 
+// meshctl is run's standard output.
 func meshctl(args ...string) (string, error) {
-	cmd := Command()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs(args)
-	err := cmd.ExecuteContext(context.Background())
-	return out.String(), err
+	out, _, err := run(args...)
+	return out, err
 }
 
 // TestVerify: meshctl verify re-checks the whole history here and writes the

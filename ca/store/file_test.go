@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -17,4 +18,17 @@ func TestFileConformance(t *testing.T) {
 		f.SetPoll(20 * time.Millisecond)
 		return f
 	})
+}
+
+// Keys are usable in every backend: lower case, digits, '.', '_', '-', at
+// most 201 characters, and never the latest pointer's name.
+func TestValidKey(t *testing.T) {
+	for key, want := range map[string]bool{
+		"lease-10.42.0.7": true, strings.Repeat("a", 201): true, strings.Repeat("a", 202): false,
+		"": false, "-lease": false, "Lease": false, "a/b": false, "a b": false,
+	} {
+		if got := store.ValidKey(key); got != want {
+			t.Errorf("ValidKey(%q) = %v, want %v", key, got, want)
+		}
+	}
 }

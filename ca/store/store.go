@@ -65,9 +65,11 @@ type Record struct {
 	Value []byte
 }
 
-var keyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,200}$`)
+// The length is checked apart: a counted repetition compiles to that many
+// copies of its pattern.
+var keyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
-func Keys(rs []Record) []string {
+func keys(rs []Record) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = r.Key
@@ -78,7 +80,7 @@ func Keys(rs []Record) []string {
 // CheckSwap checks the keys of a Swap: valid, and not the latest pointer's
 // (which only SwapLatest writes).
 func CheckSwap(key string, also []Record) error {
-	for _, k := range append([]string{key}, Keys(also)...) {
+	for _, k := range append([]string{key}, keys(also)...) {
 		if err := CheckKey(k); err != nil {
 			return err
 		}
@@ -110,4 +112,4 @@ func CheckRemove(key string, old Version, also []string) error {
 }
 
 // ValidKey reports whether key is usable in every backend.
-func ValidKey(key string) bool { return keyRE.MatchString(key) }
+func ValidKey(key string) bool { return len(key) <= 201 && keyRE.MatchString(key) }

@@ -32,7 +32,6 @@ var version = "dev"
 
 func command() *cobra.Command {
 	var coordinator, policy, meshID, tokenFile, healthAddr, device, dns, listen string
-	var port int
 	var logOpts logging.Options
 	cmd := &cobra.Command{
 		Use:   "sealmesh-lighthouse",
@@ -62,9 +61,6 @@ func command() *cobra.Command {
 			host, lport, err := cli.ParseListen("listen", listen)
 			if err != nil {
 				return err
-			}
-			if port != 0 { // --listen-port, the spelling before issue 28
-				host, lport = "", port
 			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
@@ -114,8 +110,7 @@ func command() *cobra.Command {
 	f.StringVar(&meshID, "mesh-id", os.Getenv("SEALMESH_MESH_ID"), "the mesh to join: a coordinator of another mesh is refused before the join token is sent (or $SEALMESH_MESH_ID)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (required)")
 	f.StringVar(&listen, "listen", ":4242", "Nebula's UDP address, host:port; no host: every address")
-	f.IntVar(&port, "listen-port", 0, "Nebula's UDP port")
-	f.MarkDeprecated("listen-port", "use --listen :PORT")
+	cli.RenamePort(f, "listen-port", "listen")
 	f.StringVar(&device, "device", "", "TUN device for the lighthouse's own overlay IP; empty runs without one")
 	f.StringVar(&dns, "dns", "", "ip:port to answer DNS on: the overlay IPs of the hosts this lighthouse knows, by certificate name (a pod is <name>.<namespace>); empty serves none")
 	f.StringVar(&healthAddr, "health-listen", "127.0.0.1:7084", "address for /healthz, /readyz and /metrics")

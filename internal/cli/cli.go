@@ -5,6 +5,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -160,6 +161,30 @@ type alias struct {
 func (a alias) String() string     { return a.f.Value.String() }
 func (a alias) Type() string       { return a.f.Value.Type() }
 func (a alias) Set(s string) error { return a.fs.Set(a.f.Name, s) }
+
+// RenamePort keeps old, a port-only flag (--listen-port 4242), working as a
+// deprecated spelling of the host:port flag name (--listen :4242), as
+// Rename does for a flag of the same type.
+func RenamePort(fs *pflag.FlagSet, old, name string) {
+	fs.AddFlag(&pflag.Flag{Name: old, Usage: "a port", Value: portAlias{fs, name}})
+	if err := fs.MarkDeprecated(old, "use --"+name+" :PORT"); err != nil {
+		panic(err)
+	}
+}
+
+type portAlias struct {
+	fs   *pflag.FlagSet
+	name string
+}
+
+func (a portAlias) String() string { return "" }
+func (a portAlias) Type() string   { return "int" }
+func (a portAlias) Set(s string) error {
+	if _, err := strconv.Atoi(s); err != nil {
+		return errors.New("want a port number")
+	}
+	return a.fs.Set(a.name, ":"+s)
+}
 
 // ParseListen reads a --listen value, host:port, where an empty host means
 // every address.

@@ -144,15 +144,13 @@ func lookup(fields map[string]reflect.Type, k string) (reflect.Type, bool) {
 }
 
 // nearest is the known field closest to k, if close enough to be a typo.
+// (A typo: at most two edits, or a third of the word's length.)
 func nearest(k string, fields map[string]reflect.Type) string {
-	best, bestD := "", len(k)/3+2
+	best, bestD := "", max(2, len(k)/3)+1
 	for name := range fields {
 		if d := distance(strings.ToLower(k), strings.ToLower(name)); d < bestD || d == bestD && name < best {
 			best, bestD = name, d
 		}
-	}
-	if bestD > max(2, len(k)/3) {
-		return ""
 	}
 	return best
 }

@@ -17,6 +17,13 @@ import (
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
+var (
+	usageRE  = regexp.MustCompile(`(?m)^Usage:\n  (.*)$`)
+	flagRE   = regexp.MustCompile(`(?m)^\s+(?:-(\w), )?--([\w-]+) (\w+)\s`) // a flag with a value's type
+	inlineRE = regexp.MustCompile("`((?:meshctl|sealmesh-[a-z]+)(?: [^`]*)?)`")
+	assignRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`) // VAR=value before a command
+)
+
 // binaries are the commands the documents may name.
 var binaries = []string{"meshctl", "sealmesh-coordinator", "sealmesh-agent", "sealmesh-lighthouse", "sealmesh-tunnel"}
 
@@ -118,7 +125,7 @@ func checkCommand(bin string, words []string) (help string, err error) {
 	if strings.Contains(help, "has been deprecated") {
 		return help, fmt.Errorf("uses a deprecated spelling:\n%s", firstLines(help, 2))
 	}
-	usage := regexp.MustCompile(`(?m)^Usage:\n  (.*)$`).FindStringSubmatch(help)
+	usage := usageRE.FindStringSubmatch(help)
 	if usage == nil {
 		return help, fmt.Errorf("no usage line in --help:\n%s", help)
 	}
@@ -149,8 +156,7 @@ func placeholder(w string) bool {
 // type after their name).
 func valueFlags(help string) map[string]bool {
 	out := map[string]bool{}
-	re := regexp.MustCompile(`(?m)^\s+(?:-(\w), )?--([\w-]+) (\w+)\s`)
-	for _, m := range re.FindAllStringSubmatch(help, -1) {
+	for _, m := range flagRE.FindAllStringSubmatch(help, -1) {
 		out["--"+m[2]] = true
 		if m[1] != "" {
 			out["-"+m[1]] = true
@@ -218,10 +224,9 @@ func inlineCommands(t *testing.T, f string) []docCommand {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile("`((?:meshctl|sealmesh-[a-z]+)(?: [^`]*)?)`")
 	var out []docCommand
 	for i, l := range strings.Split(string(b), "\n") {
-		for _, m := range re.FindAllStringSubmatch(l, -1) {
+		for _, m := range inlineRE.FindAllStringSubmatch(l, -1) {
 			out = append(out, commandsIn(fmt.Sprintf("%s:%d", rel(f), i+1), m[1])...)
 		}
 	}
@@ -300,7 +305,7 @@ func commandsIn(where, line string) []docCommand {
 	var out []docCommand
 	var cur []string
 	flush := func() {
-		for len(cur) > 0 && (cur[0] == "sudo" || cur[0] == "exec" || regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`).MatchString(cur[0])) {
+		for len(cur) > 0 && (cur[0] == "sudo" || cur[0] == "exec" || assignRE.MatchString(cur[0])) {
 			cur = cur[1:]
 		}
 		if len(cur) > 0 && isBinary(filepath.Base(cur[0])) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sealmesh/sealmesh/internal/ociimage"
 	"github.com/sealmesh/sealmesh/internal/testenv"
+	meshctlpkg "github.com/sealmesh/sealmesh/meshctl"
 	"github.com/sealmesh/sealmesh/test/tools"
 )
 
@@ -230,11 +231,11 @@ func TestKubernetes(t *testing.T) {
 	_, err = c.Kubectl("delete", "pod", "pod-a", "--wait=true")
 	fail(err)
 	fail(c.WaitFor("pod-a's lease released", time.Minute, func() error {
-		// meshctl status exits 8 when --host matches no live host.
+		// meshctl status exits ExitNoMatch when --host matches no live host.
 		out, err := meshctlAt("status", "--owner-key", filepath.Join(work, "owner.key"), "--host", "default/pod-a", "-o", "json")
 		var exit *exec.ExitError
 		switch {
-		case errors.As(err, &exit) && exit.ExitCode() == 8:
+		case errors.As(err, &exit) && exit.ExitCode() == meshctlpkg.ExitNoMatch:
 			return nil
 		case err != nil:
 			return err

@@ -117,9 +117,9 @@ func GoldenHelp(t *testing.T, root *cobra.Command) {
 	}
 }
 
-// ClearEnv unsets the variables sealmesh's flags take defaults from, so that
+// clearEnv unsets the variables sealmesh's flags take defaults from, so that
 // help text and defaults do not depend on the caller's environment.
-func ClearEnv(t *testing.T) {
+func clearEnv(t *testing.T) {
 	for _, v := range []string{"SEALMESH_COORDINATOR", "SEALMESH_COORDINATOR_POLICY", "SEALMESH_MESH_ID", "NODE_NAME", "POD_NAMESPACE", "POD_NAME", "POD_UID"} {
 		t.Setenv(v, "")
 	}
@@ -162,7 +162,7 @@ func Versions(t *testing.T, newRoot func() *cobra.Command) {
 // Check runs Conventions, GoldenHelp and Versions on the tree newRoot
 // makes, with the environment its flags take defaults from cleared.
 func Check(t *testing.T, newRoot func() *cobra.Command) {
-	ClearEnv(t)
+	clearEnv(t)
 	t.Run("conventions", func(t *testing.T) { Conventions(t, newRoot()) })
 	t.Run("help", func(t *testing.T) { GoldenHelp(t, newRoot()) })
 	t.Run("versions", func(t *testing.T) { Versions(t, newRoot) })
