@@ -61,6 +61,9 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte("version: 1\nnetworks: [10.42.0.0/16]\nroles: []\n"))
 	f.Add([]byte(`{"version": 1, "networks": ["fd42::/64", "10.42.0.0/16"]}`))
 	f.Add([]byte(`{}`))
+	// Unknown fields and wrong types: the errors walk the document.
+	f.Add([]byte("version: 1\ncertificateLifetme: 1h\nroles: [{name: web, attestation: {simulated: {measurment: []}}}]\n"))
+	f.Add([]byte(`{"version": "one", "networks": [1]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := manifest.Parse(b)
 		if err != nil {
@@ -82,6 +85,14 @@ func FuzzManifest(f *testing.F) {
 		}
 		if again.Hash() != m.Hash() {
 			t.Fatalf("hash changed through JSON: %s, %s", m.Hash(), again.Hash())
+		}
+		// meshctl manifest get's YAML reads back to the same manifest.
+		y, err := m.YAML()
+		if err != nil {
+			t.Fatalf("a parsed manifest has no YAML: %v", err)
+		}
+		if back, err := manifest.Parse(y); err != nil || back.Hash() != m.Hash() {
+			t.Fatalf("YAML does not read back to the same manifest: %v\n%s", err, y)
 		}
 	})
 }
