@@ -91,6 +91,14 @@ func TestKubernetes(t *testing.T) {
 		t.Fatalf("%s exists: another sealmesh agent uses this machine's default directory", runDir)
 	}
 	t.Cleanup(func() { os.RemoveAll(runDir) })
+	// The cluster's logs are printed after a failure; the reason is printed
+	// again after them (this cleanup runs last), where CI's tail shows it.
+	var failure error
+	t.Cleanup(func() {
+		if failure != nil {
+			t.Logf("--- TestKubernetes failed: %v", failure)
+		}
+	})
 	c := Up(t, Options{Plugins: binDir, Images: images(t)})
 	dump := func() {
 		for _, n := range []string{"kubelet", "containerd", "kube-apiserver", "kubelet-restarted", "containerd-restarted"} {
@@ -108,6 +116,7 @@ func TestKubernetes(t *testing.T) {
 	fail := func(err error) {
 		t.Helper()
 		if err != nil {
+			failure = err
 			dump()
 			t.Fatal(err)
 		}
