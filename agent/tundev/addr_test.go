@@ -1,26 +1,28 @@
-package tunnel
+package tundev
 
 import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sealmesh/sealmesh/internal/testenv"
+	"github.com/sealmesh/sealmesh/test/netlab"
 )
 
-// Issue 29: Nebula adds its addresses to the TUN link while it is down, then
-// brings it up and sets a route from each. An IPv6 address is tentative
-// until the kernel's address work has run; a route from a tentative address
-// is refused, and Nebula sleeps 100 ms before trying again (8 of 100 pod
-// starts in BenchmarkCNILatency). On a TUN device that work only lags; on a
-// veth (duplicate address detection for real, about a second) the same
-// refusal is certain, which makes it testable: the plain address is
-// tentative and its route refused, the one added without DAD first (then
-// re-added by Nebula's AddrReplace) is neither.
+// Issue 29: Nebula's device adds its addresses to the TUN link while it is
+// down, then brings it up and sets a route from each. An IPv6 address is
+// tentative until the kernel's address work has run; a route from a
+// tentative address is refused, and Nebula sleeps 100 ms before trying
+// again (8 of 100 pod starts in BenchmarkCNILatency). On a TUN device that
+// work only lags; on a veth (duplicate address detection for real, about a
+// second) the same refusal is certain, which makes it testable: the address
+// added as Nebula adds it is tentative and its route refused, the one
+// addAddresses adds is neither.
 func TestOverlayAddressesNeverTentative(t *testing.T) {
 	testenv.RequireRoot(t)
 	lab := newLab(t, "smdad")
@@ -61,12 +63,13 @@ func TestOverlayAddressesNeverTentative(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			add := nebulaAdd
 			if tc.noDAD {
-				if err := addNoDAD(link, []netip.Prefix{netip.MustParsePrefix("10.42.0.7/16"), overlay}); err != nil {
-					return err
+				add = func(link netlink.Link) error {
+					return addAddresses(link, []netip.Prefix{netip.MustParsePrefix("10.42.0.7/16"), overlay})
 				}
 			}
-			if err := nebulaAdd(link); err != nil {
+			if err := add(link); err != nil {
 				return err
 			}
 			if got, err := tentative(link); err != nil || got != tc.before {
@@ -97,4 +100,14 @@ func TestOverlayAddressesNeverTentative(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func newLab(t *testing.T, prefix string) *netlab.Lab {
+	lab := netlab.New(fmt.Sprintf("%s%d", prefix, os.Getpid()%100000))
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return lab
 }

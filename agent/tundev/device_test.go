@@ -1,0 +1,346 @@
+package tundev
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sealmesh/sealmesh/internal/testenv"
+	"github.com/sealmesh/sealmesh/test/netlab"
+)
+
+const testMTU = 1300
+
+var labs atomic.Int32
+
+// end is one side of a wired pair: a device in its own namespace.
+type end struct {
+	ns      *netlab.NS
+	dev     *Device
+	v4, v6  netip.Prefix
+	read    atomic.Uint64 // packets read from the device
+	written atomic.Uint64 // packets written into it
+
+	mu      sync.Mutex
+	bad     []string // packets that failed parse
+	seqs    stream
+	flags   map[byte]int // TCP flag combinations seen on data-carrying segments
+	maxSize int
+}
+
+// wire opens a device in each of two namespaces and joins them in user
+// space: what the kernel sends into one comes out of the other. Each packet
+// read is checked (parse) on the way.
+func wire(t *testing.T, opts Options) (a, b *end) {
+	t.Helper()
+	lab := newLab(t, fmt.Sprintf("smtun%d-", labs.Add(1)))
+	a = &end{v4: netip.MustParsePrefix("10.99.0.1/24"), v6: netip.MustParsePrefix("fd99::1/64")}
+	b = &end{v4: netip.MustParsePrefix("10.99.0.2/24"), v6: netip.MustParsePrefix("fd99::2/64")}
+	for i, e := range []*end{a, b} {
+		ns, err := lab.NS(fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.ns, e.seqs.next, e.flags = ns, map[string]uint32{}, map[byte]int{}
+		err = ns.Do(func() error {
+			// A long queue: packets the kernel drops before they are
+			// read leave gaps no check can tell from a splitter's.
+			d, err := Open("sm0", testMTU, 20000, []netip.Prefix{e.v4, e.v6}, opts, nil)
+			if err != nil {
+				return err
+			}
+			e.dev = d
+			return d.Activate()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		a.dev.Close()
+		b.dev.Close()
+		wg.Wait()
+	})
+	pump := func(from, to *end) {
+		defer wg.Done()
+		buf := make([]byte, 9001)
+		for {
+			n, err := from.dev.Read(buf)
+			if err != nil {
+				return
+			}
+			from.read.Add(1)
+			// The reader's position tells a packet of the same read as
+			// the one before from the first of a new read.
+			from.check(buf[:n], from.dev.r.i > 1)
+			if _, err := to.dev.Write(buf[:n]); err != nil {
+				return
+			}
+			to.written.Add(1)
+		}
+	}
+	wg.Add(2)
+	go pump(a, b)
+	go pump(b, a)
+	return a, b
+}
+
+func (e *end) check(b []byte, batch bool) {
+	p, err := parse(b, testMTU)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.maxSize = max(e.maxSize, len(b))
+	if err != nil {
+		e.bad = append(e.bad, err.Error())
+		return
+	}
+	e.seqs.see(p, batch)
+	if p.proto == 6 && len(p.payload) > 0 {
+		e.flags[p.flags]++
+	}
+}
+
+// stats are the interface's counters: the kernel counts a super-packet
+// once, so fewer packets than were read or written means offloads worked.
+func (e *end) stats(t *testing.T) (tx, rx, txDropped uint64) {
+	t.Helper()
+	err := e.ns.Do(func() error {
+		l, err := netlink.LinkByName("sm0")
+		if err != nil {
+			return err
+		}
+		st := l.Attrs().Statistics
+		tx, rx, txDropped = st.TxPackets, st.RxPackets, st.TxDropped
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx, rx, txDropped
+}
+
+// transfer sends data over TCP from a to b, written in the given sizes
+// with Nagle off (so segments of every size carry PSH), then half-closes;
+// b answers the SHA-256 of what it received.
+func transfer(t *testing.T, a, b *end, dst netip.Addr, sizes []int, total int) {
+	t.Helper()
+	var ln net.Listener
+	if err := b.ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(dst, 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		io.Copy(h, c)
+		sum := h.Sum(nil)
+		c.Write(sum)
+		got <- sum
+	}()
+	var c net.Conn
+	if err := a.ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	c.(*net.TCPConn).SetNoDelay(true)
+	data := make([]byte, total)
+	for i := range data {
+		data[i] = byte(i*7 + i>>11)
+	}
+	for off, i := 0, 0; off < total; i++ {
+		n := min(sizes[i%len(sizes)], total-off)
+		if _, err := c.Write(data[off : off+n]); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	c.(*net.TCPConn).CloseWrite()
+	answer, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	if !bytes.Equal(answer, want[:]) || !bytes.Equal(<-got, want[:]) {
+		t.Fatalf("%s: %d bytes arrived changed", dst, total)
+	}
+}
+
+// TestKernelFlows runs TCP over IPv4 and IPv6, in writes of mixed sizes and
+// flags, and UDP with segmentation offload, through a pair of devices,
+// checking every packet the kernel handed over after splitting (checksums,
+// lengths, sequence numbers contiguous), the bytes that arrive, and from
+// the interfaces' own counters that the kernel sent super-packets and took
+// coalesced ones exactly when the options say so.
+func TestKernelFlows(t *testing.T) {
+	testenv.RequireRoot(t)
+	sizes := []int{1, 7, 100, testMTU, 1448, 4000, 9000, 65536, 200000, 3, 70000}
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"plain", Options{}},
+		{"read", Options{Read: true}},
+		{"write", Options{Write: true}},
+		{"both", Offload},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := wire(t, tc.opts)
+			if got := a.dev.Offloads(); got != tc.opts {
+				t.Fatalf("offloads %+v, asked for %+v", got, tc.opts)
+			}
+			transfer(t, a, b, b.v4.Addr(), sizes, 8<<20)
+			transfer(t, a, b, b.v6.Addr(), sizes, 8<<20)
+			udp(t, a, b)
+			time.Sleep(200 * time.Millisecond) // the last ACKs through
+			aTx, _, aDropped := a.stats(t)
+			_, bRx, _ := b.stats(t)
+			read, written := a.read.Load(), b.written.Load()
+			a.dev.Close()
+			b.dev.Close()
+
+			for _, e := range []*end{a, b} {
+				e.mu.Lock()
+				if len(e.bad) > 0 {
+					t.Errorf("%d bad packets, first: %s", len(e.bad), e.bad[0])
+				}
+				if len(e.seqs.split) > 0 {
+					t.Errorf("%d gaps in sequence numbers inside one read, first: %s", len(e.seqs.split), e.seqs.split[0])
+				}
+				e.mu.Unlock()
+			}
+			if len(a.seqs.gaps) > 0 && aDropped == 0 {
+				t.Errorf("%d gaps in sequence numbers and no packet dropped by the interface, first: %s", len(a.seqs.gaps), a.seqs.gaps[0])
+			}
+			if a.flags[tcpACK|tcpPSH] == 0 || a.flags[tcpACK] == 0 {
+				t.Errorf("data segments by flags: %v; want some with PSH and some without", a.flags)
+			}
+			if a.maxSize != testMTU {
+				t.Errorf("largest packet read %d bytes, want the MTU %d", a.maxSize, testMTU)
+			}
+			t.Logf("a: %d packets read from %d the kernel sent; b: %d written as %d the kernel took", read, aTx, written, bRx)
+			switch split := read > aTx; {
+			case tc.opts.Read && !split:
+				t.Errorf("read offload on, but the kernel sent %d packets for %d read: no super-packets", aTx, read)
+			case !tc.opts.Read && split:
+				t.Errorf("read offload off, but %d packets were read of %d the kernel sent", read, aTx)
+			}
+			switch coalesced := bRx < written; {
+			case tc.opts.Write && !coalesced:
+				t.Errorf("write offload on, but the kernel took %d packets for %d written: nothing coalesced", bRx, written)
+			case !tc.opts.Write && coalesced:
+				t.Errorf("write offload off, but %d packets written arrived as %d", written, bRx)
+			}
+		})
+	}
+}
+
+// udp sends datagrams of mixed sizes, and one send with UDP_SEGMENT (the
+// kernel hands the device a UDP super-packet where it has USO), and checks
+// each arrives whole.
+func udp(t *testing.T, a, b *end) {
+	t.Helper()
+	var srv *net.UDPConn
+	if err := b.ns.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var cl *net.UDPConn
+	if err := a.ns.Do(func() (err error) {
+		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var want []int
+	for _, n := range []int{1, 200, testMTU - 28} {
+		if _, err := cl.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, n)
+	}
+	const seg = 1000
+	rc, err := cl.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if _, err := cl.Write(bytes.Repeat([]byte{0xab}, 8*seg+123)); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		want = append(want, seg)
+	}
+	want = append(want, 123)
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 65536)
+	for i, n := range want {
+		got, err := srv.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d: %v", i, len(want), err)
+		}
+		if got != n {
+			t.Fatalf("datagram %d: %d bytes, want %d", i, got, n)
+		}
+	}
+}
+
+// TestCloseEndsRead: Nebula's reader blocks in Read; closing the device
+// must end it with an error (Nebula then stops), never leave it hanging or
+// read from unmapped buffers.
+func TestCloseEndsRead(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, opts := range []Options{{}, Offload} {
+		a, _ := wire(t, opts)
+		done := make(chan error, 1)
+		// wire's own pump is already reading; a second reader waits on
+		// the first's lock, and both must end.
+		go func() { _, err := a.dev.Read(make([]byte, 9001)); done <- err }()
+		time.Sleep(50 * time.Millisecond)
+		a.dev.Close()
+		select {
+		case err := <-done:
+			if err == nil || !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("%+v: Read after Close: %v, want os.ErrClosed", opts, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%+v: Read still blocked after Close", opts)
+		}
+		if _, err := a.dev.Write(make([]byte, 40)); err == nil {
+			t.Fatalf("%+v: Write after Close succeeded", opts)
+		}
+	}
+}
