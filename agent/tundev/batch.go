@@ -8,8 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // virtioNetHdrLen is the room wireguard-go's Write needs in front of each

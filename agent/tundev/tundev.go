@@ -29,8 +29,8 @@ import (
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // Options choose the offloads; the zero value turns both off (plain

@@ -50,7 +50,7 @@ func newDevice(c *config.C, l *slog.Logger, vpnNetworks []netip.Prefix, routines
 type nebulaDevice struct{ *tundev.Device }
 
 func (nebulaDevice) RoutesFor(netip.Addr) routing.Gateways { return nil }
-func (nebulaDevice) SupportsMultiqueue() bool               { return false }
+func (nebulaDevice) SupportsMultiqueue() bool              { return false }
 func (nebulaDevice) NewMultiQueueReader() (io.ReadWriteCloser, error) {
 	return nil, errors.New("tunnel: sealmesh's device has one queue")
 }
