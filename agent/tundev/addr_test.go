@@ -102,7 +102,7 @@ func TestOverlayAddressesNeverTentative(t *testing.T) {
 	}
 }
 
-func newLab(t *testing.T, prefix string) *netlab.Lab {
+func newLab(t testing.TB, prefix string) *netlab.Lab {
 	lab := netlab.New(fmt.Sprintf("%s%d", prefix, os.Getpid()%100000))
 	t.Cleanup(func() {
 		if err := lab.Close(); err != nil {

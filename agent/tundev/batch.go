@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -129,13 +131,16 @@ func (r *reader) free() {
 	}
 }
 
-// writer queues Nebula's packets and writes them in batches.
+// writer writes Nebula's packets, coalescing those of a burst.
 //
 // Nebula writes from its UDP reader's goroutine, one packet per call, with
-// no word on whether more are coming. The flusher takes everything queued
-// whenever it runs, up to 64 KiB: while one write is in the kernel, the
-// packets decrypted meanwhile queue up and go in the next, coalesced; a
-// packet that finds the flusher idle goes at once.
+// no word on whether more are coming. A packet that arrives alone (none in
+// the last burstGap) and finds nothing queued or being written is written
+// at once by the caller, as stock Nebula does: an idle flow, a ping or a
+// request pays nothing. Packets of a burst queue for the flusher, which
+// takes everything queued whenever it runs, up to 64 KiB: while one write
+// is in the kernel, the packets decrypted meanwhile queue up and go in the
+// next, coalesced.
 type writer struct {
 	tun    wgtun.Device
 	offset int // room in front of each packet for the virtio header
@@ -149,41 +154,66 @@ type writer struct {
 	free     [][]byte
 	pending  [][]byte
 	spare    [][]byte
-	coalesce bool // false once the kernel refused a coalesced write
+	writing  bool  // a write (inline or the flusher's) is in the kernel
+	last     int64 // when the last packet came (monotonic ns)
+	coalesce bool  // false once the kernel refused a coalesced write
 	closed   bool
 	wake     chan struct{} // one token: packets are pending
 	done     chan struct{} // closed when the flusher has ended
 
 	arena arena
-	plain sync.Pool // synchronous writes' buffers with header room
+	heads [][]byte // whole-super-packet buffers for each flow's first packet
+	send  [][]byte // the flusher's batch, heads swapped in
+	plain sync.Pool
 
 	lost atomic.Uint64 // packets the kernel refused
 }
 
+// burstGap: a packet this soon after the one before is part of a burst.
+// Bulk transfers deliver packets microseconds apart; pings and requests
+// are far apart.
+const burstGap = 50 * time.Microsecond
+
+// maxPacket is the largest packet Nebula hands over (its buffers' size).
+const maxPacket = 9001
+
+// headCount is how many flows of one batch are coalesced; the packets of
+// any further flow are written as they are.
+const headCount = 4
+
 func newWriter(tun wgtun.Device, vnetHdr, coalesce bool, mtu int, log *slog.Logger) (*writer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	w := &writer{tun: tun, log: log}
 	if vnetHdr {
 		w.offset = virtioNetHdrLen
 	}
-	w.plain.New = func() any { b := make([]byte, w.offset+mtu); return &b }
+	w.plain.New = func() any { b := make([]byte, w.offset+maxPacket); return &b }
 	if !vnetHdr || !coalesce {
 		return w, nil
 	}
 	w.queued, w.coalesce = true, true
 	w.perSend = (maxSuper + mtu - 1) / mtu
 	// Twice a batch: one being written, the next filling up meanwhile.
+	// Queued packets are copied into small buffers; wireguard-go coalesces
+	// a flow's segments into its first packet's buffer, so that one is
+	// moved to a buffer that can hold a whole super-packet when the batch
+	// is sent. Only written pages are ever resident.
+	page := os.Getpagesize()
 	n := 2 * w.perSend
-	size := (w.offset + maxSuper + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
-	a, err := newArena(n * size)
+	small := (w.offset + maxPacket + page - 1) &^ (page - 1)
+	big := (w.offset + maxSuper + page - 1) &^ (page - 1)
+	a, err := newArena(n*small + headCount*big)
 	if err != nil {
 		return nil, err
 	}
 	w.arena = a
-	// Every buffer can hold a whole super-packet: wireguard-go coalesces
-	// a flow's segments into its first buffer's spare capacity.
-	w.free = a.slots(n, size)
+	w.free = a.slots(n, small)
+	w.heads = a[n*small:].slots(headCount, big)
 	w.pending = make([][]byte, 0, n)
 	w.spare = make([][]byte, 0, n)
+	w.send = make([][]byte, 0, n)
 	w.space.L = &w.mu
 	w.wake = make(chan struct{}, 1)
 	w.done = make(chan struct{})
@@ -195,10 +225,23 @@ func (w *writer) write(p []byte) (int, error) {
 	if !w.queued {
 		return w.writeNow(p)
 	}
-	if len(p) > maxSuper {
+	if len(p) > maxPacket {
 		return 0, fmt.Errorf("tundev: packet of %d bytes", len(p))
 	}
+	now := nanotime()
 	w.mu.Lock()
+	alone := now-w.last > int64(burstGap)
+	w.last = now
+	if alone && !w.writing && len(w.pending) == 0 && !w.closed {
+		w.writing = true
+		w.mu.Unlock()
+		n, err := w.writeNow(p)
+		w.mu.Lock()
+		w.writing = false
+		w.kick()
+		w.mu.Unlock()
+		return n, err
+	}
 	for len(w.free) == 0 && !w.closed {
 		w.space.Wait()
 	}
@@ -210,13 +253,21 @@ func (w *writer) write(p []byte) (int, error) {
 	w.free = w.free[:len(w.free)-1]
 	w.pending = append(w.pending, append(b[:w.offset], p...))
 	if len(w.pending) == 1 {
-		select {
-		case w.wake <- struct{}{}:
-		default: // a token is already there
-		}
+		w.kick()
 	}
 	w.mu.Unlock()
 	return len(p), nil
+}
+
+// kick tells the flusher packets are pending. Called with mu held.
+func (w *writer) kick() {
+	if len(w.pending) == 0 || w.closed {
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default: // a token is already there
+	}
 }
 
 // writeNow writes one packet with a system call of its own.
@@ -230,7 +281,6 @@ func (w *writer) writeNow(p []byte) (int, error) {
 	bp := w.plain.Get().(*[]byte)
 	defer w.plain.Put(bp)
 	b := append((*bp)[:w.offset], p...)
-	*bp = b[:0]
 	if _, err := w.tun.Write([][]byte{b}, w.offset); err != nil {
 		return 0, err
 	}
@@ -242,16 +292,22 @@ func (w *writer) flush() {
 	for range w.wake {
 		for {
 			w.mu.Lock()
+			if w.writing { // an inline write; it kicks when done
+				w.mu.Unlock()
+				break
+			}
 			k := min(len(w.pending), w.perSend)
 			batch := append(w.spare[:0], w.pending[:k]...)
 			w.pending = append(w.pending[:0], w.pending[k:]...)
 			coalesce := w.coalesce
+			w.writing = len(batch) > 0
 			w.mu.Unlock()
 			if len(batch) == 0 {
 				break
 			}
-			w.send(batch, coalesce)
+			w.sendBatch(batch, coalesce)
 			w.mu.Lock()
+			w.writing = false
 			for _, b := range batch {
 				w.free = append(w.free, b[:0])
 			}
@@ -267,10 +323,10 @@ func (w *writer) flush() {
 	w.arena.free()
 }
 
-// send writes one batch: coalesced, or a packet per call once the kernel
-// has refused a coalesced write on this device.
-func (w *writer) send(batch [][]byte, coalesce bool) {
-	if !coalesce {
+// sendBatch writes one batch: coalesced, or a packet per call once the
+// kernel has refused a coalesced write on this device.
+func (w *writer) sendBatch(batch [][]byte, coalesce bool) {
+	if !coalesce || len(batch) == 1 {
 		for i := range batch {
 			if _, err := w.tun.Write(batch[i:i+1], w.offset); err != nil {
 				w.lose(1, err)
@@ -278,10 +334,11 @@ func (w *writer) send(batch [][]byte, coalesce bool) {
 		}
 		return
 	}
-	_, err := w.tun.Write(batch, w.offset)
+	send := w.withHeads(batch)
+	_, err := w.tun.Write(send, w.offset)
 	switch {
 	case err == nil:
-	case errors.Is(err, unix.EINVAL) && len(batch) > 1:
+	case errors.Is(err, unix.EINVAL):
 		// The batch is lost (its buffers were rewritten while
 		// coalescing); TCP sends it again.
 		w.mu.Lock()
@@ -292,6 +349,63 @@ func (w *writer) send(batch [][]byte, coalesce bool) {
 	default:
 		w.lose(len(batch), err)
 	}
+}
+
+// withHeads returns the batch with the first packet of each of its first
+// headCount flows copied into a buffer that can grow to a super-packet.
+func (w *writer) withHeads(batch [][]byte) [][]byte {
+	send := append(w.send[:0], batch...)
+	var seen [headCount]flowKey
+	n := 0
+	for i, b := range batch {
+		if n == headCount {
+			break
+		}
+		k, ok := keyOf(b[w.offset:])
+		if !ok {
+			continue
+		}
+		if slices.Contains(seen[:n], k) {
+			continue
+		}
+		seen[n] = k
+		send[i] = append(w.heads[n][:0], b...)
+		n++
+	}
+	return send
+}
+
+// flowKey is what wireguard-go coalesces by: addresses, protocol, ports.
+type flowKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	proto        byte
+}
+
+func keyOf(p []byte) (flowKey, bool) {
+	var k flowKey
+	var l4 []byte
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		ihl := int(p[0]&0xf) * 4
+		if ihl < 20 || len(p) < ihl+4 {
+			return k, false
+		}
+		copy(k.src[:], p[12:16])
+		copy(k.dst[:], p[16:20])
+		k.proto, l4 = p[9], p[ihl:]
+	case len(p) >= 44 && p[0]>>4 == 6:
+		copy(k.src[:], p[8:24])
+		copy(k.dst[:], p[24:40])
+		k.proto, l4 = p[6], p[40:]
+	default:
+		return k, false
+	}
+	if k.proto != unix.IPPROTO_TCP && k.proto != unix.IPPROTO_UDP {
+		return k, false
+	}
+	k.sport, k.dport = uint16(l4[0])<<8|uint16(l4[1]), uint16(l4[2])<<8|uint16(l4[3])
+	return k, true
 }
 
 func (w *writer) lose(n int, err error) {
@@ -324,3 +438,8 @@ func (w *writer) close() {
 	w.mu.Unlock()
 	<-w.done
 }
+
+var start = time.Now()
+
+// nanotime is monotonic nanoseconds (time.Since reads the monotonic clock).
+func nanotime() int64 { return int64(time.Since(start)) }

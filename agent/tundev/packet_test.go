@@ -11,6 +11,7 @@ type packet struct {
 	v6       bool
 	src, dst netip.Addr
 	proto    byte
+	id       uint16 // IPv4's
 	sport    uint16
 	dport    uint16
 	seq      uint32
@@ -61,6 +62,7 @@ func parse(b []byte, mtu int) (packet, error) {
 		p.src, _ = netip.AddrFromSlice(b[12:16])
 		p.dst, _ = netip.AddrFromSlice(b[16:20])
 		p.proto = b[9]
+		p.id = binary.BigEndian.Uint16(b[4:])
 		l4 = b[ihl:]
 		pseudo = sum(b[12:20], 0) + uint32(p.proto) + uint32(len(l4))
 	case 6:
