@@ -161,10 +161,11 @@ type writer struct {
 	wake     chan struct{} // one token: packets are pending
 	done     chan struct{} // closed when the flusher has ended
 
-	arena arena
-	heads [][]byte // whole-super-packet buffers for each flow's first packet
-	send  [][]byte // the flusher's batch, heads swapped in
-	plain sync.Pool
+	arena  arena
+	heads  [][]byte // whole-super-packet buffers for each flow's first packet
+	send   [][]byte // the flusher's batch, heads swapped in
+	inline []byte   // the one inline write's buffer (writing excludes others)
+	plain  sync.Pool
 
 	lost atomic.Uint64 // packets the kernel refused
 }
@@ -204,13 +205,14 @@ func newWriter(tun wgtun.Device, vnetHdr, coalesce bool, mtu int, log *slog.Logg
 	n := 2 * w.perSend
 	small := (w.offset + maxPacket + page - 1) &^ (page - 1)
 	big := (w.offset + maxSuper + page - 1) &^ (page - 1)
-	a, err := newArena(n*small + headCount*big)
+	a, err := newArena((n+1)*small + headCount*big)
 	if err != nil {
 		return nil, err
 	}
 	w.arena = a
 	w.free = a.slots(n, small)
-	w.heads = a[n*small:].slots(headCount, big)
+	w.inline = a[n*small:].slots(1, small)[0]
+	w.heads = a[(n+1)*small:].slots(headCount, big)
 	w.pending = make([][]byte, 0, n)
 	w.spare = make([][]byte, 0, n)
 	w.send = make([][]byte, 0, n)
@@ -235,7 +237,10 @@ func (w *writer) write(p []byte) (int, error) {
 	if alone && !w.writing && len(w.pending) == 0 && !w.closed {
 		w.writing = true
 		w.mu.Unlock()
-		n, err := w.writeNow(p)
+		n, err := len(p), error(nil)
+		if _, werr := w.tun.Write([][]byte{append(w.inline[:w.offset], p...)}, w.offset); werr != nil {
+			n, err = 0, werr
+		}
 		w.mu.Lock()
 		w.writing = false
 		w.kick()

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // refusing stands in for a kernel that takes single packets but refuses
@@ -86,4 +86,3 @@ func waitCalls(t *testing.T, dev *refusing, n int) {
 	}
 	t.Fatalf("fewer than %d writes", n)
 }
-
