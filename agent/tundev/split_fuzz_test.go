@@ -24,7 +24,6 @@ type splitLab struct {
 	inject  int // the injector's fd
 	dev     *Device
 	packets chan []byte
-	stop    func()
 }
 
 var (
