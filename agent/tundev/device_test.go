@@ -85,7 +85,8 @@ func wire(t *testing.T, opts Options) (a, b *end) {
 			from.read.Add(1)
 			// The reader's position tells a packet of the same read as
 			// the one before from the first of a new read.
-			from.check(buf[:n], from.dev.r.i > 1)
+			up := from.dev.up.Load()
+			from.check(buf[:n], up != nil && up.r.i > 1)
 			if _, err := to.dev.Write(buf[:n]); err != nil {
 				return
 			}
@@ -342,5 +343,47 @@ func TestCloseEndsRead(t *testing.T) {
 		if _, err := a.dev.Write(make([]byte, 40)); err == nil {
 			t.Fatalf("%+v: Write after Close succeeded", opts)
 		}
+	}
+}
+
+// TestOffloadsOnlyForBursts: packets that come apart (pings, requests)
+// leave the device on the plain path, which costs nothing beyond the
+// descriptor; a bulk transfer turns the offloads on, on both devices.
+func TestOffloadsOnlyForBursts(t *testing.T) {
+	testenv.RequireRoot(t)
+	a, b := wire(t, Offload)
+	var srv *net.UDPConn
+	if err := b.ns.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var cl *net.UDPConn
+	if err := a.ns.Do(func() (err error) {
+		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	buf := make([]byte, 100)
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range 3 * upgradeAfter {
+		if _, err := cl.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * burstGap)
+	}
+	if a.dev.up.Load() != nil || b.dev.up.Load() != nil {
+		t.Fatal("offloads turned on by packets that came apart")
+	}
+	transfer(t, a, b, b.v4.Addr(), []int{65536}, 4<<20)
+	if a.dev.up.Load() == nil || b.dev.up.Load() == nil {
+		t.Fatal("a bulk transfer left the offloads off")
 	}
 }

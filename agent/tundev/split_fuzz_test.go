@@ -3,6 +3,7 @@ package tundev
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -53,6 +54,12 @@ func newSplitLab(t testing.TB) *splitLab {
 		s.dev = d
 		if err := d.Activate(); err != nil {
 			return err
+		}
+		// Offloads on from the start (else the kernel segments what
+		// the plain path reads until a burst turns them on).
+		d.upgrade()
+		if d.up.Load() == nil {
+			return errors.New("offloads refused")
 		}
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
