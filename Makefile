@@ -146,7 +146,7 @@ bench: tools deps ## (root) run the benchmarks and write docs/BENCHMARKS.md and 
 		echo "installing iperf3 (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3; \
 	fi
-	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/coordinator/=3x ./ca/issuer/=500x ./ca/ipam/=500x ./test/e2e/=1x ./test/ha/=1x ./test/dataplane/=1x
+	$(GO) run ./test/benchreport -out docs/BENCHMARKS.md -count 5 ./attest/=2000x ./ca/coordinator/=3x ./ca/issuer/=500x ./ca/ipam/=500x ./test/e2e/=1x ./test/ha/=1x ./test/dataplane/=1x ./agent/tundev/=1x
 
 # Each fuzz target for FUZZTIME; `make test` runs their seed corpora (and
 # testdata/fuzz beside them) as ordinary tests.
