@@ -76,6 +76,14 @@ func newReader(tun wgtun.Device, offload bool, mtu int) (*reader, error) {
 	return r, nil
 }
 
+// pending reports whether a batch still has packets to hand out. Called
+// by the one reader.
+func (r *reader) pending() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.i < r.n
+}
+
 func (r *reader) read(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -87,7 +87,7 @@ func wire(t testing.TB, opts Options, check bool) (a, b *end) {
 			// the one before from the first of a new read.
 			if check {
 				up := from.dev.up.Load()
-				from.check(buf[:n], up != nil && up.r.i > 1)
+				from.check(buf[:n], up != nil && from.dev.splitting.Load() && up.r.i > 1)
 			}
 			if _, err := to.dev.Write(buf[:n]); err != nil {
 				return
@@ -428,3 +428,60 @@ func BenchmarkDevice(b *testing.B) {
 		})
 	}
 }
+
+// TestSplitterFollowsTCP: after a TCP transfer has turned the splitter on,
+// reads that carry no TCP (a UDP flood) turn it off, so that the kernel
+// finishes checksums again; every datagram still arrives whole, including
+// any queued while the kernel left its checksum to the device; TCP turns
+// the splitter on again.
+func TestSplitterFollowsTCP(t *testing.T) {
+	testenv.RequireRoot(t)
+	a, b := wire(t, Offload, true)
+	transfer(t, a, b, b.v4.Addr(), []int{65536}, 4<<20)
+	if !splitting(a) {
+		t.Fatal("a TCP transfer left the splitter off")
+	}
+	for range 3 {
+		udp(t, a, b) // 12 datagrams each, one of them a UDP super-packet
+	}
+	var srv *net.UDPConn
+	if err := b.ns.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var cl *net.UDPConn
+	if err := a.ns.Do(func() (err error) {
+		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2000)
+	for i := range 2 * quietReads {
+		if _, err := cl.Write(buf[:1000]); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := srv.Read(buf); err != nil || n != 1000 {
+			t.Fatalf("datagram %d: %d bytes, %v", i, n, err)
+		}
+	}
+	if splitting(a) {
+		t.Fatal("the splitter stayed on through reads without TCP")
+	}
+	transfer(t, a, b, b.v4.Addr(), []int{65536}, 4<<20)
+	if !splitting(a) {
+		t.Fatal("TCP did not turn the splitter on again")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.bad) > 0 {
+		t.Fatalf("%d bad packets, first: %s", len(a.bad), a.bad[0])
+	}
+}
+
+func splitting(e *end) bool { return e.dev.splitting.Load() }
