@@ -76,7 +76,7 @@ func BenchmarkRestartToReady(b *testing.B) {
 				}
 			}
 			big, _ := manifest.Parse([]byte(strings.Replace(raw, `"10.42.0.0/24"`, `"10.42.0.0/16"`, 1)))
-			alloc, err := ipam.NewAllocator(context.Background(), st, big, testLeaseKey)
+			alloc, err := ipam.NewAllocator(context.Background(), st, big, seed.LeaseKey())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -121,6 +121,3 @@ func mustRequest(b *testing.B, raw, parent string) *api.ManifestRequest {
 	}
 	return req
 }
-
-// testLeaseKey authenticates the benchmark's lease records.
-var testLeaseKey = []byte("lease key of the benchmark, 32 b")
