@@ -230,7 +230,8 @@ const notes = `
   each run starts at the next contender, so none is always first): *veth* the raw
   underlay (the physical limit here); *sealmesh* the pods' Nebula instances as the agent
   configures them (MTU from the pod's link: 1420; 10 MiB socket buffers; a TUN transmit
-  queue of 5000 packets; one tunnel process per pod, as on two nodes); *nebula-equal* the
+  queue of 5000 packets; one tunnel process per pod, as on two nodes), on sealmesh's own
+  TUN device with the kernel's offloads (agent/tundev); *nebula-equal* the
   stock ` + "`nebula`" + ` binary built from the same module version (v1.11.1) with the
   configuration sealmesh renders (same MTU, buffers, queue, cipher, firewall);
   *nebula-default* the stock binary with Nebula's defaults (MTU 1300, kernel-default
@@ -260,16 +261,31 @@ const notes = `
   have carried anyway. Two routines do not help one stream by design: the kernel hashes
   a flow to one TUN queue and one socket, so the second reader pair carries nothing of
   it and only takes a share of two cores; sealmesh keeps one. *Limits:* Nebula moves
-  one packet per system call on TUN and UDP (read, decrypt, write) and runs its inside
-  and outside paths on one goroutine each, so per-packet cost, not crypto, sets its rate
-  on two cores. *The gap to wireguard-go* is per cause: TUN offloads (wireguard-go reads
-  and writes 64 KiB TSO/GRO super-packets through virtio-net headers, Nebula one
-  MTU-sized packet per read), UDP GSO/GRO (wireguard-go sends and receives batches of
-  datagrams per system call; Nebula batches receives with recvmmsg but sends one by one),
-  and its parallel crypto pipeline across cores. What would move sealmesh: the TUN and
-  UDP offloads in Nebula (upstream work), not settings. wireguard-go's memory under load
-  is its pools of 64 KiB buffers. UDP at full rate measures how much a sender that does
+  one packet per system call on UDP (decrypt, encrypt and sendmsg per packet; receives
+  batched with recvmmsg) and runs its inside and outside paths on one goroutine each.
+  sealmesh's device takes the TUN side's per-packet system calls away (BenchmarkDevice
+  below: about 50 packets per read, about 10 per write on one stream) and with them the
+  kernel's per-packet TCP work on both pods, which is its gain over *nebula-equal* in
+  rate and CPU per GB. *The gap to wireguard-go* that remains is per cause: UDP GSO/GRO
+  (wireguard-go sends and receives batches of datagrams per system call; Nebula v1.11.1
+  sends one by one, in socket code that ` + "`nebula.Main`" + ` does not let sealmesh replace),
+  and wireguard-go's parallel crypto pipeline across cores (Nebula encrypts a stream on
+  one goroutine). The offloaded path costs a pod memory only once it carries a burst
+  (its buffers, and wireguard-go's coalescing tables of about 2 MB of heap): idle pods
+  pay nothing (BenchmarkPodMemory), a pod that carried bulk traffic keeps them
+  (rss-load). The splitter is on only while reads carry TCP: with it, the kernel leaves
+  each packet's checksum to user space, which for a UDP flood costs more than it saves.
+  wireguard-go's memory under load is its pools of 64 KiB buffers. UDP at full rate
+  measures how much a sender that does
   not slow down loses: wireguard-go drops more of a flood than Nebula.
+
+- **agent/tundev BenchmarkDevice**: the device alone, without Nebula or crypto: two
+  devices in two namespaces joined in user space (what one reads, the other writes, on
+  one goroutine per direction, as Nebula), one TCP stream of 256 MiB written in 1 MiB
+  writes, with each half of the offloads alone, both and neither: Gb/s, and how many
+  packets each system call carried (packets/read: the kernel's super-packets split;
+  packets/write: segments coalesced into one GSO write). Each half's share of the
+  device's gain is the ratio of its row to *plain*.
 
 - **test/e2e BenchmarkCNILatency**: CNI ADD and DEL of the whole chain through libcni on
   one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
