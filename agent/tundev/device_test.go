@@ -268,22 +268,7 @@ func TestKernelFlows(t *testing.T) {
 // each arrives whole.
 func udp(t *testing.T, a, b *end) {
 	t.Helper()
-	var srv *net.UDPConn
-	if err := b.ns.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var cl *net.UDPConn
-	if err := a.ns.Do(func() (err error) {
-		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, srv := udpPair(t, a, b)
 	var want []int
 	for _, n := range []int{1, 200, testMTU - 28} {
 		if _, err := cl.Write(make([]byte, n)); err != nil {
@@ -354,22 +339,7 @@ func TestCloseEndsRead(t *testing.T) {
 func TestOffloadsOnlyForBursts(t *testing.T) {
 	testenv.RequireRoot(t)
 	a, b := wire(t, Offload, true)
-	var srv *net.UDPConn
-	if err := b.ns.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var cl *net.UDPConn
-	if err := a.ns.Do(func() (err error) {
-		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, srv := udpPair(t, a, b)
 	buf := make([]byte, 100)
 	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for range 3 * upgradeAfter {
@@ -444,22 +414,7 @@ func TestSplitterFollowsTCP(t *testing.T) {
 	for range 3 {
 		udp(t, a, b) // 12 datagrams each, one of them a UDP super-packet
 	}
-	var srv *net.UDPConn
-	if err := b.ns.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var cl *net.UDPConn
-	if err := a.ns.Do(func() (err error) {
-		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, srv := udpPair(t, a, b)
 	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 2000)
 	for i := range 2 * quietReads {
@@ -485,3 +440,24 @@ func TestSplitterFollowsTCP(t *testing.T) {
 }
 
 func splitting(e *end) bool { return e.dev.splitting.Load() }
+
+// udpPair is a UDP socket in a's namespace connected to one in b's, both
+// closed when the test ends.
+func udpPair(t *testing.T, a, b *end) (cl, srv *net.UDPConn) {
+	t.Helper()
+	if err := b.ns.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := a.ns.Do(func() (err error) {
+		cl, err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl, srv
+}
