@@ -310,6 +310,18 @@ func (m *Manifest) RevokedHolder(holder string) bool {
 	return false
 }
 
+// RevokedHolders returns the keys (holders) whose every certificate is
+// revoked.
+func (m *Manifest) RevokedHolders() []string {
+	var out []string
+	for _, r := range m.Revoked {
+		if r.Holder != "" {
+			out = append(out, r.Holder)
+		}
+	}
+	return out
+}
+
 // Blocklist returns the revoked certificates' fingerprints.
 func (m *Manifest) Blocklist() []string {
 	out := make([]string, 0, len(m.Revoked))

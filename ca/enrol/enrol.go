@@ -347,13 +347,9 @@ func (s *Service) issue(ctx context.Context, sv Serving, id identity, publicKey 
 // revoked host kept its previous certificate, same key and address, for up
 // to a third of the lifetime).
 func blocklist(m *manifest.Manifest, alloc *ipam.Allocator, now time.Time) []string {
-	out := m.Blocklist()
-	for _, fp := range slices.Concat(alloc.HeldBy(m.RevokedHolder, now), alloc.Superseded(now)) {
-		if !slices.Contains(out, fp) {
-			out = append(out, fp)
-		}
-	}
-	return out
+	out := slices.Concat(m.Blocklist(), alloc.HeldBy(m.RevokedHolders(), now), alloc.Superseded(now))
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // joining matches a join token to the manifest's: the role it admits (for a

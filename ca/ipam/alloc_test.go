@@ -309,7 +309,7 @@ func TestReleaseKeepsAddressUntilExpiry(t *testing.T) {
 			if err != nil || second.IP == first.IP {
 				t.Fatalf("the next enrolment got %s (%v) while %s's certificate is valid", second.IP, err, first.IP)
 			}
-			if got := a.HeldBy(func(h string) bool { return h == "first" }, now); len(got) != 1 {
+			if got := a.HeldBy([]string{"first"}, now); len(got) != 1 {
 				t.Fatalf("the released certificate is not counted for its holder's revocation: %v", got)
 			}
 			for i := range 253 {

@@ -20,19 +20,7 @@ import (
 func BenchmarkAllocate(b *testing.B) {
 	for _, n := range []int{0, 10000} {
 		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-				d, err := os.MkdirTemp("/dev/shm", "sealmesh-bench-")
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { os.RemoveAll(d) })
-				dir = d
-			}
-			st, err := store.OpenFile(dir)
-			if err != nil {
-				b.Fatal(err)
-			}
+			st := tmpfsStore(b)
 			m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
 			if err != nil {
 				b.Fatal(err)
@@ -65,4 +53,60 @@ func BenchmarkAllocate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkBlocklist is what every enrolment's answer reads for its
+// blocklist (HeldBy the manifest's revoked holders, and Superseded) with n
+// leases held: it must not grow with n (a pass over every lease did, and
+// was most of a coordinator's CPU per enrolment at tens of thousands).
+func BenchmarkBlocklist(b *testing.B) {
+	for _, n := range []int{1000, 30000} {
+		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
+			st := tmpfsStore(b)
+			m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Written straight to the store (as many coordinators over
+			// time would have), then loaded.
+			a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, now := context.Background(), time.Now()
+			for i := range n {
+				holder := fmt.Sprintf("key%d", i)
+				if _, err := a.Issue(ctx, netip.Addr{}, holder, "web", now, func(ip netip.Addr) (ipam.Lease, error) {
+					return lease(ip, holder, now), nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			revoked := []string{"key1", "key7", "key42"}
+			for b.Loop() {
+				if got := len(a.HeldBy(revoked, now)) + len(a.Superseded(now)); got != 3 {
+					b.Fatalf("%d certificates blocked, want 3", got)
+				}
+			}
+		})
+	}
+}
+
+// tmpfsStore is a file store on tmpfs where there is one: the allocator's
+// own cost is measured, not a disk's.
+func tmpfsStore(b *testing.B) store.Store {
+	dir := b.TempDir()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		d, err := os.MkdirTemp("/dev/shm", "sealmesh-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(d) })
+		dir = d
+	}
+	st, err := store.OpenFile(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
 }

@@ -1,0 +1,24 @@
+package ipam
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+)
+
+// CheckIndex compares the indexes with ones built from scratch from the
+// leases: what the blocklist reads must never miss a lease.
+func (a *Allocator) CheckIndex() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	got, gotSup := a.byHolder, a.superseding
+	defer func() { a.byHolder, a.superseding = got, gotSup }()
+	a.replace(a.leases)
+	if !maps.EqualFunc(got, a.byHolder, func(x, y map[netip.Addr]struct{}) bool { return maps.Equal(x, y) }) {
+		return fmt.Errorf("holder index %v, leases say %v", got, a.byHolder)
+	}
+	if !maps.Equal(gotSup, a.superseding) {
+		return fmt.Errorf("superseding index %v, leases say %v", gotSup, a.superseding)
+	}
+	return nil
+}
