@@ -48,9 +48,8 @@ func (a arena) free() { _ = unix.Munmap(a) }
 
 // reader hands the packets of one batch read to Nebula one at a time.
 type reader struct {
-	tun     wgtun.Device
-	offload bool
-	slot    int // each buffer's size: the MTU
+	tun  wgtun.Device
+	slot int // each buffer's size: the MTU
 
 	// mu is held across the blocking read: Nebula reads from one goroutine,
 	// and free must wait for that read to end before unmapping its buffers.
@@ -59,17 +58,15 @@ type reader struct {
 	bufs  [][]byte
 	sizes []int
 	n, i  int // packets in the batch, next to hand out
-
-	lost atomic.Uint64 // super-packets that could not be split
 }
 
-func newReader(tun wgtun.Device, offload bool, mtu int) (*reader, error) {
+func newReader(tun wgtun.Device, mtu int) (*reader, error) {
 	n := tun.BatchSize()
 	a, err := newArena(n * mtu)
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{tun: tun, offload: offload, slot: mtu, arena: a, bufs: a.slots(n, mtu), sizes: make([]int, n)}
+	r := &reader{tun: tun, slot: mtu, arena: a, bufs: a.slots(n, mtu), sizes: make([]int, n)}
 	for i := range r.bufs {
 		r.bufs[i] = r.bufs[i][:mtu]
 	}
@@ -112,7 +109,6 @@ func (r *reader) read(p []byte) (int, error) {
 			// Anything else is about one super-packet (a header the
 			// splitter refuses, too many segments): lost, as a dropped
 			// packet would be, and never fatal to Nebula.
-			r.lost.Add(1)
 			if n <= 0 {
 				continue
 			}
@@ -190,16 +186,15 @@ const maxPacket = 9001
 // any further flow are written as they are.
 const headCount = 4
 
-func newWriter(tun wgtun.Device, vnetHdr, coalesce bool, mtu int, log *slog.Logger) (*writer, error) {
+// newWriter writes through wireguard-go's device (with the virtio
+// header); coalesce false writes each packet with a call of its own.
+func newWriter(tun wgtun.Device, coalesce bool, mtu int, log *slog.Logger) (*writer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &writer{tun: tun, log: log}
-	if vnetHdr {
-		w.offset = virtioNetHdrLen
-	}
+	w := &writer{tun: tun, log: log, offset: virtioNetHdrLen}
 	w.plain.New = func() any { b := make([]byte, w.offset+maxPacket); return &b }
-	if !vnetHdr || !coalesce {
+	if !coalesce {
 		return w, nil
 	}
 	w.queued, w.coalesce = true, true
@@ -285,12 +280,6 @@ func (w *writer) kick() {
 
 // writeNow writes one packet with a system call of its own.
 func (w *writer) writeNow(p []byte) (int, error) {
-	if w.offset == 0 {
-		if _, err := w.tun.Write([][]byte{p}, 0); err != nil {
-			return 0, err
-		}
-		return len(p), nil
-	}
 	bp := w.plain.Get().(*[]byte)
 	defer w.plain.Put(bp)
 	b := append((*bp)[:w.offset], p...)

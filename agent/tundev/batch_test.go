@@ -38,7 +38,7 @@ func (r *refusing) Write(bufs [][]byte, offset int) (int, error) {
 // the device writes each packet with its own call from then on.
 func TestWriteFallsBackToPlain(t *testing.T) {
 	dev := &refusing{release: make(chan struct{})}
-	w, err := newWriter(dev, true, true, 1300, nil)
+	w, err := newWriter(dev, true, 1300, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

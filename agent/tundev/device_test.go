@@ -25,6 +25,17 @@ const testMTU = 1300
 
 var labs atomic.Int32
 
+// variants are each half of the offloads alone, both, and neither.
+var variants = []struct {
+	name string
+	opts Options
+}{
+	{"plain", Options{}},
+	{"read", Options{Read: true}},
+	{"write", Options{Write: true}},
+	{"both", Offload},
+}
+
 // end is one side of a wired pair: a device in its own namespace.
 type end struct {
 	ns      *netlab.NS
@@ -203,15 +214,7 @@ func transfer(t testing.TB, a, b *end, dst netip.Addr, sizes []int, total int) {
 func TestKernelFlows(t *testing.T) {
 	testenv.RequireRoot(t)
 	sizes := []int{1, 7, 100, testMTU, 1448, 4000, 9000, 65536, 200000, 3, 70000}
-	for _, tc := range []struct {
-		name string
-		opts Options
-	}{
-		{"plain", Options{}},
-		{"read", Options{Read: true}},
-		{"write", Options{Write: true}},
-		{"both", Offload},
-	} {
+	for _, tc := range variants {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := wire(t, tc.opts, true)
 			if got := a.dev.Offloads(); got != tc.opts {
@@ -366,15 +369,7 @@ func TestOffloadsOnlyForBursts(t *testing.T) {
 // many packets each system call carried on each side.
 func BenchmarkDevice(b *testing.B) {
 	testenv.RequireRoot(b)
-	for _, tc := range []struct {
-		name string
-		opts Options
-	}{
-		{"plain", Options{}},
-		{"read", Options{Read: true}},
-		{"write", Options{Write: true}},
-		{"both", Offload},
-	} {
+	for _, tc := range variants {
 		b.Run(tc.name, func(b *testing.B) {
 			const total = 256 << 20
 			var secs float64

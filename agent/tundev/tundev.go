@@ -201,12 +201,12 @@ func (d *Device) offload() (*offloaded, error) {
 			return nil, err
 		}
 	}
-	r, err := newReader(tun, d.opts.Read, d.mtu)
+	r, err := newReader(tun, d.mtu)
 	if err != nil {
 		tun.Close()
 		return nil, err
 	}
-	w, err := newWriter(tun, true, d.opts.Write, d.mtu, d.log.With("device", d.name))
+	w, err := newWriter(tun, d.opts.Write, d.mtu, d.log.With("device", d.name))
 	if err != nil {
 		r.free()
 		tun.Close()

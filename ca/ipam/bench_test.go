@@ -3,7 +3,6 @@ package ipam_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -20,35 +19,25 @@ import (
 func BenchmarkAllocate(b *testing.B) {
 	for _, n := range []int{0, 10000} {
 		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
-			st := tmpfsStore(b)
-			m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
-			if err != nil {
-				b.Fatal(err)
-			}
+			st, m, a := benchAllocator(b)
 			ctx, now := context.Background(), time.Now()
-			alloc := func(i int) {
-				holder := fmt.Sprintf("key%d", i)
-				if _, err := a.Issue(ctx, netip.Addr{}, holder, "web", now, func(ip netip.Addr) (ipam.Lease, error) {
-					return lease(ip, holder, now), nil
-				}); err != nil {
+			alloc := func(a *ipam.Allocator, i int) {
+				if _, err := issue(a, fmt.Sprintf("key%d", i), now); err != nil {
 					b.Fatal(err)
 				}
 			}
 			for i := range n {
-				alloc(i)
+				alloc(a, i)
 			}
 			// A restarted coordinator: the leases are loaded, the search
 			// starts at the network's beginning.
-			if a, err = ipam.NewAllocator(context.Background(), st, m, leaseKey); err != nil {
+			a, err := ipam.NewAllocator(ctx, st, m, leaseKey)
+			if err != nil {
 				b.Fatal(err)
 			}
 			i := n
 			for b.Loop() {
-				alloc(i)
+				alloc(a, i)
 				i++
 			}
 		})
@@ -62,23 +51,10 @@ func BenchmarkAllocate(b *testing.B) {
 func BenchmarkBlocklist(b *testing.B) {
 	for _, n := range []int{1000, 30000} {
 		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
-			st := tmpfsStore(b)
-			m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			// Written straight to the store (as many coordinators over
-			// time would have), then loaded.
-			a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, now := context.Background(), time.Now()
+			_, _, a := benchAllocator(b)
+			now := time.Now()
 			for i := range n {
-				holder := fmt.Sprintf("key%d", i)
-				if _, err := a.Issue(ctx, netip.Addr{}, holder, "web", now, func(ip netip.Addr) (ipam.Lease, error) {
-					return lease(ip, holder, now), nil
-				}); err != nil {
+				if _, err := issue(a, fmt.Sprintf("key%d", i), now); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -90,6 +66,20 @@ func BenchmarkBlocklist(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchAllocator is an allocator for a /16 over a file store on tmpfs.
+func benchAllocator(b *testing.B) (store.Store, *manifest.Manifest, *ipam.Allocator) {
+	st := tmpfsStore(b)
+	m, err := manifest.Parse([]byte(strings.Replace(raw, "10.42.0.0/26", "10.42.0.0/16", 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := ipam.NewAllocator(context.Background(), st, m, leaseKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st, m, a
 }
 
 // tmpfsStore is a file store on tmpfs where there is one: the allocator's
