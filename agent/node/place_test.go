@@ -53,3 +53,66 @@ func TestPodsArrivingTogetherShareANewProcess(t *testing.T) {
 		}
 	}
 }
+
+// Issue 29: once the running processes are full, the agent starts the
+// next one in the background, so the next pod's ADD does not wait for a
+// process to start; an emptied process is stopped unless it is the room
+// that is left.
+func TestSpareProcess(t *testing.T) {
+	t.Parallel()
+	procs := &Processes{Command: []string{"/bin/sh", "-c", "echo " + tunnel.ReadyLine + "; exec sleep 60", "sh"},
+		Dir: t.TempDir(), PerProcess: 2, StartTimeout: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(func() {
+		procs.mu.Lock()
+		hosts := procs.hosts
+		procs.hosts = nil
+		procs.mu.Unlock()
+		for _, h := range hosts {
+			procs.stopHost(h)
+		}
+	})
+	// waitHosts waits for the spare's start in the background.
+	waitHosts := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); len(procs.Hosts()) != want && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := len(procs.Hosts()); got != want {
+			t.Fatalf("%d processes, want %d", got, want)
+		}
+	}
+	place := func() *tunnelHost {
+		t.Helper()
+		h, err := procs.place()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	a := place()
+	waitHosts(1) // room for one more: no spare yet
+	if b := place(); b != a {
+		t.Fatal("the second pod did not share the first one's process")
+	}
+	waitHosts(2) // full: the spare starts
+	procs.mu.Lock()
+	starting := procs.starting != nil
+	procs.mu.Unlock()
+	if starting {
+		t.Fatal("the spare is still starting after it was counted")
+	}
+	c := place()
+	if c == a {
+		t.Fatal("the third pod went to a full process")
+	}
+	waitHosts(2) // the spare took it and has room for one more
+
+	procs.unplace(c)
+	waitHosts(2) // emptied, but the only room left besides a's: kept
+	procs.unplace(a)
+	procs.unplace(a)
+	waitHosts(1) // a emptied while c's process has room: a stopped
+	if got := procs.Hosts(); len(got) != 1 || got[0] != c.id {
+		t.Fatalf("processes %v, want only %s", got, c.id)
+	}
+}

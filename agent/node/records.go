@@ -53,7 +53,10 @@ func (a *Agent) save(p *pod) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(a.podsDir(), recordName(&p.req), b)
+	// Unsynced: the record is for an agent that restarts on this node
+	// while its pods run; a node that crashes takes the pods with it, and
+	// Restore drops a record the crash left empty.
+	return atomicfile.WriteUnsynced(a.podsDir(), recordName(&p.req), b)
 }
 
 func (a *Agent) forget(r *cniapi.Request) {
@@ -79,6 +82,13 @@ func (a *Agent) Restore(ctx context.Context) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(a.podsDir(), e.Name()))
+		if err == nil && len(b) == 0 {
+			// Written unsynced (save) before the node crashed: its pod
+			// and tunnel went with the node.
+			a.cfg.Log.Warn("empty pod record from before a crash of the node; removed", "file", e.Name())
+			os.Remove(filepath.Join(a.podsDir(), e.Name()))
+			continue
+		}
 		var rec record
 		if err == nil {
 			err = json.Unmarshal(b, &rec)

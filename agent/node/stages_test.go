@@ -2,9 +2,15 @@ package node
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/sealmesh/sealmesh/agent/node/nodetest"
+	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
 // Issue 29: each stage of an ADD is timed on the agent's metrics (and in
@@ -34,5 +40,46 @@ func TestAddStagesTimed(t *testing.T) {
 		if counts[st] != 1 {
 			t.Errorf("stage %s observed %d times, want 1 (%v)", st, counts[st], counts)
 		}
+	}
+}
+
+// Issue 29: a pod's record is written without fsync (it outlives the
+// agent, not the node; two fsyncs were a tenth of an ADD), and a record a
+// crash of the node left empty is dropped on restore, not kept and
+// reported at every start. Not parallel: it hooks atomicfile's steps,
+// which every write in this package passes.
+func TestPodRecordUnsynced(t *testing.T) {
+	var steps []string
+	atomicfile.AfterStep = func(s string) { steps = append(steps, s) }
+	t.Cleanup(func() { atomicfile.AfterStep = nil })
+	m := nodetest.NewMesh(t, "1h")
+	f := nodetest.NewFakeNode("/run/netns/a")
+	dir := t.TempDir()
+	a := agentOver(t, m, f, dir)
+	if _, err := a.Add(context.Background(), podRequest("a", "/run/netns/a")); err != nil {
+		t.Fatal(err)
+	}
+	// The record is the ADD's last write (the coordinator's, in this
+	// process, come before it).
+	i := len(steps) - 1
+	for i > 0 && steps[i] != "created" {
+		i--
+	}
+	last := steps[max(i, 0):]
+	if want := []string{"created", "written", "closed", "renamed"}; !slices.Equal(last, want) {
+		t.Errorf("the pod record's write went through %v, want %v (no fsync)", last, want)
+	}
+	atomicfile.AfterStep = nil
+
+	empty := filepath.Join(dir, "pods", "crashed-nebula1.json")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agentOver(t, m, f, dir).Restore(context.Background())
+	if _, err := os.Stat(empty); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the empty record is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pods", "a-nebula1.json")); err != nil {
+		t.Errorf("the pod's record: %v", err)
 	}
 }
