@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+
+	"github.com/sealmesh/sealmesh/ca/store"
 )
 
 // CheckIndex compares the indexes with ones built from scratch from the
@@ -21,4 +23,14 @@ func (a *Allocator) CheckIndex() error {
 		return fmt.Errorf("superseding index %v, leases say %v", gotSup, a.superseding)
 	}
 	return nil
+}
+
+// Apply is Follow's step for one update.
+func (a *Allocator) Apply(u store.Update, warn func(key string, err error)) { a.apply(u, warn) }
+
+// Record is the key and version of the lease record at ip in the copy.
+func (a *Allocator) Record(ip netip.Addr) (string, store.Version) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return leaseKey(ip), a.leases[ip].version
 }
