@@ -367,6 +367,73 @@ func TestOffloadsOnlyForBursts(t *testing.T) {
 // Nebula, no crypto: the device's own share) with each half of the
 // offloads on alone, both, and neither, and reports the throughput and how
 // many packets each system call carried on each side.
+// Issue 29: a device that carried bulk traffic gives the offloaded path's
+// memory back once no packet has come for dropAfter (wireguard-go's
+// device, on a descriptor of its own, is closed), keeps it while packets
+// still come more often than that, and makes it again at the next burst.
+func TestOffloadsDroppedWhenQuiet(t *testing.T) {
+	testenv.RequireRoot(t)
+	// Put back after the devices' cleanup, which wire registers later.
+	was := dropAfter
+	t.Cleanup(func() { dropAfter = was })
+	dropAfter = 300 * time.Millisecond
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	a, b := wire(t, Offload, true)
+	cl, srv := udpPair(t, a, b)
+	before := fds()
+	transfer(t, a, b, b.v4.Addr(), []int{65536}, 4<<20)
+	if a.dev.up.Load() == nil || b.dev.up.Load() == nil {
+		t.Fatal("a bulk transfer left the offloads off")
+	}
+	if got := fds(); got != before+2 {
+		t.Fatalf("%d descriptors with both devices offloaded, want %d (one duplicate each)", got, before+2)
+	}
+	// A packet every 100 ms keeps it.
+	buf := make([]byte, 100)
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range 10 {
+		if _, err := cl.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(dropAfter / 3)
+	}
+	if a.dev.up.Load() == nil {
+		t.Fatal("the sender's offloaded path was dropped while packets still came")
+	}
+	for deadline := time.Now().Add(10 * time.Second); a.dev.up.Load() != nil || b.dev.up.Load() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("offloaded paths still there %s after the last packet", 10*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := fds(); got != before {
+		t.Fatalf("%d descriptors after both paths were dropped, want %d", got, before)
+	}
+	// Plain packets still flow, and the next burst turns the offloads on again.
+	if _, err := cl.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	transfer(t, a, b, b.v4.Addr(), []int{65536}, 4<<20)
+	if a.dev.up.Load() == nil || b.dev.up.Load() == nil {
+		t.Fatal("a bulk transfer after the drop left the offloads off")
+	}
+	if !splitting(a) {
+		t.Error("the sender is not splitting again")
+	}
+}
+
 func BenchmarkDevice(b *testing.B) {
 	testenv.RequireRoot(b)
 	for _, tc := range variants {

@@ -22,7 +22,8 @@
 // buffers; an idle pod pays none of it: until a burst of packets comes
 // (upgradeAfter of them, each within burstGap of the one before) the device
 // reads and writes plain packets behind a zero virtio header, one system
-// call each, as stock Nebula does.
+// call each, as stock Nebula does; and once no packet has come for
+// dropAfter, the offloaded path is dropped and its memory given back.
 package tundev
 
 import (
@@ -33,8 +34,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -55,6 +58,13 @@ var Offload = Options{Read: true, Write: true}
 // upgradeAfter: this many packets in a row, each within burstGap of the one
 // before, turn the offloads on.
 const upgradeAfter = 16
+
+// dropAfter: the offloaded path of a device that carried no packet for
+// this long is dropped, so a pod that carried bulk traffic once does not
+// keep its memory (about 3.5 MiB: wireguard-go's tables and the buffers
+// written) while idle; the next burst makes it again (a few hundred
+// microseconds). A variable for the tests.
+var dropAfter = 5 * time.Second
 
 // Device is a TUN device in the namespace it was opened in.
 type Device struct {
@@ -89,11 +99,18 @@ type Device struct {
 	bmu          sync.Mutex
 	wburst       burst
 
-	wantUp  atomic.Bool               // a burst was seen: the reader turns the offloads on
-	up      atomic.Pointer[offloaded] // the offloaded path, once on
-	refused atomic.Bool               // the kernel refused the offloads: plain for good
-	mu      sync.Mutex                // upgrade against Close
-	closed  atomic.Bool
+	wantUp atomic.Bool               // a burst was seen: the reader turns the offloads on
+	up     atomic.Pointer[offloaded] // the offloaded path, while on
+	// lastWrite is when a packet was last written on the offloaded path
+	// (nanotime): the reader drops the path after dropAfter without reads
+	// or writes. On a cache line of its own: the writer stores it per
+	// packet, the reader reads the fields around it per packet.
+	_         [64]byte
+	lastWrite atomic.Int64
+	_         [56]byte
+	refused   atomic.Bool // the kernel refused the offloads: plain for good
+	mu        sync.Mutex  // upgrade against Close
+	closed    atomic.Bool
 }
 
 // offloaded is the path through wireguard-go's device, on a duplicate of
@@ -225,6 +242,7 @@ func (d *Device) upgrade() {
 		return
 	}
 	d.splitting.Store(d.opts.Read)
+	d.lastWrite.Store(nanotime())
 	d.mu.Lock()
 	closed := d.closed.Load()
 	if !closed {
@@ -234,6 +252,45 @@ func (d *Device) upgrade() {
 	if closed {
 		up.close()
 	}
+}
+
+// dropIfQuiet drops the offloaded path once no packet was read for
+// dropAfter (the reader has waited since then with nothing to read) and
+// none was written for as long: plain packets again, TUNSETOFFLOAD 0, and
+// wireguard-go's device and the buffers given back. From the reader,
+// between reads; the writers are held off meanwhile.
+func (d *Device) dropIfQuiet(up *offloaded, waitingSince int64) {
+	now := nanotime()
+	if now-waitingSince < int64(dropAfter) || now-d.lastWrite.Load() < int64(dropAfter) || up.r.pending() {
+		return
+	}
+	d.wmu.Lock()
+	quiet := nanotime()-d.lastWrite.Load() >= int64(dropAfter)
+	d.mu.Lock()
+	drop := quiet && !d.closed.Load() && d.up.Load() == up
+	if drop {
+		d.up.Store(nil)
+	}
+	d.mu.Unlock()
+	d.wmu.Unlock()
+	if !drop {
+		return // a packet came, or Close has it
+	}
+	// Before the next plain read: no further super-packets, nor packets
+	// whose checksums are left to the device.
+	if err := setOffloadFd(d.fd, 0); err != nil {
+		d.log.Warn("TUN offloads could not be turned off", "device", d.name, "error", err)
+	}
+	d.splitting.Store(false)
+	d.quiet = 0
+	d.rburst = burst{}
+	d.bmu.Lock()
+	d.wburst = burst{}
+	d.bmu.Unlock()
+	up.close() // writes what is queued first
+	// Hand the tables' pages back now: an idle process allocates too
+	// little to collect them for minutes.
+	go debug.FreeOSMemory()
 }
 
 func (o *offloaded) close() error {
@@ -268,11 +325,13 @@ func (d *Device) Read(p []byte) (int, error) {
 		if up := d.up.Load(); up != nil && d.splitting.Load() {
 			if !up.r.pending() {
 				// Wait here, not in wireguard-go's read (Go's poller).
-				ready, err := d.poll(unix.POLLIN)
+				since := nanotime()
+				ready, err := d.poll(unix.POLLIN, dropAfter)
 				if err != nil {
 					return 0, err
 				}
 				if !ready {
+					d.dropIfQuiet(up, since)
 					continue
 				}
 			}
@@ -295,8 +354,17 @@ func (d *Device) Read(p []byte) (int, error) {
 		}
 		switch {
 		case err == unix.EAGAIN:
-			if _, err := d.poll(unix.POLLIN); err != nil {
+			up, since := d.up.Load(), nanotime()
+			wait := time.Duration(-1)
+			if up != nil {
+				wait = dropAfter
+			}
+			ready, err := d.poll(unix.POLLIN, wait)
+			if err != nil {
 				return 0, err
+			}
+			if !ready && up != nil {
+				d.dropIfQuiet(up, since)
 			}
 			continue
 		case err == unix.EINTR:
@@ -378,14 +446,19 @@ func completeChecksum(p []byte, hdr [virtioNetHdrLen]byte) bool {
 
 func setOffloadFd(fd, flags int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags) }
 
-// poll waits until fd is ready for events or wake is written, and reports
-// whether fd is ready. A wake-up that is not a close is taken (the eventfd
-// read back to zero) and reported as not ready: the caller looks again.
-func (d *Device) poll(events int16) (bool, error) {
+// poll waits until fd is ready for events or wake is written, for at
+// most wait (forever if negative), and reports whether fd is ready. A
+// wake-up that is not a close is taken (the eventfd read back to zero) and
+// reported as not ready, as the end of the wait is: the caller looks again.
+func (d *Device) poll(events int16, wait time.Duration) (bool, error) {
 	const problem = unix.POLLHUP | unix.POLLNVAL | unix.POLLERR
 	fds := []unix.PollFd{{Fd: int32(d.fd), Events: events}, {Fd: int32(d.wake), Events: unix.POLLIN}}
+	ms := -1
+	if wait >= 0 {
+		ms = int(wait.Milliseconds())
+	}
 	for {
-		_, err := unix.Poll(fds, -1)
+		_, err := unix.Poll(fds, ms)
 		if err == unix.EINTR {
 			continue
 		}
@@ -433,7 +506,12 @@ func isTCP(p []byte) bool {
 // once the packet is queued or written (a write the kernel refuses is
 // logged, as a lost packet).
 func (d *Device) Write(p []byte) (int, error) {
+	// Shared with the other writers; the reader takes it alone to drop
+	// the offloaded path, and Close to close the descriptor.
+	d.wmu.RLock()
+	defer d.wmu.RUnlock()
 	if up := d.up.Load(); up != nil {
+		d.lastWrite.Store(nanotime())
 		return up.w.write(p)
 	}
 	if d.hdr > 0 && !d.refused.Load() {
@@ -444,8 +522,6 @@ func (d *Device) Write(p []byte) (int, error) {
 			d.kick() // the reader turns the offloads on between two reads
 		}
 	}
-	d.wmu.RLock()
-	defer d.wmu.RUnlock()
 	for {
 		if d.closed.Load() {
 			return 0, os.ErrClosed
@@ -460,7 +536,7 @@ func (d *Device) Write(p []byte) (int, error) {
 		}
 		switch {
 		case err == unix.EAGAIN:
-			if _, err := d.poll(unix.POLLOUT); err != nil {
+			if _, err := d.poll(unix.POLLOUT, -1); err != nil {
 				return 0, err
 			}
 		case err == unix.EINTR:
