@@ -272,9 +272,10 @@ const notes = `
   and wireguard-go's parallel crypto pipeline across cores (Nebula encrypts a stream on
   one goroutine). The offloaded path costs a pod memory only once it carries a burst
   (its buffers, and wireguard-go's coalescing tables of about 2 MB of heap): idle pods
-  pay nothing (BenchmarkPodMemory), a pod that carried bulk traffic keeps them
-  (rss-load). The splitter is on only while reads carry TCP: with it, the kernel leaves
-  each packet's checksum to user space, which for a UDP flood costs more than it saves.
+  pay nothing (BenchmarkPodMemory); a pod keeps them while it carries bulk traffic
+  (rss-load) and gives them back 5 s after its last packet. The splitter is on only
+  while reads carry TCP: with it, the kernel leaves each packet's checksum to user
+  space, which for a UDP flood costs more than it saves.
   wireguard-go's memory under load is its pools of 64 KiB buffers. UDP at full rate
   measures how much a sender that does
   not slow down loses: wireguard-go drops more of a flood than Nebula.
@@ -293,7 +294,17 @@ const notes = `
   chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
   lease recorded in the store, a Nebula process started in the pod's netns). The
   difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
-  coordinator and the pods' Nebula processes. Until 9a6cd2e, two runs in five had a DEL
+  coordinator and the pods' Nebula processes. *stage-\*-ms* are the agent's own ADD
+  stages (its sealmesh_agent_add_stage_seconds over the run): *mtu* (the pod link's MTU
+  read in its netns), *key*, *nonce*, *evidence*, *enrol* (the round trip to the
+  coordinator: verification, signing, the lease's durable write), *tunnel* (the Nebula
+  instance started in a tunnel process: its TUN device made and configured), *record*
+  (the pod's record written; without fsync since issue 29: it outlives the agent, not
+  the node) and *total*. What *total* leaves out of the ADD's difference is the plugin's
+  own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
+  work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
+  second plugin. Once the running tunnel processes are full the agent starts the next
+  one in the background, so that no pod's ADD waits for a process to start. Until 9a6cd2e, two runs in five had a DEL
   p99 of 5 s in parallel batches: a pod's Nebula reader left waiting on a descriptor
   number another file had taken (docs/architecture.md, how an instance is stopped).
 
