@@ -55,7 +55,7 @@ type tunnelHost struct {
 	id   string
 	proc *tunnel.Process
 	// pods counts the pods placed here, attached or being attached; the
-	// process stops when it drops to zero, unless it is the spare.
+	// process stops when it drops to zero.
 	pods   int
 	closed bool
 }
@@ -154,95 +154,57 @@ func (t *Processes) Prove(ctx context.Context, host, id string, req *tunnel.Prov
 	return tunnel.ProveInstance(ctx, t.control(host), id, req)
 }
 
-// place reserves room for one pod in a tunnel process. A pod finds a
-// process already running (the spare, see keepSpareLocked) unless pods
-// come faster than one starts; then it starts one, or waits for the one
-// starting, outside the lock.
+// place reserves room for one pod in a tunnel process, starting a new one
+// when all are full. A new process is started outside the lock and counted
+// in once it runs.
 func (t *Processes) place() (*tunnelHost, error) {
 	for {
 		t.mu.Lock()
 		var best *tunnelHost
 		for _, h := range t.hosts {
-			if t.open(h) && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
+			if !h.closed && h.proc.Alive() && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
 				best = h // fill the fullest first: fewer processes
 			}
 		}
 		if best != nil {
 			best.pods++
-			t.keepSpareLocked()
 			t.mu.Unlock()
 			return best, nil
 		}
+		// One process starts at a time: pods that arrive together while
+		// every process is full wait for it and share it, instead of
+		// starting one each (ten pods at once made ten processes).
+		if wait := t.starting; wait != nil {
+			t.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		t.starting = done
 		t.mu.Unlock()
-		if err := t.grow(); err != nil {
+		h, err := t.startHost()
+		t.mu.Lock()
+		t.starting = nil
+		close(done)
+		if err != nil {
+			t.mu.Unlock()
 			return nil, err
 		}
-	}
-}
-
-func (t *Processes) open(h *tunnelHost) bool { return !h.closed && h.proc.Alive() }
-
-// roomLocked is how many more pods the open processes take.
-func (t *Processes) roomLocked() int {
-	n := 0
-	for _, h := range t.hosts {
-		if t.open(h) {
-			n += max(t.PerProcess-h.pods, 0)
+		if t.hosts == nil {
+			t.hosts = map[string]*tunnelHost{}
 		}
-	}
-	return n
-}
-
-// keepSpareLocked starts a process in the background once the running
-// ones are full, so that the next pod's ADD does not wait for a process
-// to start (tens of milliseconds, most of an ADD). The spare costs one
-// idle process per node (docs/BENCHMARKS.md: BenchmarkPodMemory).
-func (t *Processes) keepSpareLocked() {
-	if t.starting != nil || t.roomLocked() > 0 {
-		return
-	}
-	go func() {
-		if err := t.grow(); err != nil {
-			t.Log.Warn("spare tunnel process", "err", err)
-		}
-	}()
-}
-
-// grow starts one more process, or waits for the one starting: one starts
-// at a time, so pods that arrive together while every process is full
-// share it instead of starting one each (ten pods at once made ten
-// processes).
-func (t *Processes) grow() error {
-	t.mu.Lock()
-	if wait := t.starting; wait != nil {
+		h.pods = 1
+		t.hosts[h.id] = h
 		t.mu.Unlock()
-		<-wait
-		return nil
+		return h, nil
 	}
-	done := make(chan struct{})
-	t.starting = done
-	t.mu.Unlock()
-	h, err := t.startHost()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.starting = nil
-	close(done)
-	if err != nil {
-		return err
-	}
-	if t.hosts == nil {
-		t.hosts = map[string]*tunnelHost{}
-	}
-	t.hosts[h.id] = h
-	return nil
 }
 
-// unplace gives a pod's room back. An emptied process is stopped unless
-// it is the room left: then it stays as the spare.
+// unplace gives a pod's room back; an emptied process is stopped.
 func (t *Processes) unplace(h *tunnelHost) {
 	t.mu.Lock()
 	h.pods--
-	empty := h.pods <= 0 && !h.closed && t.roomLocked() > t.PerProcess
+	empty := h.pods <= 0 && !h.closed
 	if empty {
 		h.closed = true
 		delete(t.hosts, h.id)
@@ -372,7 +334,7 @@ func (t *Processes) Settle(ctx context.Context, claimed map[string]bool) {
 	t.mu.Lock()
 	var empty []*tunnelHost
 	for id, h := range t.hosts {
-		if h.pods == 0 && t.roomLocked() > t.PerProcess {
+		if h.pods == 0 {
 			h.closed = true
 			delete(t.hosts, id)
 			empty = append(empty, h)

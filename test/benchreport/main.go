@@ -303,8 +303,12 @@ const notes = `
   the node) and *total*. What *total* leaves out of the ADD's difference is the plugin's
   own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
   work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
-  second plugin. Once the running tunnel processes are full the agent starts the next
-  one in the background, so that no pod's ADD waits for a process to start. Until 9a6cd2e, two runs in five had a DEL
+  second plugin. A pod that finds every tunnel process full waits for one to start
+  (about 8 ms from exec to ready here): a spare process started in the background was
+  tried and left out, as it moved neither p50 nor p99 beyond the noise (three runs
+  each) and cost every node an idle process (the run above, at 52913e7, still had it:
+  BenchmarkPodMemory counts that process, 12.67 MiB PSS per pod at one pod per process
+  and ten pods against 11.69 in the run before). Until 9a6cd2e, two runs in five had a DEL
   p99 of 5 s in parallel batches: a pod's Nebula reader left waiting on a descriptor
   number another file had taken (docs/architecture.md, how an instance is stopped).
 

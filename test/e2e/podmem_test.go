@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/internal/testenv"
@@ -19,8 +18,7 @@ import (
 // processes running the pods' Nebula instances (children of the agent), their
 // resident and proportional memory and their file descriptors, at 10, 50 and
 // 100 pods on one node; with one pod per process (per-process=1) and with the
-// agent's default sharing. The spare process the agent keeps once the others
-// are full is counted in.
+// agent's default sharing.
 func BenchmarkPodMemory(b *testing.B) {
 	testenv.RequireRoot(b)
 	for _, per := range []int{1, node.DefaultPodsPerProcess} {
@@ -49,18 +47,8 @@ func podMemory(b *testing.B, per int) {
 		}
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
 			var rss, pss, fds float64
-			// The pods' processes and, when they are full, the spare the
-			// agent starts in the background for the next pod.
-			want := (n + per - 1) / per
-			if n%per == 0 {
-				want++
-			}
 			children := childrenOf(m.AgentPID)
-			for deadline := time.Now().Add(10 * time.Second); len(children) != want && time.Now().Before(deadline); {
-				time.Sleep(50 * time.Millisecond)
-				children = childrenOf(m.AgentPID)
-			}
-			if len(children) != want {
+			if want := (n + per - 1) / per; len(children) != want {
 				b.Fatalf("%d tunnel processes for %d pods, want %d", len(children), n, want)
 			}
 			for _, pid := range children {
