@@ -278,7 +278,15 @@ const notes = `
   space, which for a UDP flood costs more than it saves.
   wireguard-go's memory under load is its pools of 64 KiB buffers. UDP at full rate
   measures how much a sender that does
-  not slow down loses: wireguard-go drops more of a flood than Nebula.
+  not slow down loses: wireguard-go drops more of a flood than Nebula. sealmesh's
+  deficit there comes with its device's offload-capable mode, not with the rest of its
+  configuration: with the offloads never turned on (tundev.Options{}, an experiment,
+  three runs each side by side) the UDP flood was at parity with *nebula-equal*
+  (0.87–1.02 against 0.94–1.03 Gb/s), and TCP too; writing UDP plain on the offloaded
+  path, or dropping that path after 64 packets in a row that are not TCP, did not
+  close it (0.57–0.64 and 0.71–0.80 against 0.82–1.12 in their runs). The cause is not
+  isolated yet; the UDP phase's profile shows the sender's reader waking for every
+  packet, as in stock Nebula, and two saturated cores.
 
 - **agent/tundev BenchmarkDevice**: the device alone, without Nebula or crypto: two
   devices in two namespaces joined in user space (what one reads, the other writes, on
