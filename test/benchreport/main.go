@@ -282,11 +282,14 @@ const notes = `
   deficit there comes with its device's offload-capable mode, not with the rest of its
   configuration: with the offloads never turned on (tundev.Options{}, an experiment,
   three runs each side by side) the UDP flood was at parity with *nebula-equal*
-  (0.87–1.02 against 0.94–1.03 Gb/s), and TCP too; writing UDP plain on the offloaded
-  path, or dropping that path after 64 packets in a row that are not TCP, did not
-  close it (0.57–0.64 and 0.71–0.80 against 0.82–1.12 in their runs). The cause is not
-  isolated yet; the UDP phase's profile shows the sender's reader waking for every
-  packet, as in stock Nebula, and two saturated cores.
+  (0.87–1.02 against 0.94–1.03 Gb/s), and TCP too, and so it was with the virtio
+  header on but the offloads never turned on (0.88–0.93 against 0.84–1.10); writing UDP
+  plain on the offloaded path, or dropping that path after 64 packets in a row that
+  are not TCP, did not close it (0.57–0.64 and 0.71–0.80 against 0.82–1.12 in their
+  runs). So what costs UDP is a state the TCP run before it leaves, and it outlives the
+  offloaded path; a suspect not yet tested is the route capabilities the kernel caches
+  in a socket connected while the interface offered checksum and segmentation
+  offloads. Two saturated cores in the UDP phase's profile.
 
 - **agent/tundev BenchmarkDevice**: the device alone, without Nebula or crypto: two
   devices in two namespaces joined in user space (what one reads, the other writes, on
