@@ -286,10 +286,12 @@ const notes = `
   header on but the offloads never turned on (0.88–0.93 against 0.84–1.10); writing UDP
   plain on the offloaded path, or dropping that path after 64 packets in a row that
   are not TCP, did not close it (0.57–0.64 and 0.71–0.80 against 0.82–1.12 in their
-  runs). So what costs UDP is a state the TCP run before it leaves, and it outlives the
-  offloaded path; a suspect not yet tested is the route capabilities the kernel caches
-  in a socket connected while the interface offered checksum and segmentation
-  offloads. Two saturated cores in the UDP phase's profile.
+  runs). And with 7 s between the TCP run and the UDP flood, so that the device had
+  dropped its offloaded path before the flood's socket was made, the flood was at
+  parity (0.87–0.99 against 0.89–0.93). So a UDP flow started while the device is
+  offloaded stays slower after the path is dropped: the state that costs it is
+  per flow or per socket, in the kernel, and is not found yet. BenchmarkDataPlane
+  starts its flood right after the TCP run, the worst case of this.
 
 - **agent/tundev BenchmarkDevice**: the device alone, without Nebula or crypto: two
   devices in two namespaces joined in user space (what one reads, the other writes, on
