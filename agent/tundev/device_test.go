@@ -363,10 +363,6 @@ func TestOffloadsOnlyForBursts(t *testing.T) {
 	}
 }
 
-// BenchmarkDevice moves one TCP stream through two wired devices (no
-// Nebula, no crypto: the device's own share) with each half of the
-// offloads on alone, both, and neither, and reports the throughput and how
-// many packets each system call carried on each side.
 // Issue 29: a device that carried bulk traffic gives the offloaded path's
 // memory back once no packet has come for dropAfter (wireguard-go's
 // device, on a descriptor of its own, is closed), keeps it while packets
@@ -434,6 +430,10 @@ func TestOffloadsDroppedWhenQuiet(t *testing.T) {
 	}
 }
 
+// BenchmarkDevice moves one TCP stream through two wired devices (no
+// Nebula, no crypto: the device's own share) with each half of the
+// offloads on alone, both, and neither, and reports the throughput and how
+// many packets each system call carried on each side.
 func BenchmarkDevice(b *testing.B) {
 	testenv.RequireRoot(b)
 	for _, tc := range variants {
