@@ -101,6 +101,11 @@ func (r *reader) read(p []byte) (int, error) {
 	defer func() { r.bufs[0] = first }()
 	for {
 		n, err := r.tun.Read(r.bufs, r.sizes, 0)
+		if errors.Is(err, unix.EAGAIN) {
+			// Its file is not the poller's (unpolledDup): nothing
+			// was queued after all; the caller waits in poll(2) again.
+			return 0, errAgain
+		}
 		if err != nil {
 			var perr *os.PathError
 			if errors.As(err, &perr) || errors.Is(err, os.ErrClosed) {
@@ -123,6 +128,9 @@ func (r *reader) read(p []byte) (int, error) {
 		return copy(p, r.bufs[0][:r.sizes[0]]), nil
 	}
 }
+
+// errAgain: the read found nothing queued; wait and read again.
+var errAgain = errors.New("tundev: nothing queued")
 
 // free unmaps the buffers once the read in progress (ended by closing the
 // device) returns.
