@@ -278,20 +278,11 @@ const notes = `
   space, which for a UDP flood costs more than it saves.
   wireguard-go's memory under load is its pools of 64 KiB buffers. UDP at full rate
   measures how much a sender that does
-  not slow down loses: wireguard-go drops more of a flood than Nebula. sealmesh's
-  deficit there comes with its device's offload-capable mode, not with the rest of its
-  configuration: with the offloads never turned on (tundev.Options{}, an experiment,
-  three runs each side by side) the UDP flood was at parity with *nebula-equal*
-  (0.87–1.02 against 0.94–1.03 Gb/s), and TCP too, and so it was with the virtio
-  header on but the offloads never turned on (0.88–0.93 against 0.84–1.10); writing UDP
-  plain on the offloaded path, or dropping that path after 64 packets in a row that
-  are not TCP, did not close it (0.57–0.64 and 0.71–0.80 against 0.82–1.12 in their
-  runs). And with 7 s between the TCP run and the UDP flood, so that the device had
-  dropped its offloaded path before the flood's socket was made, the flood was at
-  parity (0.87–0.99 against 0.89–0.93). So a UDP flow started while the device is
-  offloaded stays slower after the path is dropped: the state that costs it is
-  per flow or per socket, in the kernel, and is not found yet. BenchmarkDataPlane
-  starts its flood right after the TCP run, the worst case of this.
+  not slow down loses: wireguard-go drops more of a flood than Nebula. Until c307e50
+  sealmesh lost about a fifth of a flood started right after a TCP run: the file
+  wireguard-go's device reads was registered with Go's network poller, and every packet
+  queued on the TUN woke an idle poller thread (474,000 epoll_pwait in the sender's
+  tunnel process in 5 s); experiments that isolated it are in that commit.
 
 - **agent/tundev BenchmarkDevice**: the device alone, without Nebula or crypto: two
   devices in two namespaces joined in user space (what one reads, the other writes, on
