@@ -310,8 +310,8 @@ const notes = `
   second plugin. A pod that finds every tunnel process full waits for one to start
   (about 8 ms from exec to ready here): a spare process started in the background was
   tried and left out, as it moved neither p50 nor p99 beyond the noise (three runs
-  each) and cost every node an idle process (the run above, at 52913e7, still had it:
-  BenchmarkPodMemory counts that process, 12.67 MiB PSS per pod at one pod per process
+  each) and cost every node an idle process (make bench at 52913e7 still had it:
+  BenchmarkPodMemory counted that process, 12.67 MiB PSS per pod at one pod per process
   and ten pods against 11.69 in the run before). Until 9a6cd2e, two runs in five had a DEL
   p99 of 5 s in parallel batches: a pod's Nebula reader left waiting on a descriptor
   number another file had taken (docs/architecture.md, how an instance is stopped).
