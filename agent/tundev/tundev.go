@@ -34,12 +34,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -95,6 +95,11 @@ type Device struct {
 	rburst    burst       // the reader's (under rmu)
 	splitting atomic.Bool // the kernel hands over super-packets (set by the reader)
 	quiet     int         // reads in a row without TCP while splitting (under rmu)
+	// drain counts the reads still to go through the offloaded path once
+	// the kernel was told to stop handing over super-packets: those
+	// already queued (at most a queue's worth) are split, not lost. Zero
+	// once a read finds the queue empty. Under rmu.
+	drain int
 	// offloadFlags are what the splitter asks TUNSETOFFLOAD for.
 	offloadFlags int
 	bmu          sync.Mutex
@@ -201,6 +206,16 @@ func (d *Device) offload() (*offloaded, error) {
 	var tun wgtun.Device
 	err = d.inOwnNetns(func() (err error) {
 		tun, err = wgtun.CreateTUNFromFile(file, d.mtu)
+		if err == nil && !d.opts.Read {
+			// wireguard-go turned the offloads on; writes with a
+			// virtio header stay possible without, the kernel just
+			// does not hand over super-packets. Those it queued
+			// meanwhile are drained through the splitter (upgrade).
+			err = setOffloadFd(d.fd, 0)
+			if err != nil {
+				tun.Close()
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -229,14 +244,10 @@ func (d *Device) offload() (*offloaded, error) {
 	// What wireguard-go asked for: TCP's offloads, and UDP's where the
 	// kernel has them; the splitter turns them off and on again.
 	d.offloadFlags = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | unix.TUN_F_USO4 | unix.TUN_F_USO6
-	if setOffloadFd(d.fd, d.offloadFlags) != nil {
+	if d.opts.Read && setOffloadFd(d.fd, d.offloadFlags) != nil {
 		d.offloadFlags = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
-	}
-	if !d.opts.Read {
-		// Writes with a virtio header stay possible; the kernel just
-		// does not hand over super-packets.
-		if err := setOffloadFd(d.fd, 0); err != nil {
-			tun.Close()
+		if err := setOffloadFd(d.fd, d.offloadFlags); err != nil {
+			stop()
 			return nil, err
 		}
 	}
@@ -286,34 +297,19 @@ func (d *Device) unpolledDup() (*os.File, error) {
 const tunGetDevNetns = 0x54e3
 
 // inOwnNetns runs f on a thread in the interface's network namespace
-// (the reader's is the process's). The thread is thrown away unless it
-// gets back to its own namespace.
+// (the reader's is the process's), found from the TUN itself.
 func (d *Device) inOwnNetns(f func() error) error {
 	nsfd, err := unix.IoctlRetInt(d.fd, tunGetDevNetns)
 	if err != nil {
 		return fmt.Errorf("TUNGETDEVNETNS: %w", err)
 	}
 	defer unix.Close(nsfd)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(self)
-		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if unix.Setns(self, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+	netns, err := ns.GetNS(fmt.Sprintf("/proc/self/fd/%d", nsfd))
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	return netns.Do(func(ns.NetNS) error { return f() })
 }
 
 // upgrade turns the offloads on, from the reader's goroutine.
@@ -326,6 +322,12 @@ func (d *Device) upgrade() {
 		return
 	}
 	d.splitting.Store(d.opts.Read)
+	if !d.opts.Read {
+		// wireguard-go turned the offloads on before offload turned
+		// them off again: what the kernel queued meanwhile may be
+		// super-packets.
+		d.drain = d.queueLen()
+	}
 	d.lastWrite.Store(nanotime())
 	d.mu.Lock()
 	closed := d.closed.Load()
@@ -348,6 +350,14 @@ func (d *Device) dropIfQuiet(up *offloaded, waitingSince int64) {
 	if now-waitingSince < int64(dropAfter) || now-d.lastWrite.Load() < int64(dropAfter) || up.r.pending() {
 		return
 	}
+	// Before the next plain read: no further super-packets, nor packets
+	// whose checksums are left to the device. One queued since the wait
+	// ended is read through the path first, and the drop waits for the
+	// next quiet spell.
+	d.stopSplitting()
+	if ready, err := d.poll(unix.POLLIN, 0); ready || err != nil {
+		return
+	}
 	d.wmu.Lock()
 	quiet := nanotime()-d.lastWrite.Load() >= int64(dropAfter)
 	d.mu.Lock()
@@ -360,12 +370,7 @@ func (d *Device) dropIfQuiet(up *offloaded, waitingSince int64) {
 	if !drop {
 		return // a packet came, or Close has it
 	}
-	// Before the next plain read: no further super-packets, nor packets
-	// whose checksums are left to the device.
-	if err := setOffloadFd(d.fd, 0); err != nil {
-		d.log.Warn("TUN offloads could not be turned off", "device", d.name, "error", err)
-	}
-	d.splitting.Store(false)
+	d.drain = 0 // the queue was empty with the offloads off
 	d.quiet = 0
 	d.rburst = burst{}
 	d.bmu.Lock()
@@ -406,8 +411,12 @@ func (d *Device) Read(p []byte) (int, error) {
 		if d.closed.Load() {
 			return 0, os.ErrClosed
 		}
-		if up := d.up.Load(); up != nil && d.splitting.Load() {
-			if !up.r.pending() {
+		if up := d.up.Load(); up != nil && (d.splitting.Load() || d.drain > 0) {
+			switch {
+			case up.r.pending():
+			case d.drain > 0:
+				d.drain-- // read at once: an empty queue ends the drain
+			default:
 				// Wait here: wireguard-go's file is not the poller's.
 				since := nanotime()
 				ready, err := d.poll(unix.POLLIN, dropAfter)
@@ -421,9 +430,10 @@ func (d *Device) Read(p []byte) (int, error) {
 			}
 			n, err := up.r.read(p)
 			if err == errAgain {
+				d.drain = 0
 				continue
 			}
-			if err == nil {
+			if err == nil && d.splitting.Load() {
 				d.watchSplitting(p[:n], up.r.n)
 			}
 			return n, err
@@ -462,8 +472,8 @@ func (d *Device) Read(p []byte) (int, error) {
 		if d.hdr > 0 {
 			n -= d.hdr
 			if n < 0 || d.rhdr[1] != unix.VIRTIO_NET_HDR_GSO_NONE {
-				// A super-packet queued before the splitter was turned
-				// off: lost, as a dropped packet would be.
+				// A super-packet the drain did not reach (it cannot
+				// be split in p): lost, as a dropped packet would be.
 				continue
 			}
 			if d.rhdr[0]&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 && !completeChecksum(p[:n], d.rhdr) {
@@ -479,6 +489,7 @@ func (d *Device) Read(p []byte) (int, error) {
 					d.wantUp.Store(true)
 				case d.opts.Read && setOffloadFd(d.fd, d.offloadFlags) == nil:
 					d.splitting.Store(true)
+					d.drain = 0
 				}
 			}
 		}
@@ -499,10 +510,31 @@ func (d *Device) watchSplitting(p []byte, batch int) {
 		d.quiet = 0
 		return
 	}
-	if d.quiet++; d.quiet >= quietReads && setOffloadFd(d.fd, 0) == nil {
-		d.splitting.Store(false)
+	if d.quiet++; d.quiet >= quietReads {
+		d.stopSplitting()
 		d.quiet = 0
 	}
+}
+
+// stopSplitting tells the kernel to stop handing over super-packets and
+// packets whose checksums are left to the device, and has the reader
+// drain what was queued before through the splitter. By the reader.
+func (d *Device) stopSplitting() {
+	if err := setOffloadFd(d.fd, 0); err != nil {
+		d.log.Warn("TUN offloads could not be turned off", "device", d.name, "error", err)
+		return
+	}
+	if d.splitting.Swap(false) {
+		d.drain = d.queueLen()
+	}
+}
+
+// queueLen is how many packets the kernel may hold queued on the TUN.
+func (d *Device) queueLen() int {
+	if d.txQueue > 0 {
+		return d.txQueue
+	}
+	return 500 // the TUN's default (TUN_READQ_SIZE)
 }
 
 // completeChecksum fills in a transport checksum the kernel left to the
