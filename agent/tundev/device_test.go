@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -477,6 +478,79 @@ func BenchmarkDevice(b *testing.B) {
 // finishes checksums again; every datagram still arrives whole, including
 // any queued while the kernel left its checksum to the device; TCP turns
 // the splitter on again.
+// BenchmarkDeviceRTT times a lone packet's round trip (a UDP echo, one at
+// a time, 1 ms apart) through three wired pairs of devices, taking turns
+// so that the machine's drift is shared: plain (no virtio header), idle
+// (offloads asked for, the path dropped after a bulk transfer: plain
+// packets behind a virtio header) and offloaded (the path a bulk transfer
+// made, which a ping takes in the seconds after it).
+func BenchmarkDeviceRTT(b *testing.B) {
+	testenv.RequireRoot(b)
+	type pair struct {
+		name string
+		x, y *end
+		cl   *net.UDPConn
+		rtts []time.Duration
+	}
+	var pairs []*pair
+	for _, name := range []string{"plain", "idle", "offloaded"} {
+		opts := Offload
+		if name == "plain" {
+			opts = Options{}
+		}
+		x, y := wire(b, opts, false)
+		if opts != (Options{}) {
+			transfer(b, x, y, y.v4.Addr(), []int{65536}, 4<<20)
+			if x.dev.up.Load() == nil || y.dev.up.Load() == nil {
+				b.Fatal("a bulk transfer left the offloads off")
+			}
+		}
+		if name == "idle" {
+			was := dropAfter
+			dropAfter = 50 * time.Millisecond
+			for x.dev.up.Load() != nil || y.dev.up.Load() != nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			dropAfter = was
+		}
+		cl, srv := udpPair(b, x, y)
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				n, from, err := srv.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				srv.WriteToUDPAddrPort(buf[:n], from)
+			}
+		}()
+		cl.SetDeadline(time.Now().Add(time.Hour))
+		pairs = append(pairs, &pair{name: name, x: x, y: y, cl: cl})
+	}
+	buf := make([]byte, 100)
+	for range 1000 * b.N {
+		for _, p := range pairs {
+			start := time.Now()
+			if _, err := p.cl.Write(buf[:64]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := p.cl.Read(buf); err != nil {
+				b.Fatal(err)
+			}
+			p.rtts = append(p.rtts, time.Since(start))
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, p := range pairs {
+		if up := p.x.dev.up.Load() != nil; up != (p.name == "offloaded") {
+			b.Fatalf("%s: offloaded path %v at the end", p.name, up)
+		}
+		slices.Sort(p.rtts)
+		b.ReportMetric(float64(p.rtts[len(p.rtts)/2].Nanoseconds())/1e3, p.name+"-p50-µs")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
 func TestSplitterFollowsTCP(t *testing.T) {
 	testenv.RequireRoot(t)
 	a, b := wire(t, Offload, true)
@@ -516,7 +590,7 @@ func splitting(e *end) bool { return e.dev.splitting.Load() }
 
 // udpPair is a UDP socket in a's namespace connected to one in b's, both
 // closed when the test ends.
-func udpPair(t *testing.T, a, b *end) (cl, srv *net.UDPConn) {
+func udpPair(t testing.TB, a, b *end) (cl, srv *net.UDPConn) {
 	t.Helper()
 	if err := b.ns.Do(func() (err error) {
 		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.v4.Addr(), 0)))

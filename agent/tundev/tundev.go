@@ -256,7 +256,7 @@ func (d *Device) offload() (*offloaded, error) {
 		stop()
 		return nil, err
 	}
-	w, err := newWriter(tun, d.opts.Write, d.mtu, d.log.With("device", d.name))
+	w, err := newWriter(tun, d.writePlain, d.opts.Write, d.mtu, d.log.With("device", d.name))
 	if err != nil {
 		r.free()
 		stop()
@@ -641,6 +641,14 @@ func (d *Device) Write(p []byte) (int, error) {
 			d.kick() // the reader turns the offloads on between two reads
 		}
 	}
+	return d.writePlain(p)
+}
+
+// writePlain writes one packet with a system call of its own, behind a
+// zero virtio header if the device has one. The caller holds wmu, or is
+// the offloaded path's flusher, which Close ends before the descriptor
+// goes.
+func (d *Device) writePlain(p []byte) (int, error) {
 	for {
 		if d.closed.Load() {
 			return 0, os.ErrClosed
