@@ -316,7 +316,13 @@ const notes = `
   coordinator: verification, signing, the lease's durable write), *tunnel* (the Nebula
   instance started in a tunnel process: its TUN device made and configured), *record*
   (the pod's record written; without fsync since issue 29: it outlives the agent, not
-  the node) and *total*. What *total* leaves out of the ADD's difference is the plugin's
+  the node) and *total*. *coordinator-\*-ms* are the coordinator's side of *enrol*
+  (its sealmesh_coordinator_enrolment_stage_seconds and _enrolment_seconds over the run):
+  *verify* (the evidence and the manifest's policy), *record* (an address chosen, the
+  certificate signed, the lease written: the file store's two records, each written,
+  fsynced, renamed and its directory fsynced) and *enrolment*, the whole answer; *enrol*
+  less *coordinator-enrolment* is the attested TLS round trip and the agent's own
+  handling. What *total* leaves out of the ADD's difference is the plugin's
   own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
   work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
   second plugin. A pod that finds every tunnel process full waits for one to start

@@ -46,6 +46,10 @@ func BenchmarkCNILatency(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				coordBefore, err := coordinatorStages(m)
+				if err != nil {
+					b.Fatal(err)
+				}
 				for range b.N {
 					run++
 					a, d := cniRound(b, m, ctx, fmt.Sprintf("l%d", run), 100, batch)
@@ -66,6 +70,15 @@ func BenchmarkCNILatency(b *testing.B) {
 				for st, a := range after {
 					if n := a[1] - before[st][1]; n > 0 {
 						b.ReportMetric((a[0]-before[st][0])/n*1000, "stage-"+st+"-ms")
+					}
+				}
+				coordAfter, err := coordinatorStages(m)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for st, a := range coordAfter {
+					if n := a[1] - coordBefore[st][1]; n > 0 {
+						b.ReportMetric((a[0]-coordBefore[st][0])/n*1000, "coordinator-"+st+"-ms")
 					}
 				}
 			})
@@ -131,14 +144,31 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // addStageRE matches the agent's ADD stage histogram's sum and count lines.
 var addStageRE = regexp.MustCompile(`(?m)^sealmesh_agent_add_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$`)
 
+// coordinatorStageRE matches the coordinator's enrolment histograms: each
+// stage's (verify, record) and the whole answer's.
+var coordinatorStageRE = regexp.MustCompile(`(?m)^sealmesh_coordinator_enrolment(?:_stage)?_seconds_(sum|count)(?:\{stage="(\w+)"\})? (\S+)$`)
+
 // addStages reads each ADD stage's seconds and count from the agent.
 func addStages(m *mesh.Mesh) (map[string][2]float64, error) {
-	text, err := m.Metrics("agent")
+	return stages(m, "agent", addStageRE)
+}
+
+// coordinatorStages reads each enrolment stage's seconds and count from
+// the coordinator; "enrolment" is the whole answer.
+func coordinatorStages(m *mesh.Mesh) (map[string][2]float64, error) {
+	return stages(m, "coordinator", coordinatorStageRE)
+}
+
+func stages(m *mesh.Mesh, component string, re *regexp.Regexp) (map[string][2]float64, error) {
+	text, err := m.Metrics(component)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][2]float64{}
-	for _, g := range addStageRE.FindAllStringSubmatch(text, -1) {
+	for _, g := range re.FindAllStringSubmatch(text, -1) {
+		if g[2] == "" {
+			g[2] = "enrolment"
+		}
 		v, err := strconv.ParseFloat(g[3], 64)
 		if err != nil {
 			return nil, err
@@ -152,7 +182,7 @@ func addStages(m *mesh.Mesh) (map[string][2]float64, error) {
 		out[g[2]] = e
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("the agent serves no sealmesh_agent_add_stage_seconds")
+		return nil, fmt.Errorf("the %s serves none of %s", component, re)
 	}
 	return out, nil
 }
