@@ -1,7 +1,12 @@
 package tunnel_test
 
 import (
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/google/gopacket/layers"
 
 	"github.com/sealmesh/sealmesh/test/tools"
 )
@@ -17,4 +22,40 @@ func TestTunnelDependencies(t *testing.T) {
 		"github.com/hashicorp/memberlist", "github.com/sealmesh/sealmesh/attest", "github.com/sealmesh/sealmesh/agent/enrol",
 		"go.etcd.io/",
 	)
+}
+
+// Nebula takes five protocol numbers from gopacket's layers package, whose
+// init fills tables for every EtherType and PPP type: 7 MB of globals
+// written at start in each tunnel process (most of its start, and memory
+// its pods share) and scanned by every collection. go.mod replaces the
+// module with sealmesh's own stand-in (third_party/gopacket): the tunnel
+// must link that one, with the RFCs' numbers.
+func TestPacketTablesNotLinked(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Dir}}", "github.com/sealmesh/sealmesh/cmd/sealmesh-tunnel").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	var dir string
+	for _, line := range strings.Split(string(out), "\n") {
+		if p, d, _ := strings.Cut(line, " "); p == "github.com/google/gopacket/layers" {
+			dir = d
+		}
+	}
+	if want := filepath.Join("third_party", "gopacket", "layers"); !strings.HasSuffix(dir, string(filepath.Separator)+want) {
+		t.Errorf("sealmesh-tunnel links gopacket/layers from %q, want sealmesh's stand-in in %s", dir, want)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want int
+	}{
+		{"IPProtocolTCP", int(layers.IPProtocolTCP), 6},
+		{"IPProtocolUDP", int(layers.IPProtocolUDP), 17},
+		{"IPProtocolICMPv6", int(layers.IPProtocolICMPv6), 58},
+		{"ICMPv6TypeEchoRequest", layers.ICMPv6TypeEchoRequest, 128},
+		{"ICMPv6TypeEchoReply", layers.ICMPv6TypeEchoReply, 129},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s = %d, want %d", tc.name, tc.got, tc.want)
+		}
+	}
 }
