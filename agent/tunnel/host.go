@@ -81,7 +81,17 @@ type netnsDoer interface {
 	Close() error
 }
 
-var instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,300}$`)
+// instanceRE is an instance id's alphabet; its length is checked apart
+// (validInstance): a bounded repetition compiles into as many copies of
+// the class, and {0,300} cost every tunnel process 2.5 ms and 3,900
+// allocations at start (GODEBUG=inittrace=1).
+var instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+
+// maxInstanceID is the longest instance id (a container id and an
+// interface name, with room to spare).
+const maxInstanceID = 301
+
+func validInstance(id string) bool { return len(id) <= maxInstanceID && instanceRE.MatchString(id) }
 
 // Serve runs a host answering on the unix socket control until ctx is done,
 // then stops every instance. ready is called once the socket answers.
@@ -174,8 +184,8 @@ var errNoInstance = errors.New("no such tunnel")
 
 // add starts an instance in the pod's namespace.
 func (h *host) add(id string, req *AddRequest) error {
-	if !instanceRE.MatchString(id) {
-		return fmt.Errorf("tunnel id %q: want letters, digits, '_', '.', '-'", id)
+	if !validInstance(id) {
+		return fmt.Errorf("tunnel id %q: want at most %d letters, digits, '_', '.', '-'", id, maxInstanceID)
 	}
 	h.mu.Lock()
 	_, dup := h.inst[id]
