@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,11 +23,34 @@ const latestFile = "latest"
 // File is a store in a directory: one file per key, each replaced atomically
 // (write a temporary file, fsync it, rename it over the old one, fsync the
 // directory), so a crash at any point leaves the old or the new content, never a
-// mix. SwapLatest holds an exclusive flock so processes sharing the directory
+// mix. Swaps hold an exclusive flock so processes sharing the directory
 // cannot both win.
+//
+// Swaps that arrive while another is being written are written together
+// (group commit): one takes the lock, checks each in turn against the
+// store as the ones before it leave it, and writes the records of all that
+// hold with one directory sync. A lease's durable write is most of an
+// enrolment's time in the store; ten at once used to queue for ten times
+// four fsyncs.
 type File struct {
 	dir  string
 	poll time.Duration
+
+	mu      sync.Mutex
+	queue   []*swapReq // swaps waiting for the next group
+	leading bool       // a swap is writing a group
+}
+
+// swapReq is one swap waiting in a group, and its outcome.
+type swapReq struct {
+	name  string
+	old   Version
+	value []byte
+	also  []Record
+	lead  chan struct{} // closed when this swap is to write the next group
+	done  chan struct{} // closed when its outcome is set
+	v     Version
+	err   error
 }
 
 var _ Store = (*File)(nil)
@@ -176,30 +200,103 @@ func (f *File) lock() (func(), error) {
 	}, nil
 }
 
-// swap compares and swaps the file name under the store's lock.
+// swap compares and swaps the file name, with the records also, in the
+// next group.
 func (f *File) swap(name string, old Version, value []byte, also ...Record) (Version, error) {
+	r := &swapReq{name: name, old: old, value: value, also: also, lead: make(chan struct{}), done: make(chan struct{})}
+	f.mu.Lock()
+	f.queue = append(f.queue, r)
+	lead := !f.leading
+	f.leading = true
+	f.mu.Unlock()
+	if !lead {
+		select {
+		case <-r.done:
+			return r.v, r.err
+		case <-r.lead:
+		}
+	}
+	f.commit(r)
+	return r.v, r.err
+}
+
+// commit writes the group that r leads: every swap queued once the lock
+// is held. Then it hands the lead to the first swap queued since, if any.
+func (f *File) commit(r *swapReq) {
 	unlock, err := f.lock()
-	if err != nil {
-		return "", err
+	f.mu.Lock()
+	group := f.queue
+	f.queue = nil
+	f.mu.Unlock()
+	if err == nil {
+		err = f.write(group)
+		unlock()
 	}
-	defer unlock()
-	if err := f.at(name, old); err != nil {
-		return "", err
-	}
-	for _, a := range also {
-		if err := f.at(a.Key, a.Old); err != nil {
-			return "", err
+	for _, g := range group {
+		if g.err == nil {
+			g.err = err
+		}
+		if g.err != nil {
+			g.v = ""
+		}
+		if g != r {
+			close(g.done)
 		}
 	}
-	if err := atomicfile.Write(f.dir, name, value); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+	f.mu.Lock()
+	if len(f.queue) > 0 {
+		close(f.queue[0].lead)
+	} else {
+		f.leading = false
 	}
-	for _, a := range also {
-		if err := atomicfile.Write(f.dir, a.Key, a.Value); err != nil {
-			return "", fmt.Errorf("store: %w", err)
+	f.mu.Unlock()
+}
+
+// write checks each swap of group against the store as the swaps before
+// it leave it, and writes the records of those that hold. A swap that
+// does not hold gets ErrConflict; an error reading or writing is the
+// caller's to give them all. The caller holds the lock.
+func (f *File) write(group []*swapReq) error {
+	written := map[string]Version{} // by the group so far
+	at := func(name string, v Version) error {
+		if cur, ok := written[name]; ok {
+			if v == "" || v != cur {
+				return ErrConflict
+			}
+			return nil
+		}
+		return f.at(name, v)
+	}
+	var files []atomicfile.File
+	for _, g := range group {
+		err := at(g.name, g.old)
+		for _, a := range g.also {
+			if err == nil {
+				err = at(a.Key, a.Old)
+			}
+		}
+		if errors.Is(err, ErrConflict) {
+			g.err = err
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		g.v = version(g.value)
+		written[g.name] = g.v
+		files = append(files, atomicfile.File{Name: g.name, Data: g.value})
+		for _, a := range g.also {
+			written[a.Key] = version(a.Value)
+			files = append(files, atomicfile.File{Name: a.Key, Data: a.Value})
 		}
 	}
-	return version(value), nil
+	if len(files) == 0 {
+		return nil
+	}
+	if err := atomicfile.WriteAll(f.dir, files); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
 }
 
 // at is nil if the record name is at version v ("" for none), ErrConflict if
