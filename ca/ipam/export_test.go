@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"sync"
 
 	"github.com/sealmesh/sealmesh/ca/store"
 )
@@ -33,4 +34,19 @@ func (a *Allocator) Record(ip netip.Addr) (string, store.Version) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return leaseKey(ip), a.leases[ip].version
+}
+
+// CountDecodes counts the lease records the follower decodes until the
+// returned stop is called.
+func CountDecodes() (count func() int, stop func()) {
+	was := decodeLease
+	var mu sync.Mutex
+	n := 0
+	decodeLease = func(b []byte, l *Lease) error {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		return was(b, l)
+	}
+	return func() int { mu.Lock(); defer mu.Unlock(); return n }, func() { decodeLease = was }
 }
