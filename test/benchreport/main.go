@@ -216,9 +216,12 @@ const notes = `
   (PSS: shared pages of the binary divided among the processes sharing them, the fair
   per-pod cost) and open file descriptors, per pod. *per-process=1* is one
   ` + "`sealmesh-tunnel`" + ` per pod; *per-process=16* is the agent's default, sixteen
-  pods' instances per process. Issue 6's goal is below 8 MB per pod: one process per pod
-  misses it (each process pays its Go runtime and 6.4 MB of lookup tables a dependency
-  of Nebula, gopacket, fills at init), sharing meets it. What sharing costs and how the
+  pods' instances per process. Issue 6's goal is below 8 MB per pod: sharing meets it,
+  and since the gopacket stand-in (third_party/gopacket, issue 29) one process per pod
+  does too: each process used to pay, besides its Go runtime, about 7 MB of lookup
+  tables gopacket's layers package fills at init, for five constants Nebula takes from
+  it (about 12 MiB PSS per pod at one per process and 1.9 at sixteen before, about 4 and
+  1.3 after). What sharing costs and how the
   instances are kept in their pods' namespaces: docs/architecture.md, "Several pods'
   Nebula in one tunnel process". What would move it: more pods per process (the
   per-process part shrinks toward the instance's own ≈1.5 MiB) at the price of a larger
@@ -326,7 +329,9 @@ const notes = `
   own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
   work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
   second plugin. A pod that finds every tunnel process full waits for one to start
-  (about 8 ms from exec to ready here): a spare process started in the background was
+  (about 8 ms from exec to ready here until 9a7e5e4 and its next commit took gopacket's
+  tables and a 300-fold regexp out of its start: ` + "`perf stat -r 40 sealmesh-tunnel --version`" + `
+  7.2 → 3.9 ms): a spare process started in the background was
   tried and left out, as it moved neither p50 nor p99 beyond the noise (three runs
   each) and cost every node an idle process (make bench at 52913e7 still had it:
   BenchmarkPodMemory counted that process, 12.67 MiB PSS per pod at one pod per process
