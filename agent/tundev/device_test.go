@@ -498,20 +498,20 @@ func BenchmarkDeviceRTT(b *testing.B) {
 		if name == "plain" {
 			opts = Options{}
 		}
+		was := dropAfter
+		if name == "idle" {
+			dropAfter = 50 * time.Millisecond // this pair's devices only
+		}
 		x, y := wire(b, opts, false)
+		dropAfter = was
 		if opts != (Options{}) {
 			transfer(b, x, y, y.v4.Addr(), []int{65536}, 4<<20)
 			if x.dev.up.Load() == nil || y.dev.up.Load() == nil {
 				b.Fatal("a bulk transfer left the offloads off")
 			}
 		}
-		if name == "idle" {
-			was := dropAfter
-			dropAfter = 50 * time.Millisecond
-			for x.dev.up.Load() != nil || y.dev.up.Load() != nil {
-				time.Sleep(10 * time.Millisecond)
-			}
-			dropAfter = was
+		for name == "idle" && (x.dev.up.Load() != nil || y.dev.up.Load() != nil) {
+			time.Sleep(10 * time.Millisecond)
 		}
 		cl, srv := udpPair(b, x, y)
 		go func() {

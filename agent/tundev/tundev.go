@@ -64,17 +64,19 @@ const upgradeAfter = 16
 // this long is dropped, so a pod that carried bulk traffic once does not
 // keep its memory (about 3.5 MiB: wireguard-go's tables and the buffers
 // written) while idle; the next burst makes it again (a few hundred
-// microseconds). A variable for the tests.
+// microseconds). A variable for the tests: a device takes it when it is
+// opened.
 var dropAfter = 5 * time.Second
 
 // Device is a TUN device in the namespace it was opened in.
 type Device struct {
-	name     string
-	networks []netip.Prefix
-	mtu      int
-	txQueue  int
-	log      *slog.Logger
-	opts     Options // what was asked for, less what the kernel refused at open
+	name      string
+	networks  []netip.Prefix
+	mtu       int
+	txQueue   int
+	dropAfter time.Duration
+	log       *slog.Logger
+	opts      Options // what was asked for, less what the kernel refused at open
 
 	// The TUN's descriptor (non-blocking), with a virtio header of hdr
 	// bytes in front of every packet (0 when no offload was asked for).
@@ -138,7 +140,7 @@ func Open(name string, mtu, txQueue int, networks []netip.Prefix, opts Options, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Device{name: name, networks: networks, mtu: mtu, txQueue: txQueue, log: log, opts: opts}
+	d := &Device{name: name, networks: networks, mtu: mtu, txQueue: txQueue, dropAfter: dropAfter, log: log, opts: opts}
 	var fd int
 	var err error
 	if opts.Read || opts.Write {
@@ -347,7 +349,7 @@ func (d *Device) upgrade() {
 // between reads; the writers are held off meanwhile.
 func (d *Device) dropIfQuiet(up *offloaded, waitingSince int64) {
 	now := nanotime()
-	if now-waitingSince < int64(dropAfter) || now-d.lastWrite.Load() < int64(dropAfter) || up.r.pending() {
+	if now-waitingSince < int64(d.dropAfter) || now-d.lastWrite.Load() < int64(d.dropAfter) || up.r.pending() {
 		return
 	}
 	// Before the next plain read: no further super-packets, nor packets
@@ -359,7 +361,7 @@ func (d *Device) dropIfQuiet(up *offloaded, waitingSince int64) {
 		return
 	}
 	d.wmu.Lock()
-	quiet := nanotime()-d.lastWrite.Load() >= int64(dropAfter)
+	quiet := nanotime()-d.lastWrite.Load() >= int64(d.dropAfter)
 	d.mu.Lock()
 	drop := quiet && !d.closed.Load() && d.up.Load() == up
 	if drop {
@@ -419,7 +421,7 @@ func (d *Device) Read(p []byte) (int, error) {
 			default:
 				// Wait here: wireguard-go's file is not the poller's.
 				since := nanotime()
-				ready, err := d.poll(unix.POLLIN, dropAfter)
+				ready, err := d.poll(unix.POLLIN, d.dropAfter)
 				if err != nil {
 					return 0, err
 				}
@@ -454,7 +456,7 @@ func (d *Device) Read(p []byte) (int, error) {
 			up, since := d.up.Load(), nanotime()
 			wait := time.Duration(-1)
 			if up != nil {
-				wait = dropAfter
+				wait = d.dropAfter
 			}
 			ready, err := d.poll(unix.POLLIN, wait)
 			if err != nil {
