@@ -36,7 +36,13 @@ var (
 
 func newSplitLab(t testing.TB) *splitLab {
 	s := newForwardLab(t)
-	s.packets = make(chan []byte, 4096)
+	s.read(t, 4096)
+	return s
+}
+
+// read reads the Device into packets (room for n) until the test ends.
+func (s *splitLab) read(t testing.TB, n int) {
+	s.packets = make(chan []byte, n)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -53,7 +59,6 @@ func newSplitLab(t testing.TB) *splitLab {
 		s.dev.Close()
 		<-done
 	})
-	return s
 }
 
 // newForwardLab is a splitLab whose Device nobody reads yet.
@@ -324,29 +329,13 @@ func TestSplitterStopsWithoutLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got := make(chan []byte, 256)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			b := make([]byte, 9001)
-			n, err := s.dev.Read(b)
-			if err != nil {
-				return
-			}
-			got <- b[:n]
-		}
-	}()
-	t.Cleanup(func() {
-		s.dev.Close()
-		<-done
-	})
+	s.read(t, 256)
 	var udps int
 	var segs []packet
 	deadline := time.After(5 * time.Second)
 	for len(segs) < 4 {
 		select {
-		case b := <-got:
+		case b := <-s.packets:
 			p, err := parse(b, testMTU)
 			if err != nil {
 				t.Fatal(err)
