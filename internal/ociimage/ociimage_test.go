@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -125,5 +126,71 @@ func TestDockerfileMatches(t *testing.T) {
 	m := regexp.MustCompile(`(?m)^CMDS\s*:=\s*(.*)$`).FindSubmatch(mk)
 	if m == nil || !slices.Equal(strings.Fields(string(m[1])), Commands) {
 		t.Errorf("the Makefile's CMDS %q differ from the image's %v", m, Commands)
+	}
+}
+
+// The Dockerfile's first stage downloads the modules from what it has
+// copied so far: go.mod's local replacements must be among it. Done here
+// without Docker: those files alone, in a directory of their own, and
+// `go mod download` there.
+func TestDockerfileModuleStage(t *testing.T) {
+	root := filepath.Join("..", "..")
+	b, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage := t.TempDir()
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "RUN" && strings.Join(f[1:], " ") == "go mod download" {
+			found = true
+			break
+		}
+		if len(f) < 3 || f[0] != "COPY" || strings.HasPrefix(f[1], "--") {
+			continue
+		}
+		dst := f[len(f)-1]
+		for _, src := range f[1 : len(f)-1] {
+			copyLikeDocker(t, filepath.Join(root, src), filepath.Join(stage, dst), strings.HasSuffix(dst, "/"))
+		}
+	}
+	if !found {
+		t.Fatal("the Dockerfile has no RUN go mod download")
+	}
+	cmd := exec.Command("go", "mod", "download")
+	cmd.Dir = stage
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go mod download with what the Dockerfile copies first: %v\n%s", err, out)
+	}
+}
+
+// copyLikeDocker copies src as COPY does: a directory's contents into dst,
+// a file into dst (or, when dst names a directory, into it).
+func copyLikeDocker(t *testing.T, src, dst string, dstDir bool) {
+	t.Helper()
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatalf("COPY %s: %v", src, err)
+	}
+	if st.IsDir() {
+		if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+			t.Fatalf("COPY %s: %v", src, err)
+		}
+		return
+	}
+	if dstDir {
+		dst = filepath.Join(dst, filepath.Base(src))
+	}
+	data, err := os.ReadFile(src)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(dst), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(dst, data, 0o644)
+	}
+	if err != nil {
+		t.Fatalf("COPY %s: %v", src, err)
 	}
 }
