@@ -200,6 +200,10 @@ func Up(t testing.TB, o Options) *Cluster {
 // Restart stops the node's kubelet or containerd (by the PID the cluster
 // started, SIGTERM) and starts it again with the same arguments, logging to
 // <name>-restarted.log; containers keep running across either, as on a node.
+// It returns once the new process serves: containerd its socket, the kubelet
+// the API server's requests. A kubelet started before the runtime answers
+// exits ("validate CRI v1 runtime API"), and no systemd is here to start it
+// again, so the order matters as it does on a node.
 func (c *Cluster) Restart(name string) error {
 	var cmd **exec.Cmd
 	bin := name
@@ -212,12 +216,26 @@ func (c *Cluster) Restart(name string) error {
 		return fmt.Errorf("restart %s: only kubelet and containerd", name)
 	}
 	netlab.Stop(*cmd, 30*time.Second)
-	next, err := c.Lab.Start(c.Node, c.path(name+"-restarted.log"), bin, c.args[name]...)
+	log := name + "-restarted"
+	next, err := c.Lab.Start(c.Node, c.path(log+".log"), bin, c.args[name]...)
 	if err != nil {
 		return err
 	}
 	*cmd = next
-	return nil
+	serves := func() error { _, err := c.ctr("version"); return err }
+	if name == "kubelet" {
+		// The path kubectl exec takes: the API server to the kubelet's port.
+		serves = func() error {
+			_, err := c.Kubectl("get", "--raw", "/api/v1/nodes/"+NodeName+"/proxy/healthz")
+			return err
+		}
+	}
+	return c.WaitFor(name+" serving after its restart", 2*time.Minute, func() error {
+		if syscall.Kill(-next.Process.Pid, 0) != nil {
+			return fmt.Errorf("%w: %s exited after its restart:\n%s", errGaveUp, name, c.Log(log))
+		}
+		return serves()
+	})
 }
 
 // PodLinks lists the interfaces of the pod whose netns holds ip, looked for
@@ -338,6 +356,10 @@ func (c *Cluster) Run(name string, args ...string) (string, error) {
 	return s, nil
 }
 
+// errGaveUp, wrapped in cond's error, ends WaitFor at once: what it waits
+// for cannot come any more.
+var errGaveUp = errors.New("gave up")
+
 // WaitFor polls cond every 500 ms until it holds or d passes (a bound
 // against hangs, not a timing goal).
 func (c *Cluster) WaitFor(what string, d time.Duration, cond func() error) error {
@@ -345,6 +367,9 @@ func (c *Cluster) WaitFor(what string, d time.Duration, cond func() error) error
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if err = cond(); err == nil {
 			return nil
+		}
+		if errors.Is(err, errGaveUp) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	return fmt.Errorf("%s: not within %s: %w", what, d, err)
