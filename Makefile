@@ -64,8 +64,8 @@ manifests: $(TOOLS_BIN)/helm ## render the Helm chart into deploy/manifests/seal
 	$(TOOLS_BIN)/helm template sealmesh deploy/helm/sealmesh --namespace sealmesh -f deploy/manifests/values.yaml > deploy/manifests/sealmesh.yaml
 
 .PHONY: build
-build: ## build the binaries into bin/
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+build: ## build the binaries into bin/ (static, as in the image)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 # The image holds every binary, built static; make image writes it as an
 # archive, IMAGE_LOAD=containerd imports it into the node's containerd
@@ -83,7 +83,7 @@ image: ## build the sealmesh image (every binary, static, nonroot) into bin/seal
 
 .PHONY: plugins
 plugins: ## build the reference CNI plugins (bridge, host-local) into bin/
-	$(GO) build -o $(BIN)/ $(PLUGINS)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(PLUGINS)
 
 .PHONY: check-host
 check-host:

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"debug/elf"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/sealmesh/sealmesh/test/tools"
@@ -21,4 +24,31 @@ func TestMain(m *testing.M) {
 		// tools', whose module has its dependencies).
 		"github.com/slackhq/nebula/cmd/nebula",
 	)...)
+}
+
+// TestBinariesStatic: the binaries under test are built as the image ships
+// them, without cgo, so that the benchmarks time the starts a node pays
+// (each pod's CNI call execs the plugin; a full tunnel process makes a new
+// one). A dynamically linked Go binary loads libc and starts its threads
+// through it: about 4 ms more per plugin exec on this machine.
+func TestBinariesStatic(t *testing.T) {
+	entries, err := os.ReadDir(binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		f, err := elf.Open(filepath.Join(binDir, e.Name()))
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("%s is dynamically linked (it names an interpreter): build it with CGO_ENABLED=0, as the image does", e.Name())
+			}
+		}
+		f.Close()
+	}
+	if len(entries) == 0 {
+		t.Fatalf("no binaries in %s", binDir)
+	}
 }
