@@ -3,6 +3,10 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# How every binary that runs on a node is built: static, without cgo, as the
+# image ships them; make build and make demo run the same (test/tools does
+# too, and TestBinariesStatic checks it).
+STATIC_BUILD = CGO_ENABLED=0 $(GO) build -trimpath
 CMDS    := sealmesh-coordinator sealmesh-agent sealmesh-tunnel sealmesh-cni sealmesh-lighthouse meshctl
 # The reference CNI plugins, at the version go.mod pins (tool directives).
 PLUGINS := github.com/containernetworking/plugins/plugins/main/bridge \
@@ -65,7 +69,7 @@ manifests: $(TOOLS_BIN)/helm ## render the Helm chart into deploy/manifests/seal
 
 .PHONY: build
 build: ## build the binaries into bin/ (static, as in the image)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(STATIC_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 # The image holds every binary, built static; make image writes it as an
 # archive, IMAGE_LOAD=containerd imports it into the node's containerd
@@ -76,14 +80,14 @@ IMAGE      ?= ghcr.io/sealmesh/sealmesh:$(VERSION)
 IMAGE_LOAD ?=
 .PHONY: image
 image: ## build the sealmesh image (every binary, static, nonroot) into bin/sealmesh-image.tar; IMAGE=ref, IMAGE_LOAD=containerd imports it
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/static/ $(addprefix ./cmd/,$(CMDS))
+	$(STATIC_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN)/static/ $(addprefix ./cmd/,$(CMDS))
 	$(GO) run ./build/image --bin $(BIN)/static --ref $(IMAGE) --out $(BIN)/sealmesh-image.tar \
 		--version $(VERSION) --revision $$(git rev-parse HEAD 2>/dev/null) --created $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
 		$(if $(filter containerd,$(IMAGE_LOAD)),--load-containerd)
 
 .PHONY: plugins
 plugins: ## build the reference CNI plugins (bridge, host-local) into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(PLUGINS)
+	$(STATIC_BUILD) -o $(BIN)/ $(PLUGINS)
 
 .PHONY: check-host
 check-host:

@@ -329,9 +329,11 @@ const notes = `
   own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
   work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
   second plugin. The benchmarks run the binaries as the image ships them, static
-  (without cgo), as they were not until issue 29's last commits: built with cgo, the plugin loaded
-  libc at every exec; ` + "`perf stat -r 80`" + ` of an ADD to an absent agent 14.1 → 10.3 ms of CPU,
-  side by side, on a machine where a Go hello-world costs 6.2 ms. A pod that finds every tunnel process full waits for one to start
+  (without cgo), as they did not until issue 29's last commits: built with cgo, the
+  plugin loaded libc at every exec;
+  ` + "`perf stat -r 80`" + ` of an ADD to an absent agent 14.1 → 10.3 ms of CPU,
+  side by side, on a machine where a Go hello-world costs 6.2 ms. A pod that finds
+  every tunnel process full waits for one to start
   (about 8 ms from exec to ready here until 9a7e5e4 and its next commit took gopacket's
   tables and a 300-fold regexp out of its start: ` + "`perf stat -r 40 sealmesh-tunnel --version`" + `
   7.2 → 3.9 ms): a spare process started in the background was

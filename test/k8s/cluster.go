@@ -206,12 +206,19 @@ func Up(t testing.TB, o Options) *Cluster {
 // again, so the order matters as it does on a node.
 func (c *Cluster) Restart(name string) error {
 	var cmd **exec.Cmd
+	var serves func() error
 	bin := name
 	switch name {
 	case "kubelet":
 		cmd, bin = &c.kubelet, tools.Bin(c.t, "kubelet")
+		// The path kubectl exec takes: the API server to the kubelet's port.
+		serves = func() error {
+			_, err := c.Kubectl("get", "--raw", "/api/v1/nodes/"+NodeName+"/proxy/healthz")
+			return err
+		}
 	case "containerd":
 		cmd = &c.containerd
+		serves = func() error { _, err := c.ctr("version"); return err }
 	default:
 		return fmt.Errorf("restart %s: only kubelet and containerd", name)
 	}
@@ -222,14 +229,6 @@ func (c *Cluster) Restart(name string) error {
 		return err
 	}
 	*cmd = next
-	serves := func() error { _, err := c.ctr("version"); return err }
-	if name == "kubelet" {
-		// The path kubectl exec takes: the API server to the kubelet's port.
-		serves = func() error {
-			_, err := c.Kubectl("get", "--raw", "/api/v1/nodes/"+NodeName+"/proxy/healthz")
-			return err
-		}
-	}
 	return c.WaitFor(name+" serving after its restart", 2*time.Minute, func() error {
 		if syscall.Kill(-next.Process.Pid, 0) != nil {
 			return fmt.Errorf("%w: %s exited after its restart:\n%s", errGaveUp, name, c.Log(log))
