@@ -230,7 +230,7 @@ func (t *Processes) startHost() (*tunnelHost, error) {
 	// The child holds its own descriptor for its stderr.
 	defer logFile.Close()
 	args := append(slices.Clone(t.Command[1:]), "--control", t.control(id))
-	proc, err := tunnel.Start(t.Command[0], args, "", nil, logFile, t.StartTimeout)
+	proc, err := tunnel.Start(t.Command[0], args, logFile, t.StartTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/slackhq/nebula"
 	"github.com/slackhq/nebula/config"
 	"github.com/slackhq/nebula/overlay"
@@ -92,13 +93,14 @@ func newLab(t *testing.T, prefix string) *netlab.Lab {
 }
 
 // TestHostInstancesStayInTheirNamespaces runs two pods' Nebula instances in one
-// tunnel process that itself runs in a "node" namespace with an address of its
-// own (198.51.100.7), and a lighthouse in a third namespace. Each instance's
-// interface and UDP socket must be in its pod's namespace and nowhere else;
-// the lighthouse must learn only the pods' underlay addresses, never the
-// node's (Nebula lists interfaces by namespace, from whatever thread its
-// update worker runs on); the pods talk over Nebula; a reload works; removing
-// instances leaves the process's descriptors as they were.
+// tunnel process started from a "node" namespace with an address of its own
+// (198.51.100.7), and a lighthouse in a third namespace. The process must run
+// in a namespace of its own holding only lo; each instance's interface and
+// UDP socket must be in its pod's namespace and nowhere else; the lighthouse
+// must learn only the pods' underlay addresses, never the node's (Nebula
+// lists interfaces by namespace, from whatever thread its update worker runs
+// on); the pods talk over Nebula; a reload works; removing instances leaves
+// the process's descriptors as they were.
 func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
@@ -161,14 +163,40 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	}))
 	t.Cleanup(lh.Stop)
 
-	// The tunnel process, in the node's namespace.
+	// The tunnel process, started from the node's namespace as the agent
+	// starts it.
 	dir := t.TempDir()
 	control := dir + "/host.sock"
 	t.Setenv(hostEnv, control)
 	hostLog := &tools.SyncBuffer{}
-	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, node.Path, nil, hostLog, 20*time.Second)
-	must(err)
+	var proc *Process
+	must(node.Do(func() error {
+		var err error
+		proc, err = Start(os.Args[0], []string{"-test.run=^$"}, hostLog, 20*time.Second)
+		return err
+	}))
 	t.Cleanup(func() { proc.Stop(5 * time.Second) })
+	// It runs in a namespace of its own, with only a loopback device in it.
+	own := fmt.Sprintf("/proc/%d/ns/net", proc.Pid())
+	for _, other := range []string{node.Path, "/proc/self/ns/net"} {
+		a, err := os.Stat(own)
+		must(err)
+		b, err := os.Stat(other)
+		must(err)
+		if os.SameFile(a, b) {
+			t.Fatalf("the tunnel process runs in %s's network namespace", other)
+		}
+	}
+	must(ns.WithNetNSPath(own, func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		if len(links) != 1 || links[0].Attrs().Name != "lo" {
+			return fmt.Errorf("the tunnel process's namespace holds %d links, want lo alone", len(links))
+		}
+		return nil
+	}))
 	fds := func() int {
 		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", proc.Pid()))
 		return len(ents)
@@ -304,16 +332,12 @@ func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	lab := newLab(t, "smtc")
-	node, err := lab.NS("node")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	control := dir + "/host.sock"
 	t.Setenv(hostEnv, control)
 	t.Setenv(churnEnv, "1")
 	hostLog := &tools.SyncBuffer{}
-	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, node.Path, nil, hostLog, 20*time.Second)
+	proc, err := Start(os.Args[0], []string{"-test.run=^$"}, hostLog, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // ReadyLine is what the child prints on stdout once it serves.
@@ -31,27 +29,28 @@ type Process struct {
 	err   error
 }
 
-// Start runs `<binary> <args...>` (inside the network namespace at netnsPath,
-// unless that is ""), hands it cfg on stdin (a private key travels through a
-// pipe, never a file), and waits until it prints ReadyLine. Its stderr (its
-// log) goes to logTo.
-func Start(binary string, args []string, netnsPath string, cfg []byte, logTo io.Writer, timeout time.Duration) (*Process, error) {
+// Start runs `<binary> <args...>` in a network namespace of its own and
+// waits until it prints ReadyLine. Its stderr (its log) goes to logTo.
+//
+// The namespace is new and empty (a loopback device, down) and ends with
+// the process. A tunnel process reaches networks only through what it made
+// inside pods' namespaces: its instances' UDP sockets and TUN devices. What
+// Nebula does on whatever thread it happens to run on stays out of the
+// node's namespace: each instance's lighthouse update lists the interfaces
+// of its thread's namespace (every ten seconds, and once at its start),
+// which in the node's namespace is a netlink dump of every pod's veth, so a
+// node's pods cost it in the square of their number; and a socket made
+// outside a pod's namespace by mistake would be a hole in the pod's network
+// policy, where here it reaches nothing.
+func Start(binary string, args []string, logTo io.Writer, timeout time.Duration) (*Process, error) {
 	cmd := exec.Command(binary, args...)
-	cmd.Stdin = bytes.NewReader(cfg)
 	cmd.Stderr = logTo
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	// fork/exec happens on the calling OS thread, which ns.WithNetNSPath has
-	// locked and moved into the pod's namespace: the child starts there, and
-	// so does every thread it makes.
-	if netnsPath == "" {
-		err = cmd.Start()
-	} else {
-		err = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return cmd.Start() })
-	}
-	if err != nil {
+	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("tunnel: start %s: %w", binary, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}

@@ -8,17 +8,19 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sealmesh/sealmesh/agent/node"
 	"github.com/sealmesh/sealmesh/internal/testenv"
 	"github.com/sealmesh/sealmesh/test/mesh"
+	"github.com/sealmesh/sealmesh/test/tools"
 )
 
 // BenchmarkPodMemory measures what each pod costs on a node: the tunnel
 // processes running the pods' Nebula instances (children of the agent), their
-// resident and proportional memory and their file descriptors, at 10, 50 and
-// 100 pods on one node; with one pod per process (per-process=1) and with the
-// agent's default sharing.
+// resident and proportional memory, their file descriptors and their CPU
+// while the pods are idle, at 10, 50 and 100 pods on one node; with one pod
+// per process (per-process=1) and with the agent's default sharing.
 func BenchmarkPodMemory(b *testing.B) {
 	testenv.RequireRoot(b)
 	for _, per := range []int{1, node.DefaultPodsPerProcess} {
@@ -51,6 +53,12 @@ func podMemory(b *testing.B, per int) {
 			if want := (n + per - 1) / per; len(children) != want {
 				b.Fatalf("%d tunnel processes for %d pods, want %d", len(children), n, want)
 			}
+			// Idle, each instance has timers: Nebula's lighthouse
+			// update every 10 s (half of them fall in the window),
+			// its handshake and connection managers' ticks.
+			cpu0 := tools.ThreadCPUSeconds(children)
+			time.Sleep(idleWindow)
+			idle := tools.ThreadCPUSeconds(children) - cpu0
 			for _, pid := range children {
 				rss += kib(pid, "status", "VmRSS:")
 				pss += kib(pid, "smaps_rollup", "Pss:")
@@ -62,9 +70,13 @@ func podMemory(b *testing.B, per int) {
 			b.ReportMetric(rss/1024/float64(n), "RSS-MiB/pod")
 			b.ReportMetric(pss/1024/float64(n), "PSS-MiB/pod")
 			b.ReportMetric(fds/float64(n), "fds/pod")
+			b.ReportMetric(1e6*idle/idleWindow.Seconds()/float64(n), "idle-cpu-µs/s/pod")
 		})
 	}
 }
+
+// idleWindow is how long BenchmarkPodMemory measures idle pods' CPU.
+const idleWindow = 5 * time.Second
 
 func childrenOf(ppid int) []int {
 	var out []int
