@@ -241,17 +241,12 @@ func (a *Agent) workload(ctx context.Context, r *cniapi.Request) (w api.Workload
 
 // attach enrols the pod and starts its tunnel.
 func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (*cniapi.AddResult, error) {
-	start := time.Now()
-	mtu := r.MTU
-	if mtu == 0 {
-		link, err := a.cfg.Netns.MTU(r.Netns)
-		if err != nil {
-			return nil, err
-		}
-		mtu = link - nebulaOverhead
-	}
-	a.stage("mtu", start)
+	// The interface's MTU is read in the pod's namespace while the
+	// enrolment is under way: neither needs the other.
+	mtuc := make(chan mtuResult, 1)
+	go func() { mtuc <- a.mtu(r) }()
 	e, err := a.cfg.Retry.Workload(ctx, a.cfg.Coordinator, a.cfg.Issuer, w)
+	mtu := <-mtuc
 	if err != nil {
 		return nil, err
 	}
@@ -262,15 +257,21 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	}
 	fp, _ := crt.Fingerprint()
 	release := func() { a.release(fp, e.ReleaseToken, e.IP) }
+	if mtu.err != nil {
+		// The namespace went while the pod enrolled: its address goes
+		// back.
+		release()
+		return nil, mtu.err
+	}
 
-	cfg := nebulaconfig.Config(e.EnrolResponse, e.PrivateKey, nebulaconfig.Options{Device: r.IfName, MTU: mtu})
+	cfg := nebulaconfig.Config(e.EnrolResponse, e.PrivateKey, nebulaconfig.Options{Device: r.IfName, MTU: mtu.mtu})
 	logPath, err := a.podLog(r)
 	if err != nil {
 		release()
 		return nil, err
 	}
 	id := instanceID(r)
-	start = time.Now()
+	start := time.Now()
 	host, err := a.cfg.Tunnels.Start(ctx, id, &tunnel.AddRequest{Netns: r.Netns, Log: logPath, Config: cfg})
 	if err != nil {
 		release()
@@ -279,7 +280,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	a.stage("tunnel", start)
 	p := &pod{
 		req:    *r,
-		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu},
+		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu.mtu},
 		host:   host, instance: id, fingerprint: fp, releaseToken: e.ReleaseToken, ip: e.IP,
 		certificate: e.Certificate, renewAt: enrol.RenewAt(a.cfg.Now(), e.NotAfter), head: e.Head,
 	}
@@ -294,9 +295,25 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	a.pods[key(r)] = p
 	a.mu.Unlock()
 	a.cfg.Log.Info("pod attached", "container", r.ContainerID, "pod", r.PodNamespace+"/"+r.PodName,
-		"name", e.Name, "role", e.Role, "ip", e.IP, "tunnel", host, "mtu", mtu)
+		"name", e.Name, "role", e.Role, "ip", e.IP, "tunnel", host, "mtu", mtu.mtu)
 	res := p.result
 	return &res, nil
+}
+
+type mtuResult struct {
+	mtu int
+	err error
+}
+
+// mtu is the MTU of the pod's Nebula interface: the request's, or its
+// primary link's less Nebula's overhead.
+func (a *Agent) mtu(r *cniapi.Request) mtuResult {
+	defer a.stage("mtu", time.Now())
+	if r.MTU != 0 {
+		return mtuResult{mtu: r.MTU}
+	}
+	link, err := a.cfg.Netns.MTU(r.Netns)
+	return mtuResult{mtu: link - nebulaOverhead, err: err}
 }
 
 // release gives an address back; the lease ends with the certificate

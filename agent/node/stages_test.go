@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sealmesh/sealmesh/agent/node/nodetest"
+	"github.com/sealmesh/sealmesh/attest"
 	"github.com/sealmesh/sealmesh/internal/atomicfile"
 )
 
@@ -81,5 +84,67 @@ func TestPodRecordUnsynced(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pods", "a-nebula1.json")); err != nil {
 		t.Errorf("the pod's record: %v", err)
+	}
+}
+
+// Issue 29: the pod's MTU is read while its enrolment is under way, not
+// before it. Here the lookup answers only once the enrolment has asked for
+// evidence: an ADD that read the MTU first would wait for it in vain.
+func TestMTUReadWhileEnrolling(t *testing.T) {
+	t.Parallel()
+	m := nodetest.NewMesh(t, "1h")
+	f := nodetest.NewFakeNode("/run/netns/a")
+	asked := make(chan struct{})
+	var once sync.Once
+	iss := issuerSeen{m.Dev, func() { once.Do(func() { close(asked) }) }}
+	a := New(Config{Log: testLog(t), Coordinator: m.Client, Issuer: iss, StateDir: t.TempDir(),
+		Tunnels: f, Netns: mtuAfter{f, asked}, Now: m.Clock.Now})
+	if _, err := a.Add(context.Background(), podRequest("a", "/run/netns/a")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An ADD whose namespace is gone by the time its MTU is read fails, and
+// the address its enrolment took goes back.
+func TestMTUFailureReleases(t *testing.T) {
+	t.Parallel()
+	m := nodetest.NewMesh(t, "1h")
+	f := nodetest.NewFakeNode("/run/netns/a")
+	a := agentOver(t, m, f, t.TempDir())
+	before := m.Hosts()
+	if _, err := a.Add(context.Background(), podRequest("gone", "/run/netns/gone")); err == nil {
+		t.Fatal("ADD into a namespace that is gone succeeded")
+	}
+	if got := m.Hosts(); got != before {
+		t.Errorf("the coordinator holds %d hosts after the failed ADD, %d before: its lease was not released", got, before)
+	}
+	if f.Starts() != 0 {
+		t.Errorf("%d tunnels started for a failed ADD", f.Starts())
+	}
+}
+
+// issuerSeen calls seen at each request for evidence.
+type issuerSeen struct {
+	attest.Issuer
+	seen func()
+}
+
+func (i issuerSeen) Evidence(rd [64]byte) (attest.Evidence, error) {
+	i.seen()
+	return i.Issuer.Evidence(rd)
+}
+
+// mtuAfter answers MTU only once after is closed.
+type mtuAfter struct {
+	*nodetest.FakeNode
+	after <-chan struct{}
+}
+
+func (m mtuAfter) MTU(netns string) (int, error) {
+	select {
+	case <-m.after:
+		return m.FakeNode.MTU(netns)
+	case <-time.After(10 * time.Second):
+		return 0, errors.New("the MTU lookup waited 10 s for the enrolment: the ADD reads the MTU before it enrols")
 	}
 }
