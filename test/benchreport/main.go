@@ -325,8 +325,8 @@ const notes = `
   difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
   coordinator and the pods' Nebula processes. *stage-\*-ms* are the agent's own ADD
   stages (its sealmesh_agent_add_stage_seconds over the run): *mtu* (the pod link's MTU
-  read in its netns; since issue 29's last commits while the enrolment is under way,
-  so it no longer adds to *total*), *key*, *nonce*, *evidence*, *enrol* (the round trip to the
+  read in its netns; from 8ef8959 on, while the enrolment is under way, so that it no
+  longer adds to *total*), *key*, *nonce*, *evidence*, *enrol* (the round trip to the
   coordinator: verification, signing, the lease's durable write), *tunnel* (the Nebula
   instance started in a tunnel process: its TUN device made and configured), *record*
   (the pod's record written; without fsync since issue 29: it outlives the agent, not
