@@ -78,6 +78,15 @@ func (t *Processes) host(id string) *tunnelHost {
 // Start places the instance in the fullest process with room (starting a
 // new one when all are full) and starts it there.
 func (t *Processes) Start(ctx context.Context, id string, req *tunnel.AddRequest) (string, error) {
+	if req.Netns == selfNetns {
+		// Pod mode. A tunnel process runs in a namespace of its own
+		// (tunnel.Start), where "self" is not this process's: it is
+		// named by this process's PID. The instance holds it open from
+		// its start, so the name need not outlive this process.
+		r := *req
+		r.Netns = fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+		req = &r
+	}
 	h, err := t.place()
 	if err != nil {
 		return "", err
