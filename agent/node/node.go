@@ -300,6 +300,7 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	return &res, nil
 }
 
+// mtuResult is what the MTU lookup beside the enrolment found.
 type mtuResult struct {
 	mtu int
 	err error

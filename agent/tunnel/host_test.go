@@ -178,12 +178,12 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 	t.Cleanup(func() { proc.Stop(5 * time.Second) })
 	// It runs in a namespace of its own, with only a loopback device in it.
 	own := fmt.Sprintf("/proc/%d/ns/net", proc.Pid())
+	ownInfo, err := os.Stat(own)
+	must(err)
 	for _, other := range []string{node.Path, "/proc/self/ns/net"} {
-		a, err := os.Stat(own)
+		info, err := os.Stat(other)
 		must(err)
-		b, err := os.Stat(other)
-		must(err)
-		if os.SameFile(a, b) {
+		if os.SameFile(ownInfo, info) {
 			t.Fatalf("the tunnel process runs in %s's network namespace", other)
 		}
 	}
