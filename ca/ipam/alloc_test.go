@@ -773,3 +773,39 @@ func TestFollowSkipsOwnWritesSeenEarly(t *testing.T) {
 		t.Errorf("%d records decoded after another coordinator's write, want 1", n)
 	}
 }
+
+// TestFollowOwnWritesOverEtcd: an allocator following a real etcd while it
+// leases addresses concurrently (group-committed swaps, the watch's echoes
+// racing the swaps' answers) decodes none of its own records again.
+func TestFollowOwnWritesOverEtcd(t *testing.T) {
+	st := stores(t)["etcd"](t)
+	a := allocators(t, st, 1)[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	decodes, stop := ipam.CountDecodes()
+	defer stop()
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		a.Follow(ctx, time.Second, func(key string, err error) { t.Errorf("%s: %v", key, err) })
+	}()
+	now := time.Now()
+	var wg sync.WaitGroup
+	for w := range 6 { // 60 of the network's 61 free addresses
+		wg.Go(func() {
+			for i := range 10 {
+				if _, err := issue(a, fmt.Sprint("k", w, "-", i), now); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond) // the watch's last echoes
+	cancel()
+	<-followed
+	if n := decodes(); n != 0 {
+		t.Errorf("%d of the allocator's 60 own records decoded again", n)
+	}
+}

@@ -321,9 +321,18 @@ const notes = `
   one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
   making the pod's netns): the reference bridge + host-local alone, and with sealmesh-cni
   chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
-  lease recorded in the store, a Nebula process started in the pod's netns). The
-  difference is sealmesh's cost per pod; in parallel batches it shares two cores with the
-  coordinator and the pods' Nebula processes. *stage-\*-ms* are the agent's own ADD
+  lease recorded in the store, a Nebula process started in the pod's netns), and with
+  the reference tuning plugin, tuning nothing, chained in sealmesh-cni's place
+  (*bridge+tuning*). The difference between the first two is sealmesh's cost per pod; in
+  parallel batches it shares two cores with the coordinator and the pods' Nebula
+  processes. *bridge+tuning* is the least any chained plugin adds: a Go plugin's exec,
+  its configuration and the previous result parsed, the pod's netns entered, the result
+  passed on. On a host whose process starts are slow it is most of what a chained plugin
+  costs: in a run of 2026-12-07 on the Turin-class VM it added 16.4 ms to the sequence's
+  ADD p50 (38.5 → 54.9 ms; the tuning process 10.0 ms from exec to exit, bridge 4 ms
+  slower beside it), above issue 29's goal of 10 ms for sealmesh's whole overhead, which
+  no chained plugin meets on that host. sealmesh's cost over that floor is the chain's
+  p50 less *bridge+tuning*'s (30.5 ms in that run). *stage-\*-ms* are the agent's own ADD
   stages (its sealmesh_agent_add_stage_seconds over the run): *mtu* (the pod link's MTU
   read in its netns; from 8ef8959 on, while the enrolment is under way, so that it no
   longer adds to *total*), *key*, *nonce*, *evidence*, *enrol* (the round trip to the

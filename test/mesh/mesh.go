@@ -242,6 +242,12 @@ const (
 	// ChainBridgeOnly: bridge + host-local without sealmesh-cni, the
 	// baseline for CNI latency.
 	ChainBridgeOnly = "bridge-only"
+	// ChainBridgeTuning: bridge + host-local, then the reference tuning
+	// plugin with nothing to tune, in sealmesh-cni's place: the least a
+	// chained plugin costs (its exec, its configuration and the previous
+	// result parsed, the pod's netns entered, the result passed on), the
+	// floor of sealmesh-cni's latency in the same run.
+	ChainBridgeTuning = "bridge+tuning"
 	// ChainBridgeThenMeta: bridge + host-local, sealmesh-cni, then portmap
 	// (nftables; host port PortmapHost to the pod's PortmapPod) and tuning
 	// (promiscuous eth0): their input is sealmesh-cni's output.
@@ -256,6 +262,11 @@ const (
 func (m *Mesh) UseCNIVersion(v string) error {
 	m.opt.CNIVersion = v
 	return m.useConflist()
+}
+
+// meshed reports whether the pods' chain has sealmesh-cni in it.
+func (m *Mesh) meshed() bool {
+	return m.opt.Chain != ChainBridgeOnly && m.opt.Chain != ChainBridgeTuning
 }
 
 // UseChain switches the pods' conflist to another chain for the pods added
@@ -317,6 +328,8 @@ func (m *Mesh) Conflist() ([]byte, error) {
 		plugins = []any{map[string]any{"type": "ptp", "ipam": ipam(PTPSubnet, "host-local-ptp")}, ours}
 	case ChainBridgeOnly:
 		plugins = []any{bridge}
+	case ChainBridgeTuning:
+		plugins = []any{bridge, map[string]any{"type": "tuning"}}
 	case ChainBridgeThenMeta:
 		plugins = []any{bridge, ours,
 			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
@@ -389,7 +402,7 @@ func (m *Mesh) AddPodIn(ctx context.Context, name, namespace string) (*Pod, erro
 			p.HostVeth = i.Name
 		}
 	}
-	if m.opt.Chain != ChainBridgeOnly && (!p.OverlayIP.IsValid() || !p.OverlayIP6.IsValid()) {
+	if m.meshed() && (!p.OverlayIP.IsValid() || !p.OverlayIP6.IsValid()) {
 		return p, fmt.Errorf("CNI result for %s lacks an IPv4 or IPv6 %s address: %+v", name, NebulaIf, r)
 	}
 	return p, nil
