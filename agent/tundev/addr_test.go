@@ -66,7 +66,7 @@ func TestOverlayAddressesNeverTentative(t *testing.T) {
 			add := nebulaAdd
 			if tc.noDAD {
 				add = func(link netlink.Link) error {
-					return addAddresses(link, []netip.Prefix{netip.MustParsePrefix("10.42.0.7/16"), overlay})
+					return addAddresses(&netlink.Handle{}, link, []netip.Prefix{netip.MustParsePrefix("10.42.0.7/16"), overlay})
 				}
 			}
 			if err := add(link); err != nil {

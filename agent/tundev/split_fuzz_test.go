@@ -106,7 +106,7 @@ func newForwardLab(t testing.TB) *splitLab {
 		if err := netlink.LinkSetMTU(in, 9000); err != nil {
 			return err
 		}
-		if err := addAddresses(in, []netip.Prefix{netip.MustParsePrefix("10.97.0.1/24"), netip.MustParsePrefix("fd97::1/64")}); err != nil {
+		if err := addAddresses(&netlink.Handle{}, in, []netip.Prefix{netip.MustParsePrefix("10.97.0.1/24"), netip.MustParsePrefix("fd97::1/64")}); err != nil {
 			return err
 		}
 		return netlink.LinkSetUp(in)

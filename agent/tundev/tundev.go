@@ -701,26 +701,34 @@ func (b *burst) see(now int64) bool {
 // neighbour to detect a duplicate on and the coordinator hands each address
 // out once), then up. The kernel adds each network's route.
 func (d *Device) Activate() error {
-	link, err := netlink.LinkByName(d.name)
+	// One netlink socket for the whole configuration: the package's
+	// functions open and bind one per request, six of them here, each a
+	// few system calls more on every pod's start.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("tundev: netlink: %w", err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(d.name)
 	if err != nil {
 		return fmt.Errorf("tundev: %s: %w", d.name, err)
 	}
-	if err := netlink.LinkSetMTU(link, d.mtu); err != nil {
+	if err := h.LinkSetMTU(link, d.mtu); err != nil {
 		return fmt.Errorf("tundev: %s: MTU %d: %w", d.name, d.mtu, err)
 	}
 	if d.txQueue > 0 {
-		if err := netlink.LinkSetTxQLen(link, d.txQueue); err != nil {
+		if err := h.LinkSetTxQLen(link, d.txQueue); err != nil {
 			return fmt.Errorf("tundev: %s: transmit queue %d: %w", d.name, d.txQueue, err)
 		}
 	}
 	const addrGenModeNone = 1
-	if err := netlink.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
+	if err := h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
 		d.log.Warn("could not turn off link-local address generation", "device", d.name, "error", err)
 	}
-	if err := addAddresses(link, d.networks); err != nil {
+	if err := addAddresses(h, link, d.networks); err != nil {
 		return fmt.Errorf("tundev: %s: %w", d.name, err)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("tundev: %s: up: %w", d.name, err)
 	}
 	return nil
@@ -761,13 +769,13 @@ func (d *Device) Close() error {
 // duplicate address detection: usable (not tentative) at once, link down or
 // up. A route from a tentative address is refused (EINVAL), and Nebula's
 // own device slept 100 ms on that (8 of 100 pod starts, issue 29).
-func addAddresses(link netlink.Link, networks []netip.Prefix) error {
+func addAddresses(h *netlink.Handle, link netlink.Link, networks []netip.Prefix) error {
 	for _, p := range networks {
 		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
 		if p.Addr().Is6() {
 			a.Flags = unix.IFA_F_NODAD
 		}
-		if err := netlink.AddrReplace(link, a); err != nil {
+		if err := h.AddrReplace(link, a); err != nil {
 			return fmt.Errorf("address %s: %w", p, err)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/slackhq/nebula/cert"
 	"github.com/slackhq/nebula/config"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/sealmesh/sealmesh/agent/nebulaconfig"
 	"github.com/sealmesh/sealmesh/api"
@@ -196,7 +197,9 @@ func (h *host) add(id string, req *AddRequest) error {
 	if dup {
 		return fmt.Errorf("tunnel %s already runs", id)
 	}
+	start := time.Now()
 	in, err := h.start(req)
+	took := time.Since(start)
 	h.mu.Lock()
 	if err != nil {
 		delete(h.inst, id)
@@ -208,7 +211,7 @@ func (h *host) add(id string, req *AddRequest) error {
 		h.log.Error("tunnel start failed", "tunnel", id, "err", err)
 		return err
 	}
-	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise)
+	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise, "took", took)
 	return nil
 }
 
@@ -430,11 +433,16 @@ func (h *host) remove(id string) {
 // was none to delete (the namespace went first, taking the device with it).
 func (h *host) deleteDevice(in *instance) bool {
 	err := in.netns.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(in.dev)
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // one socket for both requests
 		if err != nil {
 			return err
 		}
-		return netlink.LinkDel(l)
+		defer h.Close()
+		l, err := h.LinkByName(in.dev)
+		if err != nil {
+			return err
+		}
+		return h.LinkDel(l)
 	})
 	if err != nil {
 		h.log.Debug("tunnel device not deleted", "dev", in.dev, "err", err)

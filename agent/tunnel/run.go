@@ -3,6 +3,8 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	gometricsprom "github.com/nbrownus/go-metrics-prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,23 +49,55 @@ func nebulaMetrics(gauges bool) http.Handler {
 	})
 }
 
+// controls carries every call to a control socket, keeping a few
+// connections to each open between calls: a call on a new connection (a
+// dial, the host's accept, both sides' connection goroutines) costs three
+// times one on a kept connection (BenchmarkControlCall), and a pod's ADD
+// and DEL make one call each. A request
+// names its socket by the host of its URL (controlHost). The connections
+// idle out well before the tunnel host's own idle timeout (serve.Local), so
+// a call does not race the host closing its end; a host that is gone
+// closes its ends, which the transport drops.
+var controls = &http.Client{Transport: &http.Transport{
+	DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		control, ok := controlPaths.Load(host)
+		if !ok {
+			return nil, fmt.Errorf("tunnel: no control socket named %s", host)
+		}
+		return (&net.Dialer{}).DialContext(ctx, "unix", control.(string))
+	},
+	MaxIdleConnsPerHost: 4,
+	IdleConnTimeout:     20 * time.Second,
+}}
+
+// controlPaths maps the URL hosts controlHost made to their sockets' paths.
+var controlPaths sync.Map
+
+// controlHost is the URL host that names the socket at path: a hash of
+// it, so that the host is a valid name whatever the path.
+func controlHost(path string) string {
+	h := sha256.Sum256([]byte(path))
+	host := "tunnel-" + hex.EncodeToString(h[:8])
+	controlPaths.LoadOrStore(host, path)
+	return host
+}
+
 // call makes one request on a control socket; a status other than 200 is an
 // error carrying the answer's text.
 func call(ctx context.Context, control, method, path string, body []byte) (io.ReadCloser, error) {
-	// One connection per call: a transport per call that kept its idle
-	// connections would leak one for every call the agent makes.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", control)
-	}}}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://tunnel"+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+controlHost(control)+path, rd)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := hc.Do(req)
+	resp, err := controls.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: %s: %w", control, err)
 	}
@@ -75,7 +110,7 @@ func call(ctx context.Context, control, method, path string, body []byte) (io.Re
 		}
 		return nil, err
 	}
-	return resp.Body, nil
+	return drained{resp.Body}, nil
 }
 
 func do(ctx context.Context, control, method, path string, body []byte) error {
@@ -85,6 +120,15 @@ func do(ctx context.Context, control, method, path string, body []byte) error {
 	}
 	rc.Close()
 	return nil
+}
+
+// drained is an answer's body that is read to its end when closed, so that
+// its connection goes back to the pool instead of being closed.
+type drained struct{ io.ReadCloser }
+
+func (d drained) Close() error {
+	io.Copy(io.Discard, io.LimitReader(d.ReadCloser, 1<<16))
+	return d.ReadCloser.Close()
 }
 
 // Metrics fetches a host's Nebula metrics (Prometheus
