@@ -148,6 +148,7 @@ func report(raw, out string) []byte {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s – %s | %d |\n", strings.TrimPrefix(k.pkg, "github.com/sealmesh/sealmesh/"),
 			k.name, k.unit, human(median(v), k.unit), human(v[0], k.unit), human(v[len(v)-1], k.unit), len(v))
 	}
+	b.WriteString(derived(samples))
 	b.WriteString(plots(samples, order, filepath.Join(filepath.Dir(out), "bench")))
 	b.WriteString(notes)
 	return b.Bytes()
@@ -198,6 +199,77 @@ func median(v []float64) float64 {
 		return v[n/2]
 	}
 	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// derived states, from the medians of the table, the figures issue 29's
+// goals are set in: the CNI ADD's cost over the bridge-only chain (sealmesh's
+// chain, and bridge+tuning, what any chained plugin costs here), and the
+// coordinator's CPU per enrolment over the crypto floor's. A figure whose
+// benchmarks did not run is left out.
+func derived(samples map[key][]float64) string {
+	const e2e, ha = "github.com/sealmesh/sealmesh/test/e2e", "github.com/sealmesh/sealmesh/test/ha"
+	med := func(pkg, name, unit string) (float64, bool) {
+		v, ok := samples[key{pkg, name, unit}]
+		if !ok || len(v) == 0 {
+			return 0, false
+		}
+		return median(slices.Sorted(slices.Values(v))), true
+	}
+	cni := func(chain string, parallel int, unit string) (float64, bool) {
+		return med(e2e, fmt.Sprintf("BenchmarkCNILatency/chain=%s/parallel=%d", chain, parallel), unit)
+	}
+	var b strings.Builder
+	var rows []string
+	for _, c := range []struct{ chain, label string }{{"bridge", "sealmesh (bridge + sealmesh-cni)"}, {"bridge+tuning", "bridge + tuning (no sealmesh)"}} {
+		cells := []string{c.label}
+		ok := false
+		for _, m := range []struct {
+			parallel int
+			unit     string
+		}{{1, "ADD-p50-ms"}, {1, "ADD-p99-ms"}, {10, "ADD-p50-ms"}, {10, "ADD-p99-ms"}} {
+			base, ok1 := cni("bridge-only", m.parallel, m.unit)
+			v, ok2 := cni(c.chain, m.parallel, m.unit)
+			switch {
+			case !ok1 || !ok2:
+				cells = append(cells, "–")
+			case m.parallel == 1:
+				cells, ok = append(cells, fmt.Sprintf("%+.1f ms", v-base)), true
+			default:
+				cells, ok = append(cells, fmt.Sprintf("%.2f×", v/base)), true
+			}
+		}
+		if ok {
+			rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
+		}
+	}
+	if len(rows) > 0 {
+		b.WriteString("## CNI ADD over the bridge-only chain\n\n")
+		b.WriteString("From the medians above (BenchmarkCNILatency): in sequence, the difference in ms; ten at a\ntime, the ratio. Issue 29's goals for sealmesh: at most +10 ms p50 and +30 ms p99 in\nsequence, at most 1.5× p50 ten at a time. *bridge + tuning* is what the least chained\nplugin costs in the same run.\n\n")
+		b.WriteString("| chain | sequence p50 | sequence p99 | ten at a time p50 | ten at a time p99 |\n|---|---|---|---|---|\n")
+		b.WriteString(strings.Join(rows, "\n") + "\n")
+		s, ok1 := cni("bridge", 1, "ADD-p50-ms")
+		t, ok2 := cni("bridge+tuning", 1, "ADD-p50-ms")
+		if ok1 && ok2 {
+			fmt.Fprintf(&b, "\nsealmesh's chain over bridge + tuning: %+.1f ms p50 in sequence.\n", s-t)
+		}
+		b.WriteString("\n")
+	}
+	floor, ok := med(ha, "BenchmarkCluster/CryptoFloor", "ms/enrol")
+	if ok {
+		var lines []string
+		for n, label := range map[int]string{1: "one coordinator", 3: "three coordinators"} {
+			if cpu, ok := med(ha, fmt.Sprintf("BenchmarkCluster/Enrol/coordinators=%d", n), "cpu-ms/enrol"); ok {
+				lines = append(lines, fmt.Sprintf("- %s: %.3g ms, %.2f× the floor's %.3g ms", label, cpu, cpu/floor, floor))
+			}
+		}
+		slices.Sort(lines) // "one" before "three"
+		if len(lines) > 0 {
+			b.WriteString("## Coordinator CPU per enrolment over the crypto floor\n\n")
+			b.WriteString("From the medians above (BenchmarkCluster): the coordinators' CPU per enrolment at the\npeak against CryptoFloor's (evidence verification and certificate signing alone, on one\ncore). Issue 29's goal: at most 1.3× with one coordinator.\n\n")
+			b.WriteString(strings.Join(lines, "\n") + "\n\n")
+		}
+	}
+	return b.String()
 }
 
 func human(v float64, unit string) string {

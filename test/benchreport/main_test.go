@@ -42,3 +42,38 @@ BenchmarkSingle 1 5 ns/op
 		t.Errorf("plot not written: %v", err)
 	}
 }
+
+// The goals' figures are derived from the medians: the CNI chains' ADD over
+// bridge-only (a difference in sequence, a ratio ten at a time) and the
+// coordinator's CPU per enrolment over the floor's.
+func TestReportDerivesTheGoalsFigures(t *testing.T) {
+	raw := `commit: abc1234
+date: 2026-12-07
+pkg: github.com/sealmesh/sealmesh/test/e2e
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 30 ADD-p50-ms 50 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 40 ADD-p50-ms 60 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 35 ADD-p50-ms 70 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=10-2 1 200 ADD-p50-ms 300 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge+tuning/parallel=1-2 1 50 ADD-p50-ms 75 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge+tuning/parallel=10-2 1 280 ADD-p50-ms 390 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge/parallel=1-2 1 90 ADD-p50-ms 140 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge/parallel=10-2 1 500 ADD-p50-ms 600 ADD-p99-ms
+pkg: github.com/sealmesh/sealmesh/test/ha
+BenchmarkCluster/CryptoFloor-2 1 0 ns/op 0.5 ms/enrol
+BenchmarkCluster/Enrol/coordinators=1-2 1 0 ns/op 1.0 cpu-ms/enrol
+BenchmarkCluster/Enrol/coordinators=3-2 1 0 ns/op 1.5 cpu-ms/enrol
+`
+	md := string(report(raw, filepath.Join(t.TempDir(), "BENCHMARKS.md")))
+	for _, want := range []string{
+		// bridge-only's medians: 35 and 60 ms in sequence.
+		"| sealmesh (bridge + sealmesh-cni) | +55.0 ms | +80.0 ms | 2.50× | 2.00× |",
+		"| bridge + tuning (no sealmesh) | +15.0 ms | +15.0 ms | 1.40× | 1.30× |",
+		"sealmesh's chain over bridge + tuning: +40.0 ms p50 in sequence.",
+		"- one coordinator: 1 ms, 2.00× the floor's 0.5 ms",
+		"- three coordinators: 1.5 ms, 3.00× the floor's 0.5 ms",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
