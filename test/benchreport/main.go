@@ -243,7 +243,7 @@ func derived(samples map[key][]float64) string {
 		}
 	}
 	if len(rows) > 0 {
-		b.WriteString("## CNI ADD over the bridge-only chain\n\n")
+		b.WriteString("\n## CNI ADD over the bridge-only chain\n\n")
 		b.WriteString("From the medians above (BenchmarkCNILatency): in sequence, the difference in ms; ten at a\ntime, the ratio. Issue 29's goals for sealmesh: at most +10 ms p50 and +30 ms p99 in\nsequence, at most 1.5× p50 ten at a time. *bridge + tuning* is what the least chained\nplugin costs in the same run.\n\n")
 		b.WriteString("| chain | sequence p50 | sequence p99 | ten at a time p50 | ten at a time p99 |\n|---|---|---|---|---|\n")
 		b.WriteString(strings.Join(rows, "\n") + "\n")
@@ -252,7 +252,6 @@ func derived(samples map[key][]float64) string {
 		if ok1 && ok2 {
 			fmt.Fprintf(&b, "\nsealmesh's chain over bridge + tuning: %+.1f ms p50 in sequence.\n", s-t)
 		}
-		b.WriteString("\n")
 	}
 	floor, ok := med(ha, "BenchmarkCluster/CryptoFloor", "ms/enrol")
 	if ok {
@@ -264,9 +263,9 @@ func derived(samples map[key][]float64) string {
 		}
 		slices.Sort(lines) // "one" before "three"
 		if len(lines) > 0 {
-			b.WriteString("## Coordinator CPU per enrolment over the crypto floor\n\n")
+			b.WriteString("\n## Coordinator CPU per enrolment over the crypto floor\n\n")
 			b.WriteString("From the medians above (BenchmarkCluster): the coordinators' CPU per enrolment at the\npeak against CryptoFloor's (evidence verification and certificate signing alone, on one\ncore). Issue 29's goal: at most 1.3× with one coordinator.\n\n")
-			b.WriteString(strings.Join(lines, "\n") + "\n\n")
+			b.WriteString(strings.Join(lines, "\n") + "\n")
 		}
 	}
 	return b.String()
