@@ -116,6 +116,9 @@ func BenchmarkCluster(b *testing.B) {
 				b.ReportMetric(ms(lat.p50), "p50-ms")
 				b.ReportMetric(ms(lat.p99), "p99-ms")
 				b.ReportMetric(1000*cpu/float64(lat.n), "cpu-ms/enrol")
+				// Issue 29's goal: the coordinators' CPU per enrolment over
+				// the floor's, measured beside it.
+				b.ReportMetric(1000*cpu/float64(lat.n)/(1000/floor), "cpu-floor-ratio")
 				c0 := l.conns.Load()
 				stages0, host0 := l.stages(b, n), hostCPU(b)
 				half := l.enrolAt(10*time.Second, rate/2, agents, &run, nil)
