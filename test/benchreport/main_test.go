@@ -24,16 +24,12 @@ BenchmarkSingle 1 5 ns/op
 		dir = d
 	}
 	md := string(report(raw, filepath.Join(dir, "BENCHMARKS.md")))
-	for _, want := range []string{
+	contains(t, md,
 		"at commit abc1234 on 2026-11-24, Test CPU",
 		"```\ngo test -bench . ./test/dataplane/\n```",
 		"| test/dataplane | BenchmarkDataPlane/sealmesh | tcp-Gb/s | 0.63 | 0.61 – 0.65 | 2 |",
 		"![BenchmarkDataPlane tcp-Gb/s](bench/DataPlane-tcp-Gb-s.png)",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q:\n%s", want, md)
-		}
-	}
+	)
 	// One contender has cpu-s/GB: nothing to compare, no plot.
 	if strings.Contains(md, "cpu-s") && strings.Contains(md, "bench/DataPlane-cpu") {
 		t.Error("plotted a metric only one sub-benchmark has")
@@ -64,7 +60,7 @@ BenchmarkCluster/Enrol/coordinators=1-2 1 0 ns/op 1.0 cpu-ms/enrol 2000 floor-en
 BenchmarkCluster/Enrol/coordinators=3-2 1 0 ns/op 1.5 cpu-ms/enrol 2000 floor-enrol/s 2.9 cpu-floor-ratio
 `
 	md := string(report(raw, filepath.Join(t.TempDir(), "BENCHMARKS.md")))
-	for _, want := range []string{
+	contains(t, md,
 		// bridge-only's medians: 35 and 60 ms in sequence.
 		"| sealmesh (bridge + sealmesh-cni) | +55.0 ms | +80.0 ms | 2.50× | 2.00× |",
 		"| bridge + tuning (no sealmesh) | +15.0 ms | +15.0 ms | 1.40× | 1.30× |",
@@ -73,7 +69,13 @@ BenchmarkCluster/Enrol/coordinators=3-2 1 0 ns/op 1.5 cpu-ms/enrol 2000 floor-en
 		// own ratio where there is one.
 		"- one coordinator: 1 ms, 2.00× the floor's 0.5 ms",
 		"- three coordinators: 1.5 ms, 2.90× the floor's 0.5 ms",
-	} {
+	)
+}
+
+// contains checks that the report holds each of wants.
+func contains(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
