@@ -433,16 +433,16 @@ func (h *host) remove(id string) {
 // was none to delete (the namespace went first, taking the device with it).
 func (h *host) deleteDevice(in *instance) bool {
 	err := in.netns.Do(func(ns.NetNS) error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // one socket for both requests
+		nl, err := netlink.NewHandle(unix.NETLINK_ROUTE) // one socket for both requests
 		if err != nil {
 			return err
 		}
-		defer h.Close()
-		l, err := h.LinkByName(in.dev)
+		defer nl.Close()
+		l, err := nl.LinkByName(in.dev)
 		if err != nil {
 			return err
 		}
-		return h.LinkDel(l)
+		return nl.LinkDel(l)
 	})
 	if err != nil {
 		h.log.Debug("tunnel device not deleted", "dev", in.dev, "err", err)

@@ -53,11 +53,11 @@ func nebulaMetrics(gauges bool) http.Handler {
 // connections to each open between calls: a call on a new connection (a
 // dial, the host's accept, both sides' connection goroutines) costs three
 // times one on a kept connection (BenchmarkControlCall), and a pod's ADD
-// and DEL make one call each. A request
-// names its socket by the host of its URL (controlHost). The connections
-// idle out well before the tunnel host's own idle timeout (serve.Local), so
-// a call does not race the host closing its end; a host that is gone
-// closes its ends, which the transport drops.
+// and DEL make one call each. A request names its socket by the host of
+// its URL (controlHost). The connections idle out well before the tunnel
+// host's own idle timeout (serve.Local), so a call does not race the host
+// closing its end; a host that is gone closes its ends, which the
+// transport drops.
 var controls = &http.Client{Transport: &http.Transport{
 	DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
