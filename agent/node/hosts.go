@@ -165,18 +165,20 @@ func (t *Processes) Prove(ctx context.Context, host, id string, req *tunnel.Prov
 
 // place reserves room for one pod in a tunnel process, starting a new one
 // when all are full. A new process is started outside the lock and counted
-// in once it runs.
+// in once it runs. Taking the last free room starts the next process in the
+// background (a spare), so the pod after it does not wait for a start.
 func (t *Processes) place() (*tunnelHost, error) {
 	for {
 		t.mu.Lock()
 		var best *tunnelHost
 		for _, h := range t.hosts {
-			if !h.closed && h.proc.Alive() && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
+			if t.usable(h) && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
 				best = h // fill the fullest first: fewer processes
 			}
 		}
 		if best != nil {
 			best.pods++
+			t.spareLocked()
 			t.mu.Unlock()
 			return best, nil
 		}
@@ -204,23 +206,116 @@ func (t *Processes) place() (*tunnelHost, error) {
 		}
 		h.pods = 1
 		t.hosts[h.id] = h
+		t.spareLocked()
 		t.mu.Unlock()
 		return h, nil
 	}
 }
 
-// unplace gives a pod's room back; an emptied process is stopped.
+func (t *Processes) usable(h *tunnelHost) bool { return !h.closed && h.proc.Alive() }
+
+// spareLocked starts a spare process in the background when no process has
+// room left and none is starting, and forgets a spare that died. A process
+// start (exec, the Go runtime, Nebula's tables) made the ADD that waited for
+// it 20–45 ms slower (one in sixteen in a sequence); the spare costs the node
+// one process without pods (about 1 MiB of PSS beside others, whose code it
+// shares) while every other is full. t.mu is held.
+func (t *Processes) spareLocked() {
+	for id, h := range t.hosts {
+		if h.pods <= 0 && !h.closed && !h.proc.Alive() {
+			// A spare that died: no pod's Drop will forget it.
+			h.closed = true
+			delete(t.hosts, id)
+			go t.stopHost(h)
+		}
+	}
+	if t.starting != nil {
+		return
+	}
+	for _, h := range t.hosts {
+		if t.usable(h) && h.pods < t.PerProcess {
+			return
+		}
+	}
+	done := make(chan struct{})
+	t.starting = done
+	go t.startSpare(done)
+}
+
+// startSpare starts a spare process and adds it without pods, unless the
+// node has none left by then or another process is without pods.
+func (t *Processes) startSpare(done chan struct{}) {
+	// Closed last: who waits for the start finds the spare counted in, or
+	// stopped.
+	defer close(done)
+	h, err := t.startHost()
+	t.mu.Lock()
+	t.starting = nil
+	keep := err == nil && t.podsLocked() > 0 && t.podlessLocked(nil) == nil
+	if keep {
+		if t.hosts == nil {
+			t.hosts = map[string]*tunnelHost{}
+		}
+		t.hosts[h.id] = h
+	}
+	t.mu.Unlock()
+	switch {
+	case err != nil:
+		t.Log.Warn("spare tunnel process", "err", err)
+	case !keep:
+		h.closed = true
+		t.stopHost(h)
+	}
+}
+
+// podsLocked counts the pods placed on the node. t.mu is held.
+func (t *Processes) podsLocked() int {
+	n := 0
+	for _, h := range t.hosts {
+		n += h.pods
+	}
+	return n
+}
+
+// podlessLocked is a running process without pods other than but, if there
+// is one. t.mu is held.
+func (t *Processes) podlessLocked(but *tunnelHost) *tunnelHost {
+	for _, h := range t.hosts {
+		if h != but && h.pods <= 0 && t.usable(h) {
+			return h
+		}
+	}
+	return nil
+}
+
+// unplace gives a pod's room back. A running process its last pod left is
+// kept as the spare while the node has other pods and no other process
+// without pods; otherwise it is stopped, and with the node's last pod so is
+// the spare.
 func (t *Processes) unplace(h *tunnelHost) {
 	t.mu.Lock()
 	h.pods--
-	empty := h.pods <= 0 && !h.closed
-	if empty {
-		h.closed = true
-		delete(t.hosts, h.id)
+	var stop []*tunnelHost
+	if h.pods <= 0 && !h.closed {
+		spare := t.podlessLocked(h)
+		last := t.podsLocked() == 0
+		if last || spare != nil {
+			stop = append(stop, h)
+		}
+		if last && spare != nil {
+			stop = append(stop, spare)
+		}
+	}
+	for _, s := range stop {
+		s.closed = true
+		delete(t.hosts, s.id)
+	}
+	if t.podsLocked() > 0 {
+		t.spareLocked() // the process stopped may have been the only room
 	}
 	t.mu.Unlock()
-	if empty {
-		t.stopHost(h)
+	for _, s := range stop {
+		t.stopHost(s)
 	}
 }
 
