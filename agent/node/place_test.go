@@ -38,11 +38,6 @@ func TestPodsArrivingTogetherShareANewProcess(t *testing.T) {
 			distinct[h] = true
 		}
 	}
-	t.Cleanup(func() {
-		for h := range distinct {
-			procs.stopHost(h)
-		}
-	})
 	if len(distinct) != 1 {
 		t.Fatalf("%d pods arriving together started %d processes, want 1", pods, len(distinct))
 	}
@@ -54,10 +49,17 @@ func TestPodsArrivingTogetherShareANewProcess(t *testing.T) {
 }
 
 // standIn is Processes over a stand-in for sealmesh-tunnel: ready at once,
-// then idle.
+// then idle. The processes still running are stopped when the test ends.
 func standIn(t *testing.T, per int) *Processes {
-	return &Processes{Command: []string{"/bin/sh", "-c", "echo " + tunnel.ReadyLine + "; exec sleep 60", "sh"},
+	procs := &Processes{Command: []string{"/bin/sh", "-c", "echo " + tunnel.ReadyLine + "; exec sleep 60", "sh"},
 		Dir: t.TempDir(), PerProcess: per, StartTimeout: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(func() {
+		procs.settled()
+		for _, h := range procs.hostList() {
+			procs.stopHost(h)
+		}
+	})
+	return procs
 }
 
 // settled waits for a background start, if one is under way.
@@ -101,12 +103,6 @@ func (t *Processes) hostList() []*tunnelHost {
 func TestTakingTheLastRoomStartsASpare(t *testing.T) {
 	t.Parallel()
 	procs := standIn(t, 2)
-	t.Cleanup(func() {
-		procs.settled()
-		for _, h := range procs.hostList() {
-			procs.stopHost(h)
-		}
-	})
 	var placed []*tunnelHost
 	place := func() {
 		t.Helper()
@@ -187,12 +183,6 @@ func TestSpareOfAnEmptiedNodeIsStopped(t *testing.T) {
 func TestDeadSpareIsReplaced(t *testing.T) {
 	t.Parallel()
 	procs := standIn(t, 2)
-	t.Cleanup(func() {
-		procs.settled()
-		for _, h := range procs.hostList() {
-			procs.stopHost(h)
-		}
-	})
 	kill := func(h *tunnelHost) {
 		t.Helper()
 		if err := h.proc.Stop(5 * time.Second); err != nil {
