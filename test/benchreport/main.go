@@ -409,11 +409,12 @@ const notes = `
   passed on. On a host whose process starts are slow it is most of what a chained plugin
   costs: on the Turin-class VM (a static Go hello-world costs 4.2–4.6 ms of CPU there) it
   added 21.9 ms to the sequence's ADD p50 and took ten at a time to 1.52× in make bench
-  at a3828d4 (the tuning process about 10 ms from exec to exit, bridge about 4 ms slower
-  beside it, by ` + "`perf record -e sched:sched_process_exec,sched:sched_process_exit`" + `):
-  above issue 29's goals for sealmesh's whole overhead (10 ms, 1.5×), which no chained
-  plugin meets on that host. sealmesh's cost over that floor is in the section *CNI ADD
-  over the bridge-only chain* above. *stage-\*-ms* are the agent's own ADD
+  at a3828d4, 20.6 ms and 1.44× at d686d06 (the tuning process about 10 ms from exec to
+  exit, bridge about 4 ms slower beside it, by ` + "`perf record -e sched:sched_process_exec,sched:sched_process_exit`" + `):
+  twice issue 29's goal for sealmesh's whole overhead in sequence (10 ms), which no
+  chained plugin meets on that host, and at the edge of its goal ten at a time (1.5×).
+  sealmesh's cost over that floor is in the section *CNI ADD over the bridge-only chain*
+  above. *stage-\*-ms* are the agent's own ADD
   stages (its sealmesh_agent_add_stage_seconds over the run): *mtu* (the pod link's MTU
   read in its netns; from 8ef8959 on, while the enrolment is under way, so that it no
   longer adds to *total*), *key*, *nonce*, *evidence*, *enrol* (the round trip to the
@@ -434,15 +435,23 @@ const notes = `
   plugin loaded libc at every exec;
   ` + "`perf stat -r 80`" + ` of an ADD to an absent agent 14.1 → 10.3 ms of CPU,
   side by side, on a machine where a Go hello-world costs 6.2 ms. A pod that finds
-  every tunnel process full waits for one to start
-  (about 8 ms from exec to ready here until 9a7e5e4 and its next commit took gopacket's
-  tables and a 300-fold regexp out of its start: ` + "`perf stat -r 40 sealmesh-tunnel --version`" + `
-  7.2 → 3.9 ms): a spare process started in the background was
-  tried and left out, as it moved neither p50 nor p99 beyond the noise (three runs
-  each) and cost every node an idle process (make bench at 52913e7 still had it:
-  BenchmarkPodMemory counted that process, 12.67 MiB PSS per pod at one pod per process
-  and ten pods against 11.69 in the run before). Until 9a6cd2e, two runs in five had a DEL
-  p99 of 5 s in parallel batches: a pod's Nebula reader left waiting on a descriptor
+  every tunnel process full used to wait for one to start
+  (about 8 ms from exec to ready on the faster host until 9a7e5e4 and its next commit took
+  gopacket's tables and a 300-fold regexp out of its start: ` + "`perf stat -r 40 sealmesh-tunnel --version`" + `
+  7.2 → 3.9 ms). A spare process started in the background was tried there and left
+  out (8ce276f), as it moved neither p50 nor p99 beyond the noise (three runs each) and
+  cost every node an idle process (make bench at 52913e7: 12.67 MiB PSS per pod at one
+  pod per process and ten pods against 11.69 in the run before). On the Turin-class VM,
+  whose process starts are slow, those pods paid 27–30 ms over the p50 in sequence
+  (*ADD-when-full-over-p50-ms*, the median of the 17th, 33rd, ... ADD less the p50), and
+  d686d06 brought the spare back: started when a pod takes the last free room, and the
+  one process without pods the agent keeps (none on a node without pods). Those pods
+  then paid 11–14 ms (old and new trees alternating, three runs each): the spare's
+  start shares the two cores with the ADDs beside it, and a process's first instance
+  starts in 4–10 ms instead of 3. p50 and p99 (the largest of 100: the node's first
+  pod, which still waits for a start) do not show it beyond their noise. Until
+  9a6cd2e, two runs in five had a DEL p99 of 5 s in parallel batches: a pod's Nebula
+  reader left waiting on a descriptor
   number another file had taken (docs/architecture.md, how an instance is stopped).
 
 - **attest BenchmarkVerify/snp, /tdx, BenchmarkVerifySimulated**: one evidence
