@@ -46,8 +46,18 @@ type Processes struct {
 	hosts map[string]*tunnelHost
 	// adopted is what Adopt found running, for Settle.
 	adopted map[string]map[string]bool
-	// starting, while a process starts, is closed when it has.
-	starting chan struct{}
+	// starting is the process start under way, if any.
+	starting *start
+}
+
+// start is a process start under way. Its error is set, and the process
+// counted in, before done is closed.
+type start struct {
+	done chan struct{}
+	// waiting counts the pods waiting for the process; a start none waits
+	// for is the spare.
+	waiting int
+	err     error
 }
 
 // tunnelHost is one sealmesh-tunnel process and the pods placed in it.
@@ -55,7 +65,8 @@ type tunnelHost struct {
 	id   string
 	proc *tunnel.Process
 	// pods counts the pods placed here, attached or being attached; the
-	// process stops when it drops to zero.
+	// process stops when it drops to zero, unless it is kept as the spare
+	// (unplace).
 	pods   int
 	closed bool
 }
@@ -164,62 +175,49 @@ func (t *Processes) Prove(ctx context.Context, host, id string, req *tunnel.Prov
 }
 
 // place reserves room for one pod in a tunnel process, starting a new one
-// when all are full. A new process is started outside the lock and counted
-// in once it runs. Taking the last free room starts the next process in the
-// background (a spare), so the pod after it does not wait for a start.
+// when all are full. Taking the last free room starts the next process in
+// the background (a spare), so the pod after it does not wait for a start.
 func (t *Processes) place() (*tunnelHost, error) {
 	for {
 		t.mu.Lock()
-		var best *tunnelHost
-		for _, h := range t.hosts {
-			if t.usable(h) && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
-				best = h // fill the fullest first: fewer processes
-			}
-		}
-		if best != nil {
-			best.pods++
+		if h := t.roomLocked(); h != nil {
+			h.pods++
 			t.spareLocked()
 			t.mu.Unlock()
-			return best, nil
+			return h, nil
 		}
 		// One process starts at a time: pods that arrive together while
 		// every process is full wait for it and share it, instead of
 		// starting one each (ten pods at once made ten processes).
-		if wait := t.starting; wait != nil {
-			t.mu.Unlock()
-			<-wait
-			continue
-		}
-		done := make(chan struct{})
-		t.starting = done
+		s := t.startLocked()
+		s.waiting++
 		t.mu.Unlock()
-		h, err := t.startHost()
-		t.mu.Lock()
-		t.starting = nil
-		close(done)
-		if err != nil {
-			t.mu.Unlock()
-			return nil, err
+		<-s.done
+		if s.err != nil {
+			return nil, s.err
 		}
-		if t.hosts == nil {
-			t.hosts = map[string]*tunnelHost{}
-		}
-		h.pods = 1
-		t.hosts[h.id] = h
-		t.spareLocked()
-		t.mu.Unlock()
-		return h, nil
 	}
 }
 
-func (t *Processes) usable(h *tunnelHost) bool { return !h.closed && h.proc.Alive() }
+// roomLocked is the fullest running process with room, if any: filling the
+// fullest first keeps the processes few. t.mu is held.
+func (t *Processes) roomLocked() *tunnelHost {
+	var best *tunnelHost
+	for _, h := range t.hosts {
+		if usable(h) && h.pods < t.PerProcess && (best == nil || h.pods > best.pods) {
+			best = h
+		}
+	}
+	return best
+}
 
 // spareLocked starts a spare process in the background when no process has
-// room left and none is starting, and forgets a spare that died. A process
-// start (exec, the Go runtime, Nebula's tables) made the ADD that waited for
-// it 20–45 ms slower (one in sixteen in a sequence); the spare costs the node
-// one process without pods (about 1 MiB of PSS beside others, whose code it
-// shares) while every other is full. t.mu is held.
+// room left, and forgets a spare that died. A process start (exec, the Go
+// runtime, Nebula's tables) made the ADD that waited for it 27–30 ms slower
+// here (one in sixteen in a sequence, BenchmarkCNILatency's
+// ADD-when-full-over-p50-ms); the spare costs the node one process without
+// pods (about 1 MiB of PSS beside others, whose code it shares) while every
+// other is full. t.mu is held.
 func (t *Processes) spareLocked() {
 	for id, h := range t.hosts {
 		if h.pods <= 0 && !h.closed && !h.proc.Alive() {
@@ -229,40 +227,46 @@ func (t *Processes) spareLocked() {
 			go t.stopHost(h)
 		}
 	}
-	if t.starting != nil {
-		return
+	if t.roomLocked() == nil {
+		t.startLocked()
 	}
-	for _, h := range t.hosts {
-		if t.usable(h) && h.pods < t.PerProcess {
-			return
-		}
-	}
-	done := make(chan struct{})
-	t.starting = done
-	go t.startSpare(done)
 }
 
-// startSpare starts a spare process and adds it without pods, unless the
-// node has none left by then or another process is without pods.
-func (t *Processes) startSpare(done chan struct{}) {
-	// Closed last: who waits for the start finds the spare counted in, or
-	// stopped.
-	defer close(done)
+func usable(h *tunnelHost) bool { return !h.closed && h.proc.Alive() }
+
+// startLocked is the process start under way, begun if there is none. The
+// process starts outside the lock and is counted in once it runs. t.mu is
+// held.
+func (t *Processes) startLocked() *start {
+	if t.starting == nil {
+		t.starting = &start{done: make(chan struct{})}
+		go t.start(t.starting)
+	}
+	return t.starting
+}
+
+// start starts a process and counts it in, without pods: the pods waiting
+// for it place themselves. A spare (no pod waited) is kept only while the
+// node has pods and no other process without pods.
+func (t *Processes) start(s *start) {
+	defer close(s.done)
 	h, err := t.startHost()
 	t.mu.Lock()
 	t.starting = nil
-	keep := err == nil && t.podsLocked() > 0 && t.podlessLocked(nil) == nil
+	s.err = err
+	keep := err == nil && (s.waiting > 0 || t.podsLocked() > 0 && t.podlessLocked(nil) == nil)
 	if keep {
 		if t.hosts == nil {
 			t.hosts = map[string]*tunnelHost{}
 		}
 		t.hosts[h.id] = h
 	}
+	spare := s.waiting == 0
 	t.mu.Unlock()
 	switch {
-	case err != nil:
+	case err != nil && spare:
 		t.Log.Warn("spare tunnel process", "err", err)
-	case !keep:
+	case err == nil && !keep:
 		h.closed = true
 		t.stopHost(h)
 	}
@@ -281,7 +285,7 @@ func (t *Processes) podsLocked() int {
 // is one. t.mu is held.
 func (t *Processes) podlessLocked(but *tunnelHost) *tunnelHost {
 	for _, h := range t.hosts {
-		if h != but && h.pods <= 0 && t.usable(h) {
+		if h != but && h.pods <= 0 && usable(h) {
 			return h
 		}
 	}

@@ -68,7 +68,7 @@ func (t *Processes) settled() {
 	wait := t.starting
 	t.mu.Unlock()
 	if wait != nil {
-		<-wait
+		<-wait.done
 	}
 }
 
@@ -234,5 +234,30 @@ func TestDeadSpareIsReplaced(t *testing.T) {
 	procs.unplace(h)
 	if got := spare("second process died"); got == h {
 		t.Fatal("a dead process kept as the spare")
+	}
+}
+
+// A process that fails to start fails every pod that waited for it, at
+// once, and leaves nothing behind.
+func TestFailedStartFailsItsWaiters(t *testing.T) {
+	t.Parallel()
+	procs := standIn(t, 16)
+	procs.Command = []string{"/bin/sh", "-c", "exit 3", "sh"}
+	const pods = 5
+	errs := make(chan error, pods)
+	for range pods {
+		go func() {
+			_, err := procs.place()
+			errs <- err
+		}()
+	}
+	for range pods {
+		if err := <-errs; err == nil {
+			t.Error("a pod was placed though no process could start")
+		}
+	}
+	procs.settled()
+	if got := procs.podCounts(); len(got) != 0 {
+		t.Errorf("pods per process %v after failed starts, want no process", got)
 	}
 }
