@@ -46,13 +46,13 @@ func TestReportDerivesTheGoalsFigures(t *testing.T) {
 	raw := `commit: abc1234
 date: 2026-12-07
 pkg: github.com/sealmesh/sealmesh/test/e2e
-BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 30 ADD-p50-ms 50 ADD-p99-ms
-BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 40 ADD-p50-ms 60 ADD-p99-ms
-BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 35 ADD-p50-ms 70 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 30 ADD-p50-ms 50 ADD-p99-ms 27 plugin-bridge-ADD-p50-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 40 ADD-p50-ms 60 ADD-p99-ms 36 plugin-bridge-ADD-p50-ms
+BenchmarkCNILatency/chain=bridge-only/parallel=1-2 1 35 ADD-p50-ms 70 ADD-p99-ms 32 plugin-bridge-ADD-p50-ms
 BenchmarkCNILatency/chain=bridge-only/parallel=10-2 1 200 ADD-p50-ms 300 ADD-p99-ms
-BenchmarkCNILatency/chain=bridge+tuning/parallel=1-2 1 50 ADD-p50-ms 75 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge+tuning/parallel=1-2 1 50 ADD-p50-ms 75 ADD-p99-ms 33 plugin-bridge-ADD-p50-ms 12 plugin-tuning-ADD-p50-ms
 BenchmarkCNILatency/chain=bridge+tuning/parallel=10-2 1 280 ADD-p50-ms 390 ADD-p99-ms
-BenchmarkCNILatency/chain=bridge/parallel=1-2 1 90 ADD-p50-ms 140 ADD-p99-ms
+BenchmarkCNILatency/chain=bridge/parallel=1-2 1 90 ADD-p50-ms 140 ADD-p99-ms 34 plugin-bridge-ADD-p50-ms 50 plugin-sealmesh-cni-ADD-p50-ms 20 stage-total-ms
 BenchmarkCNILatency/chain=bridge/parallel=10-2 1 500 ADD-p50-ms 600 ADD-p99-ms
 pkg: github.com/sealmesh/sealmesh/test/ha
 BenchmarkCluster/CryptoFloor-2 1 0 ns/op 0.4 ms/enrol
@@ -65,6 +65,10 @@ BenchmarkCluster/Enrol/coordinators=3-2 1 0 ns/op 1.5 cpu-ms/enrol 2000 floor-en
 		"| sealmesh (bridge + sealmesh-cni) | +55.0 ms | +80.0 ms | 2.50× | 2.00× |",
 		"| bridge + tuning (no sealmesh) | +15.0 ms | +15.0 ms | 1.40× | 1.30× |",
 		"sealmesh's chain over bridge + tuning: +40.0 ms p50 in sequence.",
+		// Each chain's ADD less its plugins' execs.
+		"| bridge-only | 35.0 ms | 32.0 ms | – | 3.0 ms |",
+		"| bridge+tuning | 50.0 ms | 33.0 ms | tuning 12.0 ms | 5.0 ms |",
+		"| bridge | 90.0 ms | 34.0 ms | sealmesh-cni 50.0 ms (agent 20.0) | 6.0 ms |",
 		// The floor measured beside the run, not CryptoFloor's; the runs'
 		// own ratio where there is one.
 		"- one coordinator: 1 ms, 2.00× the floor's 0.5 ms",

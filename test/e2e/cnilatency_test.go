@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func BenchmarkCNILatency(b *testing.B) {
 				}
 				var adds, dels, full []time.Duration
 				before := readStages(b, m)
+				m.Plugins.Take()
 				for range b.N {
 					run++
 					a, d := cniRound(b, m, ctx, fmt.Sprintf("l%d", run), 100, batch)
@@ -59,6 +61,13 @@ func BenchmarkCNILatency(b *testing.B) {
 				b.ReportMetric(ms(pct(adds, 99)), "ADD-p99-ms")
 				b.ReportMetric(ms(pct(dels, 50)), "DEL-p50-ms")
 				b.ReportMetric(ms(pct(dels, 99)), "DEL-p99-ms")
+				// Each plugin's exec, start to exit: what of the
+				// chain's ADD is whose.
+				for key, ds := range m.Plugins.Take() {
+					if cmd, plugin, _ := strings.Cut(key, " "); cmd == "ADD" {
+						b.ReportMetric(ms(pct(ds, 50)), "plugin-"+plugin+"-ADD-p50-ms")
+					}
+				}
 				if chain != mesh.ChainBridge {
 					return
 				}
@@ -164,7 +173,7 @@ var stageSources = []struct {
 
 // readStages reads every stage's seconds and count, by the metric its
 // mean is reported as (stage-enrol-ms, coordinator-verify-ms, ...).
-func readStages(b *testing.B, m *mesh.Mesh) map[string][2]float64 {
+func readStages(b testing.TB, m *mesh.Mesh) map[string][2]float64 {
 	out := map[string][2]float64{}
 	for _, src := range stageSources {
 		st, err := stages(m, src.component, src.re)

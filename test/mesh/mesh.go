@@ -88,8 +88,10 @@ type Mesh struct {
 	LH          *netlab.NS
 	Pods        map[string]*Pod
 	cni         *libcni.CNIConfig
-	conflist    *libcni.NetworkConfigList
-	coordURL    string
+	// Plugins times every plugin exec of the pods' chains.
+	Plugins  *PluginTimes
+	conflist *libcni.NetworkConfigList
+	coordURL string
 	// AgentPID is the node agent's process; its children run the pods' Nebula.
 	AgentPID int
 	coordCmd *exec.Cmd
@@ -229,7 +231,8 @@ func Up(ctx context.Context, o Options) (*Mesh, error) {
 	if m.conflist, err = libcni.ConfListFromBytes(conf); err != nil {
 		return m, err
 	}
-	m.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, m.path("cni-cache"), nil)
+	m.Plugins = newPluginTimes()
+	m.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, m.path("cni-cache"), m.Plugins)
 	return m, nil
 }
 
@@ -293,7 +296,7 @@ func (m *Mesh) UseConfFile(path string, binDirs ...string) error {
 	if m.conflist, err = cniinstall.Load(path); err != nil {
 		return err
 	}
-	m.cni = libcni.NewCNIConfigWithCacheDir(append(binDirs, m.opt.BinDir), m.path("cni-cache"), nil)
+	m.cni = libcni.NewCNIConfigWithCacheDir(append(binDirs, m.opt.BinDir), m.path("cni-cache"), m.Plugins)
 	return nil
 }
 
