@@ -1,18 +1,22 @@
 // Package cniapi is the protocol between the CNI plugin and the node agent: JSON
 // over HTTP on a unix socket. It is deliberately small: the plugin binary links it
-// and must stay free of the attestation libraries, client-go and memberlist.
+// and must stay free of the attestation libraries, client-go and memberlist, and
+// of net/http (the client speaks HTTP/1.0 itself; the agent serves it with
+// net/http).
 package cniapi
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/textproto"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -158,18 +162,22 @@ type Error struct {
 var ErrAgentUnreachable = errors.New("sealmesh agent is not running")
 
 // Client calls the agent.
+//
+// It speaks HTTP/1.0 itself, one request per connection, instead of
+// through net/http: the plugin is exec'd twice per pod, and net/http links
+// crypto/tls, HTTP/2 and their dependencies, whose package initialisation
+// cost every exec about 2 ms before main (issue 29). HTTP/1.0 keeps the
+// answer simple to read: the agent's server closes the connection after
+// it and sends no chunked encoding, so the body is what comes before EOF.
 type Client struct {
-	socket string
-	http   *http.Client
+	socket  string
+	timeout time.Duration
 }
 
-// NewClient returns a client for the agent at socket.
+// NewClient returns a client for the agent at socket; each call is given
+// at most timeout.
 func NewClient(socket string, timeout time.Duration) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
+	return &Client{socket: socket, timeout: timeout}
 }
 
 // Add attaches a pod.
@@ -199,33 +207,91 @@ func (c *Client) GC(ctx context.Context, network string, valid []Attachment) err
 	return c.call(ctx, "/v1/gc", &GCRequest{Network: network, Valid: valid}, nil)
 }
 
+// maxAnswer bounds what a call reads back.
+const maxAnswer = 1 << 20
+
 func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+path, bytes.NewReader(b))
-	if err != nil {
-		return err
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
 	}
-	resp, err := c.http.Do(req)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("%w (socket %s): %v", ErrAgentUnreachable, c.socket, err)
 		}
 		return fmt.Errorf("sealmesh agent %s: %w", c.socket, err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
+	defer conn.Close()
+	// The context's end ends the call, wherever it is.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	status, body, err := exchange(conn, path, b)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("sealmesh agent %s: %s: %w", c.socket, path, err)
+	}
+	if status != 200 {
 		var e Error
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
-		return fmt.Errorf("sealmesh agent %s: %s", path, resp.Status)
+		return fmt.Errorf("sealmesh agent %s: HTTP status %d", path, status)
 	}
 	if out != nil {
 		return json.Unmarshal(body, out)
 	}
 	return nil
+}
+
+// exchange writes one HTTP/1.0 POST of body to path on conn and reads the
+// answer's status code and body.
+func exchange(conn net.Conn, path string, body []byte) (int, []byte, error) {
+	req := fmt.Sprintf("POST %s HTTP/1.0\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
+	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
+		return 0, nil, err
+	}
+	r := textproto.NewReader(bufio.NewReader(conn))
+	line, err := r.ReadLine()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read answer: %w", err)
+	}
+	// "HTTP/1.x 200 OK"
+	proto, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	status, err := strconv.Atoi(code)
+	if !strings.HasPrefix(proto, "HTTP/1.") || err != nil || len(code) != 3 {
+		return 0, nil, fmt.Errorf("malformed status line %q", line)
+	}
+	h, err := r.ReadMIMEHeader()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read answer: %w", err)
+	}
+	if te := h.Get("Transfer-Encoding"); te != "" && te != "identity" {
+		return 0, nil, fmt.Errorf("answer has transfer encoding %q; an HTTP/1.0 request wants none", te)
+	}
+	var src io.Reader = r.R
+	if cl := h.Get("Content-Length"); cl != "" {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n < 0 || n > maxAnswer {
+			return 0, nil, fmt.Errorf("answer's Content-Length %q", cl)
+		}
+		src = io.LimitReader(src, n)
+	}
+	b, err := io.ReadAll(io.LimitReader(src, maxAnswer+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read answer: %w", err)
+	}
+	if len(b) > maxAnswer {
+		return 0, nil, fmt.Errorf("answer longer than %d bytes", maxAnswer)
+	}
+	return status, b, nil
 }
