@@ -464,10 +464,13 @@ const notes = `
   certificate signed, the lease written: the file store's two records, each written,
   fsynced, renamed and its directory fsynced) and *enrolment*, the whole answer; *enrol*
   less *coordinator-enrolment* is the attested TLS round trip and the agent's own
-  handling. What *total* leaves out of the ADD's difference is the plugin's
-  own process (a Go binary: about 2.7 ms from exec to exit on this machine before any
-  work, ` + "`perf stat -r 50 sealmesh-cni --version`" + `), its call to the agent and libcni's
-  second plugin. The benchmarks run the binaries as the image ships them, static
+  handling. What *total* leaves out of sealmesh-cni's exec is the plugin's own
+  process: its start, its configuration and result, its call to the agent. Until
+  0fefe2b the plugin called the agent through net/http, which linked TLS and HTTP/2
+  into it (209 packages initialised before main, against 105 since its client speaks
+  HTTP/1.0 itself): ` + "`perf stat -r 60`" + ` of ` + "`CNI_COMMAND=VERSION`" + ` 9.3–9.6 → 5.9–7.0 ms of CPU
+  on the Turin-class VM (tuning 8.3–9.6), and the exec less the agent's stages
+  16.1–20.0 → 12.4–15.1 ms (old and new trees alternating, three runs each). The benchmarks run the binaries as the image ships them, static
   (without cgo), as they did not until issue 29's last commits: built with cgo, the
   plugin loaded libc at every exec;
   ` + "`perf stat -r 80`" + ` of an ADD to an absent agent 14.1 → 10.3 ms of CPU,
