@@ -433,7 +433,12 @@ const notes = `
 
 - **test/e2e BenchmarkCNILatency**: CNI ADD and DEL of the whole chain through libcni on
   one node, for 100 pods in sequence and 100 in parallel batches of 10 (each ADD includes
-  making the pod's netns): the reference bridge + host-local alone, and with sealmesh-cni
+  making the pod's netns; after each DEL, untimed, the netns is removed, as a runtime
+  does: until 12bccd2 they were kept until the mesh closed, and over make bench's five
+  rounds of each chain about 2000 piled up before sealmesh's chain, the last, ran;
+  every plugin's exec slowed with them, bridge's from 28–33 ms in the first chain's
+  rounds to 59–70 in sealmesh's, so sealmesh's overhead in earlier runs is overstated,
+  by about half at 0fefe2b): the reference bridge + host-local alone, and with sealmesh-cni
   chained (per pod: a key pair, simulated SNP evidence, enrolment over attested TLS with a
   lease recorded in the store, a Nebula process started in the pod's netns), and with
   the reference tuning plugin, tuning nothing, chained in sealmesh-cni's place
