@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,9 +62,9 @@ func BenchmarkCNILatency(b *testing.B) {
 				b.ReportMetric(ms(pct(dels, 99)), "DEL-p99-ms")
 				// Each plugin's exec, start to exit: what of the
 				// chain's ADD is whose.
-				for key, ds := range m.Plugins.Take() {
-					if cmd, plugin, _ := strings.Cut(key, " "); cmd == "ADD" {
-						b.ReportMetric(ms(pct(ds, 50)), "plugin-"+plugin+"-ADD-p50-ms")
+				for e, ds := range m.Plugins.Take() {
+					if e.Command == "ADD" {
+						b.ReportMetric(ms(pct(ds, 50)), "plugin-"+e.Plugin+"-ADD-p50-ms")
 					}
 				}
 				if chain != mesh.ChainBridge {
@@ -180,7 +179,7 @@ var stageSources = []struct {
 
 // readStages reads every stage's seconds and count, by the metric its
 // mean is reported as (stage-enrol-ms, coordinator-verify-ms, ...).
-func readStages(b testing.TB, m *mesh.Mesh) map[string][2]float64 {
+func readStages(b *testing.B, m *mesh.Mesh) map[string][2]float64 {
 	out := map[string][2]float64{}
 	for _, src := range stageSources {
 		st, err := stages(m, src.component, src.re)

@@ -12,19 +12,25 @@ import (
 )
 
 // PluginTimes records how long each plugin exec of a chain took, by command
-// and plugin: a chain's ADD less the sum of its plugins is libcni's own work
-// (its cache, the conflist's versions), and the sum shows which plugin the
-// difference between two chains sits in.
+// and plugin: it shows which plugin the difference between two chains sits
+// in, and a chain's ADD less its plugins' execs is libcni's own work and
+// whatever the caller timed with it.
 type PluginTimes struct {
 	invoke.DefaultExec
 	mu    sync.Mutex
-	times map[string][]time.Duration // "ADD sealmesh-cni"
+	times map[PluginExec][]time.Duration
+}
+
+// PluginExec names the execs of one plugin for one CNI command.
+type PluginExec struct {
+	Command string // CNI_COMMAND: ADD, DEL, ...
+	Plugin  string // the plugin binary's name
 }
 
 func newPluginTimes() *PluginTimes {
 	return &PluginTimes{
 		DefaultExec: invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}},
-		times:       map[string][]time.Duration{},
+		times:       map[PluginExec][]time.Duration{},
 	}
 }
 
@@ -33,13 +39,12 @@ func (p *PluginTimes) ExecPlugin(ctx context.Context, path string, stdin []byte,
 	t0 := time.Now()
 	out, err := p.DefaultExec.ExecPlugin(ctx, path, stdin, environ)
 	d := time.Since(t0)
-	cmd := "?"
+	key := PluginExec{Command: "?", Plugin: filepath.Base(path)}
 	for _, e := range environ {
 		if v, ok := strings.CutPrefix(e, "CNI_COMMAND="); ok {
-			cmd = v
+			key.Command = v
 		}
 	}
-	key := cmd + " " + filepath.Base(path)
 	p.mu.Lock()
 	p.times[key] = append(p.times[key], d)
 	p.mu.Unlock()
@@ -47,10 +52,10 @@ func (p *PluginTimes) ExecPlugin(ctx context.Context, path string, stdin []byte,
 }
 
 // Take returns the times recorded since the last Take, and forgets them.
-func (p *PluginTimes) Take() map[string][]time.Duration {
+func (p *PluginTimes) Take() map[PluginExec][]time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.times
-	p.times = map[string][]time.Duration{}
+	p.times = map[PluginExec][]time.Duration{}
 	return t
 }
