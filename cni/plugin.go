@@ -25,8 +25,9 @@ import (
 	"github.com/sealmesh/sealmesh/internal/buildinfo"
 )
 
-// Supported lists the CNI versions this plugin speaks.
-var Supported = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+// supported lists the CNI versions this plugin speaks (made in Main: the
+// plugin's packages do no work at initialisation, TestPluginInitDoesNoWork).
+func supported() version.PluginInfo { return version.PluginSupports("0.4.0", "1.0.0", "1.1.0") }
 
 // Conf is the plugin's entry in a conflist.
 type Conf struct {
@@ -298,5 +299,5 @@ func Main(version string) {
 		types.NewError(types.ErrDecodingFailure, "network configuration refused", err.Error()).Print()
 		os.Exit(1)
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}, Supported, "sealmesh-cni: attested Nebula interface for pods")
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}, supported(), "sealmesh-cni: attested Nebula interface for pods")
 }

@@ -2,7 +2,6 @@ package cniapi
 
 import (
 	"regexp"
-	"regexp/syntax"
 	"strings"
 	"testing"
 )
@@ -61,21 +60,49 @@ func TestValidateRequest(t *testing.T) {
 	}
 }
 
-// Issue 29: counted repetitions ({0,254}) compile to that many copies of
-// their pattern, and sealmesh-cni compiled them at every exec (360 KB and
-// 1-2 ms of its start). The patterns stay small; lengths are checked apart.
-func TestPatternsStaySmall(t *testing.T) {
-	for _, re := range []*regexp.Regexp{idRE, ifRE, dnsLabelRE, dnsSubdomainRE, uidRE} {
-		parsed, err := syntax.Parse(re.String(), syntax.Perl)
-		if err != nil {
-			t.Fatal(err)
+// Issue 29: the checks were regular expressions, compiled when the
+// package initialised, at every exec of sealmesh-cni. The loops that
+// replaced them take exactly what the patterns and length limits took:
+// every string of up to five bytes over an alphabet with a byte of each
+// kind the patterns tell apart.
+func TestChecksAgreeWithPatterns(t *testing.T) {
+	checks := []struct {
+		name    string
+		check   func(string) bool
+		pattern string
+		max     int
+	}{
+		{"validID", validID, `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`, 255},
+		{"validIf", func(s string) bool { return validIf(s) || s == "." || s == ".." }, `^[A-Za-z0-9_.\-]+$`, 15},
+		{"dnsLabel", dnsLabel, `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`, 63},
+		{"dnsSubdomain", dnsSubdomain, `^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`, 253},
+		{"podUID", podUID, `^[0-9a-fA-F-]+$`, 64},
+	}
+	alphabet := []byte("aqZF09-._ /\n\xff")
+	var all []string
+	var grow func(prefix []byte)
+	grow = func(prefix []byte) {
+		all = append(all, string(prefix))
+		if len(prefix) == 5 {
+			return
 		}
-		prog, err := syntax.Compile(parsed.Simplify())
-		if err != nil {
-			t.Fatal(err)
+		for _, c := range alphabet {
+			grow(append(prefix, c))
 		}
-		if n := len(prog.Inst); n > 64 {
-			t.Errorf("%s compiles to %d instructions, want at most 64", re, n)
+	}
+	grow(nil)
+	for _, c := range checks {
+		re := regexp.MustCompile(c.pattern)
+		for _, n := range []int{c.max, c.max + 1} { // the length limit
+			all = append(all, strings.Repeat("a", n), strings.Repeat("a.", n/2)+"a")
 		}
+		for _, s := range all {
+			if got, want := c.check(s), len(s) <= c.max && re.MatchString(s); got != want {
+				t.Errorf("%s(%q) = %v, the pattern and the limit say %v", c.name, s, got, want)
+			}
+		}
+	}
+	if validIf(".") || validIf("..") {
+		t.Error(`validIf takes "." or ".."`)
 	}
 }
