@@ -89,7 +89,7 @@ func Run(ctx context.Context, log *slog.Logger, c *api.Client, o Options, ready 
 		return err
 	}
 	cfg := nebulaconfig.Config(e.EnrolResponse, e.PrivateKey, opts)
-	if err := tunnel.AddInstance(ctx, control, instance, &tunnel.AddRequest{Config: cfg}); err != nil {
+	if _, err := tunnel.AddInstance(ctx, control, instance, &tunnel.AddRequest{Config: cfg}); err != nil {
 		return fmt.Errorf("lighthouse: %w", err)
 	}
 	if o.Follower != nil {

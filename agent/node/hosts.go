@@ -88,7 +88,7 @@ func (t *Processes) host(id string) *tunnelHost {
 
 // Start places the instance in the fullest process with room (starting a
 // new one when all are full) and starts it there.
-func (t *Processes) Start(ctx context.Context, id string, req *tunnel.AddRequest) (string, error) {
+func (t *Processes) Start(ctx context.Context, id string, req *tunnel.AddRequest) (string, tunnel.Started, error) {
 	if req.Netns == selfNetns {
 		// Pod mode. A tunnel process runs in a namespace of its own
 		// (tunnel.Start), where "self" is not this process's: it is
@@ -100,17 +100,17 @@ func (t *Processes) Start(ctx context.Context, id string, req *tunnel.AddRequest
 	}
 	h, err := t.place()
 	if err != nil {
-		return "", err
+		return "", tunnel.Started{}, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, t.StartTimeout)
-	err = tunnel.AddInstance(sctx, t.control(h.id), id, req)
+	took, err := tunnel.AddInstance(sctx, t.control(h.id), id, req)
 	cancel()
 	if err != nil {
 		// It may have started after all (a timeout): stop it either way.
 		t.Stop(h.id, id)
-		return "", err
+		return "", tunnel.Started{}, err
 	}
-	return h.id, nil
+	return h.id, took, nil
 }
 
 // Stop removes instance id from its process and gives its room back.

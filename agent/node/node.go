@@ -272,12 +272,19 @@ func (a *Agent) attach(ctx context.Context, r *cniapi.Request, w api.Workload) (
 	}
 	id := instanceID(r)
 	start := time.Now()
-	host, err := a.cfg.Tunnels.Start(ctx, id, &tunnel.AddRequest{Netns: r.Netns, Log: logPath, Config: cfg})
+	host, took, err := a.cfg.Tunnels.Start(ctx, id, &tunnel.AddRequest{Netns: r.Netns, Log: logPath, Config: cfg})
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	a.stage("tunnel", start)
+	// Parts of the tunnel stage, as the tunnel process timed them (a
+	// process from before it says nothing).
+	if took.Nebula > 0 {
+		a.stageTook("prepare", took.Prepare)
+		a.stageTook("nebula", took.Nebula)
+		a.stageTook("interface", took.Interface)
+	}
 	p := &pod{
 		req:    *r,
 		result: cniapi.AddResult{Interface: r.IfName, Address: e.IP, Addresses: e.IPs, MTU: mtu.mtu},

@@ -16,8 +16,9 @@ import (
 // processes, several pods each (Processes).
 type Tunnels interface {
 	// Start runs instance id for a pod and returns the host (process) it
-	// runs in; on failure nothing is left running.
-	Start(ctx context.Context, id string, req *tunnel.AddRequest) (host string, err error)
+	// runs in and how long the start's parts took there; on failure
+	// nothing is left running.
+	Start(ctx context.Context, id string, req *tunnel.AddRequest) (host string, took tunnel.Started, err error)
 	// Stop ends instance id on host; a host left empty stops.
 	Stop(host, id string)
 	// Drop gives back the room of an instance that stopped by itself.

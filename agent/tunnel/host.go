@@ -54,6 +54,7 @@ type instance struct {
 	netns     netnsDoer
 	logFile   *os.File    // nil: the host's log
 	stopping  atomic.Bool // remove has begun: the TUN reader's error is expected
+	took      Started     // how its start went
 }
 
 // AddRequest asks a host for a pod's instance.
@@ -66,6 +67,21 @@ type AddRequest struct {
 	Log string `json:"log"`
 	// Config is Nebula's configuration, private key included (Config).
 	Config *nebulaconfig.Nebula `json:"config"`
+}
+
+// Started is a host's answer to AddRequest: how long the instance's start
+// took in the host, by part, for the agent's ADD stages. A host from before
+// it answers nothing (zero).
+type Started struct {
+	// Prepare is the pod's namespace and the instance's log opened, its
+	// underlay addresses read and its configuration loaded.
+	Prepare time.Duration `json:"prepare"`
+	// Nebula is nebula.Main: Nebula's configuration, certificate and
+	// firewall loaded, the pod's TUN device and UDP socket made.
+	Nebula time.Duration `json:"nebula"`
+	// Interface is Nebula's Start: the pod's interface given its MTU and
+	// addresses and brought up (and Nebula's goroutines started).
+	Interface time.Duration `json:"interface"`
 }
 
 // InstanceInfo is one running instance in a host's listing.
@@ -131,11 +147,17 @@ func (h *host) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/tunnels/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var req AddRequest
+		var took Started
 		err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req)
 		if err == nil {
-			err = h.add(r.PathValue("id"), &req)
+			took, err = h.add(r.PathValue("id"), &req)
 		}
-		reply(w, err)
+		if err != nil {
+			reply(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(took)
 	})
 	mux.HandleFunc("POST /v1/tunnels/{id}/config", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -184,9 +206,9 @@ func reply(w http.ResponseWriter, err error) {
 var errNoInstance = errors.New("no such tunnel")
 
 // add starts an instance in the pod's namespace.
-func (h *host) add(id string, req *AddRequest) error {
+func (h *host) add(id string, req *AddRequest) (Started, error) {
 	if !validInstance(id) {
-		return fmt.Errorf("tunnel id %q: want at most %d letters, digits, '_', '.', '-'", id, maxInstanceID)
+		return Started{}, fmt.Errorf("tunnel id %q: want at most %d letters, digits, '_', '.', '-'", id, maxInstanceID)
 	}
 	h.mu.Lock()
 	_, dup := h.inst[id]
@@ -195,7 +217,7 @@ func (h *host) add(id string, req *AddRequest) error {
 	}
 	h.mu.Unlock()
 	if dup {
-		return fmt.Errorf("tunnel %s already runs", id)
+		return Started{}, fmt.Errorf("tunnel %s already runs", id)
 	}
 	start := time.Now()
 	in, err := h.start(req)
@@ -209,16 +231,17 @@ func (h *host) add(id string, req *AddRequest) error {
 	h.mu.Unlock()
 	if err != nil {
 		h.log.Error("tunnel start failed", "tunnel", id, "err", err)
-		return err
+		return Started{}, err
 	}
 	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise, "took", took)
-	return nil
+	return in.took, nil
 }
 
 func (h *host) start(req *AddRequest) (*instance, error) {
 	if req.Config == nil {
 		return nil, errors.New("tunnel: no config")
 	}
+	begin := time.Now()
 	cfg := *req.Config
 	in := &instance{netns: currentNS{}, key: cfg.PKI.Key}
 	if !cfg.Tun.Disabled {
@@ -267,13 +290,16 @@ func (h *host) start(req *AddRequest) (*instance, error) {
 		// On this thread, inside the pod's namespace: the TUN device and
 		// the UDP sockets are made here, and the interface is configured
 		// (addresses, routes) before Start returns.
+		t0 := time.Now()
 		in.ctrl, err = nebula.Main(in.c, false, h.version, log, newDevice)
 		if err != nil {
 			return fmt.Errorf("tunnel: start nebula: %w", err)
 		}
+		t1 := time.Now()
 		if err := in.ctrl.Start(); err != nil {
 			return fmt.Errorf("tunnel: start nebula: %w", err)
 		}
+		in.took = Started{Prepare: t0.Sub(begin), Nebula: t1.Sub(t0), Interface: time.Since(t1)}
 		return nil
 	})
 	if err != nil {

@@ -210,8 +210,14 @@ func TestHostInstancesStayInTheirNamespaces(t *testing.T) {
 		resp, key := enrolment(name, ips[name])
 		resps[name] = resp
 		cfg := nebulaconfig.Config(resp, key, nebulaconfig.Options{Device: "nebula1", MTU: 1300})
-		if err := AddInstance(ctx, control, name, &AddRequest{Netns: pods[name].Path, Log: dir + "/" + name + ".log", Config: cfg}); err != nil {
+		took, err := AddInstance(ctx, control, name, &AddRequest{Netns: pods[name].Path, Log: dir + "/" + name + ".log", Config: cfg})
+		if err != nil {
 			t.Fatalf("add %s: %v\n%s", name, err, hostLog)
+		}
+		// The host says how long its parts of the start took (the
+		// agent's ADD stages prepare, nebula and interface).
+		if took.Prepare <= 0 || took.Nebula <= 0 || took.Interface <= 0 {
+			t.Errorf("add %s: the host reported %+v, want every part timed", name, took)
 		}
 	}
 
@@ -367,7 +373,7 @@ func TestHostRemoveWhileDescriptorsChurn(t *testing.T) {
 			}
 			pem, _ := c.MarshalPEM()
 			cfg := nebulaconfig.Config(&api.EnrolResponse{CA: string(ca.PEM()), Certificate: string(pem)}, k.Bytes(), nebulaconfig.Options{Device: "nebula1"})
-			if err := AddInstance(ctx, control, id, &AddRequest{Netns: n.Path, Log: dir + "/" + id + ".log", Config: cfg}); err != nil {
+			if _, err := AddInstance(ctx, control, id, &AddRequest{Netns: n.Path, Log: dir + "/" + id + ".log", Config: cfg}); err != nil {
 				t.Fatalf("add %s: %v\n%s", id, err, hostLog)
 			}
 			ids = append(ids, id)

@@ -138,13 +138,24 @@ func Metrics(ctx context.Context, control string) (io.ReadCloser, error) {
 }
 
 // AddInstance starts a pod's instance, named id, in the host answering on
-// control; it returns once the pod's interface is up.
-func AddInstance(ctx context.Context, control, id string, req *AddRequest) error {
+// control; it returns once the pod's interface is up, with how long the
+// start's parts took in the host (zero from a host that does not say).
+func AddInstance(ctx context.Context, control, id string, req *AddRequest) (Started, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
-		return err
+		return Started{}, err
 	}
-	return do(ctx, control, http.MethodPut, "/v1/tunnels/"+id, b)
+	rc, err := call(ctx, control, http.MethodPut, "/v1/tunnels/"+id, b)
+	if err != nil {
+		return Started{}, err
+	}
+	defer rc.Close()
+	// The instance runs whatever the answer's body says: a host from
+	// before Started answered an empty one, and a body that does not
+	// decode only costs the agent its stage times.
+	var took Started
+	json.NewDecoder(io.LimitReader(rc, 4096)).Decode(&took)
+	return took, nil
 }
 
 // UpdateInstance hands a running instance a new configuration (Config without

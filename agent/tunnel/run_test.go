@@ -50,7 +50,7 @@ func TestControlCallsReuseTheirConnection(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock")
 	conns, stop := controlServer(t, path)
 	calls := []func() error{
-		func() error { return AddInstance(ctx, path, "a", &AddRequest{}) },
+		func() error { _, err := AddInstance(ctx, path, "a", &AddRequest{}); return err },
 		func() error { _, err := Instances(ctx, path); return err },
 		func() error { _, err := ProveInstance(ctx, path, "a", &ProveRequest{}); return err },
 	}
@@ -103,7 +103,7 @@ func BenchmarkControlCall(b *testing.B) {
 				if fresh {
 					controls.CloseIdleConnections()
 				}
-				if err := AddInstance(ctx, path, "a", &AddRequest{}); err != nil {
+				if _, err := AddInstance(ctx, path, "a", &AddRequest{}); err != nil {
 					b.Fatal(err)
 				}
 			}

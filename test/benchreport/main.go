@@ -253,6 +253,7 @@ func derived(samples map[key][]float64) string {
 		}
 	}
 	b.WriteString(byPlugin(cni))
+	b.WriteString(byStage(cni))
 	var lines []string
 	for _, c := range []struct {
 		n     int
@@ -311,6 +312,64 @@ func byPlugin(cni func(chain string, parallel int, unit string) (float64, bool))
 	return "\n## CNI ADD by plugin\n\n" +
 		"From the medians above (BenchmarkCNILatency, in sequence, p50 of each): each plugin's exec\nfrom its start to its exit as libcni ran it (*plugin-\\*-ADD-p50-ms*), and what is left of\nthe ADD: libcni's own work and the pod's netns made. The medians of parts need not add\nup to the median of the whole.\n\n" +
 		"| chain | ADD | bridge (with host-local) | chained plugin | rest |\n|---|---|---|---|---|\n" +
+		strings.Join(rows, "\n") + "\n"
+}
+
+// byStage splits the agent's ADD (sealmesh's chain) by stage, in sequence
+// and ten at a time: each stage's mean over the run and its share of the
+// total. mtu runs beside the enrolment; prepare, nebula and interface are
+// parts of tunnel, timed in the tunnel process, and what is left of tunnel
+// is the call to it (and a process's start, for a pod that waited for one).
+func byStage(cni func(chain string, parallel int, unit string) (float64, bool)) string {
+	total1, ok1 := cni("bridge", 1, "stage-total-ms")
+	total10, ok10 := cni("bridge", 10, "stage-total-ms")
+	if !ok1 || !ok10 {
+		return ""
+	}
+	cell := func(total, v float64, ok bool) string {
+		if !ok {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f ms (%.0f%%)", v, 100*v/total)
+	}
+	stage := func(parallel int, name string) (float64, bool) { return cni("bridge", parallel, "stage-"+name+"-ms") }
+	var rows []string
+	row := func(label string, get func(parallel int) (float64, bool)) {
+		v1, ok1 := get(1)
+		v10, ok10 := get(10)
+		if ok1 || ok10 {
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s |", label, cell(total1, v1, ok1), cell(total10, v10, ok10)))
+		}
+	}
+	named := func(name string) func(int) (float64, bool) {
+		return func(p int) (float64, bool) { return stage(p, name) }
+	}
+	for _, st := range []struct{ name, label string }{
+		{"identity", "identity"}, {"mtu", "mtu (beside the enrolment)"}, {"key", "key"}, {"nonce", "nonce"},
+		{"evidence", "evidence"}, {"enrol", "enrol"},
+	} {
+		row(st.label, named(st.name))
+	}
+	row("– the coordinator's verify", func(p int) (float64, bool) { return cni("bridge", p, "coordinator-verify-ms") })
+	row("– the coordinator's record", func(p int) (float64, bool) { return cni("bridge", p, "coordinator-record-ms") })
+	row("tunnel", named("tunnel"))
+	parts := []string{"prepare", "nebula", "interface"}
+	for _, part := range parts {
+		row("– "+part+" (in the tunnel process)", named(part))
+	}
+	row("– the rest: the call, a process's start", func(p int) (float64, bool) {
+		rest, ok := stage(p, "tunnel")
+		for _, part := range parts {
+			v, have := stage(p, part)
+			rest, ok = rest-v, ok && have
+		}
+		return rest, ok
+	})
+	row("record", named("record"))
+	row("total", named("total"))
+	return "\n## The agent's ADD by stage\n\n" +
+		"From the medians above (BenchmarkCNILatency, sealmesh's chain): each stage's mean over the\nrun (*stage-\\*-ms*) and its share of the total. Stages marked – are parts of the one above\nthem; *mtu* runs beside the enrolment and is not part of the total.\n\n" +
+		"| stage | in sequence | ten at a time |\n|---|---|---|\n" +
 		strings.Join(rows, "\n") + "\n"
 }
 
@@ -461,7 +520,12 @@ const notes = `
   read in its netns; from 8ef8959 on, while the enrolment is under way, so that it no
   longer adds to *total*), *key*, *nonce*, *evidence*, *enrol* (the round trip to the
   coordinator: verification, signing, the lease's durable write), *tunnel* (the Nebula
-  instance started in a tunnel process: its TUN device made and configured), *record*
+  instance started in a tunnel process: its TUN device made and configured; the call
+  included), with three of its parts as the tunnel process timed them (runs before they
+  were added lack them): *prepare* (the pod's netns and the instance's log opened, its
+  underlay addresses read, Nebula's configuration loaded), *nebula* (nebula.Main: the
+  certificate, firewall and lighthouse set up, the TUN device and the UDP socket made)
+  and *interface* (Nebula's Start: the interface's MTU, addresses and link up), *record*
   (the pod's record written; without fsync since issue 29: it outlives the agent, not
   the node) and *total*. *coordinator-\*-ms* are the coordinator's side of *enrol*
   (its sealmesh_coordinator_enrolment_stage_seconds and _enrolment_seconds over the run):
