@@ -151,10 +151,12 @@ func AddInstance(ctx context.Context, control, id string, req *AddRequest) (Star
 	}
 	defer rc.Close()
 	// The instance runs whatever the answer's body says: a host from
-	// before Started answered an empty one, and a body that does not
+	// before Started answers an empty one, and a body that does not
 	// decode only costs the agent its stage times.
 	var took Started
-	json.NewDecoder(io.LimitReader(rc, 4096)).Decode(&took)
+	if err := json.NewDecoder(io.LimitReader(rc, 4096)).Decode(&took); err != nil {
+		return Started{}, nil
+	}
 	return took, nil
 }
 
