@@ -221,7 +221,7 @@ func (h *host) add(id string, req *AddRequest) (Started, error) {
 	}
 	start := time.Now()
 	in, err := h.start(req)
-	took := time.Since(start)
+	elapsed := time.Since(start)
 	h.mu.Lock()
 	if err != nil {
 		delete(h.inst, id)
@@ -233,7 +233,7 @@ func (h *host) add(id string, req *AddRequest) (Started, error) {
 		h.log.Error("tunnel start failed", "tunnel", id, "err", err)
 		return Started{}, err
 	}
-	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise, "took", took)
+	h.log.Info("tunnel started", "tunnel", id, "netns", req.Netns, "advertise", in.advertise, "took", elapsed)
 	return in.took, nil
 }
 

@@ -332,7 +332,11 @@ func byStage(cni func(chain string, parallel int, unit string) (float64, bool)) 
 		}
 		return fmt.Sprintf("%.2f ms (%.0f%%)", v, 100*v/total)
 	}
-	stage := func(parallel int, name string) (float64, bool) { return cni("bridge", parallel, "stage-"+name+"-ms") }
+	// metric is one of sealmesh's chain's figures, by how many ran at once.
+	metric := func(unit string) func(parallel int) (float64, bool) {
+		return func(p int) (float64, bool) { return cni("bridge", p, unit) }
+	}
+	named := func(stage string) func(int) (float64, bool) { return metric("stage-" + stage + "-ms") }
 	var rows []string
 	row := func(label string, get func(parallel int) (float64, bool)) {
 		v1, ok1 := get(1)
@@ -341,26 +345,23 @@ func byStage(cni func(chain string, parallel int, unit string) (float64, bool)) 
 			rows = append(rows, fmt.Sprintf("| %s | %s | %s |", label, cell(total1, v1, ok1), cell(total10, v10, ok10)))
 		}
 	}
-	named := func(name string) func(int) (float64, bool) {
-		return func(p int) (float64, bool) { return stage(p, name) }
-	}
 	for _, st := range []struct{ name, label string }{
 		{"identity", "identity"}, {"mtu", "mtu (beside the enrolment)"}, {"key", "key"}, {"nonce", "nonce"},
 		{"evidence", "evidence"}, {"enrol", "enrol"},
 	} {
 		row(st.label, named(st.name))
 	}
-	row("– the coordinator's verify", func(p int) (float64, bool) { return cni("bridge", p, "coordinator-verify-ms") })
-	row("– the coordinator's record", func(p int) (float64, bool) { return cni("bridge", p, "coordinator-record-ms") })
+	row("– the coordinator's verify", metric("coordinator-verify-ms"))
+	row("– the coordinator's record", metric("coordinator-record-ms"))
 	row("tunnel", named("tunnel"))
 	parts := []string{"prepare", "nebula", "interface"}
 	for _, part := range parts {
 		row("– "+part+" (in the tunnel process)", named(part))
 	}
 	row("– the rest: the call, a process's start", func(p int) (float64, bool) {
-		rest, ok := stage(p, "tunnel")
+		rest, ok := named("tunnel")(p)
 		for _, part := range parts {
-			v, have := stage(p, part)
+			v, have := named(part)(p)
 			rest, ok = rest-v, ok && have
 		}
 		return rest, ok
