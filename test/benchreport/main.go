@@ -457,7 +457,17 @@ const notes = `
   (wireguard-go sends and receives batches of datagrams per system call; Nebula v1.11.1
   sends one by one, in socket code that ` + "`nebula.Main`" + ` does not let sealmesh replace),
   and wireguard-go's parallel crypto pipeline across cores (Nebula encrypts a stream on
-  one goroutine). The offloaded path costs a pod memory only once it carries a burst
+  one goroutine). The first is most of it: in a perf profile of sealmesh's TCP stream
+  (` + "`perf record -a -g -F 1999`" + ` for 7 s of BenchmarkDataPlane/sealmesh at 9e67d4b), the
+  sending pod's tunnel process spent 64% of its samples under Nebula's ` + "`WriteTo`" + `, one
+  ` + "`sendto`" + ` per datagram through the kernel's UDP, IP, bridge and veth paths (a quarter of
+  that in the hypervisor's ` + "`pvm_irq_enable`" + `: this host is a paravirtualised guest), 6% in
+  the device's reads and under 5% in encryption; the receiving one 45% under
+  ` + "`ListenOut`" + ` (recvmmsg and decryption) and 28% in the device's writes. Nebula v1.11.2
+  and v1.12.0 batch their UDP side, but they need github.com/DefinedNet/netlink
+  v1.3.2-dn.1, github.com/DefinedNet/dnsconfig and a gvisor.dev/gvisor of 2026-10-14,
+  which the Go module proxy refuses here (403, tried again on 2026-12-08; v1.12.0 also
+  needs Go 1.27.3). The offloaded path costs a pod memory only once it carries a burst
   (its buffers, and wireguard-go's coalescing tables of about 2 MB of heap): idle pods
   pay nothing (BenchmarkPodMemory); a pod keeps them while it carries bulk traffic
   (rss-load) and gives them back 5 s after its last packet. The splitter is on only
@@ -627,7 +637,15 @@ const notes = `
   signature, a little over half of that in a perf profile of one run; the rest is HTTP,
   TLS, JSON, the etcd client and the Go runtime, none of them above 6%), the agents
   about 30% (about half of it the simulated TEE's P-384 signature, which on real SNP
-  the security processor makes, not the guest's CPU) and etcd about 10%; the median run reaches 0.68–0.86 of the floor (below 0.7 in one of four runs on the Intel host). What moved it from 0.54: group commit
+  the security processor makes, not the guest's CPU) and etcd about 10%; the median run reaches 0.68–0.86 of the floor (below 0.7 in one of four runs on the Intel host). On the
+  host of the runs since 2026-12 (a paravirtualised guest), a perf profile of the peak
+  with one coordinator (` + "`perf record -a -g -F 2000`" + ` for 3 s at 9e67d4b) split the
+  coordinator's samples: the evidence's verification 38% and the certificate's signature
+  2% (the crypto the floor measures), net/http serving the request 11%, the etcd client
+  (gRPC's reader and writer, the group commit, the watch on the leases) 16%, the
+  scheduler 8%, the runtime's sysmon thread 7%, JSON 7%, TLS 4%, the collector 4%; 21% of
+  all of them were in the kernel and 15% in the hypervisor's ` + "`pvm_irq_enable`" + `, what a
+  system call or a wake-up costs on this guest. What moved it from 0.54: group commit
   in the etcd store (swaps made while a transaction is in flight go together in the
   next, each a transaction of its own nested in the shared one, so one that loses its
   address costs the others nothing: 0.14 etcd operations per enrolment, from 2, and
