@@ -569,7 +569,17 @@ const notes = `
   then paid 11–14 ms (old and new trees alternating, three runs each): the spare's
   start shares the two cores with the ADDs beside it, and a process's first instance
   starts in 4–10 ms instead of 3. p50 and p99 (the largest of 100: the node's first
-  pod, which still waits for a start) do not show it beyond their noise. Until
+  pod, which still waits for a start) do not show it beyond their noise. On the
+  paravirtualised host, one sequential run at 9e67d4b with every plugin's exec timed per
+  pod (four rounds of 100) put the tail there: the pod that takes a process's last room
+  paid about 5 ms more in sealmesh-cni (the spare's start beside its tunnel stage); the
+  next, the first in the fresh process, about 7 ms more in bridge (the same start, still
+  running) and 4.5 more in sealmesh-cni (a process's first instance: Nebula's start 2.5
+  ms against 1.2). ` + "`perf stat -r 30 sealmesh-tunnel --version`" + ` costs 18 ms of CPU
+  there (581 page faults; a Go hello-world 4.5). Starting the spare when half a process's
+  room is left parted the two costs (p99 93.1 and 90.1 ms against 96.5 and 99.0, two interleaved
+  pairs), but ten at a time it gained nothing in three pairs, and the host drifted more
+  within the hour (p99 90 to 141 ms with one tree): not kept. Until
   9a6cd2e, two runs in five had a DEL p99 of 5 s in parallel batches: a pod's Nebula
   reader left waiting on a descriptor
   number another file had taken (docs/architecture.md, how an instance is stopped).
