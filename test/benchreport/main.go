@@ -577,12 +577,11 @@ const notes = `
   running) and 4.5 more in sealmesh-cni (a process's first instance: Nebula's start 2.5
   ms against 1.2). ` + "`perf stat -r 30 sealmesh-tunnel --version`" + ` costs 18 ms of CPU
   there (581 page faults; a Go hello-world 4.5). Starting the spare when half a process's
-  room is left parted the two costs (p99 93.1 and 90.1 ms against 96.5 and 99.0, two interleaved
-  pairs), but ten at a time it gained nothing in three pairs, and the host drifted more
-  within the hour (p99 90 to 141 ms with one tree): not kept. Until
+  room is left parted the two costs (p99 93.1 and 90.1 ms against 96.5 and 99.0, two
+  interleaved pairs), but ten at a time it gained nothing in three pairs, and the host
+  drifted more within the hour (p99 90 to 141 ms with one tree): not kept. Until
   9a6cd2e, two runs in five had a DEL p99 of 5 s in parallel batches: a pod's Nebula
-  reader left waiting on a descriptor
-  number another file had taken (docs/architecture.md, how an instance is stopped).
+  reader left waiting on a descriptor number another file had taken (docs/architecture.md, how an instance is stopped).
 
 - **attest BenchmarkVerify/snp, /tdx, BenchmarkVerifySimulated**: one evidence
   verification (certificate chain, report or quote signature, report data) of the real
