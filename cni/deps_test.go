@@ -31,12 +31,11 @@ func TestPluginDependencies(t *testing.T) {
 // reports each package's initialisation under GODEBUG=inittrace=1; a
 // package that does none is not listed.
 func TestPluginInitDoesNoWork(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "sealmesh-cni")
-	build := exec.Command("go", "build", "-o", bin, "github.com/sealmesh/sealmesh/cmd/sealmesh-cni")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
+	dir := t.TempDir()
+	if out, err := tools.BuildStatic(dir, "github.com/sealmesh/sealmesh/cmd/sealmesh-cni"); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	bin := filepath.Join(dir, "sealmesh-cni")
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "CNI_COMMAND=VERSION", "GODEBUG=inittrace=1")

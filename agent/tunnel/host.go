@@ -152,12 +152,7 @@ func (h *host) handler() http.Handler {
 		if err == nil {
 			took, err = h.add(r.PathValue("id"), &req)
 		}
-		if err != nil {
-			reply(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(took)
+		answer(w, took, err)
 	})
 	mux.HandleFunc("POST /v1/tunnels/{id}/config", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -173,24 +168,28 @@ func (h *host) handler() http.Handler {
 		if err == nil {
 			proof, err = h.prove(r.PathValue("id"), &req)
 		}
-		if err != nil {
-			reply(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(struct {
+		answer(w, struct {
 			Proof []byte `json:"proof"`
-		}{proof})
+		}{proof}, err)
 	})
 	mux.HandleFunc("DELETE /v1/tunnels/{id}", func(w http.ResponseWriter, r *http.Request) {
 		h.remove(r.PathValue("id"))
 	})
 	mux.HandleFunc("GET /v1/tunnels", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(h.list())
+		answer(w, h.list(), nil)
 	})
 	mux.Handle("GET /v1/metrics", nebulaMetrics(false))
 	return mux
+}
+
+// answer writes v as JSON, or err as reply does.
+func answer(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		reply(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
 
 func reply(w http.ResponseWriter, err error) {

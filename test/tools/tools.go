@@ -183,15 +183,8 @@ func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
 	}
 	*binDir = dir
 	code := 1
-	// Built as the image builds them (Dockerfile, make image): static,
-	// without cgo. A dynamically linked binary also loads libc at every
-	// start; the CNI plugin and the tunnel start once per pod, and the
-	// benchmarks time those starts.
-	cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
+	if out, err := BuildStatic(dir, pkgs...); err != nil {
+		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 	} else {
 		code = m.Run()
 	}
@@ -201,6 +194,17 @@ func BuildMain(m *testing.M, binDir *string, pkgs ...string) {
 		os.RemoveAll(dir)
 	}
 	os.Exit(code)
+}
+
+// BuildStatic builds pkgs (import paths) from this checkout into dir as the
+// image builds them (Dockerfile, make image): static, without cgo. A
+// dynamically linked binary also loads libc at every start; the CNI plugin
+// and the tunnel start once per pod, and the benchmarks time those starts.
+// On failure it returns the go command's output.
+func BuildStatic(dir string, pkgs ...string) ([]byte, error) {
+	cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	return cmd.CombinedOutput()
 }
 
 // Root is the repository's top directory, found from this file's place in
